@@ -1,0 +1,313 @@
+"""The Python API, which the CLI mirrors: `train`, `evaluate`, `predict`, `load`.
+
+    import dlforge
+    result = dlforge.train("breast-cancer-mlp", ["train.lr=3e-3"])
+    model = dlforge.load(result.run_dir)
+    rows = dlforge.predict(result.run_dir, "new_patients.csv")
+
+A run goes: config -> data (registry) -> model (registry, with data-derived sizes) -> Trainer with callbacks ->
+final model folder (best weights) -> evaluation on every split -> plots, model card, run registry.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dlforge.config import Config, dump_config, load_config
+from dlforge.data.dataset import DataBundle
+from dlforge.errors import ConfigError, DlforgeError
+from dlforge.eval.evaluate import evaluate_model
+from dlforge.eval.metrics import TaskMetrics
+from dlforge.layers.losses import CLASSIFICATION_LOSSES, to_probabilities
+from dlforge.registry import create_model, dataset_entry
+from dlforge.runs.registry import RunRegistry, git_revision
+from dlforge.runs.rundir import atomic_write_json, atomic_write_text, new_run_dir, resolve_run
+from dlforge.train import distributed
+from dlforge.train.callbacks import Checkpointer, EarlyStopping, MetricsLogger, Plots, ProgressBar
+from dlforge.train.checkpoint import load_latest_checkpoint, load_model, save_model
+from dlforge.train.trainer import Trainer, seed_everything
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # completed | interrupted
+    stop_reason: str
+    steps: int
+    wall_s: float
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metric -> value
+
+
+def build_data(cfg: Config) -> DataBundle:
+    entry = dataset_entry(cfg.data["name"])
+    return entry.fn(cfg.data_config())
+
+
+def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
+    """The configured model, with the sizes the data dictates (in/out features, class weights)."""
+    user = {k: v for k, v in cfg.model.items() if k != "name"}
+    task = data.info.get("task")
+    loss = user.get("loss", "mse" if task == "regression" else "cross_entropy")
+    if task == "regression" and loss in CLASSIFICATION_LOSSES:
+        raise ConfigError(f"model.loss: {loss!r} is a classification loss but data {cfg.data['name']!r} is regression")
+    if task == "classification" and loss not in CLASSIFICATION_LOSSES:
+        raise ConfigError(f"model.loss: {loss!r} is a regression loss but data {cfg.data['name']!r} is classification")
+    if loss == "bce" and data.info.get("num_classes") != 2:
+        raise ConfigError(f"model.loss: 'bce' needs two classes, the data has {data.info.get('num_classes')}")
+    return create_model(cfg.model["name"], **{**user, "loss": loss, **data.model_defaults})
+
+
+def task_metrics(info: dict[str, Any], loss: str) -> TaskMetrics:
+    return TaskMetrics(info["task"], num_classes=info.get("num_classes"), loss_name=loss,
+                       target_mean=info.get("target_mean", 0.0), target_std=info.get("target_std", 1.0))
+
+
+def train(config: Config | str | Path | dict, overrides: list[str] | None = None, run_dir: str | Path | None = None,
+          resume: str | Path | None = None) -> RunResult:
+    """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name)."""
+    start = time.perf_counter()
+    if resume is not None:
+        run_path = resolve_run(str(resume), _runs_dir(config))
+        cfg = load_config(run_path / "config.yaml", overrides)
+    else:
+        cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    info = distributed.setup(cfg.train.device)
+    if resume is None:
+        run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
+    seed_everything(cfg.train.seed)
+    data = build_data(cfg)
+    model = build_model(cfg, data)
+    registry = RunRegistry(run_path.parent) if info.is_main else None
+    if info.is_main:
+        atomic_write_text(run_path / "config.yaml", dump_config(cfg))
+        registry.start(run_path.name, str(run_path), cfg.name, cfg.hash(), data.fingerprint, git_revision())
+
+    t = cfg.train
+    ckpt_dir = run_path / "checkpoints"
+    callbacks = [MetricsLogger(run_path, tensorboard=t.tensorboard)]
+    if t.early_stopping is not None:
+        es = t.early_stopping
+        callbacks.append(EarlyStopping(es.metric or t.monitor, es.mode, es.patience, es.min_delta))
+    monitor = t.monitor if data.val is not None else None  # no validation split: no best tracking
+    callbacks.append(Checkpointer(ckpt_dir, t.checkpoint_every, t.keep_checkpoints, monitor, t.monitor_mode))
+    if t.progress:
+        callbacks.append(ProgressBar())
+    callbacks.append(Plots(run_path))
+    loss_name = model.config.loss
+    trainer = Trainer(model, t, data.train, data.val, metrics=task_metrics(data.info, loss_name),
+                      callbacks=callbacks, num_workers=cfg.data_config().num_workers)
+    if resume is not None:
+        found = load_latest_checkpoint(ckpt_dir, warn=_warn)
+        if found is not None:
+            trainer.load_state_dict(found[1])
+        else:  # killed before its first checkpoint: start over in the same folder
+            (run_path / "metrics.jsonl").unlink(missing_ok=True)
+    try:
+        trainer.fit()
+    except BaseException as exc:
+        if registry is not None:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            registry.finish(run_path.name, status, {"error": str(exc)[:500]})
+        raise
+    finally:
+        distributed.cleanup(info)
+    result = RunResult(run_path, "interrupted" if trainer.interrupted else "completed", trainer.stop_reason,
+                       trainer.step, time.perf_counter() - start)
+    if not info.is_main:
+        return result
+    if trainer.interrupted:
+        registry.finish(run_path.name, "interrupted", {"step": trainer.step})
+        return result
+    result.metrics = _finalize(cfg, run_path, model, data, trainer)
+    result.wall_s = time.perf_counter() - start
+    _write_card(cfg, run_path, model, data, result)
+    registry.finish(run_path.name, "completed", {f"{s}/{k}": v for s, m in result.metrics.items() for k, v in m.items()
+                                                 if isinstance(v, int | float)})
+    return result
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _runs_dir(config: Any) -> str:
+    return config.runs_dir if isinstance(config, Config) else "runs"
+
+
+def _new_run(cfg: Config, run_dir: str | Path | None) -> Path:
+    if run_dir is None:
+        return new_run_dir(cfg.runs_dir, cfg.name)
+    path = Path(run_dir)
+    if (path / "config.yaml").exists():
+        raise DlforgeError(f"{path}: already holds a run; continue it with --resume {path}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _broadcast_path(info: distributed.DistInfo, make) -> Path:
+    """Rank 0 creates the run folder; every rank learns its path."""
+    if not info.enabled:
+        return make()
+    box = [str(make()) if info.is_main else None]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return Path(box[0])
+
+
+def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, trainer: Trainer) -> dict:
+    """Best weights -> model/ folder; metrics on every split -> eval.json; confusion matrix plot."""
+    from dlforge.train.checkpoint import load_weights
+
+    best = run_path / "checkpoints" / "best" / "model.safetensors"
+    if best.exists():
+        load_weights(model, best)
+    extra = {"preprocessing.json": data.preprocessing, "data_info.json": _jsonable(data.info)}
+    save_model(model, run_path / "model", extra_files=extra)
+    metrics = {}
+    loss_name = model.config.loss
+    for split in ("train", "val", "test"):
+        ds = getattr(data, split)
+        if ds is None:
+            continue
+        tm = task_metrics(data.info, loss_name)
+        metrics[split] = evaluate_model(model, ds, tm, device=trainer.device, autocast_dtype=trainer.autocast_dtype)
+        if split == "test" and data.info["task"] == "classification":
+            from dlforge.runs.plots import plot_confusion_matrix
+
+            plot_confusion_matrix(tm.confusion_matrix(), data.info["label_names"], run_path / "plots" / "confusion.png",
+                                  title=f"{cfg.name}: test confusion matrix")
+    atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason, **metrics})
+    return metrics
+
+
+def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, result: RunResult) -> None:
+    from dlforge.runs.card import write_model_card
+
+    params = sum(p.numel() for p in model.parameters())
+    info = _jsonable(data.info)
+    info["split_sizes"] = {s: len(getattr(data, s)) for s in ("train", "val", "test") if getattr(data, s) is not None}
+    write_model_card(run_path, name=cfg.name, config=cfg.model_dump(mode="json"), info=info,
+                     metrics=result.metrics, params=params, wall_s=result.wall_s)
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if isinstance(v, str | int | float | bool | list | dict | type(None))}
+
+
+# --- using a trained run ---------------------------------------------------------------------------------------
+
+
+def _model_dir(path: str | Path) -> Path:
+    p = Path(path)
+    if (p / "config.json").exists():
+        return p
+    run = resolve_run(str(path))
+    if not (run / "model" / "config.json").exists():
+        raise DlforgeError(f"{run}: has no model/ folder yet (training did not finish); resume it with --resume")
+    return run / "model"
+
+
+def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """A trained model, in eval mode, from a model folder or a run; `model.meta` holds its config and preprocessing."""
+    model, meta = load_model(_model_dir(path), device=device)
+    model.meta = meta
+    return model
+
+
+def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
+    """Metrics of a run's final model on one split of its data (rebuilt from the run's config)."""
+    run_path = resolve_run(str(run))
+    cfg = load_config(run_path / "config.yaml")
+    data = build_data(cfg)
+    ds = getattr(data, split, None) if split in ("train", "val", "test") else None
+    if ds is None:
+        raise DlforgeError(f"--split: {split!r} is not a split of this run; expected train, val or test")
+    model = load(run_path)
+    return evaluate_model(model, ds, task_metrics(data.info, model.config.loss))
+
+
+def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None) -> list[dict[str, Any]]:
+    """Predictions for the rows of a CSV/Parquet file: label and class probabilities, or the regression value."""
+    from dlforge.data.tabular import decode_labels, prepare_inputs, unscale_target
+
+    model = load(run)
+    pre = model.meta["extra"]["preprocessing.json"]
+    x, _, lines = prepare_inputs(pre, input_path)
+    with torch.no_grad():
+        logits = model({"x": x}).logits
+    rows: list[dict[str, Any]] = []
+    if pre["task"] == "classification":
+        probs = to_probabilities(logits, model.config.loss)
+        labels = decode_labels(pre, probs.argmax(dim=1).tolist())
+        names = pre["label_names"]
+        for line, label, p in zip(lines, labels, probs.tolist(), strict=True):
+            rows.append({"line": line, "prediction": label, **{f"p({n})": round(v, 6) for n, v in zip(names, p, strict=True)}})
+    else:
+        values = unscale_target(pre, logits.squeeze(-1))
+        rows = [{"line": line, "prediction": float(v)} for line, v in zip(lines, list(values), strict=True)]
+    if out is not None:
+        _write_rows(Path(out), rows)
+    return rows
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["line", "prediction"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+# --- the run registry ------------------------------------------------------------------------------------------
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    for key in ("test/accuracy", "test/r2", "val/accuracy", "val/r2", "test/loss", "val/loss"):
+        if isinstance(metrics.get(key), int | float):
+            return f"{key} {metrics[key]:.4f}"
+    return ""
+
+
+def list_runs(runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
+    """Every run in the registry, newest first, with a headline metric."""
+    if not (Path(runs_dir) / "registry.db").exists():
+        return []
+    rows = RunRegistry(runs_dir).list()
+    for r in rows:
+        r["headline"] = _headline(r.get("metrics") or {})
+    return rows
+
+
+def show_run(run: str | Path, runs_dir: str | Path = "runs") -> dict[str, Any]:
+    import json
+
+    run_path = resolve_run(str(run), runs_dir)
+    record = RunRegistry(run_path.parent).get(run_path.name) or {"name": run_path.name}
+    record["run_dir"] = str(run_path)
+    eval_path = run_path / "eval.json"
+    record["eval"] = json.loads(eval_path.read_text()) if eval_path.exists() else None
+    return record
+
+
+def compare_runs(runs: list[str], runs_dir: str | Path = "runs", out: str | Path | None = None) -> dict[str, Any]:
+    """Final metrics of several runs side by side, and their curves overlaid in one PNG."""
+    from dlforge.runs.plots import plot_compare
+
+    if len(runs) < 2:
+        raise DlforgeError("runs compare: give at least two runs")
+    records = [show_run(r, runs_dir) for r in runs]
+    items = []
+    for rec in records:
+        flat = {f"{s}/{k}": v for s, m in (rec["eval"] or {}).items() if isinstance(m, dict) for k, v in m.items()}
+        items.append({"name": rec["name"], "run_dir": rec["run_dir"], "metrics": flat})
+    out_path = Path(out) if out else Path(runs_dir) / f"compare-{'-vs-'.join(r['name'] for r in items)[:120]}.png"
+    plot_compare([(r["name"], Path(r["run_dir"]) / "metrics.jsonl") for r in items], out_path)
+    return {"runs": items, "plot": str(out_path)}

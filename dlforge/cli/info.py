@@ -1,0 +1,64 @@
+"""`dlforge models`, `dlforge datasets`, `dlforge presets`, `dlforge config schema`."""
+
+from __future__ import annotations
+
+import typer
+
+from dlforge.cli.output import emit_json, table
+
+config_app = typer.Typer(no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("models")(models_cmd)
+    app.command("datasets")(datasets_cmd)
+    app.command("presets")(presets_cmd)
+
+
+def models_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the registered models."""
+    from dlforge.registry import model_entries
+
+    rows = [{"name": e.name, "config": e.config_cls.__name__, "description": e.doc} for e in model_entries()]
+    emit_json(rows) if as_json else table("models", ["name", "config", "description"], [list(r.values()) for r in rows])
+
+
+def datasets_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the registered datasets."""
+    from dlforge.registry import dataset_entries
+
+    rows = [{"name": e.name, "config": e.config_cls.__name__, "description": e.doc} for e in dataset_entries()]
+    emit_json(rows) if as_json else table("datasets", ["name", "config", "description"], [list(r.values()) for r in rows])
+
+
+def presets_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the YAML presets (configs/*.yaml)."""
+    from dlforge.config import list_presets, read_yaml
+
+    rows = []
+    for name, path in list_presets().items():
+        raw = read_yaml(path)
+        rows.append({"name": name, "data": raw.get("data", {}).get("name"), "model": raw.get("model", {}).get("name"),
+                     "path": str(path)})
+    emit_json(rows) if as_json else table("presets", ["name", "data", "model", "path"], [list(r.values()) for r in rows])
+
+
+@config_app.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of the config (data and model sections per registered name)."""
+    from dlforge.config import json_schema
+
+    emit_json(json_schema())
+
+
+@config_app.command("show")
+def show_cmd(preset: str = typer.Argument(...), overrides: list[str] = typer.Argument(None),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Print a preset resolved with overrides, validated."""
+    from dlforge.config import dump_config, load_config
+
+    cfg = load_config(preset, list(overrides or []))
+    if as_json:
+        emit_json(cfg.model_dump(mode="json"))
+    else:
+        print(dump_config(cfg), end="")

@@ -1,0 +1,42 @@
+"""`dlforge` entry point: the typer app, and the error policy.
+
+A `DlforgeError` (bad config key, broken CSV, damaged checkpoint...) prints one line and exits with code 2; the
+traceback is shown only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dlforge.cli import info, runs, train
+from dlforge.errors import DlforgeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="dlforge: deep learning end to end — train, evaluate, predict, compare runs.")
+train.register(app)
+info.register(app)
+app.add_typer(runs.app, name="runs", help="List, show and compare runs.")
+app.add_typer(info.config_app, name="config", help="The config schema.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="dlforge")  # usage errors exit with code 2 inside, as click does
+    except DlforgeError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        sys.exit(1)

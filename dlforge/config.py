@@ -1,0 +1,345 @@
+"""The one typed config schema: `data`, `model`, `train` sections, YAML presets and dotted overrides.
+
+    cfg = load_config("breast-cancer-mlp", ["train.lr=3e-3", "model.hidden=[256,256]"])
+
+A preset is `configs/<name>.yaml`; a path to any YAML file works too. Each override is `key.sub=value` with the value
+read as YAML (`[256,256]` is a list, `null` is None). The `data` and `model` sections are checked against the config
+class that the dataset or model registered, so every key anywhere is validated, and a wrong one becomes one
+`ConfigError` line naming the key, with a suggestion for a likely typo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from dlforge.errors import ConfigError
+
+PRESET_DIRS = [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """Fields every dataset config has; each dataset subclasses it with its own fields."""
+
+    name: str
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process)")
+
+
+class EarlyStopping(Section):
+    metric: str | None = Field(None, description="metric to watch, e.g. 'val/accuracy'; default: train.monitor")
+    mode: Literal["auto", "min", "max"] = "auto"
+    patience: int = Field(10, ge=1, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Section):
+    """The Trainer's knobs. Training stops at `max_steps` or `max_epochs`, whichever comes first."""
+
+    max_steps: int | None = Field(None, ge=1)
+    max_epochs: int | None = Field(None, ge=1)
+    batch_size: int | Literal["full"] = Field(32, description="samples per step; 1 = stochastic GD, 'full' = batch GD")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    # optimizer
+    optimizer: Literal["sgd", "adam", "adamw", "adagrad", "rmsprop"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0, description="not applied to biases and norm weights")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd and rmsprop")
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    # schedule
+    scheduler: Literal[
+        "constant", "step", "multistep", "exponential", "cosine", "linear", "onecycle", "plateau"
+    ] = "constant"
+    warmup_steps: int = Field(0, ge=0, description="linear warmup before cosine, linear or constant")
+    min_lr: float = Field(0.0, ge=0, description="floor of cosine and linear decay")
+    step_size: int = Field(1000, ge=1, description="steps between decays of 'step'")
+    milestones: list[int] = Field(default_factory=list, description="steps at which 'multistep' decays")
+    gamma: float = Field(0.1, gt=0, description="decay factor of step, multistep, exponential (per step), plateau")
+    plateau_patience: int = Field(5, ge=0, description="evaluations without improvement before 'plateau' decays")
+    # mechanics
+    grad_clip: float | None = Field(None, gt=0)
+    grad_clip_mode: Literal["norm", "value"] = "norm"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    activation_checkpointing: bool = False
+    compile: bool = False
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    seed: int = 0
+    nan_policy: Literal["stop", "skip"] = Field("stop", description="on a NaN/inf loss: stop, or skip the step")
+    # evaluation, logging, checkpoints
+    log_every: int = Field(10, ge=1)
+    eval_every: int | Literal["epoch"] = "epoch"
+    checkpoint_every: int | Literal["epoch"] | None = "epoch"
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept (the best one is kept besides)")
+    monitor: str = Field("val/loss", description="metric for best-checkpoint tracking")
+    monitor_mode: Literal["auto", "min", "max"] = "auto"
+    early_stopping: EarlyStopping | None = None
+    progress: bool = True
+    tensorboard: bool = True
+
+    @field_validator("batch_size", "eval_every", "checkpoint_every")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        ok = v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit())
+        if not ok:
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return v
+
+    @model_validator(mode="after")
+    def _stop_condition(self) -> TrainConfig:
+        if self.max_steps is None and self.max_epochs is None:
+            raise ValueError("set train.max_steps or train.max_epochs")
+        return self
+
+
+class Config(Section):
+    """A whole run: what data, which model, how to train."""
+
+    name: str = Field("run", description="run name; the run folder is <runs_dir>/<name>-<timestamp>")
+    runs_dir: str = "runs"
+    data: dict[str, Any]
+    model: dict[str, Any]
+    train: TrainConfig
+
+    @field_validator("data")
+    @classmethod
+    def _check_data(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from dlforge.registry import dataset_entry
+
+        if "name" not in v:
+            raise ConfigError("data.name: missing; expected a dataset name (see `dlforge datasets`)")
+        entry = dataset_entry(v["name"])
+        return _validate_section(entry.config_cls, v, "data")
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from dlforge.registry import model_entry
+
+        if "name" not in v:
+            raise ConfigError("model.name: missing; expected a model name (see `dlforge models`)")
+        entry = model_entry(v["name"])
+        rest = {k: w for k, w in v.items() if k != "name"}
+        _validate_section(entry.config_cls, rest, "model")  # types and ranges; data-derived fields come later
+        return {"name": v["name"], **rest}
+
+    def data_config(self) -> DataConfig:
+        from dlforge.registry import dataset_entry
+
+        return dataset_entry(self.data["name"]).config_cls.model_validate(self.data)
+
+    def hash(self) -> str:
+        """SHA-256 of the resolved config, to tell runs with identical settings apart from the rest."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _validate_section(config_cls: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    try:
+        if isinstance(config_cls, type) and issubclass(config_cls, BaseModel):
+            return config_cls.model_validate(values).model_dump(mode="json")
+        obj = config_cls(**values)  # a pydantic dataclass validates on construction
+        return {k: values[k] for k in values} if not dataclasses.is_dataclass(obj) else _given(obj, values)
+    except (ValidationError, TypeError) as exc:
+        err = validation_to_config_error(exc, prefix=prefix, fields=_field_names(config_cls))
+        if err is None:
+            raise
+        raise err from exc
+
+
+def _given(obj: Any, values: dict[str, Any]) -> dict[str, Any]:
+    # Keep only the keys the user gave, with their validated values, so data-derived defaults can fill the rest.
+    full = TypeAdapter(type(obj)).dump_python(obj, mode="json")
+    return {k: full[k] for k in values}
+
+
+def _field_names(config_cls: type) -> list[str]:
+    if isinstance(config_cls, type) and issubclass(config_cls, BaseModel):
+        return list(config_cls.model_fields)
+    return [f.name for f in dataclasses.fields(config_cls)]
+
+
+def _all_keys(model_cls: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model_cls.model_fields.items():
+        keys.append(prefix + name)
+        ann = field.annotation
+        for sub in getattr(ann, "__args__", (ann,)):
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                keys += _all_keys(sub, prefix + name + ".")
+    return keys
+
+
+def validation_to_config_error(exc: Exception, prefix: str, fields: list[str] | None = None) -> ConfigError | None:
+    """Turn pydantic's ValidationError (or a dataclass TypeError) into one ConfigError line naming the key."""
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, TypeError):  # e.g. "__init__() got an unexpected keyword argument 'hiden'"
+        msg = str(exc)
+        if "unexpected keyword argument" in msg:
+            bad = msg.split("'")[-2]
+            return ConfigError(f"{prefix}.{bad}: unknown key{_suggest(bad, fields or [])}")
+        return None
+    if not isinstance(exc, ValidationError):
+        return None
+    e = exc.errors()[0]
+    loc = [str(p) for p in e["loc"] if not str(p).startswith(("function-", "literal[", "int", "float", "str"))]
+    key = ".".join([prefix, *loc]) if prefix else ".".join(loc)
+    if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        candidates = [f"{prefix}.{f}" if prefix else f for f in (fields or [])]
+        if prefix == "" and fields is None:
+            candidates = _all_keys(Config)
+        return ConfigError(f"{key}: unknown key{_suggest(key, candidates, strip=prefix)}")
+    if e["type"] == "missing":
+        return ConfigError(f"{key}: missing; this key is required")
+    got = e.get("input")
+    msg = e["msg"].removeprefix("Value error, ")
+    got_txt = f", got {got!r}" if not isinstance(got, dict) else ""
+    return ConfigError(f"{key}: {msg}{got_txt}")
+
+
+def _suggest(key: str, candidates: list[str], strip: str = "") -> str:
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f"; did you mean {close[0]!r}?"
+
+
+# --- loading ---------------------------------------------------------------------------------------------------
+
+
+def list_presets() -> dict[str, Path]:
+    """Preset name -> YAML file, from ./configs and the configs folder beside the package (first wins)."""
+    found: dict[str, Path] = {}
+    for d in PRESET_DIRS:
+        if d.is_dir():
+            for p in sorted(d.glob("*.yaml")):
+                found.setdefault(p.stem, p)
+    return found
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"{name_or_path}: config file not found")
+        return p
+    presets = list_presets()
+    if name_or_path not in presets:
+        close = difflib.get_close_matches(name_or_path, list(presets), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "; see `dlforge presets`"
+        raise ConfigError(f"{name_or_path}: no such preset or YAML file{hint}")
+    return presets[name_or_path]
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with data, model and train sections")
+    return data
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-3")
+        key, _, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, str):
+            value = _number_or_str(value)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return raw
+
+
+def _number_or_str(text: str) -> Any:
+    # YAML 1.1 reads "3e-3" as a string; a person typing it means a number.
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return text
+
+
+def load_config(preset: str | Path | dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """Load a preset name, a YAML path or a dict, apply overrides and validate."""
+    if isinstance(preset, dict):
+        raw, source = dict(preset), "config"
+    else:
+        path = resolve_preset(str(preset))
+        raw, source = read_yaml(path), path.stem
+    raw.setdefault("name", source)
+    apply_overrides(raw, overrides or [])
+    return validate_config(raw)
+
+
+def validate_config(raw: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        # A ConfigError raised inside a field validator arrives wrapped; unwrap it.
+        inner = exc.errors()[0].get("ctx", {}).get("error")
+        if isinstance(inner, ConfigError):
+            raise inner from None
+        err = validation_to_config_error(exc, prefix="")
+        raise err from None
+    except ConfigError:
+        raise
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the whole config, with `data` and `model` as one-of the registered config classes."""
+    from dlforge.registry import dataset_entries, model_entries
+
+    schema = Config.model_json_schema()
+
+    def variants(entries, with_name: bool) -> list[dict[str, Any]]:
+        out = []
+        for e in entries:
+            s = TypeAdapter(e.config_cls).json_schema()
+            s["title"] = e.name
+            s.setdefault("properties", {})["name"] = {"const": e.name}
+            s["required"] = ["name"]  # data-derived fields are filled in at build time
+            out.append(s)
+        return out
+
+    schema["properties"]["data"] = {"oneOf": variants(dataset_entries(), True), "description": "see `dlforge datasets`"}
+    schema["properties"]["model"] = {"oneOf": variants(model_entries(), True), "description": "see `dlforge models`"}
+    return schema

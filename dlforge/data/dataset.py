@@ -1,0 +1,68 @@
+"""What every dataset builder returns, and the in-memory dataset that tabular data uses.
+
+Batches are dicts of tensors with the conventional names (`x`, `y`, `input_ids`, `pixel_values`, ...). A dataset
+may implement `__getitems__(indices)` to return a whole batch at once; the DataLoader then calls it instead of
+indexing sample by sample, which is what keeps small-model training fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+
+class TensorDictDataset(Dataset):
+    """Rows of equally long tensors; `ds[i]` is one sample, `ds.__getitems__(idx)` one batch."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        lengths = {len(t) for t in tensors.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"tensors of different lengths: { {k: len(t) for k, t in tensors.items()} }")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: t[i] for k, t in self.tensors.items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return {k: t[idx] for k, t in self.tensors.items()}
+
+
+def collate_batch(batch: Any) -> dict[str, torch.Tensor]:
+    """Collate for datasets with `__getitems__` (already a batch dict) or plain per-sample dicts."""
+    if isinstance(batch, dict):
+        return batch
+    return torch.utils.data.default_collate(batch)
+
+
+@dataclass
+class DataBundle:
+    """Splits plus what the rest of dlforge needs to know about them.
+
+    info: {"task": "classification" | "regression", "num_classes": int | None, "label_names": list | None, ...}
+    model_defaults: config values the model must take from the data (e.g. in_features, out_features).
+    preprocessing: JSON-able state saved in the model folder so `predict` can prepare new inputs the same way.
+    fingerprint: a hash of the data, recorded in the run registry.
+    """
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset | None
+    info: dict[str, Any] = field(default_factory=dict)
+    model_defaults: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+
+def fingerprint_tensors(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

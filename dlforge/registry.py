@@ -1,0 +1,122 @@
+"""Registries: a name turns into a model or a dataset, for the CLI and the tests alike (the timm way).
+
+A model is registered by a factory function whose name is the model's name; it takes keyword overrides of the
+model's config dataclass and returns the model. A preset is such a function with some defaults filled in:
+
+    @register_model(MLPConfig)
+    def perceptron(**overrides) -> MLP:
+        return MLP(MLPConfig(**{"hidden": [], **overrides}))
+
+A dataset is registered the same way with its pydantic config class; its builder takes that config and returns a
+`DataBundle` (see `dlforge.data`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dlforge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    fn: Callable[..., Any]
+    config_cls: type
+    doc: str
+
+
+_MODELS: dict[str, Entry] = {}
+_DATASETS: dict[str, Entry] = {}
+
+
+def _first_line(fn: Callable) -> str:
+    return (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+
+
+def _register(table: dict[str, Entry], kind: str, config_cls: type, name: str | None):
+    def deco(fn: Callable) -> Callable:
+        key = name or fn.__name__
+        if key in table and table[key].fn is not fn:
+            raise ValueError(f"{kind} {key!r} is registered twice")
+        table[key] = Entry(key, fn, config_cls, _first_line(fn))
+        return fn
+
+    return deco
+
+
+def register_model(config_cls: type, name: str | None = None):
+    """Register a model factory `fn(**overrides) -> nn.Module` under `name` (default: the function's name)."""
+    return _register(_MODELS, "model", config_cls, name)
+
+
+def register_dataset(config_cls: type, name: str | None = None):
+    """Register a dataset builder `fn(config) -> DataBundle` under `name` (default: the function's name)."""
+    return _register(_DATASETS, "dataset", config_cls, name)
+
+
+def _ensure_loaded() -> None:
+    # Importing the packages runs their @register_* decorators.
+    import dlforge.data  # noqa: F401
+    import dlforge.models  # noqa: F401
+
+
+def _lookup(table: dict[str, Entry], kind: str, name: str, key: str) -> Entry:
+    _ensure_loaded()
+    if name not in table:
+        close = difflib.get_close_matches(name, list(table), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(table))}"
+        raise ConfigError(f"{key}: unknown {kind} {name!r}{hint}")
+    return table[name]
+
+
+def model_entry(name: str) -> Entry:
+    return _lookup(_MODELS, "model", name, "model.name")
+
+
+def dataset_entry(name: str) -> Entry:
+    return _lookup(_DATASETS, "dataset", name, "data.name")
+
+
+def create_model(name: str, **overrides: Any):
+    """Build the registered model `name` with config overrides, e.g. `create_model("mlp", hidden=[64])`."""
+    from dlforge.config import validation_to_config_error
+
+    entry = model_entry(name)
+    try:
+        model = entry.fn(**overrides)
+    except Exception as exc:  # pydantic's ValidationError, re-worded with the key it is about
+        err = validation_to_config_error(exc, prefix="model", fields=_fields(entry.config_cls))
+        if err is None:
+            raise
+        raise err from exc
+    model.registry_name = name
+    return model
+
+
+def list_models() -> list[str]:
+    _ensure_loaded()
+    return sorted(_MODELS)
+
+
+def list_datasets() -> list[str]:
+    _ensure_loaded()
+    return sorted(_DATASETS)
+
+
+def model_entries() -> list[Entry]:
+    _ensure_loaded()
+    return [_MODELS[k] for k in sorted(_MODELS)]
+
+
+def dataset_entries() -> list[Entry]:
+    _ensure_loaded()
+    return [_DATASETS[k] for k in sorted(_DATASETS)]
+
+
+def _fields(config_cls: type) -> list[str]:
+    fields = getattr(config_cls, "__dataclass_fields__", None) or getattr(config_cls, "model_fields", {})
+    return list(fields)

@@ -1,0 +1,291 @@
+"""The Trainer: one loop you can read in a minute.
+
+    trainer = Trainer(model, cfg.train, train_data, val_data, metrics=TaskMetrics(...), callbacks=[...])
+    trainer.fit()
+
+Each optimizer step takes one step batch from the resumable sampler, splits it into `grad_accum` micro-batches,
+runs forward under autocast and backward (through the GradScaler for fp16), clips, checks the loss is finite
+(`nan_policy`), steps the optimizer and the schedule, and tells the callbacks. The model computes its own loss.
+Everything optional — logging, checkpoints, early stopping, plots, progress — is a callback (see callbacks.py).
+
+The Trainer's whole state (model, optimizer, schedule, scaler, RNGs, data position, callbacks) is `state_dict()`;
+loading it and calling `fit()` continues bit for bit where the state was taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from dlforge.config import TrainConfig
+from dlforge.data.dataset import collate_batch
+from dlforge.errors import ConfigError, TrainingError
+from dlforge.eval.evaluate import evaluate_model
+from dlforge.eval.metrics import lower_is_better
+from dlforge.train import distributed
+from dlforge.train.callbacks import Callback
+from dlforge.train.optim import build_optimizer, build_schedule
+from dlforge.train.sampler import StepBatchSampler
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, train_data: Dataset, val_data: Dataset | None = None,
+                 metrics: Any = None, callbacks: list[Callback] | None = None, num_workers: int = 0):
+        self.cfg = c = config
+        self.num_workers = num_workers
+        self.dist = distributed.setup(c.device)
+        self.device = self.dist.device
+        self.model = model.to(self.device)  # the plain module: saved, evaluated
+        if c.activation_checkpointing:
+            if not getattr(model, "supports_activation_checkpointing", False):
+                raise ConfigError(f"train.activation_checkpointing: {type(model).__name__} does not support it")
+            model.activation_checkpointing = True
+        self.module = model  # what the loop calls: maybe DDP-wrapped, maybe compiled
+        if self.dist.enabled:
+            self.module = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        if c.compile:
+            self.module = torch.compile(self.module)
+        self.train_data, self.val_data, self.metrics = train_data, val_data, metrics
+        self.callbacks = list(callbacks or [])
+
+        n = len(train_data)
+        self.batch_size = n if c.batch_size == "full" else min(c.batch_size, n)
+        if self.batch_size % self.dist.world_size:
+            raise ConfigError(f"train.batch_size: {self.batch_size} is not divisible by {self.dist.world_size} processes")
+        self.sampler = StepBatchSampler(n, self.batch_size * c.grad_accum, c.seed,
+                                        rank=self.dist.rank, world_size=self.dist.world_size)
+        self.steps_per_epoch = self.sampler.batches_per_epoch
+        epochs_steps = c.max_epochs * self.steps_per_epoch if c.max_epochs else None
+        self.max_steps = min(s for s in (c.max_steps, epochs_steps) if s is not None)
+
+        self.optimizer = build_optimizer(model, c)
+        mode = c.monitor_mode if c.monitor_mode != "auto" else ("min" if lower_is_better(c.monitor) else "max")
+        self.schedule = build_schedule(self.optimizer, c, self.max_steps, monitor_mode=mode)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.precision == "fp16")
+        self.autocast_dtype = AMP_DTYPES.get(c.precision)
+
+        # progress: everything a resume needs besides model/optimizer/RNG state
+        self.step, self.epoch, self.batch_in_epoch, self.skipped_steps = 0, 0, 0, 0
+        self.should_stop, self.stop_reason, self.interrupted = False, "", False
+        self._loss_sum, self._loss_count, self._samples = 0.0, 0, 0
+        self.last_eval: dict[str, float] = {}
+
+    # --- the loop ------------------------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, float]:
+        """Train until max_steps / max_epochs, early stopping or a signal. Returns the last evaluation."""
+        self._emit("on_fit_start")
+        previous = self._install_signal_handlers()
+        self._tick = time.perf_counter()
+        try:
+            while not self._done():
+                for batch in self._epoch_batches():
+                    logs = self.train_step(batch)
+                    if isinstance(self.cfg.eval_every, int) and self.step % self.cfg.eval_every == 0:
+                        self.evaluate()
+                    self._emit("on_step_end", logs)
+                    if self._done():
+                        break
+                if self.batch_in_epoch >= self.steps_per_epoch and not self.interrupted:  # the epoch ran to its end
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                    if self.cfg.eval_every == "epoch":
+                        self.evaluate()
+                    self._emit("on_epoch_end")
+        except BaseException as exc:
+            self._emit("on_exception", exc)
+            raise
+        finally:
+            self._restore_signal_handlers(previous)
+        if not self.stop_reason:
+            self.stop_reason = "interrupted" if self.interrupted else "max_steps"
+        self._emit("on_fit_end")
+        return self.last_eval
+
+    @property
+    def epoch_progress(self) -> float:
+        """Epochs done, fractional: 2.5 is halfway through the third epoch."""
+        return round(self.step / self.steps_per_epoch, 4)
+
+    def _done(self) -> bool:
+        return self.should_stop or self.interrupted or self.step >= self.max_steps
+
+    def _epoch_batches(self):
+        self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch)
+        g = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.epoch)  # worker seeds: independent of resume
+        loader = DataLoader(self.train_data, batch_sampler=self.sampler, collate_fn=collate_batch,
+                            num_workers=self.num_workers, generator=g, pin_memory=self.device.type == "cuda")
+        yield from loader
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimizer step over a step batch (split into grad_accum micro-batches). Returns logs on log steps."""
+        c = self.cfg
+        self.module.train()
+        n = len(next(iter(batch.values())))
+        micro = [{k: v[i] for k, v in batch.items()} for i in _chunks(n, c.grad_accum)]
+        total = torch.zeros((), device=self.device)
+        for i, mb in enumerate(micro):
+            mb = {k: v.to(self.device, non_blocking=True) for k, v in mb.items()}
+            weight = len(next(iter(mb.values()))) / n  # exact mean over the step batch, even for a short last one
+            sync = contextlib.nullcontext()
+            if self.dist.enabled and i < len(micro) - 1:
+                sync = self.module.no_sync()  # all-reduce gradients once, on the last micro-batch
+            with sync, torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                loss = self.module(mb).loss * weight
+            self.scaler.scale(loss).backward()
+            total += loss.detach()
+        self.step += 1
+        self.batch_in_epoch += 1
+        self._samples += n * self.dist.world_size
+
+        log_step = self.step % c.log_every == 0
+        grad_norm = None
+        if not torch.isfinite(total):
+            self._nonfinite(total.item())
+        else:
+            self.scaler.unscale_(self.optimizer)
+            if c.grad_clip is not None and c.grad_clip_mode == "value":
+                torch.nn.utils.clip_grad_value_(self.model.parameters(), c.grad_clip)
+            if (c.grad_clip is not None and c.grad_clip_mode == "norm") or log_step:
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or float("inf"))
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)  # skipped by the scaler when fp16 gradients overflowed
+            self.scaler.update()
+            if self.scaler.get_scale() >= scale:  # a skipped AMP step never advances the schedule
+                self.schedule.step()
+            else:
+                self.skipped_steps += 1
+            self._loss_sum += total.item()
+            self._loss_count += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._logs(grad_norm) if log_step else {}
+
+    def _nonfinite(self, value: float) -> None:
+        where = f"step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch - 1})"
+        if self.cfg.nan_policy == "stop":
+            raise TrainingError(f"loss is {value} at {where}; lower train.lr, set train.grad_clip, "
+                                "or set train.nan_policy=skip to skip such steps")
+        self.skipped_steps += 1  # parameters, optimizer and schedule untouched
+
+    def _logs(self, grad_norm: torch.Tensor | None) -> dict[str, float]:
+        now = time.perf_counter()
+        elapsed, self._tick = now - self._tick, now
+        loss = self._loss_sum / self._loss_count if self._loss_count else float("nan")
+        if self.dist.enabled:  # the mean over every rank's share of the batch, as one process would log it
+            loss = distributed.mean_across(self.dist, loss)
+        logs = {"step": self.step, "epoch": self.epoch_progress, "loss": loss,
+                "lr": self.schedule.get_last_lr()[0],
+                "samples_per_s": self._samples / elapsed if elapsed > 0 else 0.0}
+        if grad_norm is not None:
+            logs["grad_norm"] = grad_norm.item()
+        if self.skipped_steps:
+            logs["skipped_steps"] = self.skipped_steps
+        self._loss_sum, self._loss_count, self._samples = 0.0, 0, 0
+        return logs
+
+    # --- evaluation ----------------------------------------------------------------------------------------------
+
+    def evaluate(self, data: Dataset | None = None, split: str = "val") -> dict[str, float]:
+        """Mean loss and task metrics over a dataset, as {"<split>/loss": ..., "<split>/<metric>": ...}."""
+        data = self.val_data if data is None else data
+        if data is None:
+            return {}
+        results = evaluate_model(self.model, data, self.metrics, batch_size=max(self.batch_size, 256),
+                                 device=self.device, autocast_dtype=self.autocast_dtype)
+        results = {f"{split}/{k}": v for k, v in results.items()}
+        if split == "val":
+            self.last_eval = results
+            if self.cfg.monitor in results:
+                self.schedule.on_eval(results[self.cfg.monitor])
+            self._emit("on_eval_end", results)
+        return results
+
+    # --- callbacks, signals ----------------------------------------------------------------------------------------
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            if self.dist.is_main or not cb.rank_zero_only:
+                getattr(cb, event)(self, *args)
+        if self.dist.enabled and event == "on_eval_end":
+            self.should_stop = distributed.broadcast_flag(self.dist, self.should_stop)
+
+    def _install_signal_handlers(self) -> dict:
+        def handler(signum, frame):
+            self.interrupted = True
+            self.stop_reason = signal.Signals(signum).name
+        previous = {}
+        with contextlib.suppress(ValueError):  # only the main thread may install handlers
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict) -> None:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+    # --- state ---------------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                         "skipped_steps": self.skipped_steps, "loss_sum": self._loss_sum,
+                         "loss_count": self._loss_count, "samples": self._samples,
+                         "should_stop": self.should_stop, "stop_reason": self.stop_reason,
+                         "last_eval": self.last_eval},
+            "data_order": self.sampler.state_dict(),
+            "rng": rng,
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        p = state["progress"]
+        self.step, self.epoch, self.batch_in_epoch = p["step"], p["epoch"], p["batch_in_epoch"]
+        self.skipped_steps, self._loss_sum, self._loss_count = p["skipped_steps"], p["loss_sum"], p["loss_count"]
+        self._samples, self.should_stop, self.stop_reason = p["samples"], p["should_stop"], p["stop_reason"]
+        self.last_eval = p["last_eval"]
+        if self.stop_reason in ("SIGTERM", "SIGINT", "interrupted"):
+            self.stop_reason = ""
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        for cb in self.callbacks:
+            if type(cb).__name__ in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][type(cb).__name__])
+
+
+def _chunks(n: int, k: int) -> list[slice]:
+    """Split n rows into at most k nearly equal consecutive slices."""
+    k = min(k, n)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
