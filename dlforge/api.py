@@ -246,7 +246,8 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path | None = No
         labels = decode_labels(pre, probs.argmax(dim=1).tolist())
         names = pre["label_names"]
         for line, label, p in zip(lines, labels, probs.tolist(), strict=True):
-            rows.append({"line": line, "prediction": label, **{f"p({n})": round(v, 6) for n, v in zip(names, p, strict=True)}})
+            probs_by_name = {f"p({n})": round(v, 6) for n, v in zip(names, p, strict=True)}
+            rows.append({"line": line, "prediction": label, **probs_by_name})
     else:
         values = unscale_target(pre, logits.squeeze(-1))
         rows = [{"line": line, "prediction": float(v)} for line, v in zip(lines, list(values), strict=True)]

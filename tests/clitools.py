@@ -18,7 +18,7 @@ def dlforge_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "dlforge", *args]
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, check: bool = False):
     proc = subprocess.run(dlforge_cmd(*args), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"dlforge {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")

@@ -105,9 +105,9 @@ def test_nan_loss_stop_names_the_step_and_leaves_no_nan_checkpoint(tmp_path):
     proc = run_cli("train", str(cfg), "model.dropout=0.0", "--run-dir", str(tmp_path / "r"), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "loss is" in proc.stderr and "at step" in proc.stderr and "Traceback" not in proc.stderr
-    from dlforge.train.checkpoint import find_checkpoints, load_checkpoint
-
     import torch
+
+    from dlforge.train.checkpoint import find_checkpoints, load_checkpoint
 
     for ck in find_checkpoints(tmp_path / "r" / "checkpoints"):
         state = load_checkpoint(ck)

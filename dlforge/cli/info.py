@@ -15,12 +15,19 @@ def register(app: typer.Typer) -> None:
     app.command("presets")(presets_cmd)
 
 
+def _show(rows: list[dict], as_json: bool, title: str) -> None:
+    if as_json:
+        emit_json(rows)
+    else:
+        table(title, list(rows[0]) if rows else [], [list(r.values()) for r in rows])
+
+
 def models_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the registered models."""
     from dlforge.registry import model_entries
 
     rows = [{"name": e.name, "config": e.config_cls.__name__, "description": e.doc} for e in model_entries()]
-    emit_json(rows) if as_json else table("models", ["name", "config", "description"], [list(r.values()) for r in rows])
+    _show(rows, as_json, "models")
 
 
 def datasets_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
@@ -28,7 +35,7 @@ def datasets_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     from dlforge.registry import dataset_entries
 
     rows = [{"name": e.name, "config": e.config_cls.__name__, "description": e.doc} for e in dataset_entries()]
-    emit_json(rows) if as_json else table("datasets", ["name", "config", "description"], [list(r.values()) for r in rows])
+    _show(rows, as_json, "datasets")
 
 
 def presets_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
@@ -40,7 +47,7 @@ def presets_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
         raw = read_yaml(path)
         rows.append({"name": name, "data": raw.get("data", {}).get("name"), "model": raw.get("model", {}).get("name"),
                      "path": str(path)})
-    emit_json(rows) if as_json else table("presets", ["name", "data", "model", "path"], [list(r.values()) for r in rows])
+    _show(rows, as_json, "presets")
 
 
 @config_app.command("schema")

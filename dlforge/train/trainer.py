@@ -45,8 +45,9 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, train_data: Dataset, val_data: Dataset | None = None,
-                 metrics: Any = None, callbacks: list[Callback] | None = None, num_workers: int = 0):
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, train_data: Dataset,
+                 val_data: Dataset | None = None, metrics: Any = None, callbacks: list[Callback] | None = None,
+                 num_workers: int = 0):
         self.cfg = c = config
         self.num_workers = num_workers
         self.dist = distributed.setup(c.device)
@@ -58,7 +59,8 @@ class Trainer:
             model.activation_checkpointing = True
         self.module = model  # what the loop calls: maybe DDP-wrapped, maybe compiled
         if self.dist.enabled:
-            self.module = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            ids = [self.device] if self.device.type == "cuda" else None
+            self.module = DistributedDataParallel(model, device_ids=ids)
         if c.compile:
             self.module = torch.compile(self.module)
         self.train_data, self.val_data, self.metrics = train_data, val_data, metrics
@@ -67,7 +69,8 @@ class Trainer:
         n = len(train_data)
         self.batch_size = n if c.batch_size == "full" else min(c.batch_size, n)
         if self.batch_size % self.dist.world_size:
-            raise ConfigError(f"train.batch_size: {self.batch_size} is not divisible by {self.dist.world_size} processes")
+            world = self.dist.world_size
+            raise ConfigError(f"train.batch_size: {self.batch_size} does not split over {world} processes")
         self.sampler = StepBatchSampler(n, self.batch_size * c.grad_accum, c.seed,
                                         rank=self.dist.rank, world_size=self.dist.world_size)
         self.steps_per_epoch = self.sampler.batches_per_epoch
@@ -117,6 +120,9 @@ class Trainer:
         self._emit("on_fit_end")
         return self.last_eval
 
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
     @property
     def epoch_progress(self) -> float:
         """Epochs done, fractional: 2.5 is halfway through the third epoch."""
@@ -145,7 +151,7 @@ class Trainer:
             sync = contextlib.nullcontext()
             if self.dist.enabled and i < len(micro) - 1:
                 sync = self.module.no_sync()  # all-reduce gradients once, on the last micro-batch
-            with sync, torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            with sync, self._autocast():
                 loss = self.module(mb).loss * weight
             self.scaler.scale(loss).backward()
             total += loss.detach()
