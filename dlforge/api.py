@@ -181,7 +181,8 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
 
             plot_confusion_matrix(tm.confusion_matrix(), data.info["label_names"], run_path / "plots" / "confusion.png",
                                   title=f"{cfg.name}: test confusion matrix")
-    atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason, **metrics})
+    atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason,
+                                               "world_size": trainer.dist.world_size, **metrics})
     return metrics
 
 

@@ -1,0 +1,55 @@
+"""Shared fixtures: quiet TrainConfigs, tiny synthetic datasets and tiny models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from dlforge.config import TrainConfig
+from dlforge.data.dataset import TensorDictDataset
+from dlforge.registry import create_model
+
+# No progress bar, no TensorBoard, no checkpoints, evaluation per epoch, a log row on every step.
+QUIET_TRAIN = {"progress": False, "tensorboard": False, "checkpoint_every": None, "eval_every": "epoch",
+               "log_every": 1}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes tens of seconds (torch.compile); run by default")
+
+
+@pytest.fixture
+def train_config() -> Callable[..., TrainConfig]:
+    """`train_config(max_steps=20, batch_size=8, ...)`: a TrainConfig with the quiet defaults above."""
+
+    def make(**overrides) -> TrainConfig:
+        return TrainConfig(**{**QUIET_TRAIN, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def blobs() -> Callable[..., TensorDictDataset]:
+    """`blobs(n, features, classes, seed)`: rows x ~ N(0, 1) labelled by a fixed random linear map plus noise."""
+
+    def make(n: int = 64, features: int = 4, classes: int = 3, seed: int = 0) -> TensorDictDataset:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, features, generator=g)
+        w = torch.randn(features, classes, generator=g)
+        y = (x @ w + 0.3 * torch.randn(n, classes, generator=g)).argmax(dim=1)
+        return TensorDictDataset({"x": x, "y": y})
+
+    return make
+
+
+@pytest.fixture
+def tiny_mlp() -> Callable[..., torch.nn.Module]:
+    """`tiny_mlp(seed=0, **overrides)`: a registered 'mlp' of 4 -> 8 -> 3 with deterministic initial weights."""
+
+    def make(seed: int = 0, **overrides) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return create_model("mlp", **{"in_features": 4, "out_features": 3, "hidden": [8], **overrides})
+
+    return make
