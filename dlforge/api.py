@@ -311,5 +311,5 @@ def compare_runs(runs: list[str], runs_dir: str | Path = "runs", out: str | Path
         flat = {f"{s}/{k}": v for s, m in (rec["eval"] or {}).items() if isinstance(m, dict) for k, v in m.items()}
         items.append({"name": rec["name"], "run_dir": rec["run_dir"], "metrics": flat})
     out_path = Path(out) if out else Path(runs_dir) / f"compare-{'-vs-'.join(r['name'] for r in items)[:120]}.png"
-    plot_compare([(r["name"], Path(r["run_dir"]) / "metrics.jsonl") for r in items], out_path)
+    plot_compare([(r["name"], Path(r["run_dir"])) for r in items], out_path)
     return {"runs": items, "plot": str(out_path)}

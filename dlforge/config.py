@@ -10,6 +10,7 @@ class that the dataset or model registered, so every key anywhere is validated, 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -297,7 +298,7 @@ def _number_or_str(text: str) -> Any:
 def load_config(preset: str | Path | dict[str, Any], overrides: list[str] | None = None) -> Config:
     """Load a preset name, a YAML path or a dict, apply overrides and validate."""
     if isinstance(preset, dict):
-        raw, source = dict(preset), "config"
+        raw, source = copy.deepcopy(preset), "config"  # overrides must not reach into the caller's dict
     else:
         path = resolve_preset(str(preset))
         raw, source = read_yaml(path), path.stem

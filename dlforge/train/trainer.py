@@ -87,6 +87,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch, self.skipped_steps = 0, 0, 0, 0
         self.should_stop, self.stop_reason, self.interrupted = False, "", False
         self._loss_sum, self._loss_count, self._samples = 0.0, 0, 0
+        self._lr = c.lr
         self.last_eval: dict[str, float] = {}
 
     # --- the loop ------------------------------------------------------------------------------------------------
@@ -121,7 +122,9 @@ class Trainer:
         return self.last_eval
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     @property
     def epoch_progress(self) -> float:
@@ -141,20 +144,24 @@ class Trainer:
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimizer step over a step batch (split into grad_accum micro-batches). Returns logs on log steps."""
         c = self.cfg
-        self.module.train()
+        if not self.model.training:  # evaluation leaves it in eval mode; walking the module tree costs per step
+            self.module.train()
         n = len(next(iter(batch.values())))
-        micro = [{k: v[i] for k, v in batch.items()} for i in _chunks(n, c.grad_accum)]
-        total = torch.zeros((), device=self.device)
+        micro = [batch]
+        if c.grad_accum > 1:
+            micro = [{k: v[i] for k, v in batch.items()} for i in _chunks(n, c.grad_accum)]
+        total = None
         for i, mb in enumerate(micro):
             mb = {k: v.to(self.device, non_blocking=True) for k, v in mb.items()}
-            weight = len(next(iter(mb.values()))) / n  # exact mean over the step batch, even for a short last one
             sync = contextlib.nullcontext()
             if self.dist.enabled and i < len(micro) - 1:
                 sync = self.module.no_sync()  # all-reduce gradients once, on the last micro-batch
             with sync, self._autocast():
-                loss = self.module(mb).loss * weight
+                loss = self.module(mb).loss
+            if len(micro) > 1:  # exact mean over the step batch, even for a short last one
+                loss = loss * (len(next(iter(mb.values()))) / n)
             self.scaler.scale(loss).backward()
-            total += loss.detach()
+            total = loss.detach() if total is None else total + loss.detach()
         self.step += 1
         self.batch_in_epoch += 1
         self._samples += n * self.dist.world_size
@@ -165,10 +172,14 @@ class Trainer:
             self._nonfinite(total.item())
         else:
             self.scaler.unscale_(self.optimizer)
+            if c.grad_clip is not None and c.grad_clip_mode == "norm":
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)  # pre-clip norm
+            elif log_step:  # measured only, before any value clipping
+                grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+                grad_norm = torch.nn.utils.get_total_norm(grads)
             if c.grad_clip is not None and c.grad_clip_mode == "value":
                 torch.nn.utils.clip_grad_value_(self.model.parameters(), c.grad_clip)
-            if (c.grad_clip is not None and c.grad_clip_mode == "norm") or log_step:
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or float("inf"))
+            self._lr = self.optimizer.param_groups[0]["lr"]  # the lr this step used, for the log
             scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)  # skipped by the scaler when fp16 gradients overflowed
             self.scaler.update()
@@ -195,7 +206,7 @@ class Trainer:
         if self.dist.enabled:  # the mean over every rank's share of the batch, as one process would log it
             loss = distributed.mean_across(self.dist, loss)
         logs = {"step": self.step, "epoch": self.epoch_progress, "loss": loss,
-                "lr": self.schedule.get_last_lr()[0],
+                "lr": self._lr,
                 "samples_per_s": self._samples / elapsed if elapsed > 0 else 0.0}
         if grad_norm is not None:
             logs["grad_norm"] = grad_norm.item()
@@ -263,7 +274,7 @@ class Trainer:
                          "last_eval": self.last_eval},
             "data_order": self.sampler.state_dict(),
             "rng": rng,
-            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -285,9 +296,19 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+        for key, cb in self._callback_keys():
+            if key in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][key])
+
+    def _callback_keys(self) -> list[tuple[str, Callback]]:
+        """Class name, with #2, #3... for a second and third callback of one class."""
+        seen: dict[str, int] = {}
+        keys = []
         for cb in self.callbacks:
-            if type(cb).__name__ in state["callbacks"]:
-                cb.load_state_dict(state["callbacks"][type(cb).__name__])
+            name = type(cb).__name__
+            seen[name] = seen.get(name, 0) + 1
+            keys.append((name if seen[name] == 1 else f"{name}#{seen[name]}", cb))
+        return keys
 
 
 def _chunks(n: int, k: int) -> list[slice]:
