@@ -78,11 +78,11 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
     info = distributed.setup(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    data = build_data(cfg)  # before the run folder exists: bad data leaves nothing behind
+    model = build_model(cfg, data)
     if resume is None:
         run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
-    seed_everything(cfg.train.seed)
-    data = build_data(cfg)
-    model = build_model(cfg, data)
     registry = RunRegistry(run_path.parent) if info.is_main else None
     if info.is_main:
         atomic_write_text(run_path / "config.yaml", dump_config(cfg))
@@ -238,7 +238,7 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path | None = No
 
     model = load(run)
     pre = model.meta["extra"]["preprocessing.json"]
-    x, _, lines = prepare_inputs(pre, input_path)
+    x, _, lines = prepare_inputs(pre, input_path, with_target=False)  # a target column, if any, is not read
     with torch.no_grad():
         logits = model({"x": x}).logits
     rows: list[dict[str, Any]] = []
@@ -261,6 +261,8 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     import csv
     import io
 
+    if not path.parent.is_dir():
+        raise DlforgeError(f"--out {path}: folder {path.parent} does not exist")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["line", "prediction"])
     writer.writeheader()

@@ -85,7 +85,7 @@ class Trained:
     csv: Path
     cfg: Path
     results: list[subprocess.CompletedProcess]  # the two `dlforge train --json` processes
-    runs: list[Path]  # their run folders, in the order they were started
+    runs: list[Path]  # their run folders, in the order of `results`
     run: Path  # the first one, used by the tests of eval, predict, runs show
     eval: dict  # its eval.json
 
@@ -204,7 +204,7 @@ def test_run_folder_metrics_log(trained):
     assert [r["step"] for r in evals] == list(range(EVAL_EVERY, MAX_STEPS + 1, EVAL_EVERY))
     for r in evals:
         assert r["split"] == "val" and "val/loss" in r and "val/accuracy" in r
-        assert not any(k.startswith("val/") for k in steps[0])
+    assert not any(k.startswith("val/") for r in steps for k in r)
     table = read_csv_rows(trained.run / "metrics.csv")
     assert len(table) == len(rows)
     assert {"step", "epoch", "split", "loss", "lr", "val/loss", "val/accuracy"} <= set(table[0])
@@ -275,15 +275,11 @@ def test_predict_without_the_target_column_gives_the_same_predictions(trained, u
     assert read_csv_rows(trained.dir / "preds-no-target.csv") == read_csv_rows(trained.dir / "preds.csv")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: predict reads and checks the target column it never uses "
-                                       "(tabular.py:376, prepare_inputs); an empty or new label fails the prediction")
 def test_predict_ignores_an_empty_target_column(trained, used):
     assert used["predict-empty-target"].returncode == 0, used["predict-empty-target"].stderr
     assert read_csv_rows(trained.dir / "preds-empty-target.csv") == read_csv_rows(trained.dir / "preds.csv")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: `predict --out` into a missing folder exits 1 with a FileNotFoundError "
-                                       "naming the hidden temp file (api._write_rows -> atomic_write_text)")
 def test_predict_out_into_a_missing_folder_is_created_or_refused_in_one_line(trained, used):
     proc = used["predict-out-nowhere"]
     out = trained.dir / "no-such-dir" / "preds.csv"
@@ -362,12 +358,18 @@ BAD_INPUTS = ["missing-csv", "empty-csv", "header-only-csv", "ragged-row", "text
 WITH_DEBUG = ["ragged-row"]
 
 
-@pytest.fixture(scope="module")
-def bad(trained, tmp_path_factory):
-    """Each bad input given to `dlforge train` in a folder that already holds a finished run.
+@dataclass
+class BadRuns:
+    dir: Path
+    cases: dict[str, tuple[subprocess.CompletedProcess, list[str]]]  # case -> (process, what its message must name)
+    debug: dict[str, subprocess.CompletedProcess]  # case -> the same command with --debug
+    before: tuple[dict, list]  # (file digests of the earlier runs, registry rows) before the bad commands
+    after: tuple[dict, list]  # ... and after them
 
-    Returns (case -> (process, fragments the message must hold)), and the runs folder before and after.
-    """
+
+@pytest.fixture(scope="module")
+def bad(trained, tmp_path_factory) -> BadRuns:
+    """Each bad input given to `dlforge train` in a folder that already holds finished runs."""
     d = tmp_path_factory.mktemp("bad")
     shutil.copytree(trained.dir / "runs", d / "runs")
     good = read_csv_rows(trained.csv)
@@ -415,12 +417,13 @@ def bad(trained, tmp_path_factory):
     before = {r.name: folder_digest(d / "runs" / r.name) for r in trained.runs}, registry_rows(d / "runs")
     results = run_all(commands, d)
     after = {r.name: folder_digest(d / "runs" / r.name) for r in trained.runs}, registry_rows(d / "runs")
-    return {name: (results[name], frags) for name, (_, frags) in cases.items()}, results, (d, before, after)
+    return BadRuns(d, {name: (results[name], fragments) for name, (_, fragments) in cases.items()},
+                   {name: results[f"{name} --debug"] for name in WITH_DEBUG}, before, after)
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_line_with_exit_2(bad, case):
-    proc, fragments = bad[0][case]
+    proc, fragments = bad.cases[case]
     line = one_line_error(proc)
     for fragment in fragments:
         assert fragment in line, f"{fragment!r} not in {line!r}"
@@ -428,20 +431,20 @@ def test_bad_input_is_one_line_with_exit_2(bad, case):
 
 @pytest.mark.parametrize("case", WITH_DEBUG)
 def test_debug_shows_the_traceback(bad, case):
-    proc = bad[1][f"{case} --debug"]
-    plain = one_line_error(bad[0][case][0]).removeprefix("error: ")
+    proc = bad.debug[case]
+    plain = one_line_error(bad.cases[case][0]).removeprefix("error: ")
     assert proc.returncode != 0
     assert "Traceback (most recent call last)" in proc.stderr
     assert plain in proc.stderr.strip().splitlines()[-1]  # the same message, now as the exception's
 
 
 def test_failed_trainings_leave_the_earlier_run_and_the_registry_alone(bad, trained):
-    d, (files_before, rows_before), (files_after, rows_after) = bad[2]
+    (files_before, rows_before), (files_after, rows_after) = bad.before, bad.after
     assert files_after == files_before
     assert rows_after == rows_before and sorted(r["name"] for r in rows_after) == sorted(r.name for r in trained.runs)
     from dlforge.runs import list_run_dirs
 
-    assert sorted(p.name for p in list_run_dirs(d / "runs")) == sorted(r.name for r in trained.runs)  # no new run
+    assert sorted(p.name for p in list_run_dirs(bad.dir / "runs")) == sorted(r.name for r in trained.runs)  # none new
 
 
 # --- crafted model folders ------------------------------------------------------------------------------------

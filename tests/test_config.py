@@ -115,8 +115,6 @@ def test_apply_overrides_builds_missing_levels_and_refuses_a_bare_word():
         apply_overrides({}, ["train.lr"])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: load_config(dict, overrides) copies the dict shallowly (config.py:300) "
-                                       "and writes the overrides into the caller's nested sections")
 def test_loading_a_dict_with_overrides_leaves_the_callers_dict_alone():
     base = minimal()
     before = copy.deepcopy(base)

@@ -359,7 +359,8 @@ def _nonzero(std: float) -> float:
 # --- new inputs ------------------------------------------------------------------------------------------------
 
 
-def prepare_inputs(preprocessing: dict[str, Any], path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None, list]:
+def prepare_inputs(preprocessing: dict[str, Any], path: str | Path,
+                   with_target: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, list]:
     """Read new rows from a CSV or Parquet file and transform them as the training rows were.
 
     Returns x (N, F) float32; y (class ids, or scaled numbers for regression), or None when the file has no target
@@ -373,7 +374,7 @@ def prepare_inputs(preprocessing: dict[str, Any], path: str | Path) -> tuple[tor
         raw[name] = numeric_values(table, name) if spec["kind"] == "numeric" else text_values(table, name)
     x = torch.from_numpy(_encode(raw, preprocessing["features"]))
     target = preprocessing["target"]
-    y = _target_tensor(table, preprocessing) if target in table.columns else None
+    y = _target_tensor(table, preprocessing) if with_target and target in table.columns else None
     return x, y, list(table.lines)
 
 
