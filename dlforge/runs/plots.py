@@ -1,0 +1,208 @@
+"""PNG plots of a run: loss, learning rate, eval metrics, a confusion matrix, and several runs side by side.
+
+Figures are drawn with matplotlib's Agg canvas on `matplotlib.figure.Figure` objects, not through pyplot: no
+display is needed, no global backend is switched under a user's notebook, and no figure stays open afterwards.
+matplotlib is imported inside the functions, so importing `dlforge.runs` stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dlforge.errors import DlforgeError
+from dlforge.runs.rundir import METRICS_FILE, read_metrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+TRAIN_LOSS = "loss"  # the key of the training loss in metrics.jsonl; eval losses are "<split>/loss"
+
+
+# --- reading the log --------------------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of every row that has a numeric `key` and a step."""
+    steps, values = [], []
+    for row in rows:
+        if _is_number(row.get(key)) and _is_number(row.get("step")):
+            steps.append(row["step"])
+            values.append(row[key])
+    return steps, values
+
+
+def _split_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Training rows (no `split`) and evaluation rows (with one)."""
+    train = [r for r in rows if "split" not in r]
+    evals = [r for r in rows if "split" in r]
+    return train, evals
+
+
+def _eval_keys(evals: list[dict[str, Any]]) -> list[str]:
+    """Numeric '<split>/<metric>' keys of the evaluation rows, in order of first appearance."""
+    keys: dict[str, None] = {}
+    for row in evals:
+        prefix = f"{row['split']}/"
+        keys.update(dict.fromkeys(k for k, v in row.items() if k.startswith(prefix) and _is_number(v)))
+    return list(keys)
+
+
+def _load(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    return read_metrics(path) if path.is_file() else []
+
+
+# --- drawing ----------------------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """Plot `run_dir/metrics.jsonl` into `run_dir/plots/`; returns the files written.
+
+    loss.png: training loss against step, with each split's eval loss as points. lr.png: learning rate.
+    metrics.png: one panel per eval metric other than loss, a line per split. A plot without data is skipped.
+    """
+    run_dir = Path(run_dir)
+    train, evals = _split_rows(_load(run_dir))
+    eval_keys = _eval_keys(evals)
+    out = run_dir / "plots"
+    written = []
+
+    loss_keys = [k for k in eval_keys if k.endswith("/loss")]
+    steps, losses = _series(train, TRAIN_LOSS)
+    if steps or loss_keys:
+        fig = _figure(7, 4.5)
+        ax = fig.subplots()
+        if steps:
+            ax.plot(steps, losses, lw=1, label="train")
+        for key in loss_keys:
+            ax.plot(*_series(evals, key), "o-", ms=4, label=key.split("/")[0])
+        ax.set(xlabel="step", ylabel="loss", title="loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        written.append(_save(fig, out / "loss.png"))
+
+    steps, lrs = _series(train, "lr")
+    if steps:
+        fig = _figure(7, 3.5)
+        ax = fig.subplots()
+        ax.plot(steps, lrs, lw=1)
+        ax.set(xlabel="step", ylabel="learning rate", title="learning rate")
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        ax.grid(alpha=0.3)
+        written.append(_save(fig, out / "lr.png"))
+
+    # One panel per metric name ("accuracy"), a line per split ("val/accuracy", "test/accuracy").
+    panels: dict[str, list[str]] = {}
+    for key in eval_keys:
+        if key not in loss_keys:
+            panels.setdefault(key.split("/", 1)[1], []).append(key)
+    if panels:
+        rows, cols = _grid(len(panels))
+        fig = _figure(4.5 * cols, 3.5 * rows)
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        for ax, (metric, keys) in zip(axes, panels.items(), strict=False):
+            for key in keys:
+                ax.plot(*_series(evals, key), "o-", ms=4, label=key.split("/")[0])
+            ax.set(xlabel="step", title=metric)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        written.append(_save(fig, out / "metrics.png"))
+    return written
+
+
+def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str = "") -> Path:
+    """Draw `matrix[true][predicted]` as a heat map with the count written in each cell; returns `path`."""
+    n = len(labels)
+    if len(matrix) != n or any(len(row) != n for row in matrix):
+        shape = f"{len(matrix)}x{len(matrix[0]) if matrix else 0}"
+        raise ValueError(f"confusion matrix is {shape} but there are {n} labels; expected {n}x{n}")
+    size = max(4.0, 0.6 * n + 2)
+    fig = _figure(size, size)
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    top = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            color = "white" if count > top / 2 else "black"  # readable on dark and light cells
+            ax.text(j, i, str(count), ha="center", va="center", color=color, fontsize=9)
+    ax.set_xticks(range(n), labels, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_yticks(range(n), labels)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return _save(fig, path)
+
+
+def plot_compare(runs: list[tuple[str, Path]], path: Path, keys: list[str] | None = None) -> Path:
+    """Overlay several runs' curves in one PNG, a panel per key and a line per run; returns `path`.
+
+    `runs` is (name shown in the legend, run folder). `keys` defaults to the training loss (`loss`) and every eval
+    metric (`val/accuracy`, ...) that all the runs logged.
+    """
+    if not runs:
+        raise DlforgeError("plot_compare: no runs given")
+    loaded = []
+    for name, run_dir in runs:
+        train, evals = _split_rows(_load(run_dir))
+        loaded.append((name, train, evals, _eval_keys(evals)))
+
+    if keys is None:
+        common = [k for k in loaded[0][3] if all(k in run[3] for run in loaded)]
+        has_loss = any(_series(run[1], TRAIN_LOSS)[0] for run in loaded)
+        keys = ([TRAIN_LOSS] if has_loss else []) + common
+        if not keys:
+            raise DlforgeError(f"plot_compare: runs {', '.join(r[0] for r in runs)} have no metric in common")
+    else:
+        known = {TRAIN_LOSS}.union(*(run[3] for run in loaded))
+        unknown = [k for k in keys if k not in known]
+        if unknown:
+            raise DlforgeError(f"plot_compare: no run logged {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+    from matplotlib.lines import Line2D
+
+    rows, cols = _grid(len(keys))
+    fig = _figure(4.5 * cols, 3.5 * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colors = [f"C{i % 10}" for i in range(len(loaded))]
+    for ax, key in zip(axes, keys, strict=False):
+        for color, (name, train, evals, _) in zip(colors, loaded, strict=True):
+            if key == TRAIN_LOSS:
+                ax.plot(*_series(train, key), lw=1, color=color, label=name)
+            else:
+                ax.plot(*_series(evals, key), "o-", ms=3, color=color, label=name)
+        ax.set(xlabel="step", title="train loss" if key == TRAIN_LOSS else key)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(keys) :]:
+        ax.set_visible(False)
+    # Proxy lines, so a run missing from the first panel still gets its legend entry.
+    handles = [Line2D([], [], color=color, label=name) for color, (name, *_) in zip(colors, loaded, strict=True)]
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 4))
+    return _save(fig, path)

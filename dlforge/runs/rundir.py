@@ -1,0 +1,222 @@
+"""The run folder: naming, finding a run again, crash-safe writes and the metrics log.
+
+    runs/<name>-<YYYYmmdd-HHMMSS>/
+        config.yaml  metrics.jsonl  metrics.csv  plots/  checkpoints/checkpoint-<step>/  model/  README.md  eval.json
+
+A folder is a run when it holds `config.yaml`. `metrics.jsonl` has one JSON object per line: training rows
+(`step`, `epoch`, `loss`, `lr`, ...) and evaluation rows that carry a `split` and metric keys prefixed by it
+(`"split": "val", "val/loss": 0.4, "val/accuracy": 0.93`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import difflib
+import io
+import json
+import os
+import re
+import secrets
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dlforge.errors import DlforgeError
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+LEADING_COLUMNS = ("step", "epoch", "split")
+
+# "<name>-20250101-120000" or, for the second run started in the same second, "<name>-20250101-120000-2"
+_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")
+_BAD_NAME_CHARS = re.compile(r"[/\\\x00]")
+
+
+# --- naming and finding runs ------------------------------------------------------------------------------------
+
+
+def new_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """Create and return a fresh `runs_dir/<name>-<YYYYmmdd-HHMMSS>` folder.
+
+    When a run of that name started in the same second, `-2`, `-3`, ... is appended. `mkdir` either creates the
+    folder or fails because it exists, atomically, so two processes can never be handed the same folder.
+    """
+    if not name or name in (".", "..") or _BAD_NAME_CHARS.search(name):
+        raise DlforgeError(f"run name {name!r}: expected a non-empty name without '/' or '\\'")
+    root = Path(runs_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    base = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    attempt = 1
+    while True:
+        path = root / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            path.mkdir(exist_ok=False)
+            return path
+        except FileExistsError:
+            attempt += 1
+
+
+def is_run_dir(path: Path) -> bool:
+    """True when `path` is a folder holding a `config.yaml`."""
+    return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
+def list_run_dirs(runs_dir: str | Path = "runs") -> list[Path]:
+    """The run folders directly inside `runs_dir`, oldest first (see `resolve_run` for the order)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if is_run_dir(p)), key=_start_order)
+
+
+def _start_order(path: Path) -> tuple[float, int, str]:
+    # The timestamp in the folder name is when the run started; the folder's mtime moves whenever a file is added
+    # (an evaluation of an old run, say), so it only serves for folders named some other way.
+    match = _STAMP.search(path.name)
+    if match:
+        try:
+            started = datetime.strptime(match.group(1), "%Y%m%d-%H%M%S").timestamp()
+            return started, int(match.group(2) or 1), path.name
+        except ValueError:  # digits that are no date, e.g. "-20251399-000000"
+            pass
+    return path.stat().st_mtime, 0, path.name
+
+
+def resolve_run(ref: str, runs_dir: str | Path = "runs") -> Path:
+    """Find a run folder from what a person typed.
+
+    `ref` is, in the order tried: `latest` (the run that started last in `runs_dir`), a path to a run folder, the
+    name of a run folder inside `runs_dir`, or a prefix that exactly one run folder name inside `runs_dir` starts
+    with. Raises `DlforgeError` when nothing matches, when a prefix matches several runs, or when the only folder
+    found has no `config.yaml`.
+    """
+    root = Path(runs_dir)
+    if ref == "latest":
+        runs = list_run_dirs(root)
+        if not runs:
+            raise DlforgeError(f"latest: no run folders (with {CONFIG_FILE}) in {root}")
+        return runs[-1]
+
+    exact = [Path(ref), root / ref]
+    for path in exact:
+        if is_run_dir(path):
+            return path
+
+    runs = list_run_dirs(root)
+    matches = [p for p in runs if p.name.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        shown = ", ".join(p.name for p in matches[:5])
+        more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
+        raise DlforgeError(f"run {ref!r} is ambiguous in {root}: matches {shown}{more}; give more of the name")
+    for path in exact:
+        if path.exists():
+            raise DlforgeError(f"{path}: not a run folder (no {CONFIG_FILE})")
+    close = difflib.get_close_matches(ref, [p.name for p in runs], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise DlforgeError(f"run {ref!r}: no such run folder, run name or name prefix in {root}{hint}")
+
+
+# --- crash-safe writes ------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable. Not every platform or file system lets a folder be opened or synced.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves either the old file or the new one, never a mix.
+
+    Writes a temporary file in the same folder, flushes and fsyncs it, renames it over `path` (atomic on POSIX and
+    Windows) and fsyncs the folder so the rename survives a power cut.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 honours the umask, as a plain open() would; tempfile.mkstemp would force 0o600.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace `path` with UTF-8 `text` atomically (see `atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Replace `path` with `obj` as indented JSON, atomically (see `atomic_write_bytes`)."""
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+# --- the metrics log --------------------------------------------------------------------------------------------
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Read a metrics.jsonl file into a list of rows.
+
+    A last line that does not parse is what a crash in the middle of a write leaves behind; it is dropped. A bad
+    line anywhere else raises `DlforgeError` naming the file and line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise DlforgeError(f"{path}: metrics file not found") from None
+    lines = text.splitlines()
+    rows = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if lineno == len(lines):
+                break  # torn last line
+            raise DlforgeError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DlforgeError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def metrics_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The union of the rows' keys: step, epoch and split first, then the rest in order of first appearance."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    leading = [k for k in LEADING_COLUMNS if k in seen]
+    return leading + [k for k in seen if k not in LEADING_COLUMNS]
+
+
+def write_metrics_csv(jsonl_path: Path, csv_path: Path) -> None:
+    """Write metrics.jsonl as a CSV whose header is the union of all keys; cells a row lacks stay empty."""
+    rows = read_metrics(jsonl_path)
+    columns = metrics_columns(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+    atomic_write_text(Path(csv_path), buffer.getvalue())
