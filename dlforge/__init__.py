@@ -1,13 +1,8 @@
 """dlforge: deep learning end to end on PyTorch — one CLI, one artifact format, offline."""
 
+from dlforge import train  # the training subpackage; calling it trains: dlforge.train("preset", [...])
+
 __version__ = "0.1.0"
-
-
-def train(*args, **kwargs):
-    """Train a preset, YAML file or config dict; see `dlforge.api.train`."""
-    from dlforge.api import train as _train
-
-    return _train(*args, **kwargs)
 
 
 def load(*args, **kwargs):

@@ -20,6 +20,10 @@ def test_readme_opens_with_the_two_commands():
 
 
 def test_python_snippet_runs(tmp_path, monkeypatch, capsys):
+    import dlforge.train.optim as optim  # the subpackage imported first must not hide the function dlforge.train
+    import dlforge.train.trainer  # noqa: F401
+
+    assert optim.build_optimizer
     monkeypatch.chdir(tmp_path)
     (snippet,) = blocks("python")
     exec(compile(snippet, "README.md", "exec"), {})
