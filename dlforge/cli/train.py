@@ -43,8 +43,8 @@ def train_cmd(
         emit_json(summary)
         return
     if result.metrics:
-        metrics_table(f"{result.run_dir.name}  ({result.steps} steps, {result.wall_s:.1f} s, {result.stop_reason})",
-                      result.metrics)
+        console.print(f"{result.run_dir.name}: {result.steps} steps in {result.wall_s:.1f} s ({result.stop_reason})")
+        metrics_table("metrics", result.metrics)
     if result.status == "interrupted":
         console.print(f"interrupted at step {result.steps}; continue with: dlforge train --resume {result.run_dir}")
     console.print(f"run: {result.run_dir}")

@@ -57,8 +57,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
                 decay.append(p)
             else:
                 no_decay.append(p)
-    if weight_decay == 0:  # one group: one optimizer pass per step instead of two
-        return [{"name": "all", "params": decay + no_decay, "weight_decay": 0.0}] if decay + no_decay else []
+    if weight_decay == 0:  # one group, in the model's own parameter order: one optimizer pass per step, not two
+        chosen = {id(p) for p in decay + no_decay}
+        params = [p for p in model.parameters() if id(p) in chosen]
+        return [{"name": "all", "params": params, "weight_decay": 0.0}] if params else []
     groups = [
         {"name": "decay", "params": decay, "weight_decay": weight_decay},
         {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
