@@ -201,7 +201,7 @@ def validation_to_config_error(exc: Exception, prefix: str, fields: list[str] | 
     if not isinstance(exc, ValidationError):
         return None
     e = exc.errors()[0]
-    loc = [str(p) for p in e["loc"] if not str(p).startswith(("function-", "literal[", "int", "float", "str"))]
+    loc = _clean_loc(e["loc"])
     key = ".".join([prefix, *loc]) if prefix else ".".join(loc)
     if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         candidates = [f"{prefix}.{f}" if prefix else f for f in (fields or [])]
@@ -212,8 +212,27 @@ def validation_to_config_error(exc: Exception, prefix: str, fields: list[str] | 
         return ConfigError(f"{key}: missing; this key is required")
     got = e.get("input")
     msg = e["msg"].removeprefix("Value error, ")
+    same = [x for x in exc.errors() if _clean_loc(x["loc"]) == _clean_loc(e["loc"])]
+    if len(same) > 1:  # a union (int | 'full', say): name every form it accepts
+        msg = "expected " + " or ".join(dict.fromkeys(_expected(x) for x in same))
     got_txt = f", got {got!r}" if not isinstance(got, dict) else ""
     return ConfigError(f"{key}: {msg}{got_txt}")
+
+
+def _clean_loc(loc: tuple) -> list[str]:
+    # pydantic puts union branch tags (int, literal['full'], function-after[...]) into the location; drop them
+    return [str(p) for p in loc if not str(p).startswith(("function-", "literal[", "int", "float", "str", "bool"))]
+
+
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
+             "list": "a list", "dict": "a mapping", "none": "null", "tuple": "a list"}
+
+
+def _expected(error: dict) -> str:
+    if error["type"] == "literal_error":
+        return error["ctx"]["expected"]
+    kind = error["type"].split("_")[0]
+    return _EXPECTED.get(kind, error["msg"].removeprefix("Value error, "))
 
 
 def _suggest(key: str, candidates: list[str], strip: str = "") -> str:
