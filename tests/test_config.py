@@ -395,3 +395,13 @@ def test_hash_changes_when_a_value_changes(override):
     changed = load_config(minimal(), [override])
     assert changed != base
     assert changed.hash() != base.hash()
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("train.batch_size=fulll", "train.batch_size: expected an integer or 'full', got 'fulll'"),
+    ("train.eval_every=often", "train.eval_every: expected an integer or 'epoch', got 'often'"),
+])
+def test_union_fields_name_every_accepted_form(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config("breast-cancer-mlp", [override])
+    assert str(err.value) == expected
