@@ -148,7 +148,14 @@ class Config(Section):
 
     def hash(self) -> str:
         """SHA-256 of the resolved config, to tell runs with identical settings apart from the rest."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        from dlforge.registry import model_entry
+
+        resolved = self.model_dump(mode="json")
+        cls = model_entry(self.model["name"]).config_cls
+        given = {k: v for k, v in self.model.items() if k != "name"}
+        # defaults filled in, so writing a default out and leaving it out hash alike
+        resolved["model"] = {"name": self.model["name"], **TypeAdapter(cls).dump_python(cls(**given), mode="json")}
+        blob = json.dumps(resolved, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

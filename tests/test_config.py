@@ -405,3 +405,8 @@ def test_union_fields_name_every_accepted_form(override, expected):
     with pytest.raises(ConfigError) as err:
         load_config("breast-cancer-mlp", [override])
     assert str(err.value) == expected
+
+
+def test_hash_is_the_same_whether_a_default_is_written_out_or_not():
+    assert load_config("breast-cancer-mlp", ["model.norm=none"]).hash() == load_config("breast-cancer-mlp").hash()
+    assert load_config("breast-cancer-mlp", ["model.norm=layernorm"]).hash() != load_config("breast-cancer-mlp").hash()
