@@ -124,22 +124,17 @@ class Config(Section):
     def _check_data(cls, v: dict[str, Any]) -> dict[str, Any]:
         from dlforge.registry import dataset_entry
 
-        if "name" not in v:
-            raise ConfigError("data.name: missing; expected a dataset name (see `dlforge datasets`)")
-        entry = dataset_entry(v["name"])
-        return _validate_section(entry.config_cls, v, "data")
+        return _validate_section(dataset_entry(_section_name(v, "data", "datasets")).config_cls, v, "data")
 
     @field_validator("model")
     @classmethod
     def _check_model(cls, v: dict[str, Any]) -> dict[str, Any]:
         from dlforge.registry import model_entry
 
-        if "name" not in v:
-            raise ConfigError("model.name: missing; expected a model name (see `dlforge models`)")
-        entry = model_entry(v["name"])
+        name = _section_name(v, "model", "models")
         rest = {k: w for k, w in v.items() if k != "name"}
-        _validate_section(entry.config_cls, rest, "model")  # types and ranges; data-derived fields come later
-        return {"name": v["name"], **rest}
+        # types and ranges of the keys given; data-derived fields (in_features...) are filled in at build time
+        return {"name": name, **_validate_section(model_entry(name).config_cls, rest, "model")}
 
     def data_config(self) -> DataConfig:
         from dlforge.registry import dataset_entry
@@ -159,12 +154,18 @@ class Config(Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _section_name(values: dict[str, Any], section: str, listing: str) -> str:
+    if "name" not in values:
+        raise ConfigError(f"{section}.name: missing; expected a name from `dlforge {listing}`")
+    return values["name"]
+
+
 def _validate_section(config_cls: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A pydantic model section: all of it, defaults filled. A pydantic dataclass: the keys given, validated."""
     try:
         if isinstance(config_cls, type) and issubclass(config_cls, BaseModel):
             return config_cls.model_validate(values).model_dump(mode="json")
-        obj = config_cls(**values)  # a pydantic dataclass validates on construction
-        return {k: values[k] for k in values} if not dataclasses.is_dataclass(obj) else _given(obj, values)
+        return _given(config_cls(**values), values)  # a pydantic dataclass validates on construction
     except (ValidationError, TypeError) as exc:
         err = validation_to_config_error(exc, prefix=prefix, fields=_field_names(config_cls))
         if err is None:
@@ -214,7 +215,7 @@ def validation_to_config_error(exc: Exception, prefix: str, fields: list[str] | 
         candidates = [f"{prefix}.{f}" if prefix else f for f in (fields or [])]
         if prefix == "" and fields is None:
             candidates = _all_keys(Config)
-        return ConfigError(f"{key}: unknown key{_suggest(key, candidates, strip=prefix)}")
+        return ConfigError(f"{key}: unknown key{_suggest(key, candidates)}")
     if e["type"] == "missing":
         return ConfigError(f"{key}: missing; this key is required")
     got = e.get("input")
@@ -242,7 +243,7 @@ def _expected(error: dict) -> str:
     return _EXPECTED.get(kind, error["msg"].removeprefix("Value error, "))
 
 
-def _suggest(key: str, candidates: list[str], strip: str = "") -> str:
+def _suggest(key: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     if not close:
         return ""
@@ -336,15 +337,8 @@ def load_config(preset: str | Path | dict[str, Any], overrides: list[str] | None
 def validate_config(raw: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(raw)
-    except ValidationError as exc:
-        # A ConfigError raised inside a field validator arrives wrapped; unwrap it.
-        inner = exc.errors()[0].get("ctx", {}).get("error")
-        if isinstance(inner, ConfigError):
-            raise inner from None
-        err = validation_to_config_error(exc, prefix="")
-        raise err from None
-    except ConfigError:
-        raise
+    except ValidationError as exc:  # a ConfigError from a section validator is not wrapped: it passes through
+        raise validation_to_config_error(exc, prefix="") from None
 
 
 def dump_config(cfg: Config) -> str:
@@ -357,7 +351,7 @@ def json_schema() -> dict[str, Any]:
 
     schema = Config.model_json_schema()
 
-    def variants(entries, with_name: bool) -> list[dict[str, Any]]:
+    def variants(entries) -> list[dict[str, Any]]:
         out = []
         for e in entries:
             s = TypeAdapter(e.config_cls).json_schema()
@@ -367,6 +361,6 @@ def json_schema() -> dict[str, Any]:
             out.append(s)
         return out
 
-    schema["properties"]["data"] = {"oneOf": variants(dataset_entries(), True), "description": "see `dlforge datasets`"}
-    schema["properties"]["model"] = {"oneOf": variants(model_entries(), True), "description": "see `dlforge models`"}
+    schema["properties"]["data"] = {"oneOf": variants(dataset_entries()), "description": "see `dlforge datasets`"}
+    schema["properties"]["model"] = {"oneOf": variants(model_entries()), "description": "see `dlforge models`"}
     return schema
