@@ -71,11 +71,11 @@ def broadcast_flag(info: DistInfo, flag: bool) -> bool:
     return bool(t.item())
 
 
-def mean_across(info: DistInfo, value: float) -> float:
-    """The mean of a number over all ranks."""
-    t = torch.tensor([value], dtype=torch.float64, device=info.device if info.device.type == "cuda" else "cpu")
+def mean_across(info: DistInfo, value: torch.Tensor) -> torch.Tensor:
+    """The mean of a scalar tensor over all ranks (NaN on any rank gives NaN on every rank)."""
+    t = value.detach().clone()
     dist.all_reduce(t)
-    return t.item() / info.world_size
+    return t / info.world_size
 
 
 def cleanup(info: DistInfo) -> None:

@@ -166,6 +166,8 @@ class Trainer:
         self.batch_in_epoch += 1
         self._samples += n * self.dist.world_size
 
+        if self.dist.enabled:  # the global mean: a NaN on any rank (whose gradients reach all ranks) is seen by all
+            total = distributed.mean_across(self.dist, total)
         log_step = self.step % c.log_every == 0
         grad_norm = None
         if not torch.isfinite(total):
@@ -203,10 +205,7 @@ class Trainer:
         now = time.perf_counter()
         elapsed, self._tick = now - self._tick, now
         loss = self._loss_sum / self._loss_count if self._loss_count else float("nan")
-        if self.dist.enabled:  # the mean over every rank's share of the batch, as one process would log it
-            loss = distributed.mean_across(self.dist, loss)
-        logs = {"step": self.step, "epoch": self.epoch_progress, "loss": loss,
-                "lr": self._lr,
+        logs = {"step": self.step, "epoch": self.epoch_progress, "loss": loss, "lr": self._lr,
                 "samples_per_s": self._samples / elapsed if elapsed > 0 else 0.0}
         if grad_norm is not None:
             logs["grad_norm"] = grad_norm.item()
