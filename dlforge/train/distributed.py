@@ -80,4 +80,5 @@ def mean_across(info: DistInfo, value: torch.Tensor) -> torch.Tensor:
 
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
+        dist.barrier()  # tear down together: a rank leaving while its peer still works can abort in gloo
         dist.destroy_process_group()
