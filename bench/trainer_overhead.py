@@ -15,6 +15,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,23 +25,13 @@ import torch
 from dlforge.config import TrainConfig
 from dlforge.data.dataset import TensorDictDataset
 from dlforge.registry import create_model
-from dlforge.train.callbacks import Callback, MetricsLogger
+from dlforge.train.callbacks import MetricsLogger
 from dlforge.train.trainer import Trainer
 
+sys.path.insert(0, str(Path(__file__).parent))
+from paired import StepClock, per_step  # noqa: E402
+
 IN, HIDDEN, CLASSES, N, BATCH = 256, [512, 512], 10, 16384, 256
-
-
-class StepClock(Callback):
-    def __init__(self):
-        self.times: list[float] = []
-
-    def on_step_end(self, trainer, logs) -> None:
-        self.times.append(time.perf_counter())
-
-
-def per_step(times: list[float]) -> float:
-    """Median interval between consecutive optimizer steps: robust to the odd scheduler hiccup on a shared machine."""
-    return statistics.median(b - a for a, b in zip(times[:-1], times[1:], strict=True))
 
 
 def trainer_round(model: torch.nn.Module, data: TensorDictDataset, steps: int, run_dir: Path) -> float:

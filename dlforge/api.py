@@ -45,22 +45,40 @@ class RunResult:
 
 
 def build_data(cfg: Config) -> DataBundle:
-    entry = dataset_entry(cfg.data["name"])
-    return entry.fn(cfg.data_config())
+    dcfg = cfg.data_config()
+    data = dataset_entry(cfg.data["name"]).fn(dcfg)
+    if dcfg.limit is not None:  # the first N of each split: a smoke run over real data, in seconds
+        for split in ("train", "val", "test"):
+            ds = getattr(data, split)
+            if ds is not None and len(ds) > dcfg.limit:
+                setattr(data, split, torch.utils.data.Subset(ds, range(dcfg.limit)))
+    return data
 
 
 def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
-    """The configured model, with the sizes the data dictates (in/out features, class weights)."""
+    """The configured model, with the sizes the data dictates (in/out features, classes, class weights...).
+
+    The data offers every size it knows (`model_defaults`); the model takes those its config has.
+    """
+    from dlforge.registry import config_fields, model_entry
+
+    name = cfg.model["name"]
+    fields = set(config_fields(model_entry(name).config_cls))
     user = {k: v for k, v in cfg.model.items() if k != "name"}
     task = data.info.get("task")
-    loss = user.get("loss", "mse" if task == "regression" else "cross_entropy")
-    if task == "regression" and loss in CLASSIFICATION_LOSSES:
-        raise ConfigError(f"model.loss: {loss!r} is a classification loss but data {cfg.data['name']!r} is regression")
-    if task == "classification" and loss not in CLASSIFICATION_LOSSES:
-        raise ConfigError(f"model.loss: {loss!r} is a regression loss but data {cfg.data['name']!r} is classification")
-    if loss == "bce" and data.info.get("num_classes") != 2:
-        raise ConfigError(f"model.loss: 'bce' needs two classes, the data has {data.info.get('num_classes')}")
-    return create_model(cfg.model["name"], **{**user, "loss": loss, **data.model_defaults})
+    if "loss" in fields and task in ("classification", "regression"):
+        loss = user.get("loss", "mse" if task == "regression" else "cross_entropy")
+        if task == "regression" and loss in CLASSIFICATION_LOSSES:
+            raise ConfigError(f"model.loss: {loss!r} is a classification loss but data {cfg.data['name']!r} is "
+                              "regression")
+        if task == "classification" and loss not in CLASSIFICATION_LOSSES:
+            raise ConfigError(f"model.loss: {loss!r} is a regression loss but data {cfg.data['name']!r} is "
+                              "classification")
+        if loss == "bce" and data.info.get("num_classes") != 2:
+            raise ConfigError(f"model.loss: 'bce' needs two classes, the data has {data.info.get('num_classes')}")
+        user["loss"] = loss
+    defaults = {k: v for k, v in data.model_defaults.items() if k in fields}
+    return create_model(name, **{**user, **defaults})
 
 
 def task_metrics(info: dict[str, Any], loss: str) -> TaskMetrics:
@@ -81,6 +99,8 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     seed_everything(cfg.train.seed)
     data = build_data(cfg)  # before the run folder exists: bad data leaves nothing behind
     model = build_model(cfg, data)
+    if cfg.train.transfer is not None:
+        _transfer(model, cfg.train.transfer, fresh=resume is None)
     if resume is None:
         run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
     registry = RunRegistry(run_path.parent) if info.is_main else None
@@ -99,9 +119,9 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     if t.progress:
         callbacks.append(ProgressBar())
     callbacks.append(Plots(run_path))
-    loss_name = model.config.loss
+    loss_name = getattr(model.config, "loss", "")
     trainer = Trainer(model, t, data.train, data.val, metrics=task_metrics(data.info, loss_name),
-                      callbacks=callbacks, num_workers=cfg.data_config().num_workers)
+                      callbacks=callbacks, num_workers=cfg.data_config().num_workers, batch_transform=data.augment)
     if resume is not None:
         found = load_latest_checkpoint(ckpt_dir, warn=_warn)
         if found is not None:
@@ -130,6 +150,20 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     registry.finish(run_path.name, "completed", {f"{s}/{k}": v for s, m in result.metrics.items() for k, v in m.items()
                                                  if isinstance(v, int | float)})
     return result
+
+
+def _transfer(model: torch.nn.Module, tcfg: Any, fresh: bool) -> None:
+    """Load the source run's backbone (a fresh run only; a resume has it in its checkpoint), then freeze."""
+    from dlforge.train import transfer
+
+    if fresh:
+        try:
+            source_dir = _model_dir(tcfg.init_from)
+        except DlforgeError as exc:
+            raise ConfigError(f"train.transfer.init_from: {exc}") from None
+        source, _ = load_model(source_dir)
+        transfer.load_backbone(model, source)
+    transfer.freeze(model, tcfg.freeze)
 
 
 def _warn(message: str) -> None:
@@ -168,8 +202,9 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
         load_weights(model, best)
     extra = {"preprocessing.json": data.preprocessing, "data_info.json": _jsonable(data.info)}
     save_model(model, run_path / "model", extra_files=extra)
-    metrics = {}
-    loss_name = model.config.loss
+    metrics: dict[str, Any] = {}
+    reports: dict[str, Any] = {}
+    loss_name = getattr(model.config, "loss", "")
     for split in ("train", "val", "test"):
         ds = getattr(data, split)
         if ds is None:
@@ -177,13 +212,33 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
         tm = task_metrics(data.info, loss_name)
         metrics[split] = evaluate_model(model, ds, tm, device=trainer.device, autocast_dtype=trainer.autocast_dtype)
         if split == "test" and data.info["task"] == "classification":
-            from dlforge.runs.plots import plot_confusion_matrix
-
-            plot_confusion_matrix(tm.confusion_matrix(), data.info["label_names"], run_path / "plots" / "confusion.png",
-                                  title=f"{cfg.name}: test confusion matrix")
+            reports = _classification_reports(cfg, run_path, model, data, tm, trainer.device)
     atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason,
-                                               "world_size": trainer.dist.world_size, **metrics})
+                                               "world_size": trainer.dist.world_size, **metrics, **reports})
     return metrics
+
+
+def _classification_reports(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, tm: TaskMetrics,
+                            device: torch.device) -> dict[str, Any]:
+    """Test confusion matrix PNG, per-class precision/recall/F1, and for images a grid of misclassified examples."""
+    from dlforge.eval.report import per_class, predict_classes
+    from dlforge.runs.plots import plot_confusion_matrix, plot_image_grid
+
+    names = [str(n) for n in data.info["label_names"]]
+    confusion = tm.confusion_matrix()
+    plot_confusion_matrix(confusion, names, run_path / "plots" / "confusion.png",
+                          title=f"{cfg.name}: test confusion matrix")
+    reports: dict[str, Any] = {"test_per_class": per_class(confusion, names)}
+    if data.info.get("modality") == "image":
+        from dlforge.data.images import denormalize
+
+        pred, true, x = predict_classes(model, data.test, device=device, keep_inputs=32)
+        if x is not None:
+            wrong = (pred != true).nonzero().squeeze(1)[: len(x)]
+            titles = [f"true {names[true[i]]}\npred {names[pred[i]]}" for i in wrong.tolist()]
+            plot_image_grid(denormalize(data.preprocessing, x).numpy(), titles,
+                            run_path / "plots" / "misclassified.png", title=f"{cfg.name}: misclassified test images")
+    return reports
 
 
 def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, result: RunResult) -> None:
@@ -229,22 +284,27 @@ def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
     if ds is None:
         raise DlforgeError(f"--split: {split!r} is not a split of this run; expected train, val or test")
     model = load(run_path)
-    return evaluate_model(model, ds, task_metrics(data.info, model.config.loss))
+    return evaluate_model(model, ds, task_metrics(data.info, getattr(model.config, "loss", "")))
 
 
 def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None) -> list[dict[str, Any]]:
-    """Predictions for the rows of a CSV/Parquet file: label and class probabilities, or the regression value."""
+    """Predictions for the rows of a CSV/Parquet file, or for image files (a file or a folder of them, for an image
+    model): label and class probabilities, or the regression value."""
     from dlforge.data.tabular import decode_labels, prepare_inputs, unscale_target
 
     model = load(run)
     pre = model.meta["extra"]["preprocessing.json"]
-    x, _, lines = prepare_inputs(pre, input_path, with_target=False)  # a target column, if any, is not read
+    if pre.get("kind") == "image":
+        x, lines = _image_inputs(pre, Path(input_path))
+    else:
+        x, _, lines = prepare_inputs(pre, input_path, with_target=False)  # a target column, if any, is not read
     with torch.no_grad():
         logits = model({"x": x}).logits
     rows: list[dict[str, Any]] = []
     if pre["task"] == "classification":
         probs = to_probabilities(logits, model.config.loss)
-        labels = decode_labels(pre, probs.argmax(dim=1).tolist())
+        ids = probs.argmax(dim=1).tolist()
+        labels = [pre["label_names"][i] for i in ids] if pre.get("kind") == "image" else decode_labels(pre, ids)
         names = pre["label_names"]
         for line, label, p in zip(lines, labels, probs.tolist(), strict=True):
             probs_by_name = {f"p({n})": round(v, 6) for n, v in zip(names, p, strict=True)}
@@ -255,6 +315,24 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path | None = No
     if out is not None:
         _write_rows(Path(out), rows)
     return rows
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def _image_inputs(pre: dict[str, Any], path: Path) -> tuple[torch.Tensor, list[str]]:
+    """A normalized batch of the image file `path`, or of every image file under the folder `path` (sorted)."""
+    from dlforge.data.images import prepare_images
+
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DlforgeError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise DlforgeError(f"{path}: no such file or folder")
+    return prepare_images(pre, files), [str(f) for f in files]
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -310,7 +388,8 @@ def compare_runs(runs: list[str], runs_dir: str | Path = "runs", out: str | Path
     records = [show_run(r, runs_dir) for r in runs]
     items = []
     for rec in records:
-        flat = {f"{s}/{k}": v for s, m in (rec["eval"] or {}).items() if isinstance(m, dict) for k, v in m.items()}
+        flat = {f"{s}/{k}": v for s, m in (rec["eval"] or {}).items() if s in ("train", "val", "test")
+                for k, v in m.items()}
         items.append({"name": rec["name"], "run_dir": rec["run_dir"], "metrics": flat})
     out_path = Path(out) if out else Path(runs_dir) / f"compare-{'-vs-'.join(r['name'] for r in items)[:120]}.png"
     plot_compare([(r["name"], Path(r["run_dir"])) for r in items], out_path)

@@ -35,6 +35,7 @@ class DataConfig(Section):
 
     name: str
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process)")
+    limit: int | None = Field(None, ge=1, description="keep only the first N samples of every split (smoke runs)")
 
 
 class EarlyStopping(Section):
@@ -42,6 +43,14 @@ class EarlyStopping(Section):
     mode: Literal["auto", "min", "max"] = "auto"
     patience: int = Field(10, ge=1, description="evaluations without improvement before stopping")
     min_delta: float = Field(0.0, ge=0)
+
+
+class TransferConfig(Section):
+    """Transfer learning: start from another run's weights, with a new head for this data's labels."""
+
+    init_from: str = Field(description="a run (folder, name or 'latest') or a model folder whose backbone to load")
+    freeze: str = Field("none", description="none; all (the whole backbone); or a stage name (frozen with all before)")
+    backbone_lr: float = Field(0.1, ge=0, description="backbone learning rate as a multiple of train.lr (head: 1x)")
 
 
 class TrainConfig(Section):
@@ -74,6 +83,7 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     activation_checkpointing: bool = False
     compile: bool = False
+    channels_last: bool = Field(False, description="4-D weights and image batches in channels-last memory format")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     seed: int = 0
     nan_policy: Literal["stop", "skip"] = Field("stop", description="on a NaN/inf loss: stop, or skip the step")
@@ -85,6 +95,7 @@ class TrainConfig(Section):
     monitor: str = Field("val/loss", description="metric for best-checkpoint tracking")
     monitor_mode: Literal["auto", "min", "max"] = "auto"
     early_stopping: EarlyStopping | None = None
+    transfer: TransferConfig | None = None
     progress: bool = True
     tensorboard: bool = True
 

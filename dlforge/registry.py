@@ -89,7 +89,7 @@ def create_model(name: str, **overrides: Any):
     try:
         model = entry.fn(**overrides)
     except Exception as exc:  # pydantic's ValidationError, re-worded with the key it is about
-        err = validation_to_config_error(exc, prefix="model", fields=_fields(entry.config_cls))
+        err = validation_to_config_error(exc, prefix="model", fields=config_fields(entry.config_cls))
         if err is None:
             raise
         raise err from exc
@@ -117,6 +117,7 @@ def dataset_entries() -> list[Entry]:
     return [_DATASETS[k] for k in sorted(_DATASETS)]
 
 
-def _fields(config_cls: type) -> list[str]:
+def config_fields(config_cls: type) -> list[str]:
+    """The field names of a registered config class (a pydantic dataclass or model)."""
     fields = getattr(config_cls, "__dataclass_fields__", None) or getattr(config_cls, "model_fields", {})
     return list(fields)

@@ -31,7 +31,7 @@ def random_targets(loss: str, out_features: int, n: int, generator: torch.Genera
 
 
 def forward_backward(model: torch.nn.Module) -> None:
-    """Forward a random batch, check the logits and loss, backward, check every gradient."""
+    """Forward a random batch of an MLP, check the logits and loss, backward, check every gradient."""
     c = model.config
     g = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, c.in_features, generator=g)
@@ -41,6 +41,13 @@ def forward_backward(model: torch.nn.Module) -> None:
     assert torch.isfinite(out.logits).all()
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     out.loss.backward()
+    check_gradients(model)
+
+
+TARGET_KEYS = ("y", "labels")
+
+
+def check_gradients(model: torch.nn.Module) -> None:
     for name, p in model.named_parameters():
         if p.requires_grad:
             assert p.grad is not None, f"{name} got no gradient"
@@ -52,12 +59,20 @@ def test_every_registered_model_runs_forward_and_backward(name):
     torch.manual_seed(0)
     model = create_model(name)
     assert model.registry_name == name
-    forward_backward(model)
+    batch = model.example_batch(BATCH, generator=torch.Generator().manual_seed(0))
+    assert any(k in batch for k in TARGET_KEYS), "example_batch must carry targets"
+    out = model(batch)
+    assert len(out.logits) == BATCH
+    assert torch.isfinite(out.logits).all()
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    check_gradients(model)
     assert any(p.grad.abs().sum() > 0 for p in model.parameters())  # the random batch teaches something
 
     model.zero_grad()
-    no_targets = model({"x": torch.randn(BATCH, model.config.in_features)})
+    no_targets = model({k: v for k, v in batch.items() if k not in TARGET_KEYS})
     assert no_targets.loss is None  # the contract: a loss only when the batch carries targets
+    assert no_targets.logits.shape == out.logits.shape
 
 
 @pytest.mark.parametrize(("act", "norm"), list(itertools.product(ACTIVATIONS, NORMS)))

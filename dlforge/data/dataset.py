@@ -50,6 +50,8 @@ class DataBundle:
     model_defaults: config values the model must take from the data (e.g. in_features, out_features).
     preprocessing: JSON-able state saved in the model folder so `predict` can prepare new inputs the same way.
     fingerprint: a hash of the data, recorded in the run registry.
+    augment: an optional module the Trainer applies to every training batch on the training device (after moving
+        it there), e.g. `BatchAugment` for images; it draws from torch's global RNG, so a resume replays it exactly.
     """
 
     train: Dataset
@@ -59,6 +61,7 @@ class DataBundle:
     model_defaults: dict[str, Any] = field(default_factory=dict)
     preprocessing: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    augment: torch.nn.Module | None = None
 
 
 def fingerprint_tensors(*tensors: torch.Tensor) -> str:

@@ -8,6 +8,7 @@ perceptron (the perceptron criterion).
 
 from __future__ import annotations
 
+import torch
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 from torch import nn
@@ -93,7 +94,7 @@ class MLP(nn.Module):
         self.activation_checkpointing = False
 
     def forward(self, batch: dict) -> Output:
-        h = batch["x"]  # (B, in_features)
+        h = batch["x"].flatten(1)  # (B, in_features); images (B, C, H, W) are read pixel by pixel
         for block in self.blocks:
             if self.activation_checkpointing and self.training:
                 h = checkpoint(block, h, use_reentrant=False)  # recompute activations in backward
@@ -102,6 +103,18 @@ class MLP(nn.Module):
         logits = self.head(h)  # (B, classes) or (B, 1)
         loss = self.loss_fn(logits, batch["y"]) if "y" in batch else None
         return Output(logits=logits, loss=loss)
+
+    def example_batch(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """A random batch of the shapes this model reads, with targets of the type its loss takes."""
+        c = self.config
+        x = torch.randn(batch_size, c.in_features, generator=generator)
+        if c.loss in ("cross_entropy", "perceptron"):
+            y = torch.randint(0, c.out_features, (batch_size,), generator=generator)
+        elif c.loss == "bce":
+            y = torch.randint(0, 2, (batch_size,), generator=generator)
+        else:
+            y = torch.randn(batch_size, generator=generator)
+        return {"x": x, "y": y}
 
 
 # --- presets ---------------------------------------------------------------------------------------------------

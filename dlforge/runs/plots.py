@@ -161,6 +161,26 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
     return _save(fig, path)
 
 
+def plot_image_grid(images: Any, titles: list[str], path: Path, title: str = "", max_cols: int = 8) -> Path:
+    """Images (N, H, W, C) uint8, one captioned cell each, in a grid; returns `path`. Grayscale when C == 1."""
+    n = len(images)
+    if n != len(titles):
+        raise ValueError(f"{n} images but {len(titles)} titles")
+    rows, cols = _grid(max(n, 1), max_cols)
+    fig = _figure(1.6 * cols, 1.8 * rows + 0.4)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            img = images[i]
+            gray = img.shape[-1] == 1
+            ax.imshow(img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=255)
+            ax.set_title(titles[i], fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_compare(runs: list[tuple[str, Path]], path: Path, keys: list[str] | None = None) -> Path:
     """Overlay several runs' curves in one PNG, a panel per key and a line per run; returns `path`.
 

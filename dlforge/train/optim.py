@@ -68,13 +68,39 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer `cfg.optimizer` over `param_groups(model, cfg.weight_decay)`, with the config's hyperparameters."""
+def scale_groups(model: nn.Module, groups: list[dict[str, Any]], lr: float,
+                 lr_scales: dict[str, float]) -> list[dict[str, Any]]:
+    """Split each group by learning-rate multiplier: `lr_scales` maps a parameter-name prefix (a top-level child,
+    e.g. "head" or "stage1") to a multiple of `lr`; parameters under no listed prefix keep 1x. Zero-scaled
+    parameters are left out (frozen)."""
+    scale_of: dict[int, float] = {}
+    for name, p in model.named_parameters():
+        top = name.split(".", 1)[0]
+        scale_of[id(p)] = lr_scales.get(top, 1.0)
+    out = []
+    for g in groups:
+        by_scale: dict[float, list[nn.Parameter]] = {}
+        for p in g["params"]:
+            by_scale.setdefault(scale_of.get(id(p), 1.0), []).append(p)
+        for scale, params in sorted(by_scale.items()):
+            if scale > 0:
+                out.append({**g, "name": f"{g['name']}@{scale:g}", "params": params, "lr": lr * scale})
+    return out
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, lr_scales: dict[str, float] | None = None
+                    ) -> torch.optim.Optimizer:
+    """The optimizer `cfg.optimizer` over `param_groups(model, cfg.weight_decay)`, with the config's hyperparameters.
+
+    `lr_scales` (transfer learning) gives parts of the model their own multiple of `cfg.lr`; see `scale_groups`.
+    """
     if cfg.nesterov and cfg.optimizer != "sgd":
         raise ConfigError(f"train.nesterov: only used by optimizer 'sgd', not {cfg.optimizer!r}")
     if cfg.nesterov and cfg.momentum <= 0:
         raise ConfigError("train.nesterov: needs train.momentum > 0")
     groups = param_groups(model, cfg.weight_decay)
+    if lr_scales:
+        groups = scale_groups(model, groups, cfg.lr, lr_scales)
     if not groups:
         raise ValueError(f"{type(model).__name__} has no trainable parameters")
     if cfg.optimizer == "sgd":
@@ -167,7 +193,8 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
         scheduler = lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
     elif name == "onecycle":
         pct_start = cfg.warmup_steps / total_steps if cfg.warmup_steps else 0.3
-        scheduler = lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct_start,
+        peaks = [g.get("lr", cfg.lr) for g in optimizer.param_groups]  # per group: transfer's backbone runs lower
+        scheduler = lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total_steps, pct_start=pct_start,
                                             cycle_momentum=_has_momentum(optimizer))
     elif name == "plateau":
         scheduler = lr_scheduler.ReduceLROnPlateau(optimizer, mode=monitor_mode, factor=cfg.gamma,

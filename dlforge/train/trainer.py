@@ -30,7 +30,7 @@ from dlforge.data.dataset import collate_batch
 from dlforge.errors import ConfigError, TrainingError
 from dlforge.eval.evaluate import evaluate_model
 from dlforge.eval.metrics import lower_is_better
-from dlforge.train import distributed
+from dlforge.train import distributed, transfer
 from dlforge.train.callbacks import Callback
 from dlforge.train.optim import build_optimizer, build_schedule
 from dlforge.train.sampler import StepBatchSampler
@@ -47,12 +47,16 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     def __init__(self, model: torch.nn.Module, config: TrainConfig, train_data: Dataset,
                  val_data: Dataset | None = None, metrics: Any = None, callbacks: list[Callback] | None = None,
-                 num_workers: int = 0):
+                 num_workers: int = 0, batch_transform: torch.nn.Module | None = None):
         self.cfg = c = config
         self.num_workers = num_workers
         self.dist = distributed.setup(c.device)
         self.device = self.dist.device
         self.model = model.to(self.device)  # the plain module: saved, evaluated
+        if c.channels_last:
+            model.to(memory_format=torch.channels_last)
+        # e.g. batched augmentation, run on the training device (training batches only)
+        self.batch_transform = batch_transform.to(self.device) if batch_transform is not None else None
         if c.activation_checkpointing:
             if not getattr(model, "supports_activation_checkpointing", False):
                 raise ConfigError(f"train.activation_checkpointing: {type(model).__name__} does not support it")
@@ -77,7 +81,8 @@ class Trainer:
         epochs_steps = c.max_epochs * self.steps_per_epoch if c.max_epochs else None
         self.max_steps = min(s for s in (c.max_steps, epochs_steps) if s is not None)
 
-        self.optimizer = build_optimizer(model, c)
+        scales = transfer.lr_scales(model, c.transfer) if c.transfer is not None else None
+        self.optimizer = build_optimizer(model, c, lr_scales=scales)
         mode = c.monitor_mode if c.monitor_mode != "auto" else ("min" if lower_is_better(c.monitor) else "max")
         self.schedule = build_schedule(self.optimizer, c, self.max_steps, monitor_mode=mode)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.precision == "fp16")
@@ -152,7 +157,7 @@ class Trainer:
             micro = [{k: v[i] for k, v in batch.items()} for i in _chunks(n, c.grad_accum)]
         total = None
         for i, mb in enumerate(micro):
-            mb = {k: v.to(self.device, non_blocking=True) for k, v in mb.items()}
+            mb = self._to_device(mb)
             sync = contextlib.nullcontext()
             if self.dist.enabled and i < len(micro) - 1:
                 sync = self.module.no_sync()  # all-reduce gradients once, on the last micro-batch
@@ -181,7 +186,7 @@ class Trainer:
                 grad_norm = torch.nn.utils.get_total_norm(grads)
             if c.grad_clip is not None and c.grad_clip_mode == "value":
                 torch.nn.utils.clip_grad_value_(self.model.parameters(), c.grad_clip)
-            self._lr = self.optimizer.param_groups[0]["lr"]  # the lr this step used, for the log
+            self._lr = self.optimizer.param_groups[-1]["lr"]  # the lr this step used (the head's, if they differ)
             scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)  # skipped by the scaler when fp16 gradients overflowed
             self.scaler.update()
@@ -193,6 +198,15 @@ class Trainer:
             self._loss_count += 1
         self.optimizer.zero_grad(set_to_none=True)
         return self._logs(grad_norm) if log_step else {}
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Move a training micro-batch to the device, augment it there, and set its memory format."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.batch_transform is not None:
+            batch = self.batch_transform(batch)
+        if self.cfg.channels_last:
+            batch = {k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for k, v in batch.items()}
+        return batch
 
     def _nonfinite(self, value: float) -> None:
         where = f"step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch - 1})"
@@ -222,7 +236,8 @@ class Trainer:
         if data is None:
             return {}
         results = evaluate_model(self.model, data, self.metrics, batch_size=max(self.batch_size, 256),
-                                 device=self.device, autocast_dtype=self.autocast_dtype)
+                                 device=self.device, autocast_dtype=self.autocast_dtype,
+                                 channels_last=self.cfg.channels_last)
         results = {f"{split}/{k}": v for k, v in results.items()}
         if split == "val":
             self.last_eval = results

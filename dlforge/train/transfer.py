@@ -1,0 +1,102 @@
+"""Transfer learning: another run's backbone, a new head, a frozen prefix, and a lower backbone learning rate.
+
+    train:
+      transfer: {init_from: runs/fashion-pretrain5-..., freeze: stage2, backbone_lr: 0.1}
+
+A model that supports transfer names its top-level children in forward order in `stage_names`, the last being
+`head` (its classifier). Everything before `head` is the backbone. `load_backbone` copies every backbone tensor from
+the source model (same architecture; the head may differ in its number of classes) and leaves the new head as
+initialized. `freeze` stops gradients through a prefix of the stages, and turns the batch norms there into
+`FrozenBatchNorm2d`, which normalize with the pretrained statistics in training as in evaluation (a frozen stage
+should compute the same features it was trained to compute, whatever the new batches look like).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dlforge.config import TransferConfig
+from dlforge.errors import ConfigError
+
+HEAD = "head"
+
+
+def stage_names(model: nn.Module) -> list[str]:
+    names = list(getattr(model, "stage_names", []) or [])
+    if not names or names[-1] != HEAD:
+        raise ConfigError(f"train.transfer: model {type(model).__name__} has no stage_names ending in 'head'; "
+                          "transfer learning needs a model with a named backbone and head (e.g. the CNNs)")
+    return names
+
+
+def load_backbone(model: nn.Module, source: nn.Module) -> list[str]:
+    """Copy every backbone tensor of `source` into `model`; return the keys copied. The heads are not touched."""
+    stage_names(model)
+    if type(source) is not type(model):
+        raise ConfigError(f"train.transfer.init_from: holds a {type(source).__name__}, this run builds a "
+                          f"{type(model).__name__}; the backbone must be the same architecture")
+    own, theirs = model.state_dict(), source.state_dict()
+    backbone = [k for k in own if not k.startswith(HEAD + ".")]
+    for key in backbone:
+        if key not in theirs or theirs[key].shape != own[key].shape:
+            got = tuple(theirs[key].shape) if key in theirs else "missing"
+            raise ConfigError(f"train.transfer.init_from: backbone tensor {key!r} is {got} in the source, "
+                              f"{tuple(own[key].shape)} here; change the model config to match the source run")
+    model.load_state_dict({**own, **{k: theirs[k] for k in backbone}})
+    return backbone
+
+
+def freeze(model: nn.Module, upto: str) -> list[str]:
+    """Freeze the stages up to and including `upto` ('all': every stage but the head; 'none': nothing)."""
+    names = stage_names(model)
+    if upto == "none":
+        return []
+    if upto == "all":
+        frozen = names[:-1]
+    elif upto in names[:-1]:
+        frozen = names[: names.index(upto) + 1]
+    else:
+        raise ConfigError(f"train.transfer.freeze: {upto!r} is not a stage of {type(model).__name__}; "
+                          f"expected none, all or one of {', '.join(names[:-1])}")
+    for name in frozen:
+        stage = getattr(model, name)
+        for p in stage.parameters():
+            p.requires_grad_(False)
+        _freeze_batchnorm(stage)
+    return frozen
+
+
+def lr_scales(model: nn.Module, cfg: TransferConfig) -> dict[str, float]:
+    """Learning-rate multiplier per parameter-name prefix: the backbone's and the head's."""
+    return {name: (1.0 if name == HEAD else cfg.backbone_lr) for name in stage_names(model)}
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine parameters: y = (x - mean) / sqrt(var + eps) * w + b.
+
+    It keeps BatchNorm2d's state-dict keys, so a model folder saved with it loads into the plain architecture.
+    """
+
+    def __init__(self, bn: nn.BatchNorm2d):
+        super().__init__()
+        self.eps = bn.eps
+        n = bn.num_features
+        for name, default in (("weight", torch.ones(n)), ("bias", torch.zeros(n)),
+                              ("running_mean", torch.zeros(n)), ("running_var", torch.ones(n))):
+            value = getattr(bn, name)
+            self.register_buffer(name, (value if value is not None else default).detach().clone())
+        self.register_buffer("num_batches_tracked", bn.num_batches_tracked.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+        shift = self.bias - self.running_mean * scale
+        return x * scale[None, :, None, None] + shift[None, :, None, None]
+
+
+def _freeze_batchnorm(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, FrozenBatchNorm2d(child))
+        else:
+            _freeze_batchnorm(child)
