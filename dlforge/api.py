@@ -100,7 +100,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     data = build_data(cfg)  # before the run folder exists: bad data leaves nothing behind
     model = build_model(cfg, data)
     if cfg.train.transfer is not None:
-        _transfer(model, cfg.train.transfer, fresh=resume is None)
+        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None)
     if resume is None:
         run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
     registry = RunRegistry(run_path.parent) if info.is_main else None
@@ -152,13 +152,13 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     return result
 
 
-def _transfer(model: torch.nn.Module, tcfg: Any, fresh: bool) -> None:
+def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool) -> None:
     """Load the source run's backbone (a fresh run only; a resume has it in its checkpoint), then freeze."""
     from dlforge.train import transfer
 
     if fresh:
         try:
-            source_dir = _model_dir(tcfg.init_from)
+            source_dir = _model_dir(tcfg.init_from, runs_dir)
         except DlforgeError as exc:
             raise ConfigError(f"train.transfer.init_from: {exc}") from None
         source, _ = load_model(source_dir)
@@ -258,11 +258,11 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 # --- using a trained run ---------------------------------------------------------------------------------------
 
 
-def _model_dir(path: str | Path) -> Path:
+def _model_dir(path: str | Path, runs_dir: str | Path = "runs") -> Path:
     p = Path(path)
     if (p / "config.json").exists():
         return p
-    run = resolve_run(str(path))
+    run = resolve_run(str(path), runs_dir)
     if not (run / "model" / "config.json").exists():
         raise DlforgeError(f"{run}: has no model/ folder yet (training did not finish); resume it with --resume")
     return run / "model"

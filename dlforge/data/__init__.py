@@ -1,6 +1,12 @@
 """Datasets. Importing this package registers every built-in dataset."""
 
-from dlforge.data import tabular  # noqa: F401  (registers iris, wine, breast_cancer, diabetes, fair, csv, parquet)
+from dlforge.data import (  # noqa: F401  (each module registers its datasets)
+    chartext,  # shakespeare_char, text_files
+    images,  # fashion_mnist, idx, digits, image_folder
+    sequences,  # seattle_weather
+    tabular,  # iris, wine, breast_cancer, diabetes, fair, csv, parquet
+    timeseries,  # co2, sunspots, seattle_temps, timeseries_csv
+)
 from dlforge.data.dataset import DataBundle, TensorDictDataset, collate_batch
 
 __all__ = ["DataBundle", "TensorDictDataset", "collate_batch"]

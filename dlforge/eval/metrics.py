@@ -7,14 +7,20 @@
 
 Classification: accuracy (micro, i.e. the share of correct predictions), macro precision, recall and F1, macro
 one-vs-rest AUROC, top-5 accuracy when there are more than 5 classes, and the confusion matrix. Regression: MAE, RMSE
-and R², in the original units of the target. Keys are plain names; the caller adds the split prefix (`val/`).
+and R², in the original units of the target. Forecast: MAE, RMSE, MAPE, sMAPE and MASE of the model and of the
+seasonal-naive forecast on the same targets, and rel_mae = mae / naive_mae (see `ForecastErrors`). Language modeling:
+next-token accuracy, perplexity and bits per character (see `TokenPredictions`). Keys are plain names; the caller
+adds the split prefix (`val/`). `TaskMetrics.from_info(bundle.info, loss)` picks the right ones for a DataBundle.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection, R2Score
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -28,9 +34,11 @@ from torchmetrics.classification import (
 from dlforge.layers.losses import to_probabilities
 from dlforge.models.output import Output
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "forecast", "language_modeling")
 # Metrics where smaller is better; anything ending in "loss" is too.
-LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "mape", "perplexity", "ppl", "nll", "error", "wer", "cer")
+LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "mape", "smape", "mase", "rel_mae", "naive_mae", "naive_rmse",
+                   "naive_mape", "naive_smape", "naive_mase", "perplexity", "ppl", "nll", "bits_per_char", "bpc",
+                   "error", "wer", "cer")
 
 
 def lower_is_better(metric_name: str) -> bool:
@@ -44,11 +52,16 @@ class TaskMetrics:
 
     Classification takes `output.logits` of shape (B, C) (or (B, 1) with `loss_name="bce"`, read as two classes) and
     `batch["y"]` class ids (B,). Regression takes (B, 1) outputs and (B,) targets, both standardized with
-    `target_mean` and `target_std`; the metrics are computed after undoing that scaling.
+    `target_mean` and `target_std`; the metrics are computed after undoing that scaling. Forecast takes (B, H * T)
+    outputs, `batch["y"]` and `batch["naive"]` of the same shape, horizon-major, scaled per target column with
+    `target_mean` and `target_std` (lists of T; for min-max scaling the minimum and the range), and `mase_scale` per
+    target column in original units. Language modeling takes (B, T, V) logits and `batch["labels"]` (B, T), -100
+    ignored.
     """
 
     def __init__(self, task: str, num_classes: int | None = None, loss_name: str = "cross_entropy",
-                 target_mean: float = 0.0, target_std: float = 1.0):
+                 target_mean: float | list[float] = 0.0, target_std: float | list[float] = 1.0,
+                 mase_scale: float | list[float] | None = None):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
         if task == "classification" and num_classes is None and loss_name == "bce":
@@ -62,6 +75,10 @@ class TaskMetrics:
         self.updates = 0
         if task == "classification":
             self.metrics = MetricCollection(_classification_metrics(num_classes), compute_groups=False)
+        elif task == "forecast":
+            self.metrics = ForecastErrors(target_mean, target_std, mase_scale)
+        elif task == "language_modeling":
+            self.metrics = TokenPredictions()
         else:
             self.metrics = MetricCollection({
                 "mae": MeanAbsoluteError(),
@@ -69,11 +86,31 @@ class TaskMetrics:
                 "r2": R2Score(),
             }, compute_groups=False)
 
+    @classmethod
+    def from_info(cls, info: dict[str, Any], loss_name: str = "cross_entropy") -> TaskMetrics:
+        """The metrics of a DataBundle's task, configured from its `info` (classes, target scaling, MASE scale)."""
+        task = info.get("task")
+        if task == "forecast":
+            return cls("forecast", loss_name=loss_name, target_mean=info["target_offset"],
+                       target_std=info["target_scale"], mase_scale=info.get("mase_scale"))
+        if task == "language_modeling":
+            return cls("language_modeling", loss_name=loss_name)
+        return cls(task, num_classes=info.get("num_classes"), loss_name=loss_name,
+                   target_mean=info.get("target_mean", 0.0), target_std=info.get("target_std", 1.0))
+
     @torch.no_grad()
     def update(self, output: Output, batch: dict[str, torch.Tensor]) -> None:
-        """Add one batch: the model's `output.logits` against `batch["y"]`."""
-        logits, target = output.logits.detach(), batch["y"].detach()
-        if self.task == "classification":
+        """Add one batch: the model's `output.logits` against `batch["y"]` (`batch["labels"]` for language models)."""
+        logits = output.logits.detach()
+        if self.task == "language_modeling":
+            self.metrics.update(logits, batch["labels"].detach())
+            self.updates += 1
+            return
+        target = batch["y"].detach()
+        if self.task == "forecast":
+            naive = batch.get("naive")
+            self.metrics.update(logits, target, None if naive is None else naive.detach())
+        elif self.task == "classification":
             self.metrics.update(to_probabilities(logits, self.loss_name), target.long())  # (B, C), (B,)
         else:
             pred = logits.float().squeeze(-1) * self.target_std + self.target_mean  # (B,)
@@ -135,3 +172,139 @@ def _macro_auroc(per_class: torch.Tensor, support: torch.Tensor) -> float:
     if int(present.sum()) < 2:
         return float("nan")
     return float(per_class[present].mean())
+
+
+# --- forecasting -------------------------------------------------------------------------------------------------
+
+
+class ForecastErrors(Metric):
+    """Point-forecast errors in original units, of the model and of the seasonal-naive forecast, per target column.
+
+    update(pred, target, naive): (B, H * T) scaled values, horizon-major (index h*T + j is target j); each is
+    unscaled as value * std_j + mean_j. compute() gives, over every target value seen (all horizons):
+
+    - mae, rmse: mean absolute error and root mean squared error, all target columns pooled;
+    - mape: 100 * mean |error| / |actual|, percent; targets equal to 0 are skipped (nan if every one is 0);
+    - smape: 100 * mean 2 |error| / (|actual| + |forecast|), percent; pairs that are both 0 are skipped;
+    - mase: MAE / mase_scale per target column, averaged over the columns; mase_scale is the in-sample MAE of the
+      seasonal-naive forecast on the training part (Hyndman & Koehler 2006), so below 1 beats that in-sample
+      benchmark; only when `mase_scale` is given;
+    - naive_mae, naive_rmse, naive_mape, naive_smape, naive_mase: the same for `naive`, when every update had it;
+    - rel_mae = mae / naive_mae: below 1 beats the seasonal naive on these very targets.
+    """
+
+    full_state_update = False
+    KINDS = ("abs", "sq", "ape", "ape_n", "sape", "sape_n", "n")
+
+    def __init__(self, target_mean: float | list[float] = 0.0, target_std: float | list[float] = 1.0,
+                 mase_scale: float | list[float] | None = None):
+        super().__init__()
+        mean, std = _per_column(target_mean), _per_column(target_std)
+        if len(mean) != len(std):
+            raise ValueError(f"target_mean has {len(mean)} columns, target_std {len(std)}")
+        self.columns = len(mean)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float64), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float64), persistent=False)
+        self.mase_scale = None
+        if mase_scale is not None:
+            self.mase_scale = _per_column(mase_scale)
+            if len(self.mase_scale) != self.columns:
+                raise ValueError(f"mase_scale has {len(self.mase_scale)} columns, expected {self.columns}")
+        for prefix in ("", "naive_"):
+            for kind in self.KINDS:
+                self.add_state(prefix + kind, torch.zeros(self.columns, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("updates", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("naive_updates", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _unscale(self, values: torch.Tensor) -> torch.Tensor:
+        if values.shape[-1] % self.columns:
+            raise ValueError(f"forecast of width {values.shape[-1]} is not a multiple of {self.columns} target columns")
+        return values.double().reshape(len(values), -1, self.columns) * self.std + self.mean  # (B, H, T)
+
+    def _add(self, prefix: str, pred: torch.Tensor, actual: torch.Tensor) -> None:
+        err = (pred - actual).abs()  # (B, H, T)
+        nonzero = actual != 0
+        denominator = actual.abs() + pred.abs()
+        sums = {
+            "abs": err, "sq": err**2, "n": torch.ones_like(err),
+            "ape": torch.where(nonzero, err / actual.abs().clamp_min(1e-300), 0.0), "ape_n": nonzero.double(),
+            "sape": torch.where(denominator > 0, 2 * err / denominator.clamp_min(1e-300), 0.0),
+            "sape_n": (denominator > 0).double(),
+        }  # fmt: skip
+        for kind, values in sums.items():
+            state = getattr(self, prefix + kind)
+            setattr(self, prefix + kind, state + values.sum(dim=(0, 1)))
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, naive: torch.Tensor | None = None) -> None:
+        actual = self._unscale(target)
+        self._add("", self._unscale(pred), actual)
+        self.updates += 1
+        if naive is not None:
+            self._add("naive_", self._unscale(naive), actual)
+            self.naive_updates += 1
+
+    def _summary(self, prefix: str) -> dict[str, float]:
+        s = {kind: getattr(self, prefix + kind) for kind in self.KINDS}
+        n = float(s["n"].sum())
+        out = {
+            "mae": float(s["abs"].sum()) / n,
+            "rmse": math.sqrt(float(s["sq"].sum()) / n),
+            "mape": 100 * _ratio(s["ape"].sum(), s["ape_n"].sum()),
+            "smape": 100 * _ratio(s["sape"].sum(), s["sape_n"].sum()),
+        }
+        if self.mase_scale is not None:
+            per_column = s["abs"] / s["n"] / torch.tensor(self.mase_scale, dtype=torch.float64, device=s["n"].device)
+            out["mase"] = float(per_column.mean())
+        return {prefix + k: v for k, v in out.items()}
+
+    def compute(self) -> dict[str, float]:
+        if float(self.n.sum()) == 0:
+            return {}
+        result = self._summary("")
+        if float(self.naive_updates) == float(self.updates):
+            result.update(self._summary("naive_"))
+            result["rel_mae"] = _ratio(result["mae"], result["naive_mae"])
+        return result
+
+
+def _per_column(value: float | list[float]) -> list[float]:
+    return [float(v) for v in value] if isinstance(value, list | tuple) else [float(value)]
+
+
+def _ratio(a: float | torch.Tensor, b: float | torch.Tensor) -> float:
+    a, b = float(a), float(b)
+    return a / b if b != 0 else float("nan")
+
+
+# --- language modeling -------------------------------------------------------------------------------------------
+
+
+class TokenPredictions(Metric):
+    """Next-token predictions over a split, every scored token weighted alike (labels of -100 are not scored).
+
+    accuracy: the share of tokens whose argmax is the label; perplexity: exp(mean NLL); bits_per_char: mean NLL / ln 2,
+    i.e. bits per token, which is per character for a character tokenizer.
+    """
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("nll", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("correct", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        flat, target = logits.float().flatten(0, -2), labels.flatten()  # (N, V), (N,)
+        scored = target != -100
+        self.nll += F.cross_entropy(flat, target, ignore_index=-100, reduction="sum").double()
+        self.correct += ((flat.argmax(dim=-1) == target) & scored).sum().double()
+        self.count += scored.sum().double()
+
+    def compute(self) -> dict[str, float]:
+        count = float(self.count)
+        if count == 0:
+            return {}
+        mean_nll = float(self.nll) / count
+        return {"accuracy": float(self.correct) / count, "perplexity": math.exp(mean_nll),
+                "bits_per_char": mean_nll / math.log(2)}

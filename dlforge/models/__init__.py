@@ -1,6 +1,17 @@
 """The model zoo, one architecture per file. Importing this package registers every model."""
 
-from dlforge.models import mlp  # noqa: F401
+from dlforge.models import (  # noqa: F401  (each module registers its presets)
+    alexnet,
+    char_rnn,
+    efficientnet,
+    googlenet,
+    lenet,
+    mlp,
+    resnet,
+    rnn,
+    simple_cnn,
+    vgg,
+)
 from dlforge.models.output import Output
 
 __all__ = ["Output"]

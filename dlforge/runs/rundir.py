@@ -87,7 +87,8 @@ def _start_order(path: Path) -> tuple[float, int, str]:
 def resolve_run(ref: str, runs_dir: str | Path = "runs") -> Path:
     """Find a run folder from what a person typed.
 
-    `ref` is, in the order tried: `latest` (the run that started last in `runs_dir`), a path to a run folder, the
+    `ref` is, in the order tried: `latest` (the run that started last in `runs_dir`), `latest:NAME` (the newest run
+    of the config named NAME, i.e. whose folder is `NAME-<time>`), a path to a run folder, the
     name of a run folder inside `runs_dir`, or a prefix that exactly one run folder name inside `runs_dir` starts
     with. Raises `DlforgeError` when nothing matches, when a prefix matches several runs, or when the only folder
     found has no `config.yaml`.
@@ -97,6 +98,12 @@ def resolve_run(ref: str, runs_dir: str | Path = "runs") -> Path:
         runs = list_run_dirs(root)
         if not runs:
             raise DlforgeError(f"latest: no run folders (with {CONFIG_FILE}) in {root}")
+        return runs[-1]
+    if ref.startswith("latest:"):
+        name = ref.split(":", 1)[1]
+        runs = [p for p in list_run_dirs(root) if (m := _STAMP.search(p.name)) and p.name[: m.start()] == name]
+        if not runs:
+            raise DlforgeError(f"{ref}: no run of {name!r} in {root}; train it first (dlforge train {name})")
         return runs[-1]
 
     exact = [Path(ref), root / ref]

@@ -1,0 +1,44 @@
+"""`dlforge image ops IN OUT --op canny --op gaussian_blur:ksize=5`: OpenCV operations on one image file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dlforge.cli.output import console, emit_json
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.callback()
+def image() -> None:
+    """Image files: apply the OpenCV operations the image datasets use (`data.ops`)."""
+
+
+@app.command("ops")
+def ops_cmd(
+    input_path: Path = typer.Argument(..., help="image file to read (.png, .jpg, .bmp, ...)"),
+    output_path: Path = typer.Argument(..., help="image file to write; the extension picks the format"),
+    op: list[str] = typer.Option(None, "--op", help="name or name:key=value,key=value; repeat, applied in order"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Apply image ops in order: `dlforge image ops in.png out.png --op grayscale --op canny:low=50,high=150`.
+
+    Ops: grayscale, resize (size, interpolation), gaussian_blur (ksize, sigma), canny (low, high, aperture,
+    l2_gradient), threshold (value or otsu, mode binary|binary_inv, max_value), equalize.
+    """
+    from dlforge.data.imageops import apply_ops, parse_op, read_image, write_image
+
+    ops = [parse_op(text) for text in op or []]
+    img = read_image(input_path)
+    out = apply_ops(img, ops, where="--op")
+    write_image(output_path, out)
+    summary = {"input": str(input_path), "output": str(output_path), "input_shape": list(img.shape),
+               "output_shape": list(out.shape), "ops": ops}
+    if as_json:
+        emit_json(summary)
+        return
+    names = ", ".join(o["op"] for o in ops) or "no ops"
+    shape_in, shape_out = "x".join(map(str, img.shape)), "x".join(map(str, out.shape))
+    console.print(f"{input_path} ({shape_in}) -> {output_path} ({shape_out}): {names}", highlight=False, soft_wrap=True)

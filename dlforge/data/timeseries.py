@@ -1,0 +1,518 @@
+"""Time series forecasting data: co2, sunspots, seattle_temps and the user's own CSV (or Parquet) file.
+
+    data: {name: co2, window: 104, horizon: 8}
+    data: {name: timeseries_csv, path: sales.csv, time_column: date, target_columns: [units], season: 7}
+
+Every source becomes a series on a regular time grid (`regularize`): gaps — missing values and missing time steps —
+and off-grid time stamps are filled by linear interpolation in time, reported as errors, or left out (`fill`).
+Then one `build_forecast` cuts it the same way for all: the last `test_size` steps are the test tail, the
+`val_size` steps before it validation, the rest training. A sample's first target is at position t: its input is
+x = series[t - window : t] and its targets y = series[t : t + horizon]; a sample belongs to the part its targets lie
+in, and its input may reach back into an earlier part (that history is observed, so it is fair). Training samples
+start every `stride` steps; validation and test samples at every step.
+
+Each sample: `x` (window, F) float: every value column, scaled with training statistics, the target columns first;
+`y` (horizon * T,) float: the T target columns' next steps, scaled, horizon-major (index h*T + j is step h of target
+j; with one target simply (horizon,)); `naive` like `y`: the seasonal-naive forecast, the last value one season
+before (y[t + h - season * ceil((h + 1) / season)]); `t` (long): the position of the first target in the series.
+The seasonal naive and `info["mase_scale"]` (the mean absolute seasonal difference over the training part, in the
+original units; Hyndman & Koehler 2006) are what `TaskMetrics("forecast")` scores a model against.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from dlforge.config import DataConfig
+from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
+from dlforge.data.tables import Table, is_missing, read_table, to_number
+from dlforge.errors import ConfigError, DataError
+from dlforge.registry import register_dataset
+
+BUNDLED = ("co2", "sunspots", "seattle_temps")
+# Per data set: the seasonal period, the input window, the horizon, and the test and validation lengths (in steps).
+DEFAULTS: dict[str, dict[str, int]] = {
+    "co2": {"season": 52, "window": 104, "horizon": 8, "test_size": 104, "val_size": 104},  # weekly; the year
+    "sunspots": {"season": 11, "window": 22, "horizon": 4, "test_size": 30, "val_size": 30},  # yearly; solar cycle
+    "seattle_temps": {"season": 24, "window": 72, "horizon": 24, "test_size": 672, "val_size": 672},  # hourly; day
+}
+MAX_GRID_GROWTH = 10  # a grid more than 10x the rows (plus 1000) means a wrong freq, not gaps
+
+
+class TimeSeriesConfig(DataConfig):
+    """A series to forecast: a bundled one, or a CSV / Parquet file given by `path`."""
+
+    path: str | None = Field(None, description="the CSV or Parquet file (dataset timeseries_csv only)")
+    time_column: str | None = Field(None, description="dates/times or numbers; default: the rows are the steps")
+    value_columns: list[str] | None = Field(None, min_length=1, description="inputs; default: every numeric column")
+    target_columns: list[str] | None = Field(None, min_length=1, description="to forecast; default: value_columns")
+    freq: str | None = Field(None, description="time step: 1h, 15min, D, W-SAT, MS or a number; default: inferred")
+    fill: Literal["interpolate", "error", "drop"] = Field(
+        "interpolate", description="gaps and off-grid times: interpolate linearly in time, raise, or drop windows"
+    )
+    window: int | None = Field(None, ge=1, description="input steps per sample; default per dataset")
+    horizon: int | None = Field(None, ge=1, description="steps forecast at once; default per dataset")
+    season: int | None = Field(None, ge=1, description="seasonal period in steps (1: none); default per dataset")
+    test_size: int | None = Field(None, ge=0, description="steps in the held-out tail; default per dataset")
+    val_size: int | None = Field(None, ge=0, description="steps before the test tail for validation")
+    stride: int = Field(1, ge=1, description="steps between training samples")
+    scale: Literal["standard", "minmax", "none"] = Field("standard", description="fitted on the training part only")
+    max_train: int | None = Field(None, ge=1, description="keep only the most recent training samples")
+
+    @model_validator(mode="after")
+    def _check(self) -> TimeSeriesConfig:
+        if self.name == "timeseries_csv" and not self.path:
+            raise ConfigError("data.path: required for dataset 'timeseries_csv'")
+        if self.freq is not None and self.time_column is None and self.name not in BUNDLED:
+            raise ConfigError("data.freq: needs data.time_column (without one, the rows are the steps)")
+        if self.name in BUNDLED:
+            for key in ("path", "time_column", "value_columns", "target_columns", "freq"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"data.{key}: not used by the bundled dataset {self.name!r}; remove it")
+        return self
+
+
+@dataclass
+class Series:
+    """Raw observations: times (N,) (datetime64[ns], float, or None for row order), values (N, F) with NaN gaps."""
+
+    source: str
+    times: np.ndarray | None
+    values: np.ndarray
+    columns: list[str]
+    targets: list[str]
+    time_column: str | None = None
+    lines: list[int] | None = None  # where each row came from (file lines); default rows 1..N
+    unit: str = "row"
+
+    def where(self, i: int) -> str:
+        if self.lines is not None and self.unit == "line":
+            return f"{self.source}:{self.lines[i]}"
+        return f"{self.source}: row {self.lines[i] if self.lines is not None else i + 1}"
+
+
+# --- the registered data sets ----------------------------------------------------------------------------------
+
+
+@register_dataset(TimeSeriesConfig)
+def co2(config: TimeSeriesConfig) -> DataBundle:
+    """Mauna Loa CO2 (statsmodels), weekly 1958-2001: 2284 steps, 59 missing; season 52."""
+    frame = _statsmodels("co2").co2.load_pandas().data
+    times = frame.index.to_numpy().astype("datetime64[ns]")
+    return build_forecast(Series("co2", times, frame["co2"].to_numpy(float)[:, None], ["co2"], ["co2"]), config)
+
+
+@register_dataset(TimeSeriesConfig)
+def sunspots(config: TimeSeriesConfig) -> DataBundle:
+    """Yearly sunspot numbers 1700-2008 (statsmodels): 309 steps; season 11 (the solar cycle)."""
+    frame = _statsmodels("sunspots").sunspots.load_pandas().data
+    values = frame["SUNACTIVITY"].to_numpy(float)[:, None]
+    series = Series("sunspots", frame["YEAR"].to_numpy(float), values, ["SUNACTIVITY"], ["SUNACTIVITY"], "YEAR")
+    return build_forecast(series, config)
+
+
+@register_dataset(TimeSeriesConfig)
+def seattle_temps(config: TimeSeriesConfig) -> DataBundle:
+    """Hourly Seattle temperatures of 2010 (vega_datasets): 8759 readings; season 24."""
+    try:
+        from vega_datasets import local_data
+    except ImportError:
+        raise DataError("dataset 'seattle_temps' needs vega_datasets; pip install 'dlforge[datasets]'") from None
+    frame = local_data.seattle_temps()
+    times = frame["date"].to_numpy().astype("datetime64[ns]")
+    series = Series("seattle_temps", times, frame["temp"].to_numpy(float)[:, None], ["temp"], ["temp"], "date")
+    return build_forecast(series, config)
+
+
+@register_dataset(TimeSeriesConfig)
+def timeseries_csv(config: TimeSeriesConfig) -> DataBundle:
+    """A series in a CSV (or Parquet) file: data.path, data.time_column, data.target_columns."""
+    return build_forecast(read_series(config.path, config), config)
+
+
+def _statsmodels(name: str):
+    try:
+        from statsmodels import datasets
+    except ImportError:
+        raise DataError(f"dataset {name!r} needs statsmodels; pip install 'dlforge[datasets]'") from None
+    return datasets
+
+
+# --- reading a file ----------------------------------------------------------------------------------------------
+
+
+def read_series(path: str | Path, config: TimeSeriesConfig) -> Series:
+    """The time, value and target columns of a CSV / Parquet file; missing values become NaN."""
+    table = read_table(path)
+    if config.time_column is not None:
+        table.require(config.time_column, "time")
+    rest = [c for c in table.columns if c != config.time_column]
+    if config.value_columns is None:
+        values = [c for c in rest if _mostly_numbers(table.columns[c])]
+        if not values:
+            raise DataError(f"{table.source}: no numeric columns besides the time column; columns: {', '.join(rest)}")
+    else:
+        values = list(dict.fromkeys(config.value_columns))
+        for name in values:
+            table.require(name, "value")
+            if name == config.time_column:
+                raise DataError(f"{table.source}: data.value_columns includes the time column {name!r}")
+    targets = list(dict.fromkeys(config.target_columns or values))
+    for name in targets:
+        table.require(name, "target")
+        if name not in values:
+            raise DataError(f"{table.source}: target column {name!r} is not among data.value_columns")
+    ordered = targets + [c for c in values if c not in targets]  # x holds the targets first
+    matrix = np.stack([_numbers(table, c) for c in ordered], axis=1)
+    times = _times(table, config.time_column) if config.time_column else None
+    return Series(table.source, times, matrix, ordered, targets, config.time_column, table.lines, table.unit)
+
+
+def _mostly_numbers(cells: list[Any]) -> bool:
+    # a column of numbers with a typo is a value column (reading it names the bad cell); one of words is not
+    present = [c for c in cells if not is_missing(c)]
+    return bool(present) and 2 * sum(to_number(c) is not None for c in present) >= len(present)
+
+
+def _numbers(table: Table, name: str) -> np.ndarray:
+    """The column as float64 (N,), NaN where a value is missing; a DataError at a cell that is not a number."""
+    out = np.empty(len(table), dtype=np.float64)
+    for i, cell in enumerate(table.columns[name]):
+        if is_missing(cell):
+            out[i] = np.nan
+            continue
+        number = to_number(cell)
+        if number is None or not math.isfinite(number):
+            raise DataError(f"{table.where(i)}: column {name!r}: expected a number, found {cell!r}")
+        out[i] = number
+    return out
+
+
+def _times(table: Table, name: str) -> np.ndarray:
+    """Numbers (float64) when every cell is one, else dates/times (datetime64[ns]; time zones converted to UTC)."""
+    cells = table.columns[name]
+    for i, cell in enumerate(cells):
+        if is_missing(cell):
+            raise DataError(f"{table.where(i)}: column {name!r}: missing time; every row needs one")
+    numbers = [to_number(c) for c in cells]
+    if all(n is not None and math.isfinite(n) for n in numbers):
+        return np.asarray(numbers, dtype=np.float64)
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DataError(f"{table.source}: reading dates in column {name!r} needs pandas; pip install pandas") from None
+    texts = pd.Series([str(c).strip() for c in cells])
+    try:
+        parsed = pd.to_datetime(texts, format="ISO8601", errors="coerce", utc=True)
+    except (ValueError, TypeError):
+        parsed = pd.Series(pd.NaT, index=texts.index)
+    if parsed.isna().any():  # not all ISO 8601: let pandas infer one format for the column
+        try:
+            parsed = pd.to_datetime(texts, errors="coerce", utc=True)
+        except (ValueError, TypeError):
+            pass
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"{table.where(i)}: column {name!r}: expected a date/time such as 2024-01-31 or "
+                        f"2024-01-31T13:00, found {cells[i]!r}")
+    return parsed.dt.tz_convert(None).to_numpy().astype("datetime64[ns]")
+
+
+# --- a regular grid ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Grid:
+    times: np.ndarray | None  # (G,) datetime64[ns] or float; None: row order
+    values: np.ndarray  # (G, F) float64; NaN where nothing is known (fill 'drop')
+    freq: str
+    filled: int  # cells interpolated
+    dropped: int  # off-grid rows left out (fill 'drop')
+
+
+def regularize(series: Series, freq: str | None, fill: str) -> Grid:
+    """Put the observations on a regular grid from the first to the last time, every `freq` (default: inferred).
+
+    Without a time column the rows are the steps: only missing values can be gaps.
+    """
+    row_order = series.times is None
+    times = np.arange(len(series.values), dtype=np.float64) if row_order else series.times
+    order = np.argsort(times, kind="stable")
+    times, values = times[order], series.values[order]
+    same = np.flatnonzero(times[1:] == times[:-1])
+    if len(same):
+        i = int(same[0])
+        raise DataError(f"{series.where(int(order[i + 1]))}: duplicate time {_fmt(times[i])} "
+                        f"(also at {series.where(int(order[i]))}); expected one row per time")
+    grid, step_text, position = _grid(series, times, None if row_order else freq)
+    step_text = "1 row" if row_order else step_text
+    on_grid = position >= 0
+    gridded = np.full((len(grid), values.shape[1]), np.nan)
+    gridded[position[on_grid]] = values[on_grid]
+    if fill == "error":
+        _check_regular(series, order, times, values, grid, position, step_text)
+    if fill == "drop":
+        result, filled = gridded, 0
+    else:
+        result, filled = _interpolate(series, _as_float(times), values, _as_float(grid)), int(np.isnan(gridded).sum())
+    return Grid(None if row_order else grid, result, step_text, filled, int((~on_grid).sum()) if fill == "drop" else 0)
+
+
+def _grid(series: Series, times: np.ndarray, freq: str | None) -> tuple[np.ndarray, str, np.ndarray]:
+    """(grid times, the step as text, each observation's grid position or -1 when it is off the grid)."""
+    if times.dtype.kind == "f":  # numeric times, e.g. years
+        if freq is None:
+            step = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+        else:
+            step = to_number(freq)
+            if step is None or not step > 0:
+                raise ConfigError(f"data.freq: time column {series.time_column!r} holds numbers; expected a positive "
+                                  f"number of them per step, got {freq!r}")
+        count = int(round((times[-1] - times[0]) / step)) + 1
+        _check_size(series, count, len(times), f"{step:g}")
+        grid = times[0] + step * np.arange(count)
+        k = (times - times[0]) / step
+        on = np.abs(k - np.round(k)) < 1e-6
+        return grid, f"{step:g}", np.where(on, np.round(k).astype(np.int64), -1)
+    import pandas as pd
+
+    index = pd.DatetimeIndex(times)
+    if freq is None:
+        with warnings.catch_warnings():  # pandas 3 warns that infer_freq will return an offset; both work below
+            warnings.simplefilter("ignore")
+            inferred = pd.infer_freq(index) if len(index) >= 3 else None
+        median = pd.Timedelta(int(np.median(np.diff(times.astype(np.int64)))), unit="ns")
+        if median % pd.Timedelta(days=1) == pd.Timedelta(0):  # "2D" reads better than "48h"
+            median = f"{median.days}D"
+        offset = pd.tseries.frequencies.to_offset(inferred or median)
+    else:
+        try:
+            offset = pd.tseries.frequencies.to_offset(freq)
+        except ValueError:
+            raise ConfigError(f"data.freq: expected a pandas frequency such as 1h, 15min, D, W-SAT or MS, "
+                              f"got {freq!r}") from None
+    start, end = index[0], index[-1]
+    approx = (end - start) / pd.Timedelta(offset.nanos) if _fixed(offset) else len(index)
+    _check_size(series, int(approx) + 1, len(times), offset.freqstr)
+    grid = pd.date_range(start, end, freq=offset)
+    if len(grid) == 0 or grid[0] != start:  # an anchored offset (W-SAT, MS) that the first time is not on
+        grid = pd.date_range(offset.rollback(start), end, freq=offset)
+    _check_size(series, len(grid), len(times), offset.freqstr)
+    return grid.to_numpy().astype("datetime64[ns]"), offset.freqstr, grid.get_indexer(index).astype(np.int64)
+
+
+def _fixed(offset) -> bool:
+    try:
+        _ = offset.nanos
+    except ValueError:  # calendar offsets (months, years) have no fixed length
+        return False
+    return True
+
+
+def _check_size(series: Series, grid_size: int, rows: int, step: str) -> None:
+    if grid_size > MAX_GRID_GROWTH * rows + 1000:
+        raise DataError(f"{series.source}: a step of {step} makes {grid_size} time steps from {rows} rows; "
+                        f"check data.freq")
+
+
+def _check_regular(series: Series, order: np.ndarray, times: np.ndarray, values: np.ndarray, grid: np.ndarray,
+                   position: np.ndarray, step: str) -> None:
+    """fill 'error': raise at the first row (in time order) that is off the grid, after a gap, or has a hole."""
+    expected = np.zeros(len(grid), dtype=bool)
+    expected[position[position >= 0]] = True
+    problems: list[tuple[int, str]] = []
+    off = np.flatnonzero(position < 0)
+    if len(off):
+        i = int(off[0])
+        problems.append((i, f"time {_fmt(times[i])} is not on the regular grid (freq {step!r} from {_fmt(grid[0])}); "
+                            f"set data.freq, or data.fill: interpolate to resample"))
+    gaps = np.flatnonzero(~expected)
+    if len(gaps):
+        g = int(gaps[0])
+        i = int(np.searchsorted(times, grid[g]))  # the first row after the gap
+        problems.append((i, f"gap before this row: no row for {_fmt(grid[g])} (freq {step!r}); "
+                            f"set data.fill: interpolate or drop"))
+    holes = np.flatnonzero(np.isnan(values).any(axis=1))
+    if len(holes):
+        i = int(holes[0])
+        column = series.columns[int(np.flatnonzero(np.isnan(values[i]))[0])]
+        problems.append((i, f"column {column!r}: missing value; set data.fill: interpolate or drop"))
+    if problems:
+        i, message = min(problems, key=lambda p: p[0])
+        raise DataError(f"{series.where(int(order[i]))}: {message}")
+
+
+def _interpolate(series: Series, at: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Each column linearly interpolated in time onto `grid` from its finite observations (ends held flat)."""
+    out = np.empty((len(grid), values.shape[1]))
+    for j, name in enumerate(series.columns):
+        known = np.isfinite(values[:, j])
+        if known.sum() < 2:
+            raise DataError(f"{series.source}: column {name!r} has {int(known.sum())} values; cannot interpolate")
+        out[:, j] = np.interp(grid, at[known], values[known, j])
+    return out
+
+
+def _as_float(times: np.ndarray) -> np.ndarray:
+    return times.astype("datetime64[ns]").astype(np.int64).astype(np.float64) if times.dtype.kind == "M" else times
+
+
+def _fmt(t: Any) -> str:
+    if isinstance(t, np.datetime64):
+        return str(np.datetime_as_string(t, unit="s")).removesuffix("T00:00:00").replace("T", " ")
+    return f"{float(t):g}"
+
+
+# --- windows -----------------------------------------------------------------------------------------------------
+
+
+def build_forecast(series: Series, config: TimeSeriesConfig) -> DataBundle:
+    """Regularize, split in time order, scale with training statistics and cut windows; see the module docstring."""
+    grid = regularize(series, config.freq, config.fill)
+    values = grid.values  # (N, F), targets first
+    n, num_targets = len(values), len(series.targets)
+    p = _sizes(series.source, config, n)
+    season, window, horizon, test, val = p["season"], p["window"], p["horizon"], p["test_size"], p["val_size"]
+    n_train = n - test - val
+    first = max(window, season)  # room for the input window and for one season back
+    if n_train - horizon < first:
+        raise DataError(f"{series.source}: {n} steps leave {n_train} for training, too few for a window of {window} "
+                        f"(and a season of {season}) plus a horizon of {horizon}; lower data.window, "
+                        f"data.test_size or data.val_size")
+
+    offset, scale = _fit_scaler(values[:n_train], config.scale)
+    scaled = ((values - offset) / scale).astype(np.float32)
+    mase_scale = _mase_scale(series, values[:n_train, :num_targets], season)
+
+    splits = {
+        "train": np.arange(first, n_train - horizon + 1, config.stride),
+        "val": np.arange(max(n_train, first), n_train + val - horizon + 1),
+        "test": np.arange(max(n - test, first), n - horizon + 1),
+    }
+    data = {name: _windows(scaled, origins, window, horizon, season, num_targets) for name, origins in splits.items()}
+    if config.max_train is not None:
+        data["train"] = {k: v[-config.max_train:] for k, v in data["train"].items()}
+    if len(data["train"]["t"]) == 0:
+        raise DataError(f"{series.source}: no training window without gaps; use data.fill: interpolate")
+
+    t_off, t_scale = offset[:num_targets].tolist(), scale[:num_targets].tolist()
+    info: dict[str, Any] = {
+        "task": "forecast", "num_classes": None, "label_names": None, "series_name": series.source,
+        "season": season, "window": window, "horizon": horizon, "num_targets": num_targets,
+        "target_columns": series.targets, "value_columns": series.columns, "freq": grid.freq,
+        "scale": config.scale, "target_offset": t_off, "target_scale": t_scale, "mase_scale": mase_scale,
+        "filled": grid.filled, "dropped": grid.dropped, "steps": n, "test_start": n - test,
+        "n_train": len(data["train"]["t"]), "n_val": len(data["val"]["t"]), "n_test": len(data["test"]["t"]),
+        "test_times": _time_texts(grid.times, n - test, n),
+    }  # fmt: skip
+    if config.scale == "standard":
+        info["target_mean"], info["target_std"] = t_off, t_scale
+    elif config.scale == "minmax":
+        info["target_min"], info["target_max"] = t_off, (offset + scale)[:num_targets].tolist()
+    preprocessing = {
+        "kind": "timeseries", "series_name": series.source, "time_column": series.time_column,
+        "value_columns": series.columns, "target_columns": series.targets, "freq": grid.freq, "fill": config.fill,
+        "season": season, "window": window, "horizon": horizon, "scale": config.scale,
+        "offset": offset.tolist(), "scale_factor": scale.tolist(),
+    }  # fmt: skip
+
+    def dataset(name: str) -> TensorDictDataset | None:
+        tensors = {k: torch.from_numpy(v) for k, v in data[name].items()}
+        return TensorDictDataset(tensors) if len(tensors["t"]) else None
+
+    sizes = torch.tensor([season, window, horizon, test, val, config.stride, config.max_train or 0])
+    return DataBundle(
+        dataset("train"), dataset("val"), dataset("test"), info=info,
+        model_defaults={"in_features": values.shape[1], "horizon": horizon, "num_targets": num_targets,
+                        "out_features": horizon * num_targets},
+        preprocessing=preprocessing,
+        fingerprint=fingerprint_tensors(torch.from_numpy(scaled), sizes),
+    )  # fmt: skip
+
+
+def _sizes(source: str, config: TimeSeriesConfig, n: int) -> dict[str, int]:
+    """season, window, horizon, test_size, val_size: the config's, else the data set's defaults."""
+    given = {k: getattr(config, k) for k in ("season", "window", "horizon", "test_size", "val_size")}
+    base = dict(DEFAULTS.get(config.name, {}))
+    if not base:  # a user's series: no season, short windows, a tenth each for validation and test
+        season = given["season"] or 1
+        horizon = given["horizon"] or 1
+        share = max(horizon, n // 10)
+        base = {"season": season, "window": 2 * season if season > 1 else 16, "horizon": horizon,
+                "test_size": share, "val_size": share}
+    sizes = {k: v if v is not None else base[k] for k, v in given.items()}
+    for part in ("test_size", "val_size"):
+        if 0 < sizes[part] < sizes["horizon"]:
+            raise ConfigError(f"data.{part}: {sizes[part]} steps cannot hold one horizon of {sizes['horizon']}; "
+                              f"expected 0 or at least {sizes['horizon']}")
+    return sizes
+
+
+def _fit_scaler(train: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, scale) per column so that scaled = (value - offset) / scale; NaN-aware; a constant column keeps 1."""
+    f = train.shape[1]
+    if kind == "none":
+        return np.zeros(f), np.ones(f)
+    if kind == "standard":  # population std, as sklearn's StandardScaler
+        offset, scale = np.nanmean(train, axis=0), np.nanstd(train, axis=0)
+    else:
+        offset, scale = np.nanmin(train, axis=0), np.nanmax(train, axis=0) - np.nanmin(train, axis=0)
+    return offset, np.where(scale > 0, scale, 1.0)
+
+
+def _mase_scale(series: Series, train: np.ndarray, season: int) -> list[float]:
+    """Per target: mean |y_i - y_(i - season)| over the training part, original units (Hyndman & Koehler 2006)."""
+    diffs = np.abs(train[season:] - train[:-season])
+    if not np.isfinite(diffs).any(axis=0).all():
+        raise DataError(f"{series.source}: the training part is too short for a season of {season}")
+    return np.nanmean(diffs, axis=0).tolist()
+
+
+def _windows(scaled: np.ndarray, origins: np.ndarray, window: int, horizon: int, season: int,
+             num_targets: int) -> dict[str, np.ndarray]:
+    """x (S, window, F), y and naive (S, horizon * T), t (S,) for each origin t; windows with a NaN are left out."""
+    h = np.arange(horizon)
+    back = season * np.ceil((h + 1) / season).astype(np.int64)  # the last same-season step before the origin
+    x = scaled[origins[:, None] + np.arange(-window, 0)]  # (S, window, F)
+    y = scaled[origins[:, None] + h, :num_targets]  # (S, H, T)
+    naive = scaled[origins[:, None] + h - back, :num_targets]  # (S, H, T)
+    keep = np.isfinite(x).all(axis=(1, 2)) & np.isfinite(y).all(axis=(1, 2)) & np.isfinite(naive).all(axis=(1, 2))
+    s = int(keep.sum())
+    width = horizon * num_targets
+    return {"x": np.ascontiguousarray(x[keep]), "y": y[keep].reshape(s, width),
+            "naive": naive[keep].reshape(s, width), "t": origins[keep].astype(np.int64)}
+
+
+def _time_texts(times: np.ndarray | None, start: int, end: int) -> list[str] | list[float] | list[int]:
+    if times is None:
+        return list(range(start, end))
+    if times.dtype.kind == "M":
+        return [str(t) for t in np.datetime_as_string(times[start:end], unit="s")]
+    return times[start:end].tolist()
+
+
+# --- new inputs --------------------------------------------------------------------------------------------------
+
+
+def scale_values(preprocessing: dict[str, Any], values: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Raw values (..., F) in `value_columns` order (targets first) -> the model's scaled inputs."""
+    values = torch.as_tensor(values, dtype=torch.float32)
+    offset = torch.tensor(preprocessing["offset"], dtype=torch.float32)
+    return (values - offset) / torch.tensor(preprocessing["scale_factor"], dtype=torch.float32)
+
+
+def unscale_forecast(preprocessing: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
+    """Forecasts (B, H * T) -> (B, H, T) in the targets' original units."""
+    t = len(preprocessing["target_columns"])
+    offset = torch.tensor(preprocessing["offset"][:t], dtype=torch.float32)
+    scale = torch.tensor(preprocessing["scale_factor"][:t], dtype=torch.float32)
+    return logits.detach().float().reshape(len(logits), -1, t) * scale + offset
