@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv data install install-dev lint bench results clean
+.PHONY: demo test venv data install install-dev lint bench results results-classic clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench: install
 
 results: install
 	$(PY) scripts/results.py
+
+results-classic: install
+	$(PY) scripts/results_classic.py all --bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -82,8 +82,7 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
 
 
 def task_metrics(info: dict[str, Any], loss: str) -> TaskMetrics:
-    return TaskMetrics(info["task"], num_classes=info.get("num_classes"), loss_name=loss,
-                       target_mean=info.get("target_mean", 0.0), target_std=info.get("target_std", 1.0))
+    return TaskMetrics.from_info(info, loss)
 
 
 def train(config: Config | str | Path | dict, overrides: list[str] | None = None, run_dir: str | Path | None = None,
@@ -213,6 +212,11 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
         metrics[split] = evaluate_model(model, ds, tm, device=trainer.device, autocast_dtype=trainer.autocast_dtype)
         if split == "test" and data.info["task"] == "classification":
             reports = _classification_reports(cfg, run_path, model, data, tm, trainer.device)
+        if split == "test" and data.info["task"] == "forecast":
+            from dlforge.eval.forecast import forecast_report
+
+            report = forecast_report(model, data, run_path / "plots" / "forecast.png", device=trainer.device)
+            reports = {"forecast_plot": str(Path(report["png"]).relative_to(run_path))}
     atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason,
                                                "world_size": trainer.dist.world_size, **metrics, **reports})
     return metrics
@@ -352,7 +356,8 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _headline(metrics: dict[str, float]) -> str:
-    for key in ("test/accuracy", "test/r2", "val/accuracy", "val/r2", "test/loss", "val/loss"):
+    for key in ("test/accuracy", "test/r2", "test/mase", "test/bits_per_char", "val/accuracy", "val/r2", "val/mase",
+                "val/bits_per_char", "test/loss", "val/loss"):
         if isinstance(metrics.get(key), int | float):
             return f"{key} {metrics[key]:.4f}"
     return ""

@@ -1,0 +1,57 @@
+"""Every preset in configs/ runs end to end on its real data: a smoke run of two steps on the first 64 samples of
+each split (`data.limit`), with the run folder a user would get (model, eval.json, plots)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dlforge import api
+from dlforge.config import list_presets, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PRESETS = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+# A transfer preset needs its source run first: the source preset's smoke run is made in the same runs folder.
+NEEDS = {"fashion-transfer1pct": "fashion-pretrain5"}
+SMOKE = ["train.max_steps=2", "train.max_epochs=null", "train.warmup_steps=0", "train.progress=false",
+         "train.tensorboard=false", "train.eval_every=1", "train.checkpoint_every=1", "data.limit=64"]
+
+
+def smoke(preset: str, runs_dir: Path) -> api.RunResult:
+    cfg = load_config(preset, [*SMOKE, f"runs_dir={runs_dir}"])
+    if cfg.train.scheduler == "multistep":
+        cfg = load_config(preset, [*SMOKE, f"runs_dir={runs_dir}", "train.milestones=[1]"])
+    return api.train(cfg)
+
+
+def test_presets_are_listed():
+    assert set(PRESETS) <= set(list_presets())
+    assert {"fashion-resnet", "fashion-simplecnn", "fashion-mlp", "digits-cnn", "co2-lstm", "co2-gru",
+            "shakespeare-char-lstm", "fashion-transfer1pct", "fashion-scratch1pct"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_smoke_run(preset, tmp_path):
+    if preset in NEEDS:
+        smoke(NEEDS[preset], tmp_path)
+    result = smoke(preset, tmp_path)
+    assert result.status == "completed" and result.steps == 2
+    run = result.run_dir
+    assert (run / "model" / "model.safetensors").is_file()
+    ev = json.loads((run / "eval.json").read_text())
+    task = json.loads((run / "model" / "data_info.json").read_text())["task"]
+    assert ev["test"]["loss"] == ev["test"]["loss"]  # not NaN
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["name"] == load_config(preset).name
+    plots = {p.name for p in (run / "plots").glob("*.png")}
+    if task == "classification":
+        assert {"confusion.png"} <= plots and "test_per_class" in ev
+    if task == "forecast":
+        assert "forecast.png" in plots and {"mase", "naive_mase", "rel_mae"} <= set(ev["test"])
+    if task == "language_modeling":
+        assert {"perplexity", "bits_per_char"} <= set(ev["test"])
+    model = api.load(run)
+    assert model.registry_name == saved["model"]["name"]
