@@ -366,6 +366,10 @@ def json_schema() -> dict[str, Any]:
         out = []
         for e in entries:
             s = TypeAdapter(e.config_cls).json_schema()
+            # nested sections (e.g. data.augment) refer to "#/$defs/...": those definitions live at the root
+            for key, definition in s.pop("$defs", {}).items():
+                if schema.setdefault("$defs", {}).setdefault(key, definition) != definition:
+                    raise ValueError(f"two config classes named {key!r} with different schemas")
             s["title"] = e.name
             s.setdefault("properties", {})["name"] = {"const": e.name}
             s["required"] = ["name"]  # data-derived fields are filled in at build time

@@ -81,9 +81,7 @@ train: {{max_steps: 30, batch_size: 32, lr: 0.01, progress: false, tensorboard: 
     test = out["metrics"]["test"]
     assert {"mae", "rmse", "mape", "mase", "naive_mae", "rel_mae"} <= set(test)
     assert test["rel_mae"] == pytest.approx(test["mae"] / test["naive_mae"], rel=1e-6)
-    from pathlib import Path
-
-    assert (Path(out["run_dir"]) / "plots" / "forecast.png").read_bytes().startswith(PNG)
+    assert (tmp_path / out["run_dir"] / "plots" / "forecast.png").read_bytes().startswith(PNG)
     strict = tmp_path / "strict.yaml"
     strict.write_text(cfg.read_text().replace("val_size: 48}", "val_size: 48, fill: error}"))
     refused = run_cli("train", str(strict), cwd=tmp_path)
