@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from dlforge.train.callbacks import MetricsLogger
 from dlforge.train.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from paired import StepClock, paired_rounds, per_step, summary  # noqa: E402
+from paired import StepClock, hand_loop, paired_rounds, per_step, summary  # noqa: E402
 
 N, CLASSES = 4096, 10
 
@@ -90,21 +89,14 @@ def plain_round(width: int, x: torch.Tensor, y: torch.Tensor, batch: int, steps:
     model = PlainResNet18(width).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model.train()
-    times, step = [], 0
-    while step < steps:
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x) - batch + 1, batch):
-            idx = perm[i:i + batch]
-            xb = x[idx].contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(xb), y[idx])
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            times.append(time.perf_counter())
-            step += 1
-            if step == steps:
-                break
-    return per_step(times)
+
+    def step(idx: torch.Tensor) -> None:
+        xb = x[idx].contiguous(memory_format=torch.channels_last)
+        F.cross_entropy(model(xb), y[idx]).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return hand_loop(step, len(x), batch, steps)
 
 
 def main() -> None:

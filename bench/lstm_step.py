@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ from dlforge.train.callbacks import MetricsLogger
 from dlforge.train.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from paired import StepClock, paired_rounds, per_step, summary  # noqa: E402
+from paired import StepClock, hand_loop, paired_rounds, per_step, summary  # noqa: E402
 
 N, HORIZON, LAYERS = 4096, 8, 2
 
@@ -61,20 +60,13 @@ def plain_round(args, x: torch.Tensor, y: torch.Tensor) -> float:
     model = PlainLSTMForecaster(args.hidden)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    times, step = [], 0
-    while step < args.steps:
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x) - args.batch + 1, args.batch):
-            idx = perm[i:i + args.batch]
-            loss = F.mse_loss(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            times.append(time.perf_counter())
-            step += 1
-            if step == args.steps:
-                break
-    return per_step(times)
+
+    def step(idx: torch.Tensor) -> None:
+        F.mse_loss(model(x[idx]), y[idx]).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return hand_loop(step, len(x), args.batch, args.steps)
 
 
 def main() -> None:

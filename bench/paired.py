@@ -48,3 +48,19 @@ def summary(t_ours: list[float], t_base: list[float], batch_size: int) -> dict[s
     return {"samples_per_s_dlforge": batch_size / statistics.median(t_ours),
             "samples_per_s_baseline": batch_size / statistics.median(t_base),
             "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+
+
+def hand_loop(step: Callable[[object], None], n: int, batch: int, steps: int) -> float:
+    """Per-step time of a plain training loop: shuffle n rows each epoch, call `step(indices)` on full batches."""
+    import torch
+
+    times, done = [], 0
+    while done < steps:
+        perm = torch.randperm(n)
+        for i in range(0, n - batch + 1, batch):
+            step(perm[i:i + batch])
+            times.append(time.perf_counter())
+            done += 1
+            if done == steps:
+                break
+    return per_step(times)

@@ -17,7 +17,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ from dlforge.train.callbacks import MetricsLogger
 from dlforge.train.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from paired import StepClock, per_step  # noqa: E402
+from paired import StepClock, hand_loop, per_step  # noqa: E402
 
 IN, HIDDEN, CLASSES, N, BATCH = 256, [512, 512], 10, 16384, 256
 
@@ -45,20 +44,13 @@ def trainer_round(model: torch.nn.Module, data: TensorDictDataset, steps: int, r
 def hand_round(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     model.train()
-    times, step = [], 0
-    while step < steps:
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), BATCH):
-            idx = perm[i:i + BATCH]
-            loss = model({"x": x[idx], "y": y[idx]}).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            times.append(time.perf_counter())
-            step += 1
-            if step == steps:
-                break
-    return per_step(times)
+
+    def step(idx: torch.Tensor) -> None:
+        model({"x": x[idx], "y": y[idx]}).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return hand_loop(step, len(x), BATCH, steps)
 
 
 def main() -> None:
