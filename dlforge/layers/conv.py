@@ -1,13 +1,12 @@
-"""Convolutional building blocks shared by the CNN zoo, and the base class that gives every CNN one shape.
+"""Convolutional building blocks shared by the CNN zoo.
 
 Padding "same" pads `dilation * (kernel // 2)` pixels on every side. At stride 1 that keeps the size. At stride s > 1
 the output side is ceil(n / s), the size TensorFlow's SAME padding gives; TensorFlow reaches it by padding one pixel
 more at the bottom/right when the total is odd, we pad symmetrically like torchvision (ResNet's 7x7/2 stem pads 3),
 so the sampling grid may sit one pixel off TensorFlow's. An even kernel has no symmetric "same" padding and is refused.
 
-Every CNN is a `ConvClassifier`: top-level children named in `stage_names`, run in that order, the last one `head`,
-whose first module turns feature maps (B, C, H, W) into vectors (B, F) and whose last module is nn.Linear(F,
-num_classes). Everything before `head` is the backbone; transfer learning swaps or retrains `head` alone.
+`classifier_head` builds the `head` of every CNN (`dlforge.models.convnet.ConvClassifier`): its first module turns
+feature maps (B, C, H, W) into vectors (B, F), its last is nn.Linear(F, num_classes).
 """
 
 from __future__ import annotations
@@ -181,36 +180,3 @@ def he_init(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-
-# --- the shape every CNN has ---------------------------------------------------------------------------------------
-
-
-class ConvClassifier(nn.Module):
-    """Base of the CNN zoo: children named in `stage_names` run in order; `head` is last and ends in a Linear.
-
-    Subclasses set `self.config` (with in_channels, image_size, num_classes) and `self.stage_names` in __init__,
-    then add the children in that order, and write `forward(batch) -> Output` around `classify`.
-    """
-
-    config: object
-    stage_names: tuple[str, ...]
-
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) -> logits (B, num_classes): every stage, in order."""
-        for name in self.stage_names:  # looked up by name, so a swapped-in head is the one that runs
-            x = self._modules[name](x)
-        return x
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone features (B, F): every stage before `head`, then the head's pool/flatten."""
-        for name in self.stage_names[:-1]:
-            x = self._modules[name](x)
-        return self.head[0](x)
-
-    def example_batch(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """A random batch of the shapes this model reads: x (B, in_channels, image_size, image_size), y (B,)."""
-        c = self.config
-        x = torch.randn(batch_size, c.in_channels, c.image_size, c.image_size, generator=generator)
-        y = torch.randint(0, c.num_classes, (batch_size,), generator=generator)
-        return {"x": x, "y": y}

@@ -13,7 +13,6 @@ stride 1, the channels are halved (`width_mult`) and the 4096-wide classifier is
 
 from __future__ import annotations
 
-import torch
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 from torch import nn
@@ -23,7 +22,6 @@ from dlforge.layers import Loss
 from dlforge.layers.conv import (
     ClassificationLoss,
     ConvBNAct,
-    ConvClassifier,
     Padding,
     PoolKind,
     checked_size,
@@ -31,7 +29,7 @@ from dlforge.layers.conv import (
     make_divisible,
     make_pool,
 )
-from dlforge.models.output import Output
+from dlforge.models.convnet import ConvClassifier
 from dlforge.registry import register_model
 
 
@@ -92,11 +90,6 @@ class AlexNet(ConvClassifier):
             cin = cout
         self.head = classifier_head(cin * size * size, c.num_classes, c.dropout, c.hidden, pool="flatten")
         self.loss_fn = Loss(c.loss, c.label_smoothing, c.class_weights)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> Output:
-        logits = self.classify(batch["x"])  # (B, num_classes)
-        loss = self.loss_fn(logits, batch["y"]) if "y" in batch else None
-        return Output(logits=logits, loss=loss)
 
 
 # --- presets ---------------------------------------------------------------------------------------------------

@@ -32,13 +32,12 @@ from dlforge.layers import Loss
 from dlforge.layers.conv import (
     ClassificationLoss,
     ConvBNAct,
-    ConvClassifier,
     SqueezeExcite,
     classifier_head,
     he_init,
     make_divisible,
 )
-from dlforge.models.output import Output
+from dlforge.models.convnet import ConvClassifier
 from dlforge.registry import register_model
 
 # EfficientNet-B0, table 1, stages 2-8: (expand ratio, channels, repeats, stride, kernel)
@@ -125,11 +124,6 @@ class EfficientNet(ConvClassifier):
         self.head = classifier_head(width(B0_TOP), c.num_classes, c.dropout)
         self.loss_fn = Loss(c.loss, c.label_smoothing, c.class_weights)
         he_init(self)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> Output:
-        logits = self.classify(batch["x"])  # (B, num_classes)
-        loss = self.loss_fn(logits, batch["y"]) if "y" in batch else None
-        return Output(logits=logits, loss=loss)
 
 
 # --- presets ---------------------------------------------------------------------------------------------------

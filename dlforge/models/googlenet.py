@@ -21,8 +21,8 @@ from torch import nn
 
 from dlforge.errors import ConfigError
 from dlforge.layers import Loss
-from dlforge.layers.conv import ClassificationLoss, ConvBNAct, ConvClassifier, classifier_head, he_init, make_divisible
-from dlforge.models.output import Output
+from dlforge.layers.conv import ClassificationLoss, ConvBNAct, classifier_head, he_init, make_divisible
+from dlforge.models.convnet import ConvClassifier
 from dlforge.registry import register_model
 
 # Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) of inception 3a-3b, 4a-4e and 5a-5b
@@ -98,11 +98,6 @@ class GoogLeNet(ConvClassifier):
         self.head = classifier_head(cin, c.num_classes, c.dropout)
         self.loss_fn = Loss(c.loss, c.label_smoothing, c.class_weights)
         he_init(self)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> Output:
-        logits = self.classify(batch["x"])  # (B, num_classes)
-        loss = self.loss_fn(logits, batch["y"]) if "y" in batch else None
-        return Output(logits=logits, loss=loss)
 
 
 # --- presets ---------------------------------------------------------------------------------------------------

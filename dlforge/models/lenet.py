@@ -13,7 +13,6 @@ were centred in a 32x32 field), so the layer sizes and the parameter count stay 
 
 from __future__ import annotations
 
-import torch
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 from torch import nn
@@ -22,7 +21,6 @@ from dlforge.layers import Loss, make_activation
 from dlforge.layers.conv import (
     Activation,
     ClassificationLoss,
-    ConvClassifier,
     Padding,
     PoolKind,
     checked_size,
@@ -30,7 +28,7 @@ from dlforge.layers.conv import (
     make_pool,
     resolve_padding,
 )
-from dlforge.models.output import Output
+from dlforge.models.convnet import ConvClassifier
 from dlforge.registry import register_model
 
 
@@ -81,11 +79,6 @@ class LeNet(ConvClassifier):
         # C5 is a conv whose kernel covers the whole map: a Linear over the flattened (B, cin*size*size) maps
         self.head = classifier_head(cin * size * size, c.num_classes, c.dropout, c.hidden, c.act, pool="flatten")
         self.loss_fn = Loss(c.loss, c.label_smoothing, c.class_weights)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> Output:
-        logits = self.classify(batch["x"])  # (B, num_classes)
-        loss = self.loss_fn(logits, batch["y"]) if "y" in batch else None
-        return Output(logits=logits, loss=loss)
 
 
 # --- presets ---------------------------------------------------------------------------------------------------

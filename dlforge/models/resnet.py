@@ -28,8 +28,8 @@ from torch import nn
 
 from dlforge.errors import ConfigError
 from dlforge.layers import Loss
-from dlforge.layers.conv import ClassificationLoss, ConvBNAct, ConvClassifier, classifier_head, he_init
-from dlforge.models.output import Output
+from dlforge.layers.conv import ClassificationLoss, ConvBNAct, classifier_head, he_init
+from dlforge.models.convnet import ConvClassifier
 from dlforge.registry import register_model
 
 
@@ -141,11 +141,6 @@ class ResNet(ConvClassifier):
             for m in self.modules():
                 if isinstance(m, BasicBlock | Bottleneck):
                     nn.init.zeros_(m.last_norm().weight)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> Output:
-        logits = self.classify(batch["x"])  # (B, num_classes)
-        loss = self.loss_fn(logits, batch["y"]) if "y" in batch else None
-        return Output(logits=logits, loss=loss)
 
 
 # --- presets ---------------------------------------------------------------------------------------------------

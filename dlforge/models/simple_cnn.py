@@ -8,7 +8,6 @@ Each block keeps the map size with "same" 3x3 convs and halves it with the pool,
 
 from __future__ import annotations
 
-import torch
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 from torch import nn
@@ -19,7 +18,6 @@ from dlforge.layers.conv import (
     Activation,
     ClassificationLoss,
     ConvBNAct,
-    ConvClassifier,
     Padding,
     PoolKind,
     checked_size,
@@ -27,7 +25,7 @@ from dlforge.layers.conv import (
     he_init,
     make_pool,
 )
-from dlforge.models.output import Output
+from dlforge.models.convnet import ConvClassifier
 from dlforge.registry import register_model
 
 
@@ -84,11 +82,6 @@ class SimpleCNN(ConvClassifier):
         self.head = classifier_head(cin, c.num_classes, c.dropout)
         self.loss_fn = Loss(c.loss, c.label_smoothing, c.class_weights)
         he_init(self)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> Output:
-        logits = self.classify(batch["x"])  # (B, num_classes)
-        loss = self.loss_fn(logits, batch["y"]) if "y" in batch else None
-        return Output(logits=logits, loss=loss)
 
 
 # --- presets ---------------------------------------------------------------------------------------------------

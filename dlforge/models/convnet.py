@@ -1,0 +1,48 @@
+"""The shape every CNN of the zoo has: named stages run in order, a `head` last, one loss.
+
+Transfer learning relies on it (`dlforge.train.transfer`): `stage_names` lists the top-level children in forward
+order, the last being `head`, which ends in the only `nn.Linear(F, num_classes)`; everything before it is the
+backbone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dlforge.models.output import Output
+
+
+class ConvClassifier(nn.Module):
+    """Base of the CNN zoo: children named in `stage_names` run in order; `head` is last and ends in a Linear.
+
+    Subclasses set `self.config` (with in_channels, image_size, num_classes) and `self.stage_names` in __init__,
+    then add the children in that order and a `loss_fn`; `forward` runs them and computes the loss.
+    """
+
+    config: object
+    stage_names: tuple[str, ...]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> Output:
+        logits = self.classify(batch["x"])  # (B, num_classes)
+        loss = self.loss_fn(logits, batch["y"]) if "y" in batch else None
+        return Output(logits=logits, loss=loss)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> logits (B, num_classes): every stage, in order."""
+        for name in self.stage_names:  # looked up by name, so a swapped-in head is the one that runs
+            x = self._modules[name](x)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features (B, F): every stage before `head`, then the head's pool/flatten."""
+        for name in self.stage_names[:-1]:
+            x = self._modules[name](x)
+        return self.head[0](x)
+
+    def example_batch(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """A random batch of the shapes this model reads: x (B, in_channels, image_size, image_size), y (B,)."""
+        c = self.config
+        x = torch.randn(batch_size, c.in_channels, c.image_size, c.image_size, generator=generator)
+        y = torch.randint(0, c.num_classes, (batch_size,), generator=generator)
+        return {"x": x, "y": y}
