@@ -24,6 +24,7 @@ ACTIVATION_REFERENCES = {
     "relu": F.relu,
     "leaky_relu": lambda x: F.leaky_relu(x, negative_slope=0.01),
     "gelu": lambda x: F.gelu(x, approximate="none"),
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
     "silu": F.silu,

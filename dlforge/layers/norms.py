@@ -7,14 +7,17 @@ from torch import nn
 NORMS = ("batchnorm", "layernorm", "rmsnorm", "none")
 
 
-def make_norm(name: str, dim: int) -> nn.Module:
-    """A norm over the last (feature) dimension of a (B, dim) tensor; `none` is the identity."""
+def make_norm(name: str, dim: int, eps: float | None = None, bias: bool = True) -> nn.Module:
+    """A norm over the last (feature) dimension of a (B, dim) tensor; `none` is the identity.
+
+    `eps`: the variance floor (None: torch's default; BERT uses 1e-12, GPT-2 1e-5); `bias=False` drops LayerNorm's
+    shift."""
     if name == "batchnorm":
-        return nn.BatchNorm1d(dim)
+        return nn.BatchNorm1d(dim, eps=1e-5 if eps is None else eps)
     if name == "layernorm":
-        return nn.LayerNorm(dim)
+        return nn.LayerNorm(dim, eps=1e-5 if eps is None else eps, bias=bias)
     if name == "rmsnorm":
-        return nn.RMSNorm(dim)
+        return nn.RMSNorm(dim, eps=eps)
     if name == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {name!r}; expected one of {', '.join(NORMS)}")
