@@ -99,7 +99,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     data = build_data(cfg)  # before the run folder exists: bad data leaves nothing behind
     model = build_model(cfg, data)
     if cfg.train.transfer is not None:
-        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None)
+        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None, data=data)
     if resume is None:
         run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
     registry = RunRegistry(run_path.parent) if info.is_main else None
@@ -151,18 +151,38 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     return result
 
 
-def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool) -> None:
-    """Load the source run's backbone (a fresh run only; a resume has it in its checkpoint), then freeze."""
+def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, data: DataBundle) -> None:
+    """Load the source's backbone (a fresh run only; a resume has it in its checkpoint), then freeze."""
     from dlforge.train import transfer
 
     if fresh:
         try:
-            source_dir = _model_dir(tcfg.init_from, runs_dir)
+            source, source_tokenizer = _transfer_source(tcfg.init_from, runs_dir)
         except DlforgeError as exc:
             raise ConfigError(f"train.transfer.init_from: {exc}") from None
-        source, _ = load_model(source_dir)
+        tokenizer = (data.preprocessing.get("tokenizer") or {}).get("hash")
+        if source_tokenizer and tokenizer and source_tokenizer != tokenizer:
+            raise ConfigError(f"train.transfer.init_from: {tcfg.init_from} was trained with another tokenizer than "
+                              "the data's; give the data the source's tokenizer (e.g. data.tokenizer: "
+                              f"{tcfg.init_from})")
         transfer.load_backbone(model, source)
     transfer.freeze(model, tcfg.freeze)
+
+
+def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | None]:
+    """The model to take a backbone from, and the hash of its tokenizer if it has one: a transformers BERT folder
+    or 'minilm' (`dlforge.llm.bert_weights`), or a dlforge run or model folder."""
+    from dlforge.llm.bert_weights import find_bert_folder, load_hf_bert
+
+    folder = find_bert_folder(ref)
+    if folder is not None:
+        from dlforge.llm.bert_tokenizer import WordPieceTokenizer
+
+        has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
+        return load_hf_bert(folder, head="none"), WordPieceTokenizer.load(folder).hash if has_tokenizer else None
+    source, meta = load_model(_model_dir(ref, runs_dir))
+    tokenizer = (meta["extra"].get("preprocessing.json") or {}).get("tokenizer")
+    return source, tokenizer.get("hash") if isinstance(tokenizer, dict) else None
 
 
 def _warn(message: str) -> None:

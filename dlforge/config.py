@@ -48,9 +48,12 @@ class EarlyStopping(Section):
 class TransferConfig(Section):
     """Transfer learning: start from another run's weights, with a new head for this data's labels."""
 
-    init_from: str = Field(description="a run (folder, name or 'latest') or a model folder whose backbone to load")
+    init_from: str = Field(description="a run (folder, name or 'latest'), a model folder, a transformers BERT folder "
+                                       "or 'minilm', whose backbone to load")
     freeze: str = Field("none", description="none; all (the whole backbone); or a stage name (frozen with all before)")
     backbone_lr: float = Field(0.1, ge=0, description="backbone learning rate as a multiple of train.lr (head: 1x)")
+    layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise lr decay: each backbone stage gets "
+                                      "this times the lr of the stage above it (e.g. 0.8 for BERT)")
 
 
 class TrainConfig(Section):

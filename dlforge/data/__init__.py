@@ -2,7 +2,9 @@
 
 from dlforge.data import (  # noqa: F401  (each module registers its datasets)
     chartext,  # shakespeare_char, text_files
+    genre,  # shakespeare_genre
     images,  # fashion_mnist, idx, digits, image_folder
+    masked_lm,  # shakespeare_mlm
     sequences,  # seattle_weather
     tabular,  # iris, wine, breast_cancer, diabetes, fair, csv, parquet
     timeseries,  # co2, sunspots, seattle_temps, timeseries_csv

@@ -2,6 +2,7 @@
 
 from dlforge.models import (  # noqa: F401  (each module registers its presets)
     alexnet,
+    bert,
     char_rnn,
     efficientnet,
     googlenet,

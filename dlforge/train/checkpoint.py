@@ -396,6 +396,15 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.
     return model.to(device).eval(), {"config": config, "model": name, "extra": extra}
 
 
+def read_model_json(directory: Path, filename: str) -> Any:
+    """One JSON file of a verified model folder (e.g. preprocessing.json), without building the model."""
+    directory = Path(directory)
+    files = _verify(directory, MODEL_FORMAT, ["model.safetensors", "config.json"])
+    if filename not in files:
+        raise CheckpointError(f"{directory}: the model folder has no {filename}")
+    return _read_json(directory / filename)
+
+
 def load_weights(model: nn.Module, safetensors_path: Path) -> None:
     """Load a safetensors file into `model`, strictly: every key present on both sides, with the same shape."""
     path = Path(safetensors_path)

@@ -70,13 +70,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 def scale_groups(model: nn.Module, groups: list[dict[str, Any]], lr: float,
                  lr_scales: dict[str, float]) -> list[dict[str, Any]]:
-    """Split each group by learning-rate multiplier: `lr_scales` maps a parameter-name prefix (a top-level child,
-    e.g. "head" or "stage1") to a multiple of `lr`; parameters under no listed prefix keep 1x. Zero-scaled
-    parameters are left out (frozen)."""
+    """Split each group by learning-rate multiplier: `lr_scales` maps a parameter-name prefix (a submodule path,
+    e.g. "head", "stage1" or "blocks.3") to a multiple of `lr`, the longest matching prefix winning; parameters under
+    no listed prefix keep 1x. Zero-scaled parameters are left out (frozen)."""
     scale_of: dict[int, float] = {}
-    for name, p in model.named_parameters():
-        top = name.split(".", 1)[0]
-        scale_of[id(p)] = lr_scales.get(top, 1.0)
+    for name, p in model.named_parameters():  # a tied parameter, once: under the name it is first reached by
+        prefixes = [k for k in lr_scales if name == k or name.startswith(k + ".")]
+        scale_of[id(p)] = lr_scales[max(prefixes, key=len)] if prefixes else 1.0
     out = []
     for g in groups:
         by_scale: dict[float, list[nn.Parameter]] = {}

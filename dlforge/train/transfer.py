@@ -3,12 +3,18 @@
     train:
       transfer: {init_from: runs/fashion-pretrain5-..., freeze: stage2, backbone_lr: 0.1}
 
-A model that supports transfer names its top-level children in forward order in `stage_names`, the last being
-`head` (its classifier). Everything before `head` is the backbone. `load_backbone` copies every backbone tensor from
+A model that supports transfer names its stages in forward order in `stage_names`, the last being `head` (its
+classifier): top-level children (`stem`, `stage1`...) or dotted submodule paths (a Transformer's `blocks.0`,
+`blocks.1`...). Everything before `head` is the backbone. `load_backbone` copies every backbone tensor from
 the source model (same architecture; the head may differ in its number of classes) and leaves the new head as
 initialized. `freeze` stops gradients through a prefix of the stages, and turns the batch norms there into
 `FrozenBatchNorm2d`, which normalize with the pretrained statistics in training as in evaluation (a frozen stage
 should compute the same features it was trained to compute, whatever the new batches look like).
+
+Learning rates: the head trains at `train.lr`, the backbone at `backbone_lr` times that; with `layer_decay` (layer-wise
+learning-rate decay, Howard & Ruder 2018; Clark et al. 2020) each backbone stage gets `layer_decay` times the rate of
+the stage after it, so the last stage before the head trains at backbone_lr and the first at
+backbone_lr * layer_decay^(stages - 1): the general features low in the network move least.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ def freeze(model: nn.Module, upto: str) -> list[str]:
         raise ConfigError(f"train.transfer.freeze: {upto!r} is not a stage of {type(model).__name__}; "
                           f"expected none, all or one of {', '.join(names[:-1])}")
     for name in frozen:
-        stage = getattr(model, name)
+        stage = model.get_submodule(name)
         for p in stage.parameters():
             p.requires_grad_(False)
         _freeze_batchnorm(stage)
@@ -68,8 +74,12 @@ def freeze(model: nn.Module, upto: str) -> list[str]:
 
 
 def lr_scales(model: nn.Module, cfg: TransferConfig) -> dict[str, float]:
-    """Learning-rate multiplier per parameter-name prefix: the backbone's and the head's."""
-    return {name: (1.0 if name == HEAD else cfg.backbone_lr) for name in stage_names(model)}
+    """Learning-rate multiplier per stage (a parameter-name prefix): the head 1, the backbone `backbone_lr`, decayed
+    by `layer_decay` per stage from the last backbone stage down when that is set."""
+    backbone = stage_names(model)[:-1]
+    decay = 1.0 if cfg.layer_decay is None else cfg.layer_decay
+    scales = {name: cfg.backbone_lr * decay ** (len(backbone) - 1 - i) for i, name in enumerate(backbone)}
+    return {**scales, HEAD: 1.0}
 
 
 class FrozenBatchNorm2d(nn.Module):
