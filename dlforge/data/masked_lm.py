@@ -1,6 +1,7 @@
 """Masked-language-model data: text as segments of WordPiece tokens, 15% of them to be predicted.
 
     data: {name: shakespeare_mlm, vocab_size: 8000, max_length: 128}
+    data: {name: text_files_mlm, path: corpus/, tokenizer: minilm}
 
 BERT's masking (Devlin et al. 2018, section 3.1 and appendix A.1): in every segment, round(15%) of the tokens that
 are not special ([CLS], [SEP], [PAD]...) are chosen, at least one; of the chosen, 80% become [MASK], 10% a random
@@ -28,12 +29,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from dlforge.config import DataConfig
+from dlforge.data.chartext import read_documents
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
-from dlforge.errors import DataError
+from dlforge.errors import ConfigError, DataError
 from dlforge.llm.bert_tokenizer import WordPieceTokenizer, resolve_tokenizer
 from dlforge.registry import register_dataset
 
@@ -125,6 +127,10 @@ def frame(segments: list[list[int]], tokenizer: WordPieceTokenizer, max_length: 
 class MaskedLMConfig(DataConfig):
     """Text as WordPiece segments for masked-LM pretraining."""
 
+    path: str | None = Field(None, description="text_files_mlm: a .txt / .md / .jsonl file or a folder of them")
+    text_field: str = Field("text", description="text_files_mlm: the field of each .jsonl record holding its text")
+    val_fraction: float = Field(0.05, ge=0, lt=0.5, description="text_files_mlm: share of the lines for validation")
+    test_fraction: float = Field(0.05, ge=0, lt=0.5, description="text_files_mlm: share of the lines for test")
     tokenizer: str | None = Field(None, description="minilm, a tokenizer.json / folder, or a run; "
                                                     "default: train a WordPiece vocabulary on the training text")
     vocab_size: int = Field(8000, ge=100, description="the WordPiece vocabulary trained when `tokenizer` is not given")
@@ -132,6 +138,14 @@ class MaskedLMConfig(DataConfig):
     mask_prob: float = Field(0.15, gt=0, lt=1, description="share of the non-special tokens chosen for prediction")
     dynamic_masking: bool = Field(True, description="mask training batches afresh each time they are drawn")
     mask_seed: int = Field(0, description="seed of the masks the splits are built with")
+
+    @model_validator(mode="after")
+    def _path(self) -> MaskedLMConfig:
+        if self.name == "text_files_mlm" and not self.path:
+            raise ConfigError("data.path: required for dataset 'text_files_mlm'")
+        if self.name != "text_files_mlm" and self.path is not None:
+            raise ConfigError(f"data.path: not used by the bundled dataset {self.name!r}; remove it")
+        return self
 
 
 @register_dataset(MaskedLMConfig)
@@ -142,6 +156,19 @@ def shakespeare_mlm(config: MaskedLMConfig) -> DataBundle:
     split_plays = plays_by_genre_split()
     docs = {split: [play_lines(name) for name in names] for split, names in split_plays.items()}
     return build_masked_lm("shakespeare", docs, config, extra_info={"plays": split_plays})
+
+
+@register_dataset(MaskedLMConfig)
+def text_files_mlm(config: MaskedLMConfig) -> DataBundle:
+    """Your text for masked-LM pretraining: a .txt / .md / .jsonl file or a folder of them (data.path)."""
+    lines = [line for doc in read_documents(config.path, config.text_field) for line in doc.splitlines()
+             if line.strip()]
+    n = len(lines)
+    n_test, n_val = int(n * config.test_fraction), int(n * config.val_fraction)
+    cut = n - n_test - n_val
+    docs = {"train": [lines[:cut]], "val": [lines[cut:n - n_test]], "test": [lines[n - n_test:]]}
+    lines_per_split = {split: len(d[0]) for split, d in docs.items()}
+    return build_masked_lm(str(config.path), docs, config, extra_info={"lines": lines_per_split})
 
 
 def build_masked_lm(source: str, docs: dict[str, list[list[str]]], config: MaskedLMConfig,

@@ -59,7 +59,9 @@ def classification_metrics(y_true: list[int], y_pred: np.ndarray) -> dict[str, f
 
 def genre_comparison(runs: list[str], runs_dir: str | Path = "runs", preset: str = "genre-minilm") -> dict[str, Any]:
     """The TF-IDF baseline on the genre task's passages (those of `preset`'s data config), beside the test metrics
-    of each run in `runs`. A run evaluated on other passages is an error."""
+    of each run in `runs`. A run evaluated on other passages (or on a `data.limit` of them) is an error."""
+    import yaml
+
     from dlforge.config import load_config
     from dlforge.data.genre import GenreConfig, genre_passages, passages_sha256
     from dlforge.runs.rundir import resolve_run
@@ -67,17 +69,21 @@ def genre_comparison(runs: list[str], runs_dir: str | Path = "runs", preset: str
     data_cfg = GenreConfig.model_validate(load_config(preset).data)
     data, names, plays = genre_passages(data_cfg)
     fingerprint = passages_sha256(data)
-    baseline = tfidf_logreg(data["train"]["texts"], data["train"]["labels"], data["val"]["texts"],
-                            data["val"]["labels"], data["test"]["texts"], data["test"]["labels"])
-    rows = [{"name": "tfidf_logreg", **{f"test/{k}": v for k, v in baseline["test"].items()}, "C": baseline["C"]}]
-    for ref in runs:
+    rows = []
+    for ref in runs:  # checked before the baseline is fitted: a wrong run fails fast
         run = resolve_run(ref, runs_dir)
         info = _read(run / "model" / "data_info.json")
         if info.get("passages_sha256") != fingerprint:
             raise DlforgeError(f"{run}: was not evaluated on the passages of {preset!r} (passages_sha256 differs); "
                                "compare runs of the same genre data")
+        limit = (yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}).get("data", {}).get("limit")
+        if limit is not None:
+            raise DlforgeError(f"{run}: ran with data.limit={limit}, on part of the passages only")
         test = _read(run / "eval.json").get("test", {})
         rows.append({"name": run.name, **{f"test/{k}": test.get(k) for k in ("accuracy", "precision", "recall", "f1")}})
+    baseline = tfidf_logreg(data["train"]["texts"], data["train"]["labels"], data["val"]["texts"],
+                            data["val"]["labels"], data["test"]["texts"], data["test"]["labels"])
+    rows.insert(0, {"name": "tfidf_logreg", **{f"test/{k}": v for k, v in baseline["test"].items()}})
     return {"labels": names, "plays": plays, "passages": {s: len(data[s]["texts"]) for s in data},
             "passages_sha256": fingerprint, "baseline": baseline, "rows": rows}
 
