@@ -25,10 +25,21 @@ def test_python_snippet_runs(tmp_path, monkeypatch, capsys):
 
     assert optim.build_optimizer
     monkeypatch.chdir(tmp_path)
-    (snippet,) = blocks("python")
+    snippet = next(b for b in blocks("python") if "dlforge.train(" in b)
     exec(compile(snippet, "README.md", "exec"), {})
     out = capsys.readouterr().out.split()
     assert (tmp_path / "runs").is_dir() and float(out[1]) > 0.8  # iris test accuracy
+
+
+def test_embedding_snippet_runs():
+    import numpy as np
+
+    snippet = next(b for b in blocks("python") if "load_embedder" in b)
+    scope: dict = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    vectors = scope["vectors"]
+    assert vectors.shape == (2, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
 def test_quoted_config_error_is_what_the_cli_prints(tmp_path):
