@@ -93,13 +93,13 @@ class ClassifierHead(nn.Module):
 
 @dataclass(config=ConfigDict(extra="forbid"))
 class BertConfig:
-    """The shape of a BERT and its head. Defaults: the small BERT of the `bert-shakespeare-mlm` preset."""
+    """The shape of a BERT and its head. Defaults: a small BERT (4 layers, 192 wide), as `bert-shakespeare-mlm`."""
 
-    vocab_size: int = Field(8000, ge=2, description="set from the data (the WordPiece vocabulary)")
-    dim: int = Field(256, ge=1, description="hidden size C (BERT-base 768, MiniLM-L6 384)")
+    vocab_size: int = Field(6000, ge=2, description="set from the data (the WordPiece vocabulary)")
+    dim: int = Field(192, ge=1, description="hidden size C (BERT-base 768, MiniLM-L6 384)")
     n_layers: int = Field(4, ge=1)
     n_heads: int = Field(4, ge=1, description="attention heads; dim must be divisible by it")
-    ffn_hidden: int = Field(1024, ge=1, description="feed-forward width (BERT: 4 * dim)")
+    ffn_hidden: int = Field(768, ge=1, description="feed-forward width (BERT: 4 * dim)")
     max_len: int = Field(512, ge=1, description="positions with an embedding: the longest input")
     type_vocab_size: int = Field(2, ge=1, description="token types (segments A and B)")
     norm_eps: float = Field(1e-12, gt=0, description="LayerNorm eps (BERT: 1e-12)")
@@ -234,7 +234,7 @@ MINILM_L6 = {"vocab_size": 30522, "dim": 384, "n_layers": 6, "n_heads": 12, "ffn
 
 @register_model(BertConfig)
 def bert_mlm(**overrides) -> Bert:
-    """BERT with the masked-language-model head (a small one by default: 4 layers, 256 wide)."""
+    """BERT with the masked-language-model head (a small one by default: 4 layers, 192 wide)."""
     return Bert(BertConfig(**{"head": "mlm", **overrides}))
 
 
