@@ -243,3 +243,18 @@ def test_embed_cli_errors_are_one_line(mlm_run, tmp_path):
                    str(tmp_path / "out.csv"))
     assert proc.returncode == 2 and "expected a .npy or .jsonl file name" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_masked_lm_training_decodes_the_labelled_positions_only():
+    model = tiny(dropout=0.0, attn_dropout=0.0)
+    ids, mask = pad(rows(10, 6), 10)
+    labels = torch.full_like(ids, -100)
+    labels[0, [2, 5]], labels[1, 1] = ids[0, [2, 5]], ids[1, 1]
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    with torch.no_grad():
+        full = model.eval()(batch)
+        sparse = model.train()(batch)
+    scored = labels != -100
+    torch.testing.assert_close(sparse.loss, full.loss)
+    torch.testing.assert_close(sparse.logits[scored], full.logits[scored])
+    assert sparse.logits.shape == full.logits.shape and (sparse.logits[~scored] == 0).all()

@@ -7,7 +7,9 @@ every token attends to every real token of its row (`attention_mask` hides the p
 On top, one head (`head`):
 
     mlm          masked-language-model head: dense -> GELU -> LayerNorm -> decoder tied to the token embeddings, plus
-                 a bias -> logits (B, T, V), cross-entropy against `labels` (B, T), -100 ignored (section 3.1)
+                 a bias -> logits (B, T, V), cross-entropy against `labels` (B, T), -100 ignored (section 3.1). In
+                 training, only the labelled positions are decoded (the others' logits are 0): the decoder over
+                 every position would cost a third of the step for nothing
     classifier   the pooler (dense + tanh on the [CLS] state, as BERT's; or on the mean over the real tokens with
                  `pooling: mean`) -> dropout -> linear -> logits (B, classes), cross-entropy against `y` (or
                  `labels`) (B,)
@@ -170,9 +172,19 @@ class Bert(nn.Module):
         h = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))  # (B, T, C)
         head, loss = self.config.head, None
         if head == "mlm":
-            logits = self.head(h)  # (B, T, V)
-            if "labels" in batch:
-                loss = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+            labels = batch.get("labels")
+            if labels is not None and self.training:
+                # only the labelled positions go through the decoder, as BERT's pretraining code gathers them
+                # (`gather_indexes`): about 15% of them; the other positions' logits are left at 0
+                scored = labels != -100  # (B, T)
+                picked = self.head(h[scored])  # (N, V)
+                loss = F.cross_entropy(picked.float(), labels[scored])
+                logits = h.new_zeros(*labels.shape, picked.shape[-1])
+                logits[scored] = picked.detach()  # (B, T, V)
+            else:
+                logits = self.head(h)  # (B, T, V)
+                if labels is not None:
+                    loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
         elif head == "classifier":
             pooled = h[:, 0] if self.config.pooling == "cls" else mean_pool(h, batch.get("attention_mask"), False)
             logits = self.head(pooled)  # (B, C) -> (B, classes)
