@@ -160,7 +160,7 @@ def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, dat
             source, source_tokenizer = _transfer_source(tcfg.init_from, runs_dir)
         except DlforgeError as exc:
             raise ConfigError(f"train.transfer.init_from: {exc}") from None
-        tokenizer = (data.preprocessing.get("tokenizer") or {}).get("hash")
+        tokenizer = _tokenizer_hash(data.preprocessing)
         if source_tokenizer and tokenizer and source_tokenizer != tokenizer:
             raise ConfigError(f"train.transfer.init_from: {tcfg.init_from} was trained with another tokenizer than "
                               "the data's; give the data the source's tokenizer (e.g. data.tokenizer: "
@@ -181,8 +181,7 @@ def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | No
         has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
         return load_hf_bert(folder, head="none"), WordPieceTokenizer.load(folder).hash if has_tokenizer else None
     source, meta = load_model(_model_dir(ref, runs_dir))
-    tokenizer = (meta["extra"].get("preprocessing.json") or {}).get("tokenizer")
-    return source, tokenizer.get("hash") if isinstance(tokenizer, dict) else None
+    return source, _tokenizer_hash(meta["extra"].get("preprocessing.json"))
 
 
 def _warn(message: str) -> None:
@@ -308,7 +307,17 @@ def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
     if ds is None:
         raise DlforgeError(f"--split: {split!r} is not a split of this run; expected train, val or test")
     model = load(run_path)
+    trained_with = _tokenizer_hash(model.meta["extra"].get("preprocessing.json"))
+    rebuilt_with = _tokenizer_hash(data.preprocessing)
+    if trained_with and rebuilt_with and trained_with != rebuilt_with:  # e.g. data.tokenizer: latest:NAME moved on
+        raise DlforgeError(f"{run_path}: the data's tokenizer is not the one the model was trained with; set "
+                           "data.tokenizer in its config.yaml to that run")
     return evaluate_model(model, ds, task_metrics(data.info, getattr(model.config, "loss", "")))
+
+
+def _tokenizer_hash(preprocessing: dict[str, Any] | None) -> str | None:
+    tokenizer = (preprocessing or {}).get("tokenizer")
+    return tokenizer.get("hash") if isinstance(tokenizer, dict) else None
 
 
 def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None) -> list[dict[str, Any]]:
