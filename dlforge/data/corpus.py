@@ -146,8 +146,9 @@ def split_by_fraction(named: list[tuple[str, str]], val_fraction: float, test_fr
     for name, text in named:
         end = start + len(text)
         for split, (lo, hi) in bounds.items():
-            piece = text[max(lo, start) - start:min(hi, end) - start]
-            if piece:
+            a, b = max(lo, start), min(hi, end)
+            if a < b:
+                piece = text[a - start:b - start]
                 splits[split].append(piece)
                 names[split].append(name)
         start = end

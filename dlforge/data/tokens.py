@@ -28,14 +28,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch.utils.data import Dataset
 
 from dlforge.config import DataConfig
 from dlforge.data.corpus import DOC_SEPARATOR, SPLITS, Corpus, load_corpus
 from dlforge.data.dataset import DataBundle
 from dlforge.errors import DataError
-from dlforge.llm.tokenizer import Tokenizer, TokenizerSpec, load_tokenizer, resolve_tokenizer, tokenizer_spec
+from dlforge.llm.tokenizer import Tokenizer, TokenizerSpec, load_tokenizer, resolve_tokenizer
 from dlforge.registry import register_dataset
 
 SHARD_FORMAT = "dlforge-token-shards"
@@ -130,11 +130,6 @@ class LMTextConfig(_WindowConfig):
     text_field: str = Field("text", description="the field of each .jsonl record holding its text")
     val_fraction: float = Field(0.05, ge=0, lt=0.5, description="a file / folder: share of characters for validation")
     test_fraction: float = Field(0.05, ge=0, lt=0.5, description="a file / folder: share of characters for test")
-
-    @field_validator("tokenizer", mode="before")
-    @classmethod
-    def _spec(cls, value: Any) -> Any:
-        return tokenizer_spec(value) if isinstance(value, str) else value
 
 
 class TokenShardsConfig(_WindowConfig):

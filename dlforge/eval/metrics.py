@@ -9,8 +9,9 @@ Classification: accuracy (micro, i.e. the share of correct predictions), macro p
 one-vs-rest AUROC, top-5 accuracy when there are more than 5 classes, and the confusion matrix. Regression: MAE, RMSE
 and R², in the original units of the target. Forecast: MAE, RMSE, MAPE, sMAPE and MASE of the model and of the
 seasonal-naive forecast on the same targets, and rel_mae = mae / naive_mae (see `ForecastErrors`). Language modeling:
-next-token accuracy, perplexity (per token), bits per token and bits per character (see `TokenPredictions`). Keys are plain names; the caller
-adds the split prefix (`val/`). `TaskMetrics.from_info(bundle.info, loss)` picks the right ones for a DataBundle.
+next-token accuracy, perplexity (per token), bits per token and bits per character (see `TokenPredictions`). Keys are
+plain names; the caller adds the split prefix (`val/`). `TaskMetrics.from_info(bundle.info, loss, split)` picks the
+right ones for a DataBundle.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from dlforge.models.output import Output
 TASKS = ("classification", "regression", "forecast", "language_modeling")
 # Metrics where smaller is better; anything ending in "loss" is too.
 LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "mape", "smape", "mase", "rel_mae", "naive_mae", "naive_rmse",
-                   "naive_mape", "naive_smape", "naive_mase", "perplexity", "ppl", "nll", "bits_per_char", "bpc", "bits_per_token",
-                   "error", "wer", "cer")
+                   "naive_mape", "naive_smape", "naive_mase", "perplexity", "ppl", "nll", "bits_per_char", "bpc",
+                   "bits_per_token", "error", "wer", "cer")
 
 
 def lower_is_better(metric_name: str) -> bool:

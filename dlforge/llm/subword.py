@@ -89,13 +89,25 @@ class SubwordTokenizer(Tokenizer):
                 raise ConfigError(f"special_tokens: WordPiece needs a {role} token ({' or '.join(_names(role))})")
         if vocab_size <= len(special_tokens):
             raise ConfigError(f"vocab_size: {vocab_size} leaves no room beside {len(special_tokens)} special tokens")
+        texts = list(texts)
+        # The trainer numbers the "##x" continuation symbols in hash-map order, which then breaks ties between
+        # merges differently from run to run; naming them up front, sorted, makes training deterministic.
         backend = Backend(models.WordPiece(unk_token=roles["unk"]))
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
-                                            special_tokens=special_tokens)
         _bert_pipeline(backend, lowercase)
+        continuations: set[str] = set()
+        for text in texts:
+            for word, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text)):
+                continuations.update(word[1:])
+        fixed = special_tokens + ["##" + c for c in sorted(continuations)]
+        trainer = trainers.WordPieceTrainer(vocab_size=max(vocab_size, len(fixed)), min_frequency=min_frequency,
+                                            show_progress=False, special_tokens=fixed)
         backend.train_from_iterator(texts, trainer)
-        _bert_template(backend, roles)
-        return cls(backend, roles, source="train_wordpiece")
+        vocab = backend.get_vocab(with_added_tokens=True)
+        final = Backend(models.WordPiece(vocab, unk_token=roles["unk"]))  # "##x" as plain vocabulary entries again
+        _bert_pipeline(final, lowercase)
+        final.add_special_tokens(special_tokens)
+        _bert_template(final, roles)
+        return cls(final, roles, source="train_wordpiece")
 
     @classmethod
     def from_vocab_txt(cls, path: str | Path, lowercase: bool = True) -> SubwordTokenizer:

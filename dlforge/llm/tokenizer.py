@@ -216,14 +216,21 @@ class TokenizerSpec(Section):
     min_frequency: int = Field(2, ge=1, description="bpe / wordpiece: merges seen fewer times are not learned")
     path: str | None = Field(None, description="load the tokenizer folder (or tokenizer.json / vocab.txt) instead")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return parse_spec(value) if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _one_source(self) -> TokenizerSpec:
         if (self.type is None) == (self.path is None):
-            raise ConfigError("tokenizer: give either type (to train one) or path (to load one)")
+            raise ValueError("give either type (to train a tokenizer) or path (to load one)")
         if self.path is not None and self.vocab_size is not None:
-            raise ConfigError("tokenizer.vocab_size: not used with tokenizer.path (the folder has its vocabulary)")
+            raise ValueError("vocab_size is not used with path (the folder has its vocabulary)")
         if self.type in ("bpe", "wordpiece") and self.vocab_size is None:
-            raise ConfigError(f"tokenizer.vocab_size: required to train a {self.type} tokenizer")
+            raise ValueError(f"vocab_size is required to train a {self.type} tokenizer (e.g. {self.type}:4096)")
+        if self.type == "char" and self.vocab_size is not None:
+            raise ValueError("vocab_size is not used by the char tokenizer (its vocabulary is every character seen)")
         return self
 
     def describe(self) -> str:
@@ -235,19 +242,28 @@ class TokenizerSpec(Section):
 _SPEC = re.compile(r"(char|bpe|wordpiece)(?::(\d+))?")
 
 
-def tokenizer_spec(value: str | dict | TokenizerSpec) -> TokenizerSpec:
-    """A spec from `char`, `bpe:4096`, `wordpiece:8000`, a folder path (any other string), or a mapping."""
-    if isinstance(value, TokenizerSpec):
-        return value
-    if isinstance(value, dict):
-        return TokenizerSpec(**value)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"tokenizer: expected char, bpe:N, wordpiece:N or a folder, got {value!r}")
+def parse_spec(value: str) -> dict[str, Any]:
+    """`char`, `bpe:4096`, `wordpiece:8000` -> {type, vocab_size}; any other string -> {path}."""
     match = _SPEC.fullmatch(value)
     if match is None:
-        return TokenizerSpec(path=value)
-    size = int(match[2]) if match[2] else None
-    return TokenizerSpec(type=match[1], vocab_size=size)
+        return {"path": value}
+    return {"type": match[1], **({"vocab_size": int(match[2])} if match[2] else {})}
+
+
+def tokenizer_spec(value: str | dict | TokenizerSpec) -> TokenizerSpec:
+    """A spec from `char`, `bpe:4096`, `wordpiece:8000`, a folder path (any other string), or a mapping."""
+    from pydantic import ValidationError
+
+    from dlforge.config import validation_to_config_error
+
+    if isinstance(value, TokenizerSpec):
+        return value
+    if not isinstance(value, str | dict) or not value:
+        raise ConfigError(f"tokenizer: expected char, bpe:N, wordpiece:N or a folder, got {value!r}")
+    try:
+        return TokenizerSpec.model_validate(value)
+    except ValidationError as exc:
+        raise validation_to_config_error(exc, "tokenizer", list(TokenizerSpec.model_fields)) from None
 
 
 def resolve_tokenizer(spec: str | dict | TokenizerSpec, texts: Callable[[], Iterable[str]]) -> Tokenizer:

@@ -211,6 +211,10 @@ def read_json(path: Path, what: str = "tokenizer file") -> Any:
         raise DataError(f"{path}: not a valid JSON file ({exc})") from None
 
 
+class TokenIdError(DataError, ValueError):
+    """A token id outside the vocabulary."""
+
+
 def ids_list(ids: Iterable[int] | np.ndarray, vocab_size: int) -> list[int]:
     """`ids` (a list, array or tensor) as a list of ints, each checked to be inside the vocabulary."""
     if hasattr(ids, "tolist"):
@@ -218,5 +222,5 @@ def ids_list(ids: Iterable[int] | np.ndarray, vocab_size: int) -> list[int]:
     out = [int(i) for i in ids]
     for i in out:
         if not 0 <= i < vocab_size:
-            raise ValueError(f"token id {i} is outside the vocabulary (0..{vocab_size - 1})")
+            raise TokenIdError(f"token id {i} is outside the vocabulary (0..{vocab_size - 1})")
     return out
