@@ -19,8 +19,8 @@ def test_a_folder_of_text_markdown_and_jsonl(tmp_path):
     (tmp_path / "skip.csv").write_text("not,text")
     corpus = load_corpus(tmp_path, text_field="body", val_fraction=0.0, test_fraction=0.0)
     assert corpus.documents("train") == ["# first\n", "second " * 10, "third ✓", "x"]
-    assert corpus.names["train"] == [str(tmp_path / "a.md"), str(tmp_path / "b.txt"), f"{tmp_path / 'sub' / 'c.jsonl'}:1",
-                                     f"{tmp_path / 'sub' / 'c.jsonl'}:3"]
+    jsonl = tmp_path / "sub" / "c.jsonl"
+    assert corpus.names["train"] == [str(tmp_path / "a.md"), str(tmp_path / "b.txt"), f"{jsonl}:1", f"{jsonl}:3"]
     assert corpus.info["documents"] == {"train": 4, "val": 0, "test": 0} and corpus.text("train").count("\n\n") == 3
 
 

@@ -155,7 +155,8 @@ def test_shard_and_in_memory_datasets_serve_the_same_windows(tmp_path, corpus_di
         assert torch.equal(a.__getitems__(idx)["input_ids"], b.__getitems__(idx)["input_ids"])
     info = memory.info
     assert info["task"] == "language_modeling" and memory.model_defaults == {"vocab_size": 300}
-    assert len(memory.train) == info["tokens"]["train"] - 16 and len(memory.eval_train) == (info["tokens"]["train"] - 1) // 16
+    n_train = info["tokens"]["train"]
+    assert len(memory.train) == n_train - 16 and len(memory.eval_train) == (n_train - 1) // 16
     assert 1 < info["chars_per_token"]["val"] < 5 and memory.preprocessing["tokenizer_hash"] == memory.tokenizer.hash
     metrics = TaskMetrics.from_info(info, split="test")
     assert metrics.metrics.chars_per_token == info["chars_per_token"]["test"]
