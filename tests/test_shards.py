@@ -4,6 +4,7 @@ refusing damaged or mismatched shards, the window datasets, and a language-model
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -153,6 +154,8 @@ def test_shard_and_in_memory_datasets_serve_the_same_windows(tmp_path, corpus_di
         assert len(a) == len(b)
         idx = list(range(0, len(a), 7))
         assert torch.equal(a.__getitems__(idx)["input_ids"], b.__getitems__(idx)["input_ids"])
+    copy = pickle.loads(pickle.dumps(shards.train))  # what a DataLoader worker gets: the path, not the tokens
+    assert copy._tokens is None and torch.equal(copy[3]["labels"], shards.train[3]["labels"])
     info = memory.info
     assert info["task"] == "language_modeling" and memory.model_defaults == {"vocab_size": 300}
     n_train = info["tokens"]["train"]
