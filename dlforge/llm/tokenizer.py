@@ -19,6 +19,7 @@ folder (any other string), or in YAML `{type: bpe, vocab_size: 4096, special_tok
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -26,9 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from dlforge.config import Section
+from dlforge.config import Section, validation_to_config_error
 from dlforge.errors import CheckpointError, ConfigError, DataError, DlforgeError
 from dlforge.llm.subword import BERT_SPECIALS, BPE_SPECIALS, SubwordTokenizer
 from dlforge.llm.tokenizer_base import (
@@ -84,8 +85,6 @@ class CharTokenizer(Tokenizer):
     @property
     def hash(self) -> str:
         """SHA-256 of the vocabulary (type, unk token and characters, in id order; and the chat template if set)."""
-        import hashlib
-
         blob = [self.type, self.unk_token, self.chars]
         if self.chat_template is not None:
             blob.append(self.chat_template)
@@ -233,11 +232,6 @@ class TokenizerSpec(Section):
             raise ValueError("vocab_size is not used by the char tokenizer (its vocabulary is every character seen)")
         return self
 
-    def describe(self) -> str:
-        if self.path is not None:
-            return self.path
-        return self.type if self.vocab_size is None else f"{self.type}:{self.vocab_size}"
-
 
 _SPEC = re.compile(r"(char|bpe|wordpiece)(?::(\d+))?")
 
@@ -252,10 +246,6 @@ def parse_spec(value: str) -> dict[str, Any]:
 
 def tokenizer_spec(value: str | dict | TokenizerSpec) -> TokenizerSpec:
     """A spec from `char`, `bpe:4096`, `wordpiece:8000`, a folder path (any other string), or a mapping."""
-    from pydantic import ValidationError
-
-    from dlforge.config import validation_to_config_error
-
     if isinstance(value, TokenizerSpec):
         return value
     if not isinstance(value, str | dict) or not value:
