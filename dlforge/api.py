@@ -48,7 +48,7 @@ def build_data(cfg: Config) -> DataBundle:
     dcfg = cfg.data_config()
     data = dataset_entry(cfg.data["name"]).fn(dcfg)
     if dcfg.limit is not None:  # the first N of each split: a smoke run over real data, in seconds
-        for split in ("train", "val", "test"):
+        for split in ("train", "val", "test", "eval_train"):
             ds = getattr(data, split)
             if ds is not None and len(ds) > dcfg.limit:
                 setattr(data, split, torch.utils.data.Subset(ds, range(dcfg.limit)))
@@ -81,8 +81,8 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
     return create_model(name, **{**user, **defaults})
 
 
-def task_metrics(info: dict[str, Any], loss: str) -> TaskMetrics:
-    return TaskMetrics.from_info(info, loss)
+def task_metrics(info: dict[str, Any], loss: str, split: str = "val") -> TaskMetrics:
+    return TaskMetrics.from_info(info, loss, split)
 
 
 def train(config: Config | str | Path | dict, overrides: list[str] | None = None, run_dir: str | Path | None = None,
@@ -99,7 +99,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     data = build_data(cfg)  # before the run folder exists: bad data leaves nothing behind
     model = build_model(cfg, data)
     if cfg.train.transfer is not None:
-        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None, data=data)
+        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None, tokenizer=data.tokenizer)
     if resume is None:
         run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
     registry = RunRegistry(run_path.parent) if info.is_main else None
@@ -151,8 +151,9 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     return result
 
 
-def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, data: DataBundle) -> None:
-    """Load the source's backbone (a fresh run only; a resume has it in its checkpoint), then freeze."""
+def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, tokenizer: Any = None) -> None:
+    """Load the source's backbone (a fresh run only; a resume has it in its checkpoint), then freeze. Text data
+    must be tokenized with the tokenizer the source model was trained with."""
     from dlforge.train import transfer
 
     if fresh:
@@ -160,11 +161,10 @@ def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, dat
             source, source_tokenizer = _transfer_source(tcfg.init_from, runs_dir)
         except DlforgeError as exc:
             raise ConfigError(f"train.transfer.init_from: {exc}") from None
-        tokenizer = _tokenizer_hash(data.preprocessing)
-        if source_tokenizer and tokenizer and source_tokenizer != tokenizer:
-            raise ConfigError(f"train.transfer.init_from: {tcfg.init_from} was trained with another tokenizer than "
-                              "the data's; give the data the source's tokenizer (e.g. data.tokenizer: "
-                              f"{tcfg.init_from})")
+        if tokenizer is not None and source_tokenizer is not None:
+            from dlforge.llm.tokenizer import check_tokenizer
+
+            check_tokenizer(tokenizer, source_tokenizer, f"train.transfer.init_from {tcfg.init_from}")
         transfer.load_backbone(model, source)
     transfer.freeze(model, tcfg.freeze)
 
@@ -176,10 +176,10 @@ def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | No
 
     folder = find_bert_folder(ref)
     if folder is not None:
-        from dlforge.llm.bert_tokenizer import WordPieceTokenizer
+        from dlforge.llm.tokenizer import load_tokenizer
 
         has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
-        return load_hf_bert(folder, head="none"), WordPieceTokenizer.load(folder).hash if has_tokenizer else None
+        return load_hf_bert(folder, head="none"), load_tokenizer(folder).hash if has_tokenizer else None
     source, meta = load_model(_model_dir(ref, runs_dir))
     return source, _tokenizer_hash(meta["extra"].get("preprocessing.json"))
 
@@ -219,15 +219,18 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     if best.exists():
         load_weights(model, best)
     extra = {"preprocessing.json": data.preprocessing, "data_info.json": _jsonable(data.info)}
+    if data.tokenizer is not None:  # the tokenizer travels with the model, its hash recorded beside
+        extra["preprocessing.json"] = {**data.preprocessing, "tokenizer_hash": data.tokenizer.hash}
+        extra.update(data.tokenizer.files())
     save_model(model, run_path / "model", extra_files=extra)
     metrics: dict[str, Any] = {}
     reports: dict[str, Any] = {}
     loss_name = getattr(model.config, "loss", "")
     for split in ("train", "val", "test"):
-        ds = getattr(data, split)
+        ds = data.split(split, evaluation=True)
         if ds is None:
             continue
-        tm = task_metrics(data.info, loss_name)
+        tm = task_metrics(data.info, loss_name, split)
         metrics[split] = evaluate_model(model, ds, tm, device=trainer.device, autocast_dtype=trainer.autocast_dtype)
         if split == "test" and data.info["task"] == "classification":
             reports = _classification_reports(cfg, run_path, model, data, tm, trainer.device)
@@ -303,21 +306,25 @@ def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
     run_path = resolve_run(str(run))
     cfg = load_config(run_path / "config.yaml")
     data = build_data(cfg)
-    ds = getattr(data, split, None) if split in ("train", "val", "test") else None
+    ds = data.split(split, evaluation=True) if split in ("train", "val", "test") else None
     if ds is None:
         raise DlforgeError(f"--split: {split!r} is not a split of this run; expected train, val or test")
     model = load(run_path)
     trained_with = _tokenizer_hash(model.meta["extra"].get("preprocessing.json"))
-    rebuilt_with = _tokenizer_hash(data.preprocessing)
-    if trained_with and rebuilt_with and trained_with != rebuilt_with:  # e.g. data.tokenizer: latest:NAME moved on
-        raise DlforgeError(f"{run_path}: the data's tokenizer is not the one the model was trained with; set "
-                           "data.tokenizer in its config.yaml to that run")
-    return evaluate_model(model, ds, task_metrics(data.info, getattr(model.config, "loss", "")))
+    if data.tokenizer is not None and trained_with is not None:  # e.g. data.tokenizer: latest:NAME has moved on
+        from dlforge.llm.tokenizer import check_tokenizer
+
+        check_tokenizer(data.tokenizer, trained_with, f"{run_path}: data.tokenizer")
+    return evaluate_model(model, ds, task_metrics(data.info, getattr(model.config, "loss", ""), split))
 
 
 def _tokenizer_hash(preprocessing: dict[str, Any] | None) -> str | None:
-    tokenizer = (preprocessing or {}).get("tokenizer")
-    return tokenizer.get("hash") if isinstance(tokenizer, dict) else None
+    """The hash of the tokenizer a model was trained with, from its preprocessing.json (older runs: inside it)."""
+    pre = preprocessing or {}
+    if isinstance(pre.get("tokenizer_hash"), str):
+        return pre["tokenizer_hash"]
+    inside = pre.get("tokenizer")
+    return inside.get("hash") if isinstance(inside, dict) else None
 
 
 def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None) -> list[dict[str, Any]]:

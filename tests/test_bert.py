@@ -12,7 +12,7 @@ from clitools import run_cli
 
 from dlforge import api
 from dlforge.config import TransferConfig
-from dlforge.errors import ConfigError, DlforgeError
+from dlforge.errors import DlforgeError
 from dlforge.registry import create_model
 from dlforge.train import transfer
 from dlforge.train.checkpoint import load_model, save_model
@@ -130,7 +130,7 @@ def mlm_run(tmp_path_factory):
     corpus.write_text("\n".join(play_lines("hamlet")[:400]) + "\n")
     result = api.train({
         "name": "mlm", "runs_dir": str(root / "runs"),
-        "data": {"name": "text_files_mlm", "path": str(corpus), "vocab_size": 300, "max_length": 24},
+        "data": {"name": "text_files_mlm", "path": str(corpus), "tokenizer": "wordpiece:300", "max_length": 24},
         "model": {"name": "bert_mlm", **{k: v for k, v in TINY.items() if k != "vocab_size"}},
         "train": {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "progress": False, "tensorboard": False,
                   "log_every": 2, "checkpoint_every": None, "device": "cpu"},
@@ -177,7 +177,7 @@ def test_genre_fine_tuning_from_a_masked_lm_run(mlm_run, genre_run):
 
 
 def test_genre_fine_tuning_refuses_another_tokenizer_than_the_source(mlm_run):
-    with pytest.raises(ConfigError, match="trained with another tokenizer than the data's"):
+    with pytest.raises(DlforgeError, match="differs from the one the model was trained with"):
         api.train(genre_config(mlm_run, tokenizer="minilm"))
 
 

@@ -54,6 +54,6 @@ def test_preset_smoke_run(preset, tmp_path, monkeypatch):
     if task == "forecast":
         assert "forecast.png" in plots and {"mase", "naive_mase", "rel_mae"} <= set(ev["test"])
     if task == "language_modeling":
-        assert {"perplexity", "bits_per_char"} <= set(ev["test"])
+        assert {"perplexity", "bits_per_token"} <= set(ev["test"])  # bits per character: not for masked-LM
     model = api.load(run)
     assert model.registry_name == saved["model"]["name"]

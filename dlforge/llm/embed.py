@@ -21,14 +21,14 @@ import numpy as np
 import torch
 
 from dlforge.errors import ConfigError
-from dlforge.llm.bert_tokenizer import WordPieceTokenizer
+from dlforge.llm.tokenizer import Tokenizer, load_tokenizer, model_tokenizer
 from dlforge.models.bert import Bert
 
 
 class Embedder:
     """A BERT and its tokenizer: `embed(texts) -> (N, C)` float32 sentence embeddings."""
 
-    def __init__(self, model: Bert, tokenizer: WordPieceTokenizer, max_length: int, name: str = "model"):
+    def __init__(self, model: Bert, tokenizer: Tokenizer, max_length: int, name: str = "model"):
         if not isinstance(model, Bert):
             raise ConfigError(f"{name}: holds a {type(model).__name__}; sentence embeddings need a BERT")
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
@@ -71,16 +71,14 @@ def load_embedder(model: str | Path = "minilm", runs_dir: str | Path = "runs", d
         bert = load_hf_bert(folder, head="none").to(device)
         st = folder / "sentence_bert_config.json"
         max_length = json.loads(st.read_text(encoding="utf-8")).get("max_seq_length") if st.is_file() else None
-        return Embedder(bert, WordPieceTokenizer.load(folder), max_length or bert.config.max_len, name=str(model))
+        return Embedder(bert, load_tokenizer(folder), max_length or bert.config.max_len, name=str(model))
     from dlforge.api import _model_dir, load
 
     bert = load(_model_dir(model, runs_dir), device=device)  # a model folder, or a run's
     if not isinstance(bert, Bert):
         raise ConfigError(f"{model}: holds a {type(bert).__name__}; sentence embeddings need a BERT")
     pre = bert.meta.get("extra", {}).get("preprocessing.json") or {}
-    if not isinstance(pre.get("tokenizer"), dict):
-        raise ConfigError(f"{model}: its preprocessing.json holds no tokenizer (not a text model)")
-    tokenizer = WordPieceTokenizer.from_dict(pre["tokenizer"], source=f"{model}: preprocessing.json")
+    tokenizer = model_tokenizer(bert.meta, str(model))
     return Embedder(bert, tokenizer, pre.get("max_length") or bert.config.max_len, name=str(model))
 
 
@@ -110,7 +108,7 @@ def embed_file(model: str | Path | Embedder, input_path: str | Path, out: str | 
     import io
     import time
 
-    from dlforge.data.chartext import read_jsonl, read_utf8
+    from dlforge.data.corpus import read_jsonl, read_utf8
     from dlforge.errors import DataError
     from dlforge.runs.rundir import atomic_write_bytes, atomic_write_text
 

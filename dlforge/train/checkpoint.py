@@ -155,6 +155,13 @@ def _write_folder(directory: Path, fmt: str, fill: Callable[[Path], None]) -> Pa
     return directory
 
 
+def write_folder_atomically(directory: Path, fmt: str, fill: Callable[[Path], None]) -> Path:
+    """A folder of files written all at once, for formats beyond checkpoints (token shards): `fill(tmp)` writes
+    plain files into a hidden temp sibling, manifest.json (format `fmt`, each file's size and sha256) is added,
+    everything is fsynced and the folder renamed into place, replacing any folder there."""
+    return _write_folder(directory, fmt, fill)
+
+
 def _scratch(directory: Path, kind: str) -> Path:
     return directory.parent / f".{directory.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
 
@@ -379,6 +386,18 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.
     meta = {"model": registry name, "config": config dict, "extra": {filename: parsed JSON of every other .json}}.
     """
     directory = Path(directory)
+    meta = read_model_meta(directory)
+    try:
+        model = create_model(meta["model"], **meta["config"])
+    except DlforgeError as exc:
+        raise CheckpointError(f"{directory / 'config.json'}: {exc}") from exc
+    load_weights(model, directory / "model.safetensors")
+    return model.to(device).eval(), meta
+
+
+def read_model_meta(directory: Path) -> dict[str, Any]:
+    """The meta of a verified model folder (see `load_model`) without building the model: e.g. its tokenizer."""
+    directory = Path(directory)
     files = _verify(directory, MODEL_FORMAT, ["model.safetensors", "config.json"])
     config_path = directory / "config.json"
     meta = _read_json(config_path)
@@ -387,22 +406,8 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.
     name, config = meta.get("model"), meta.get("config")
     if not isinstance(name, str) or not isinstance(config, dict):
         raise CheckpointError(f"{config_path}: expected 'model' (a registered name) and 'config' (an object)")
-    try:
-        model = create_model(name, **config)
-    except DlforgeError as exc:
-        raise CheckpointError(f"{config_path}: {exc}") from exc
-    load_weights(model, directory / "model.safetensors")
     extra = {f: _read_json(directory / f) for f in sorted(files) if f.endswith(".json") and f not in _RESERVED}
-    return model.to(device).eval(), {"config": config, "model": name, "extra": extra}
-
-
-def read_model_json(directory: Path, filename: str) -> Any:
-    """One JSON file of a verified model folder (e.g. preprocessing.json), without building the model."""
-    directory = Path(directory)
-    files = _verify(directory, MODEL_FORMAT, ["model.safetensors", "config.json"])
-    if filename not in files:
-        raise CheckpointError(f"{directory}: the model folder has no {filename}")
-    return _read_json(directory / filename)
+    return {"config": config, "model": name, "extra": extra}
 
 
 def load_weights(model: nn.Module, safetensors_path: Path) -> None:
