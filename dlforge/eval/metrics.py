@@ -9,7 +9,8 @@ Classification: accuracy (micro, i.e. the share of correct predictions), macro p
 one-vs-rest AUROC, top-5 accuracy when there are more than 5 classes, and the confusion matrix. Regression: MAE, RMSE
 and R², in the original units of the target. Forecast: MAE, RMSE, MAPE, sMAPE and MASE of the model and of the
 seasonal-naive forecast on the same targets, and rel_mae = mae / naive_mae (see `ForecastErrors`). Language modeling:
-next-token accuracy, perplexity and bits per character (see `TokenPredictions`). Keys are plain names; the caller
+next-token accuracy, perplexity and bits per character (see `TokenPredictions`); translation: the same on the
+teacher-forced target tokens (BLEU and chrF need decoding: `dlforge.llm.translate`). Keys are plain names; the caller
 adds the split prefix (`val/`). `TaskMetrics.from_info(bundle.info, loss)` picks the right ones for a DataBundle.
 """
 
@@ -34,7 +35,7 @@ from torchmetrics.classification import (
 from dlforge.layers.losses import to_probabilities
 from dlforge.models.output import Output
 
-TASKS = ("classification", "regression", "forecast", "language_modeling")
+TASKS = ("classification", "regression", "forecast", "language_modeling", "translation")
 # Metrics where smaller is better; anything ending in "loss" is too.
 LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "mape", "smape", "mase", "rel_mae", "naive_mae", "naive_rmse",
                    "naive_mape", "naive_smape", "naive_mase", "perplexity", "ppl", "nll", "bits_per_char", "bpc",
@@ -77,7 +78,7 @@ class TaskMetrics:
             self.metrics = MetricCollection(_classification_metrics(num_classes), compute_groups=False)
         elif task == "forecast":
             self.metrics = ForecastErrors(target_mean, target_std, mase_scale)
-        elif task == "language_modeling":
+        elif task in ("language_modeling", "translation"):  # translation: the teacher-forced target tokens
             self.metrics = TokenPredictions()
         else:
             self.metrics = MetricCollection({
@@ -93,8 +94,8 @@ class TaskMetrics:
         if task == "forecast":
             return cls("forecast", loss_name=loss_name, target_mean=info["target_offset"],
                        target_std=info["target_scale"], mase_scale=info.get("mase_scale"))
-        if task == "language_modeling":
-            return cls("language_modeling", loss_name=loss_name)
+        if task in ("language_modeling", "translation"):
+            return cls(task, loss_name=loss_name)
         return cls(task, num_classes=info.get("num_classes"), loss_name=loss_name,
                    target_mean=info.get("target_mean", 0.0), target_std=info.get("target_std", 1.0))
 
@@ -102,7 +103,7 @@ class TaskMetrics:
     def update(self, output: Output, batch: dict[str, torch.Tensor]) -> None:
         """Add one batch: the model's `output.logits` against `batch["y"]` (`batch["labels"]` for language models)."""
         logits = output.logits.detach()
-        if self.task == "language_modeling":
+        if self.task in ("language_modeling", "translation"):
             self.metrics.update(logits, batch["labels"].detach())
             self.updates += 1
             return
