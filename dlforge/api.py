@@ -48,7 +48,7 @@ def build_data(cfg: Config) -> DataBundle:
     dcfg = cfg.data_config()
     data = dataset_entry(cfg.data["name"]).fn(dcfg)
     if dcfg.limit is not None:  # the first N of each split: a smoke run over real data, in seconds
-        for split in ("train", "val", "test"):
+        for split in ("train", "val", "test", "eval_train"):
             ds = getattr(data, split)
             if ds is not None and len(ds) > dcfg.limit:
                 setattr(data, split, torch.utils.data.Subset(ds, range(dcfg.limit)))
@@ -81,8 +81,8 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
     return create_model(name, **{**user, **defaults})
 
 
-def task_metrics(info: dict[str, Any], loss: str) -> TaskMetrics:
-    return TaskMetrics.from_info(info, loss)
+def task_metrics(info: dict[str, Any], loss: str, split: str = "val") -> TaskMetrics:
+    return TaskMetrics.from_info(info, loss, split)
 
 
 def train(config: Config | str | Path | dict, overrides: list[str] | None = None, run_dir: str | Path | None = None,
@@ -99,7 +99,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     data = build_data(cfg)  # before the run folder exists: bad data leaves nothing behind
     model = build_model(cfg, data)
     if cfg.train.transfer is not None:
-        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None)
+        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None, tokenizer=data.tokenizer)
     if resume is None:
         run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
     registry = RunRegistry(run_path.parent) if info.is_main else None
@@ -151,8 +151,9 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     return result
 
 
-def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool) -> None:
-    """Load the source run's backbone (a fresh run only; a resume has it in its checkpoint), then freeze."""
+def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, tokenizer: Any = None) -> None:
+    """Load the source run's backbone (a fresh run only; a resume has it in its checkpoint), then freeze. Text data
+    must be tokenized with the tokenizer the source model was trained with."""
     from dlforge.train import transfer
 
     if fresh:
@@ -160,7 +161,12 @@ def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool) -> 
             source_dir = _model_dir(tcfg.init_from, runs_dir)
         except DlforgeError as exc:
             raise ConfigError(f"train.transfer.init_from: {exc}") from None
-        source, _ = load_model(source_dir)
+        source, meta = load_model(source_dir)
+        trained_with = (meta["extra"].get("preprocessing.json") or {}).get("tokenizer_hash")
+        if tokenizer is not None and trained_with is not None:
+            from dlforge.llm.tokenizer import check_tokenizer
+
+            check_tokenizer(tokenizer, trained_with, f"train.transfer.init_from {source_dir}")
         transfer.load_backbone(model, source)
     transfer.freeze(model, tcfg.freeze)
 
@@ -200,15 +206,18 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     if best.exists():
         load_weights(model, best)
     extra = {"preprocessing.json": data.preprocessing, "data_info.json": _jsonable(data.info)}
+    if data.tokenizer is not None:  # the tokenizer travels with the model, its hash recorded beside
+        extra["preprocessing.json"] = {**data.preprocessing, "tokenizer_hash": data.tokenizer.hash}
+        extra.update(data.tokenizer.files())
     save_model(model, run_path / "model", extra_files=extra)
     metrics: dict[str, Any] = {}
     reports: dict[str, Any] = {}
     loss_name = getattr(model.config, "loss", "")
     for split in ("train", "val", "test"):
-        ds = getattr(data, split)
+        ds = data.split(split, evaluation=True)
         if ds is None:
             continue
-        tm = task_metrics(data.info, loss_name)
+        tm = task_metrics(data.info, loss_name, split)
         metrics[split] = evaluate_model(model, ds, tm, device=trainer.device, autocast_dtype=trainer.autocast_dtype)
         if split == "test" and data.info["task"] == "classification":
             reports = _classification_reports(cfg, run_path, model, data, tm, trainer.device)
@@ -218,7 +227,7 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
             report = forecast_report(model, data, run_path / "plots" / "forecast.png", device=trainer.device)
             reports = {"forecast_plot": str(Path(report["png"]).relative_to(run_path))}
         if split in ("val", "test") and data.info["task"] == "translation":
-            scores, report = _translation_scores(model, data.preprocessing, ds)
+            scores, report = _translation_scores(model, {"extra": extra}, ds)
             metrics[split].update(scores)
             reports.setdefault("translation", {})[split] = report
     atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason,
@@ -226,12 +235,13 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     return metrics
 
 
-def _translation_scores(model: torch.nn.Module, preprocessing: dict[str, Any], ds: Any) -> tuple[dict, dict]:
-    """BLEU and chrF with beam search and greedy decoding (see dlforge.llm.translate), and their report."""
-    from dlforge.data.translation import tokenizers_from
+def _translation_scores(model: torch.nn.Module, meta: dict[str, Any], ds: Any) -> tuple[dict, dict]:
+    """BLEU and chrF with beam search and greedy decoding (see dlforge.llm.translate), and their report, with the
+    tokenizers of the model folder described by `meta` (as `load_model` gives it)."""
+    from dlforge.data.translation import translation_tokenizers
     from dlforge.llm.translate import evaluate_translation
 
-    return evaluate_translation(model, *tokenizers_from(preprocessing), ds)
+    return evaluate_translation(model, *translation_tokenizers(meta, where="model"), ds)
 
 
 def _classification_reports(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, tm: TaskMetrics,
@@ -297,13 +307,13 @@ def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
     run_path = resolve_run(str(run))
     cfg = load_config(run_path / "config.yaml")
     data = build_data(cfg)
-    ds = getattr(data, split, None) if split in ("train", "val", "test") else None
+    ds = data.split(split, evaluation=True) if split in ("train", "val", "test") else None
     if ds is None:
         raise DlforgeError(f"--split: {split!r} is not a split of this run; expected train, val or test")
     model = load(run_path)
-    metrics = evaluate_model(model, ds, task_metrics(data.info, getattr(model.config, "loss", "")))
+    metrics = evaluate_model(model, ds, task_metrics(data.info, getattr(model.config, "loss", ""), split))
     if data.info.get("task") == "translation":  # the tokenizers the model was trained with, from its folder
-        metrics.update(_translation_scores(model, model.meta["extra"]["preprocessing.json"], ds)[0])
+        metrics.update(_translation_scores(model, model.meta, ds)[0])
     return metrics
 
 

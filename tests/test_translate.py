@@ -13,6 +13,7 @@ import dlforge
 from dlforge.api import build_data
 from dlforge.config import load_config
 from dlforge.data.dataset import sample_lengths
+from dlforge.data.sword import HELD_OUT_BOOKS
 from dlforge.data.translation import PairDataset, undo_drop_caps
 from dlforge.errors import ConfigError
 from dlforge.llm.translate import translate
@@ -20,7 +21,7 @@ from dlforge.train.sampler import StepBatchSampler
 
 PAD, BOS, EOS = 0, 1, 2
 TINY = ["model.dim=32", "model.n_heads=2", "model.encoder_layers=1", "model.decoder_layers=1", "model.ffn_hidden=64",
-        "data.vocab_size=600", "data.limit=48", "train.max_steps=12", "train.batch_size=16", "train.warmup_steps=2",
+        "data.tokenizer=bpe:600", "data.limit=48", "train.max_steps=12", "train.batch_size=16", "train.warmup_steps=2",
         "train.eval_every=6", "train.checkpoint_every=6", "train.log_every=3", "train.progress=false",
         "train.tensorboard=false"]
 
@@ -50,18 +51,18 @@ def test_drop_caps_at_chapter_openings_become_sentence_case():
 
 @pytest.fixture(scope="module")
 def bible():
-    return build_data(load_config("bible-en-es", ["data.vocab_size=600"]))
+    return build_data(load_config("bible-en-es", ["data.tokenizer=bpe:600"]))
 
 
 def test_the_bible_is_split_by_whole_books(bible):
     books = bible.info["books"]
-    assert set(books["test"]) == {"John", "Rom"} and set(books["val"]) == {"Gal", "Eph", "Phil", "Col"}
+    assert set(books["test"]) == set(HELD_OUT_BOOKS["test"]) and set(books["val"]) == set(HELD_OUT_BOOKS["val"])
     assert not set(books["train"]) & (set(books["val"]) | set(books["test"]))
-    assert bible.info["n_train"] > 10_000 and 200 < bible.info["n_val"] < bible.info["n_test"] < 1000
+    assert bible.info["n_train"] > 10_000 and 400 < bible.info["n_val"] < 1000 and 400 < bible.info["n_test"] < 1000
     for split in ("train", "val", "test"):
         ds = getattr(bible, split)
         assert all(len(s.split()) <= 20 and len(t.split()) <= 20 for s, t in zip(ds.sources, ds.targets, strict=True))
-    assert "In the beginning was the Word, and the Word was with God, and the Word was God." in bible.test.sources
+    assert bible.test.sources.index("Jesus wept.") == bible.test.targets.index("Y lloró Jesús.")  # John 11:35
     assert bible.model_defaults["target_vocab_size"] is None  # one shared vocabulary by default
 
 
@@ -106,14 +107,15 @@ def test_trained_model_translates_in_batches_like_one_by_one(smoke_run):
 def test_cli_translate_and_eval_json(smoke_run):
     result, runs = smoke_run
     run = str(result.run_dir)
-    commands = {"translate": ["translate", run, "Jesus wept.", "In the beginning was the Word.", "--beam", "2",
-                              "--json"],
+    (runs / "verses.txt").write_text("In the beginning was the Word.\n\nAnd the Word was God.\n", encoding="utf-8")
+    commands = {"translate": ["translate", run, "Jesus wept.", "--file", "verses.txt", "--beam", "2", "--json"],
                 "eval": ["eval", run, "--json"],
                 "empty": ["translate", run]}
     with ThreadPoolExecutor(max_workers=3) as pool:
         procs = {k: f.result() for k, f in {k: pool.submit(run_cli, *a, cwd=runs) for k, a in commands.items()}.items()}
     translated = json.loads(procs["translate"].stdout)
-    assert [r["source"] for r in translated] == ["Jesus wept.", "In the beginning was the Word."]
+    sources = ["Jesus wept.", "In the beginning was the Word.", "And the Word was God."]  # arguments, then the file
+    assert [r["source"] for r in translated] == sources
     assert all(isinstance(r["translation"], str) and r["logprob"] <= 0 for r in translated)
     evaluated = json.loads(procs["eval"].stdout)["metrics"]
     recorded = json.loads((result.run_dir / "eval.json").read_text())["test"]

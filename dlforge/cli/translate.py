@@ -25,7 +25,7 @@ def translate_cmd(
     as_json: bool = typer.Option(False, "--json", help="print [{source, translation, logprob, score, finished}]"),
 ) -> None:
     """Translate: `dlforge translate RUN "In the beginning was the Word." --beam 4`, or --file sentences.txt."""
-    from dlforge.data.chartext import read_utf8
+    from dlforge.data.corpus import read_utf8
     from dlforge.errors import ConfigError
     from dlforge.llm.translate import translate_from_run
 

@@ -1,16 +1,20 @@
 """Parallel sentences for translation: English -> Spanish on the verse-aligned King James and Reina-Valera 1909.
 
-    data: {name: bible_translation, source: engKJV2006eb, target: spaRV1909eb, max_words: 20}
+    data: {name: bible_translation, source: engKJV2006eb, target: spaRV1909eb, max_words: 20, tokenizer: bpe:8000}
 
-`bible_translation` reads two SWORD Bible modules (apt `sword-text-kjv`, `sword-text-sparv`; see `dlforge.data.sword`)
-and keeps the verses both have, with at most `max_words` words on each side. Validation and test sets are whole
-books, never single verses, so that no chapter is half trained on and half judged: by default the epistles to the
-Galatians, Ephesians, Philippians and Colossians for validation and the Gospel of John and the epistle to the Romans
-for test (`val_books` / `test_books`, OSIS names as in `Matt`, `1Cor`). Every other book trains.
+`bible_translation` reads two SWORD Bible modules (apt `sword-text-kjv`, `sword-text-sparv`; `dlforge.data.sword`)
+and keeps the verses both have with at most `max_words` words on each side. Validation and test sets are whole
+books, never single verses, so that no chapter is half trained on and half judged: by default the books the project
+holds out of every Bible corpus (`dlforge.data.sword.HELD_OUT_BOOKS`): Joshua, Ezra, Lamentations and Mark for
+validation, Judges, Hosea, John and Ephesians for test (`val_books` / `test_books`, OSIS names such as `1Cor`).
+Every other book trains. A chapter's opening word, which the Reina-Valera sets in capitals, is put in sentence case.
 
-A BPE tokenizer is trained on the training split only (`vocab_size` tokens): one for both languages
-(`shared_vocab`, the model then shares one embedding matrix), or one per language. A sample is a pair of token
-lists; a batch (`PairDataset.__getitems__`) pads them to the longest in the batch:
+The tokenizer (`dlforge.llm.tokenizer`; byte-level BPE by default) is trained on the training books only: one for
+both languages (`shared_vocab`, the model then shares one embedding matrix), or one per language. It needs an
+end-of-text token (EOS), which also starts the decoder input when it has no BOS token, as in fairseq. The target
+tokenizer travels in the model folder (tokenizer.json); a separate source tokenizer in preprocessing.json.
+
+A sample is a pair of token lists; a batch (`PairDataset.__getitems__`) pads them to the longest in the batch:
 
     input_ids, attention_mask   (B, S)   source tokens + EOS; 1 on real tokens, 0 on padding
     decoder_input_ids           (B, T)   BOS + target tokens (teacher forcing)
@@ -31,22 +35,26 @@ from torch.utils.data import Dataset, Subset
 
 from dlforge.config import DataConfig
 from dlforge.data.dataset import DataBundle, fingerprint_tensors
-from dlforge.errors import ConfigError, DataError
+from dlforge.data.sword import HELD_OUT_BOOKS, aligned_verses, word_count
+from dlforge.errors import ConfigError, DataError, DlforgeError
+from dlforge.llm.tokenizer import Tokenizer, TokenizerSpec, model_tokenizer, resolve_tokenizer, tokenizer_from_dict
 from dlforge.registry import register_dataset
 
 SPLITS = ("train", "val", "test")
 
 
 class BibleTranslationConfig(DataConfig):
-    """Verse pairs of two SWORD Bibles, split by book, BPE-tokenized."""
+    """Verse pairs of two SWORD Bibles, split by book, subword-tokenized."""
 
     source: str = Field("engKJV2006eb", description="SWORD module of the source language")
     target: str = Field("spaRV1909eb", description="SWORD module of the target language")
     max_words: int | None = Field(20, ge=1, description="keep verses of at most this many words on both sides")
-    val_books: list[str] = Field(default_factory=lambda: ["Gal", "Eph", "Phil", "Col"],
+    val_books: list[str] = Field(default_factory=lambda: list(HELD_OUT_BOOKS["val"]),
                                  description="books of the validation split (OSIS names)")
-    test_books: list[str] = Field(default_factory=lambda: ["John", "Rom"], description="books of the test split")
-    vocab_size: int = Field(8000, ge=64, description="BPE vocabulary size (per language unless shared_vocab)")
+    test_books: list[str] = Field(default_factory=lambda: list(HELD_OUT_BOOKS["test"]),
+                                  description="books of the test split (OSIS names)")
+    tokenizer: TokenizerSpec = Field(default_factory=lambda: TokenizerSpec(type="bpe", vocab_size=8000),
+                                     description="bpe:N, wordpiece:N, char, a tokenizer folder, or {type: ..., ...}")
     shared_vocab: bool = Field(True, description="one tokenizer and vocabulary for both languages")
 
     @model_validator(mode="after")
@@ -137,10 +145,8 @@ def pair_texts(ds: Dataset) -> tuple[list[str], list[str]]:
 @register_dataset(BibleTranslationConfig)
 def bible_translation(config: BibleTranslationConfig) -> DataBundle:
     """Verse pairs of two SWORD Bibles (KJV -> Reina-Valera 1909), split by book."""
-    from dlforge.data.sword import aligned_verses
-
-    pairs = aligned_verses(config.source, config.target)  # (book, chapter, verse, source text, target text)
-    books = list(dict.fromkeys(p[0] for p in pairs))
+    verses = aligned_verses(config.source, config.target)
+    books = list(dict.fromkeys(a.book for a, _ in verses))
     for key in ("val_books", "test_books"):
         for book in getattr(config, key):
             if book not in books:
@@ -148,13 +154,12 @@ def bible_translation(config: BibleTranslationConfig) -> DataBundle:
                 hint = f"did you mean {close[0]!r}?" if close else f"books: {', '.join(books)}"
                 raise ConfigError(f"data.{key}: no book {book!r} in both modules; {hint}")
     split_of = {**{b: "val" for b in config.val_books}, **{b: "test" for b in config.test_books}}
+    pairs = undo_drop_caps([(a.book, a.chapter, a.verse, a.text, b.text) for a, b in verses])
     texts: dict[str, tuple[list[str], list[str]]] = {s: ([], []) for s in SPLITS}
-    pairs = undo_drop_caps(pairs)
     for book, _, _, src, tgt in pairs:
-        if config.max_words is not None and max(len(src.split()), len(tgt.split())) > config.max_words:
-            continue
-        texts[split_of.get(book, "train")][0].append(src)
-        texts[split_of.get(book, "train")][1].append(tgt)
+        if config.max_words is None or max(word_count(src), word_count(tgt)) <= config.max_words:
+            texts[split_of.get(book, "train")][0].append(src)
+            texts[split_of.get(book, "train")][1].append(tgt)
     if not texts["train"][0]:
         raise DataError(f"{config.source} / {config.target}: no training pairs left (data.max_words, data.*_books)")
     info = {"source_module": config.source, "target_module": config.target,
@@ -191,11 +196,15 @@ def build_translation(texts: dict[str, tuple[list[str], list[str]]], config: Bib
     """Split texts -> tokenizer(s) trained on the training pairs -> PairDatasets, info, preprocessing."""
     train_src, train_tgt = texts["train"]
     if config.shared_vocab:
-        source_tok = target_tok = train_tokenizer(train_src + train_tgt, config.vocab_size)
+        source_tok = target_tok = resolve_tokenizer(config.tokenizer, lambda: train_src + train_tgt)
     else:
-        source_tok, target_tok = train_tokenizer(train_src, config.vocab_size), train_tokenizer(train_tgt,
-                                                                                              config.vocab_size)
-    special = {"pad_id": target_tok.pad_id, "bos_id": target_tok.bos_id, "eos_id": target_tok.eos_id}
+        source_tok = resolve_tokenizer(config.tokenizer, lambda: train_src)
+        target_tok = resolve_tokenizer(config.tokenizer, lambda: train_tgt)
+    for side, tok in (("source", source_tok), ("target", target_tok)):
+        if tok.eos_id is None:
+            raise ConfigError(f"data.tokenizer: the {side} tokenizer ({config.tokenizer.describe()}) has no "
+                              "end-of-text token; give it one, e.g. special_tokens: [</s>]")
+    special = special_ids(target_tok)
     datasets: dict[str, PairDataset | None] = {}
     encoded = []
     for split in SPLITS:
@@ -203,38 +212,39 @@ def build_translation(texts: dict[str, tuple[list[str], list[str]]], config: Bib
         if not src:
             datasets[split] = None
             continue
-        src_ids, tgt_ids = encode_sources(source_tok, src), target_tok.encode_batch(tgt)
-        datasets[split] = PairDataset(src_ids, tgt_ids, src, tgt, **special)
+        datasets[split] = PairDataset(encode_sources(source_tok, src), target_tok.encode_batch(tgt), src, tgt,
+                                      **special)
         encoded += [datasets[split].source_flat, datasets[split].target_flat]
     info: dict[str, Any] = {
         "task": "translation", "num_classes": None, "label_names": None, "source": source_name,
         "vocab_size": source_tok.vocab_size, "target_vocab_size": target_tok.vocab_size,
-        "shared_vocab": config.shared_vocab, "max_words": config.max_words,
+        "shared_vocab": config.shared_vocab, "max_words": config.max_words, "tokenizer_type": target_tok.type,
         **{f"n_{split}": len(datasets[split]) if datasets[split] is not None else 0 for split in SPLITS},
         **(extra_info or {}),
     }  # fmt: skip
-    preprocessing = {"kind": "translation", "source_tokenizer": source_tok.to_dict(),
-                     "target_tokenizer": None if config.shared_vocab else target_tok.to_dict()}
+    preprocessing = {"kind": "translation", "shared_vocab": config.shared_vocab,
+                     "source_tokenizer": None if config.shared_vocab else source_tok.to_dict()}
     model_defaults = {"vocab_size": source_tok.vocab_size,
                       "target_vocab_size": None if config.shared_vocab else target_tok.vocab_size,
                       "bos_id": special["bos_id"], "eos_id": special["eos_id"]}
     return DataBundle(datasets["train"], datasets["val"], datasets["test"], info=info, model_defaults=model_defaults,
-                      preprocessing=preprocessing, fingerprint=fingerprint_tensors(*encoded))
+                      preprocessing=preprocessing, fingerprint=fingerprint_tensors(*encoded), tokenizer=target_tok)
 
 
-def train_tokenizer(texts: list[str], vocab_size: int):
-    """A BPE tokenizer with <pad>, <s> (BOS), </s> (EOS) and <unk>, trained on `texts`."""
-    from dlforge.llm.bpe_shim import BPETokenizer
+def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
+    """pad, bos and eos ids of a target tokenizer: BOS and padding fall back to EOS when it has none."""
+    eos = tokenizer.eos_id
+    return {"pad_id": eos if tokenizer.pad_id is None else tokenizer.pad_id,
+            "bos_id": eos if tokenizer.bos_id is None else tokenizer.bos_id, "eos_id": eos}
 
-    return BPETokenizer.train(texts, vocab_size=vocab_size)
 
-
-def tokenizers_from(preprocessing: dict[str, Any], source: str = "preprocessing.json"):
-    """(source tokenizer, target tokenizer) of a translation model's preprocessing; the same one when shared."""
-    from dlforge.llm.bpe_shim import BPETokenizer
-
-    if preprocessing.get("kind") != "translation":
-        raise DataError(f"{source}: not a translation model (preprocessing kind {preprocessing.get('kind')!r})")
-    source_tok = BPETokenizer.from_dict(preprocessing["source_tokenizer"])
-    target = preprocessing.get("target_tokenizer")
-    return source_tok, BPETokenizer.from_dict(target) if target is not None else source_tok
+def translation_tokenizers(meta: dict[str, Any], where: str) -> tuple[Tokenizer, Tokenizer]:
+    """(source tokenizer, target tokenizer) of a translation model folder (`load_model`'s meta): the target one is
+    the folder's tokenizer (hash checked); the source one is the same, or the one kept in preprocessing.json."""
+    pre = (meta.get("extra") or {}).get("preprocessing.json") or {}
+    if pre.get("kind") != "translation":
+        raise DlforgeError(f"{where}: not a translation model (expected a run of an encoder-decoder such as "
+                           "transformer_seq2seq on bible_translation)")
+    target = model_tokenizer(meta, where)
+    source = pre.get("source_tokenizer")
+    return (target if source is None else tokenizer_from_dict(source, f"{where}: preprocessing.json")), target

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from dlforge.errors import ConfigError, DlforgeError
-from dlforge.llm.tokenizer import tokenizer_from_dict
+from dlforge.llm.tokenizer import model_tokenizer
 
 STOP_MAX_TOKENS = "max_new_tokens"
 STOP_STRING = "stop"
@@ -94,6 +94,7 @@ class TextStream(Iterator[str]):
         try:
             # an empty prompt starts after a line break (the usual start of a text), when the vocabulary has one
             prefix = self.tokenizer.encode(self.prompt or "\n")
+            decoder = self.tokenizer.decode_stream()  # holds back a character until all its bytes are there
             ids = torch.tensor([prefix], dtype=torch.long, device=device)  # (1, P)
             with torch.no_grad():
                 logits, state = model.step(ids, model.init_state(1, device))
@@ -102,7 +103,7 @@ class TextStream(Iterator[str]):
                     token = sample_next(logits[:, -1], self.temperature, self.top_k, self.top_p, generator)  # (1,)
                     logits, state = model.step(token[:, None], state)  # feed only the new token
                 self.tokens.append(int(token))
-                piece = self.tokenizer.decode([int(token)])  # a token decodes on its own (characters)
+                piece = decoder.step(int(token))
                 self.completion += piece
                 if self.stop is not None and self.stop in self.completion:
                     self.stop_reason = STOP_STRING
@@ -131,12 +132,10 @@ def generate_stream(model: torch.nn.Module, tokenizer: Any, prompt: str, max_new
 def generate_from_run(run: str | Path, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
                       top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                       stop: str | None = None, device: str = "cpu") -> TextStream:
-    """`generate_stream` with a run's model (or a model folder) and the tokenizer saved in its preprocessing."""
+    """`generate_stream` with a run's model (or a model folder) and the tokenizer saved with it (checked against
+    the hash the model was trained with)."""
     from dlforge.api import load
 
     model = load(run, device=device)
-    pre = model.meta.get("extra", {}).get("preprocessing.json") or {}
-    if "tokenizer" not in pre:
-        raise DlforgeError(f"{run}: the model has no tokenizer in its preprocessing.json (not a language model run)")
-    tokenizer = tokenizer_from_dict(pre["tokenizer"], source=f"{run}: preprocessing.json")
+    tokenizer = model_tokenizer(model.meta, where=str(run))
     return generate_stream(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from dlforge.data.translation import encode_sources, pair_texts, tokenizers_from
+from dlforge.data.translation import encode_sources, pair_texts, translation_tokenizers
 from dlforge.errors import ConfigError, DataError, DlforgeError
 from dlforge.eval.translation import corpus_scores
 from dlforge.llm.beam import beam_search, greedy_search
@@ -111,11 +111,9 @@ def load_translator(run: str | Path, device: str = "cpu") -> tuple[torch.nn.Modu
     from dlforge.api import load
 
     model = load(run, device=device)
-    pre = model.meta.get("extra", {}).get("preprocessing.json") or {}
-    if pre.get("kind") != "translation" or not hasattr(model, "start_decoding"):
-        raise DlforgeError(f"{run}: not a translation model (expected a run of an encoder-decoder such as "
-                           "transformer_seq2seq on bible_translation)")
-    source_tok, target_tok = tokenizers_from(pre, source=f"{run}: preprocessing.json")
+    source_tok, target_tok = translation_tokenizers(model.meta, where=str(run))
+    if not hasattr(model, "start_decoding"):
+        raise DlforgeError(f"{run}: {type(model).__name__} cannot translate (it has no start_decoding())")
     return model, source_tok, target_tok
 
 
