@@ -14,7 +14,13 @@ from dlforge.api import build_data
 from dlforge.config import load_config
 from dlforge.data.dataset import sample_lengths
 from dlforge.data.sword import HELD_OUT_BOOKS
-from dlforge.data.translation import PairDataset, undo_drop_caps
+from dlforge.data.translation import (
+    BibleTranslationConfig,
+    PairDataset,
+    build_translation,
+    translation_tokenizers,
+    undo_drop_caps,
+)
 from dlforge.errors import ConfigError
 from dlforge.llm.translate import translate
 from dlforge.train.sampler import StepBatchSampler
@@ -47,6 +53,22 @@ def test_drop_caps_at_chapter_openings_become_sentence_case():
     fixed = undo_drop_caps(pairs)
     assert [p[4] for p in fixed] == ["En el principio", "Y dijo", "Y Los cielos", "los cielos"]
     assert [p[3] for p in fixed] == [p[3] for p in pairs]  # LORD is in capitals inside verses too: it stays
+
+
+def test_separate_vocabularies_keep_a_source_tokenizer_beside_the_target_one():
+    english = ["the word of the lord", "and god said", "in the beginning", "the light of men"] * 5
+    spanish = ["la palabra del señor", "y dijo dios", "en el principio", "la luz de los hombres"] * 5
+    config = BibleTranslationConfig(name="bible_translation", tokenizer="bpe:300", shared_vocab=False)
+    data = build_translation({"train": (english, spanish), "val": ([], []), "test": (english[:2], spanish[:2])},
+                             config, source_name="test")
+    assert data.model_defaults["target_vocab_size"] == data.tokenizer.vocab_size
+    assert data.val is None and len(data.test) == 2
+    meta = {"extra": {**data.tokenizer.files(), "preprocessing.json": {**data.preprocessing,
+                                                                       "tokenizer_hash": data.tokenizer.hash}}}
+    source, target = translation_tokenizers(meta, where="test")
+    assert target.hash == data.tokenizer.hash and source.hash != target.hash
+    assert source.decode(data.test.__getitems__([0])["input_ids"][0, :-1].tolist()) == english[0]
+    assert target.decode(data.test.__getitems__([0])["labels"][0, :-1].tolist()) == spanish[0]
 
 
 @pytest.fixture(scope="module")

@@ -124,7 +124,7 @@ def _pad(flat: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, pad_id
     return ids.masked_fill(~mask, pad_id), mask
 
 
-def encode_sources(tokenizer, texts: list[str]) -> list[list[int]]:
+def encode_sources(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     """Source token ids as the model reads them: the text's tokens, then the source vocabulary's EOS."""
     return [ids + [tokenizer.eos_id] for ids in tokenizer.encode_batch(texts)]
 
