@@ -18,6 +18,7 @@ Models are read from local folders only (`local_files_only=True`): nothing is do
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -129,13 +130,25 @@ def default_model_folder() -> Path:
 
 
 def load_embedder(source: str | Path | None = None) -> Embedder:
-    """`None` or DEFAULT_MODEL: the packaged all-MiniLM-L6-v2; otherwise a local sentence-transformers folder."""
+    """`None` or DEFAULT_MODEL: the packaged all-MiniLM-L6-v2; otherwise a local sentence-transformers folder.
+    A model already loaded in this process is reused, unless its files changed since."""
     if source is None or str(source) == DEFAULT_MODEL:
-        return SentenceTransformerEmbedder(default_model_folder(), DEFAULT_MODEL, name="all-MiniLM-L6-v2")
+        return _load(default_model_folder(), DEFAULT_MODEL, "all-MiniLM-L6-v2", _stamp(default_model_folder()))
     folder = Path(source).expanduser().resolve()
     if not folder.is_dir():
         raise ConfigError(f"--model {source}: no such folder (expected a local sentence-transformers model folder)")
     if not (folder / "modules.json").exists() and not (folder / "config.json").exists():
         raise ConfigError(f"--model {source}: not a sentence-transformers model folder (no modules.json or "
                           f"config.json in {folder})")
-    return SentenceTransformerEmbedder(folder, str(folder))
+    return _load(folder, str(folder), None, _stamp(folder))
+
+
+def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and modification times of the model's files: a changed file loads the model afresh."""
+    files = sorted({p for pattern in FINGERPRINT_FILES for p in folder.glob(pattern) if p.is_file()})
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(folder: Path, source: str, name: str | None, stamp: tuple) -> Embedder:
+    return SentenceTransformerEmbedder(folder, source, name=name)

@@ -70,7 +70,8 @@ class ExtractiveGenerator(Generator):
             headings = {" ".join(h.split()) for h in hit["heading"]}
             for s, e in split_sentences(hit["text"]):
                 sentence = " ".join(hit["text"][s:e].split())
-                if (len(sentence.split()) < 3 or sentence in headings or sentence.endswith("?")
+                bare = sentence.lstrip("#").strip()  # a Markdown heading line without its marks
+                if (len(sentence.split()) < 3 or bare in headings or sentence.endswith("?")
                         or INJECTION.search(sentence)):
                     continue
                 candidates.append((n, s, sentence))

@@ -75,9 +75,11 @@ def decode(data: bytes) -> tuple[str, bool]:
     return text.replace("\r\n", "\n").replace("\r", "\n"), replaced
 
 
-def sections_from_headings(text: str, headings: list[tuple[int, int, str]], start: int = 0) -> list[Section]:
-    """Sections from (offset, level, title) of each heading line in `text`; text before the first heading is its
-    own section. A heading with nothing but sub-headings under it joins the next section, keeping the pair together."""
+def sections_from_headings(text: str, headings: list[tuple[int, int, str]], start: int = 0, shown: bool = True
+                           ) -> list[Section]:
+    """Sections from (offset, level, title) of each heading in `text`; text before the first heading is its own
+    section. `shown`: the headings are lines of the text (not so for PDF pages); then a heading with nothing but
+    sub-headings under it joins the next section, keeping the pair together."""
     sections, stack = [], []  # stack: (level, title) of the open headings
     bounds = [(start, ())]
     for offset, level, title in headings:
@@ -91,7 +93,7 @@ def sections_from_headings(text: str, headings: list[tuple[int, int, str]], star
             sections.append(Section(heading, begin, end))
     merged: list[Section] = []
     for s in sections:  # a section holding only its heading line: extend the next one back over it
-        if merged and merged[-1].heading and _only_heading(text[merged[-1].start:merged[-1].end]):
+        if shown and merged and merged[-1].heading and _only_heading(text[merged[-1].start:merged[-1].end]):
             s = Section(s.heading, merged.pop().start, s.end, s.meta)
         merged.append(s)
     return merged
@@ -188,10 +190,13 @@ class _Builder:
         self.length = 0
         self.headings: list[tuple[int, int, str]] = []
         self.meta: list[tuple[int, dict[str, Any] | None]] = []
+        self.shown = True
+        self._marker: tuple[int, str, dict[str, Any] | None] | None = None
 
-    def block(self, text: str) -> int:
-        text = text.strip()
-        if not text:
+    def block(self, text: str, pre: bool = False) -> int:
+        """Append a block (whitespace trimmed; preformatted text keeps its indentation); returns its offset."""
+        text = text.strip("\n").rstrip() if pre else text.strip()
+        if not text.strip():
             return self.length
         if self.parts:
             self.parts.append(BLOCK_SEP)
@@ -199,18 +204,29 @@ class _Builder:
         at = self.length
         self.parts.append(text)
         self.length += len(text)
+        if self._marker:  # a section started by `marker` begins with this block
+            level, title, meta = self._marker
+            self._marker = None
+            self.headings.append((at, level, title))
+            self.meta.append((at, meta))
         return at
 
     def heading(self, level: int, text: str, meta: dict[str, Any] | None = None) -> None:
+        """A heading line in the text, starting a section."""
         text = " ".join(text.split())
         if text:
             at = self.block(text)
             self.headings.append((at, level, text))
             self.meta.append((at, meta))
 
+    def marker(self, level: int, text: str, meta: dict[str, Any] | None = None) -> None:
+        """A section boundary whose heading is not part of the text (a PDF page number)."""
+        self.shown = False
+        self._marker = (level, text, meta)
+
     def document(self, title: str) -> Document:
         text = "".join(self.parts)
-        sections = sections_from_headings(text, self.headings)
+        sections = sections_from_headings(text, self.headings, shown=self.shown)
         meta = dict(self.meta)
         for s in sections:
             s.meta = meta.get(s.start)
@@ -238,12 +254,12 @@ class _HTMLText(HTMLParser):
         self.page_title = ""
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":  # inside <head>, which is otherwise dropped
+            self.title = []
+            return
         if self.skip:
             if tag == self.skip[0] and tag not in VOID_TAGS:
                 self.skip = (tag, self.skip[1] + 1)
-            return
-        if tag == "title":
-            self.title = []
             return
         names = " ".join(v or "" for k, v in attrs if k in ("class", "id", "role")).split()
         if tag in SKIP_TAGS or any(SKIP_CLASS.match(n) for n in names) or ("role", "navigation") in attrs:
@@ -263,12 +279,11 @@ class _HTMLText(HTMLParser):
             self.buffer.append(" ")
 
     def handle_endtag(self, tag: str) -> None:
-        if self.skip:
-            if tag == self.skip[0]:
-                self.skip = (tag, self.skip[1] - 1) if self.skip[1] > 1 else None
-            return
         if tag == "title" and self.title is not None:
             self.page_title, self.title = " ".join("".join(self.title).split()), None
+        elif self.skip:
+            if tag == self.skip[0]:
+                self.skip = (tag, self.skip[1] - 1) if self.skip[1] > 1 else None
         elif tag in HEADINGS and self.heading:
             level, parts = self.heading
             self.heading = None
@@ -292,7 +307,7 @@ class _HTMLText(HTMLParser):
         text = "".join(self.buffer)
         self.buffer = []
         if self.pre:
-            self.out.block(text.strip("\n"))
+            self.out.block(text, pre=True)
         else:
             self.out.block(" ".join(text.split()))
 
@@ -326,7 +341,7 @@ def read_pdf(path: Path, data: bytes) -> Document:
     for number, page in enumerate(pages, 1):
         page = page.replace("\r\n", "\n").strip()
         if page:
-            out.heading(1, f"page {number}")
+            out.marker(1, f"page {number}")
             for block in re.split(r"\n\s*\n", page):
                 out.block(block)
     first_line = next((line.strip() for p in pages for line in p.splitlines() if line.strip()), path.stem)

@@ -176,21 +176,22 @@ class SQLiteStore(Store):
                 index.add(np.array([r[0] for r in batch]), self._unpack([r[1] for r in batch]))
         self.rebuilt = rows > 0
         if self.writer:
-            self._save_ann(index)
+            self._save_ann(index, force=True)
         else:  # a reader repairs the saved index too, when nobody is writing
             with contextlib.suppress(DataError):
                 lock = _acquire_lock(self.path.with_name(self.path.name + ".lock"))
                 try:
                     if self._meta_int("generation") == generation:
-                        self._save_ann(index)
+                        self._save_ann(index, force=True)
                 finally:
                     lock.close()
         return index
 
-    def _save_ann(self, index: VectorIndex) -> None:
-        """Write the index file for the current generation, then record it (the caller holds the write lock)."""
+    def _save_ann(self, index: VectorIndex, force: bool = False) -> None:
+        """Write the index file for the current generation, then record it (the caller holds the write lock).
+        Without `force`, a file already recorded for this generation is kept."""
         generation = self._meta_int("generation")
-        if self._meta_int("ann_generation") == generation and self.ann_path(generation).exists():
+        if not force and self._meta_int("ann_generation") == generation and self.ann_path(generation).exists():
             return
         atomic_write_bytes(self.ann_path(generation), index.to_bytes())
         with self._transaction():
