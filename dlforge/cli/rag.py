@@ -27,13 +27,15 @@ def index_cmd(
     chunk_tokens: int = typer.Option(None, "--chunk-tokens", help="tokens per chunk at most (new index: 200)"),
     chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="tokens shared by neighbouring chunks (32)"),
     max_file_mb: float = typer.Option(20.0, "--max-file-mb", help="larger files are refused"),
+    vector_dtype: str = typer.Option(None, "--vector-dtype",
+                                     help="new index: f32 (default), or f16 / bf16 for half the vector-index memory"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Index a folder, incrementally: new and changed files are read, deleted ones removed, the rest skipped."""
     from dlforge.rag.ingest import index_folder
 
     r = index_folder(folder, db, model=model, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
-                     max_file_bytes=int(max_file_mb * 2**20))
+                     max_file_bytes=int(max_file_mb * 2**20), vector_dtype=vector_dtype)
     if as_json:
         emit_json(r.to_dict())
         return
@@ -138,7 +140,7 @@ def stats_cmd(
             ["types", ", ".join(f"{t} {n}" for t, n in s["types"].items())],
             ["embedding model", f"{e['name']} ({e['dim']}-d, {e['source']})"],
             ["chunking", f"{s['chunking']['max_tokens']} tokens, overlap {s['chunking']['overlap']}"],
-            ["vector index", f"{v['kind']}, M={v['connectivity']}, ef={v['expansion_search']}, "
+            ["vector index", f"{v['kind']}, {v['dtype']}, M={v['connectivity']}, ef={v['expansion_search']}, "
                              f"{'saved' if v['in_sync'] else 'to be rebuilt on next open'}"],
             ["bytes", f"sqlite {s['bytes']['sqlite']}, vectors {s['bytes']['vector_index']}"]]
     table(str(s["db"]), ["", "value"], rows)

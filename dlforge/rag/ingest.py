@@ -131,11 +131,12 @@ def _rel(path: Path, root: Path) -> str:
 
 def index_folder(folder: str | Path, db: str | Path, model: str | None = None, chunk_tokens: int | None = None,
                  chunk_overlap: int | None = None, max_file_bytes: int = MAX_FILE_BYTES,
-                 embedder: Embedder | None = None, progress: Callable[[IngestReport], None] | None = None
-                 ) -> IngestReport:
-    """Bring the index at `db` in step with `folder` (see the module docstring). `model`: the embedding model for a
-    new index (default all-MiniLM-L6-v2); an existing index keeps its own and refuses another. `progress` is called
-    after each written batch."""
+                 vector_dtype: str | None = None, embedder: Embedder | None = None,
+                 progress: Callable[[IngestReport], None] | None = None) -> IngestReport:
+    """Bring the index at `db` in step with `folder` (see the module docstring). `model`, `chunk_tokens`,
+    `chunk_overlap`, `vector_dtype` (f32, f16, bf16: how the HNSW index stores vectors) set up a new index (defaults:
+    all-MiniLM-L6-v2, 200, 32, f32); an existing index keeps its own and refuses others. `progress` is called after
+    each written batch."""
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{folder}: no such folder")
@@ -147,8 +148,12 @@ def index_folder(folder: str | Path, db: str | Path, model: str | None = None, c
         embedder = load_embedder(model or (built["embedder"]["source"] if built else None))
     report.model_seconds = time.perf_counter() - t0
     chunking = _chunking(built, chunk_tokens, chunk_overlap, embedder)
+    if built and vector_dtype not in (None, built["ann"]["dtype"]):
+        raise ConfigError(f"--vector-dtype {vector_dtype}: the index was built with {built['ann']['dtype']}; index "
+                          f"into a new --db to change it")
+    create = {"embedder": embedder.identity(), "chunking": chunking, "ann": {"dtype": vector_dtype or "f32"}}
     t0 = time.perf_counter()
-    with open_store(db, create={"embedder": embedder.identity(), "chunking": chunking}, writer=True) as store:
+    with open_store(db, create=create, writer=True) as store:
         store.check_embedder(embedder.identity())
         run = _Ingest(store, embedder, Chunker(embedder.tokenizer, chunking["max_tokens"], chunking["overlap"]),
                       report, progress)

@@ -8,8 +8,10 @@
 
 HNSW (Malkov & Yashunin 2018): `connectivity` is M, the links per node; `expansion_add` is efConstruction and
 `expansion_search` is ef, the candidate list of a query: larger is slower and more accurate (bench/vector_search.py
-measures the trade-off). usearch reports the distance 1 - <q, v>; scores here are <q, v>, the cosine similarity of
-normalised vectors. The index lives in memory; the store saves it beside its database (see `sqlite_store`).
+measures the trade-off). `dtype` is how the index stores vectors: "f32" (default, exact scores), or "f16" / "bf16"
+(half the memory, faster search, scores rounded to about 3 significant digits; the store keeps float32 copies).
+usearch reports the distance 1 - <q, v>; scores here are <q, v>, the cosine similarity of normalised vectors. The
+index lives in memory; the store saves it beside its database (see `sqlite_store`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 
 from dlforge.errors import DataError
 
-DEFAULTS = {"connectivity": 16, "expansion_add": 128, "expansion_search": 64}
+DEFAULTS = {"connectivity": 16, "expansion_add": 128, "expansion_search": 64, "dtype": "f32"}
+DTYPES = ("f32", "f16", "bf16")
 
 
 def _usearch():
@@ -30,11 +33,14 @@ def _usearch():
 
 
 class VectorIndex:
-    def __init__(self, dim: int, connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 64):
+    def __init__(self, dim: int, connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 64,
+                 dtype: str = "f32"):
+        if dtype not in DTYPES:
+            raise DataError(f"vector index dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         self.dim = dim
         self.settings = {"connectivity": connectivity, "expansion_add": expansion_add,
-                         "expansion_search": expansion_search}
-        self.index = _usearch()(ndim=dim, metric="ip", dtype="f32", connectivity=connectivity,
+                         "expansion_search": expansion_search, "dtype": dtype}
+        self.index = _usearch()(ndim=dim, metric="ip", dtype=dtype, connectivity=connectivity,
                                 expansion_add=expansion_add, expansion_search=expansion_search)
 
     def __len__(self) -> int:
@@ -74,7 +80,7 @@ class VectorIndex:
         return bytes(self.index.save())
 
     @classmethod
-    def from_bytes(cls, data: bytes, dim: int, **settings: int) -> VectorIndex:
+    def from_bytes(cls, data: bytes, dim: int, **settings: int | str) -> VectorIndex:
         """Raises DataError when `data` is not a usearch index of `dim` dimensions."""
         index = cls(dim, **settings)
         try:
