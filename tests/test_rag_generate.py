@@ -14,7 +14,7 @@ from ragtools import PETS, minilm, write_files
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.rag.generate import NOT_FOUND, GPTGenerator, TransformersGenerator, answer, make_generator
 from dlforge.rag.ingest import index_folder
-from dlforge.rag.prompt import build_messages, flat_prompt, injected_sentences, sanitize
+from dlforge.rag.prompt import build_messages, flat_prompt, injected_sentences, sanitize, split_sentences
 from dlforge.rag.retrieve import Retriever
 from dlforge.rag.store import open_store
 
@@ -50,6 +50,21 @@ def test_the_canary_never_reaches_the_answer_and_the_planted_source_is_cited(ret
     assert CANARY not in result["answer"] and "ignore" not in result["answer"].lower()
     planted = [c for c in result["citations"] if c["relpath"] == "care/sleep.md"]
     assert planted and "twelve and sixteen hours" in result["answer"]  # its legitimate sentence is used and cited
+
+
+def test_extractive_skips_headings_fragments_and_repeated_overlaps():
+    heading = "Chapter 9. Keeping your system current"
+    doc = (f"{heading}\n\nRun apt update to refresh the package lists from http://deb.debian.org/debian daily. "
+           "Then run apt upgrade to install the newer versions.")
+    cut = doc.index("refresh")
+    hits = [{"text": doc, "heading": [heading], "doc_id": 1, "start": 0},
+            {"text": doc[cut:], "heading": [heading], "doc_id": 1, "start": cut}]  # an overlapping chunk
+    text = make_generator("extractive", minilm()).answer("How do I keep my system current?", hits)
+    assert text == ("Run apt update to refresh the package lists from http://deb.debian.org/debian daily. [1] "
+                    "Then run apt upgrade to install the newer versions. [1]")
+    line = "See 8.1 at http://a.b/c.html and v2.0. Next line\nLast"
+    assert [line[s:e] for s, e in split_sentences(line)] == ["See 8.1 at http://a.b/c.html and v2.0.", "Next line",
+                                                            "Last"]
 
 
 def test_below_the_similarity_threshold_the_documents_do_not_contain_it(retriever, server):

@@ -66,14 +66,17 @@ class ExtractiveGenerator(Generator):
 
     def answer(self, question: str, hits: list[dict[str, Any]]) -> str:
         candidates = []  # (source number, position in the chunk, sentence)
+        seen: set[tuple[Any, int]] = set()  # (document, start in it): overlapping chunks repeat sentences
         for n, hit in enumerate(hits, 1):
-            headings = {" ".join(h.split()) for h in hit["heading"]}
+            titles = _heading_lines(hit["text"], hit["heading"])
             for s, e in split_sentences(hit["text"]):
                 sentence = " ".join(hit["text"][s:e].split())
-                bare = sentence.lstrip("#").strip()  # a Markdown heading line without its marks
-                if (len(sentence.split()) < 3 or bare in headings or sentence.endswith("?")
-                        or INJECTION.search(sentence)):
+                where = (hit.get("doc_id"), hit["start"] + s)
+                fragment = (s == 0 and sentence[:1].islower()) or sentence.endswith(":")  # cut by chunking / a lead-in
+                if (len(sentence.split()) < 3 or sentence.endswith("?") or fragment or INJECTION.search(sentence)
+                        or any(s < te and e > ts for ts, te in titles) or where in seen):
                     continue
+                seen.add(where)
                 candidates.append((n, s, sentence))
         if not candidates:
             return NOT_FOUND
@@ -88,6 +91,14 @@ class ExtractiveGenerator(Generator):
         chosen = [i for i in order[:self.max_sentences] if score[i] >= self.keep_ratio * best]
         chosen.sort(key=lambda i: (candidates[i][0], candidates[i][1]))
         return " ".join(f"{candidates[i][2]} [{candidates[i][0]}]" for i in chosen)
+
+
+def _heading_lines(text: str, heading: list[str]) -> list[tuple[int, int]]:
+    """Spans of the lines of `text` that are one of its headings (Markdown marks and RST underlines aside)."""
+    names = {" ".join(h.split()) for h in heading}
+    return [m.span() for m in re.finditer(r"[^\n]+", text)
+            if " ".join(m.group().lstrip("#").split()) in names or re.fullmatch(r"\s*([=\-~^\"'`#*+])\1+\s*",
+                                                                                 m.group())]
 
 
 def _words(text: str) -> set[str]:

@@ -40,7 +40,7 @@ INJECTION = re.compile(
     r"\b(print|output|say|reply|respond|answer with)\b",
     re.IGNORECASE)
 PAYLOAD = re.compile(r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)+|\b[A-Z0-9]{5,}\b|\"[^\"\n]{3,}\"|'[^'\n]{3,}'")
-SENTENCES = re.compile(r"[^\n.!?]*(?:[.!?]+[\"')\]]*|\n|$)")
+SENTENCE_END = re.compile(r"[.!?]+[\"')\]\u201d]*(?=\s|$)|\n")  # end punctuation before a space, or a line end
 CITATION = re.compile(r"\[(\d+)\]")
 
 
@@ -66,16 +66,18 @@ def flat_prompt(messages: list[dict[str, str]]) -> str:
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences (and list items, lines) of `text`, whitespace trimmed."""
-    spans = []
-    for m in SENTENCES.finditer(text):
-        start, end = m.start(), m.end()
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        if end > start:
-            spans.append((start, end))
+    """Character spans of the sentences (and lines) of `text`, whitespace trimmed. A sentence ends at . ! or ?
+    followed by a space or the end (so "8.1", "e.g" in a word and URLs do not split), or at a line break."""
+    spans, start = [], 0
+    for end in [m.end() for m in SENTENCE_END.finditer(text)] + [len(text)]:
+        s, e = start, end
+        start = end
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            spans.append((s, e))
     return spans
 
 
