@@ -184,3 +184,13 @@ def test_vectors_of_the_wrong_shape_are_refused_and_nothing_is_written(store):
         store.write([(doc("b.md"), chunks(["x"]), unit_vectors(1, DIM)),
                      (doc("a.md"), chunks(["x", "y"]), unit_vectors(2, DIM + 1))], [])
     assert store.documents() == {} and len(store.ann) == 0  # the whole transaction rolled back
+
+
+def test_a_database_whose_creation_was_killed_is_created_again(tmp_path):
+    con = sqlite3.connect(tmp_path / "new.db")  # the file exists, its schema transaction never committed
+    con.execute("PRAGMA journal_mode=WAL")
+    con.close()
+    with pytest.raises(DataError, match="no such index"):
+        open_store(tmp_path / "new.db")
+    with open_store(tmp_path / "new.db", create=SETTINGS, writer=True) as s:
+        assert s.settings()["embedder"]["dim"] == DIM and s.stats()["chunks"] == 0

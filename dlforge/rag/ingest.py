@@ -31,7 +31,7 @@ from dlforge.errors import ConfigError, DataError
 from dlforge.rag.chunk import Chunk, Chunker, embedding_text
 from dlforge.rag.embed import Embedder, load_embedder
 from dlforge.rag.readers import file_type, read_document
-from dlforge.rag.store import ChunkRecord, DocumentRecord, Store, open_store
+from dlforge.rag.store import ChunkRecord, DocumentRecord, NoIndexError, Store, open_store
 
 MAX_FILE_BYTES = 20 * 2**20
 CHUNK_TOKENS, CHUNK_OVERLAP = 200, 32
@@ -172,10 +172,11 @@ def index_folder(folder: str | Path, db: str | Path, model: str | None = None, c
 
 
 def _existing_settings(db: Path) -> dict[str, Any] | None:
-    if not db.exists() or db.stat().st_size == 0:
+    try:
+        with open_store(db) as store:
+            return store.settings()
+    except NoIndexError:
         return None
-    with open_store(db) as store:
-        return store.settings()
 
 
 def _chunking(built: dict[str, Any] | None, tokens: int | None, overlap: int | None, embedder: Embedder

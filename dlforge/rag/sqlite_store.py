@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from dlforge.errors import DataError
-from dlforge.rag.store import ChunkRecord, DocumentRecord, Filters, Store
+from dlforge.rag.store import ChunkRecord, DocumentRecord, Filters, NoIndexError, Store
 from dlforge.rag.vector_index import DEFAULTS, VectorIndex
 from dlforge.runs.rundir import atomic_write_bytes
 
@@ -77,21 +77,29 @@ class SQLiteStore(Store):
         self.rebuilt = False  # the vector index was rebuilt from SQLite on this open
         self._ann: VectorIndex | None = None
         self._lock = None
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        if new and create is None:
-            raise DataError(f"{self.path}: no such index; build one with `dlforge rag index FOLDER --db {self.path}`")
-        if new:
+        missing = NoIndexError(f"{self.path}: no such index; build one with `dlforge rag index FOLDER --db "
+                               f"{self.path}`")
+        if not self.path.exists() and create is None:
+            raise missing
+        if create is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         if writer:
             self._lock = _acquire_lock(self.path.with_name(self.path.name + ".lock"))
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA foreign_keys=ON")
+            # an empty database: new, or one whose creation was killed before it committed
+            if self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                if create is None:
+                    raise missing
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self._create(create)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            if new:
-                self._create(create)
             row = self.db.execute("SELECT value FROM meta WHERE key='settings'").fetchone()
+        except DataError:
+            self._release()
+            raise
         except sqlite3.DatabaseError as exc:
             self._release()
             raise DataError(f"{self.path}: not a dlforge RAG index ({exc})") from exc

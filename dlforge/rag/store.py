@@ -25,6 +25,10 @@ import numpy as np
 from dlforge.errors import DataError
 
 
+class NoIndexError(DataError):
+    """There is no index at the path given (nothing there, or an empty database)."""
+
+
 @dataclass
 class DocumentRecord:
     path: str  # absolute: the document's key
