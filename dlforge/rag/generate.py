@@ -36,8 +36,7 @@ from dlforge.errors import ConfigError, DataError, DlforgeError
 from dlforge.rag.embed import Embedder
 from dlforge.rag.prompt import INJECTION, build_messages, citations, flat_prompt, sanitize, split_sentences
 from dlforge.rag.retrieve import Retriever
-from dlforge.rag.sqlite_store import STOPWORDS
-from dlforge.rag.store import Filters
+from dlforge.rag.store import STOPWORDS, Filters
 
 NOT_FOUND = "The documents do not contain an answer to this question."
 MIN_SIMILARITY = 0.3  # all-MiniLM-L6-v2: off-topic questions score below ~0.25 against every chunk

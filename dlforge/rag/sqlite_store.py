@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from dlforge.errors import DataError
-from dlforge.rag.store import ChunkRecord, DocumentRecord, Filters, NoIndexError, Store
+from dlforge.rag.store import STOPWORDS, ChunkRecord, DocumentRecord, Filters, NoIndexError, Store
 from dlforge.rag.vector_index import DEFAULTS, VectorIndex
 from dlforge.runs.rundir import atomic_write_bytes
 
@@ -55,10 +55,6 @@ CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
 CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
     INSERT INTO chunks_fts(chunks_fts, rowid, heading, text) VALUES ('delete', old.id, old.heading, old.text); END;
 """
-STOPWORDS = frozenset(
-    "a an and are as at be but by can could did do does for from had has have how i if in into is it its me my no "
-    "not of on or our so such than that the their them then there these they this to was we were what when where "
-    "which who whom why will with would you your".split())
 EXACT_FILTER_LIMIT = 20_000  # a filter that leaves this few chunks is searched exactly rather than through HNSW
 IN_BATCH = 500  # ids per "IN (...)" lookup
 

@@ -24,6 +24,12 @@ import numpy as np
 
 from dlforge.errors import DataError
 
+# English stop words: dropped from keyword queries (and from the extractive answerer's word overlap)
+STOPWORDS = frozenset(
+    "a an and are as at be but by can could did do does for from had has have how i if in into is it its me my no "
+    "not of on or our so such than that the their them then there these they this to was we were what when where "
+    "which who whom why will with would you your".split())
+
 
 class NoIndexError(DataError):
     """There is no index at the path given (nothing there, or an empty database)."""
