@@ -15,7 +15,7 @@ from ragtools import tiny_st_model, write_files
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.store import open_store
 
-FILES = 240
+FILES = 400
 
 
 def corpus(root):
@@ -81,10 +81,10 @@ def test_kill_9_during_ingestion_then_reingest(tmp_path):
     assert first < second < FILES
     snapshot(db)
 
-    report = index_folder(docs, db, model=str(model))
+    report = index_folder(docs, db, model=str(model), threads=1)  # tiny matrices: one thread, as the subprocesses
     assert report.unchanged == second and report.added == FILES - second and report.chunks_removed == 0
     clean = tmp_path / "clean.db"
-    index_folder(docs, clean, model=str(model), chunk_tokens=32, chunk_overlap=4)
+    index_folder(docs, clean, model=str(model), chunk_tokens=32, chunk_overlap=4, threads=1)
     rows, vectors = snapshot(db)
     clean_rows, clean_vectors = snapshot(clean)
     assert rows == clean_rows and len({r[0] for r in rows}) == FILES

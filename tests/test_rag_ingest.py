@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from ragtools import PETS, minilm, pdf_bytes, tiny_st_model, write_files
 
 from dlforge.errors import ConfigError, DataError
@@ -51,8 +52,12 @@ def test_incremental_add_change_delete(tmp_path):
     with open_store(db) as s:
         dog_ids = s.db.execute("SELECT c.id FROM chunks c JOIN documents d ON d.id=c.doc_id "
                                "WHERE d.relpath='dogs.txt'").fetchall()
-    again = index(corpus, db)
+    threads = torch.get_num_threads()
+    again = index(corpus, db, threads=1)
     assert (again.read, again.unchanged, again.chunks_added, again.chunks_removed) == (0, 3, 0, 0)
+    assert torch.get_num_threads() == threads  # put back
+    with pytest.raises(ConfigError, match="--threads 0"):
+        index(corpus, db, threads=0)
 
     (corpus / "cats.md").write_text("# Cats\n\nCats purr when they are content.\n")
     (corpus / "notes.jsonl").unlink()

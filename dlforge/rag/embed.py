@@ -98,16 +98,16 @@ class SentenceTransformerEmbedder(Embedder):
     def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        with _threads(1 if len(texts) <= FEW_TEXTS else None):
+        with torch_threads(1 if len(texts) <= FEW_TEXTS else None):
             vectors = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
                                         convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Run with `n` torch threads, then put the setting back. A query's matrices are a few tokens by 384: split
-    across threads they cost more in synchronisation than they save, and much more on a busy machine."""
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with `n` torch threads (None: as set), then put the setting back. A query's matrices are a few tokens by
+    384: split across threads they cost more in synchronisation than they save, and much more on a busy machine."""
     import torch
 
     before = torch.get_num_threads()

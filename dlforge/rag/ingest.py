@@ -29,7 +29,7 @@ from typing import Any
 
 from dlforge.errors import ConfigError, DataError
 from dlforge.rag.chunk import Chunk, Chunker, embedding_text
-from dlforge.rag.embed import Embedder, load_embedder
+from dlforge.rag.embed import Embedder, load_embedder, torch_threads
 from dlforge.rag.readers import file_type, read_document
 from dlforge.rag.store import ChunkRecord, DocumentRecord, NoIndexError, Store, open_store
 
@@ -131,12 +131,15 @@ def _rel(path: Path, root: Path) -> str:
 
 def index_folder(folder: str | Path, db: str | Path, model: str | None = None, chunk_tokens: int | None = None,
                  chunk_overlap: int | None = None, max_file_bytes: int = MAX_FILE_BYTES,
-                 vector_dtype: str | None = None, embedder: Embedder | None = None,
+                 vector_dtype: str | None = None, embedder: Embedder | None = None, threads: int | None = None,
                  progress: Callable[[IngestReport], None] | None = None) -> IngestReport:
     """Bring the index at `db` in step with `folder` (see the module docstring). `model`, `chunk_tokens`,
     `chunk_overlap`, `vector_dtype` (f32, f16, bf16: how the HNSW index stores vectors) set up a new index (defaults:
-    all-MiniLM-L6-v2, 200, 32, f32); an existing index keeps its own and refuses others. `progress` is called after
-    each written batch."""
+    all-MiniLM-L6-v2, 200, 32, f32); an existing index keeps its own and refuses others. `threads`: torch threads
+    for the embedding (default: torch's setting, one per core; fewer is faster when the cores are busy with other
+    work). `progress` is called after each written batch."""
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads}: expected at least 1")
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{folder}: no such folder")
@@ -153,7 +156,7 @@ def index_folder(folder: str | Path, db: str | Path, model: str | None = None, c
                           f"into a new --db to change it")
     create = {"embedder": embedder.identity(), "chunking": chunking, "ann": {"dtype": vector_dtype or "f32"}}
     t0 = time.perf_counter()
-    with open_store(db, create=create, writer=True) as store:
+    with torch_threads(threads), open_store(db, create=create, writer=True) as store:
         store.check_embedder(embedder.identity())
         run = _Ingest(store, embedder, Chunker(embedder.tokenizer, chunking["max_tokens"], chunking["overlap"]),
                       report, progress)
