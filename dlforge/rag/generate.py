@@ -87,17 +87,23 @@ class ExtractiveGenerator(Generator):
         score = cosine + self.keyword_weight * overlap + 0.05 * rank
         order = np.argsort(-score, kind="stable")
         best = score[order[0]]
-        chosen = [i for i in order[:self.max_sentences] if score[i] >= self.keep_ratio * best]
+        floor = best - (1 - self.keep_ratio) * abs(best)  # within 15% of the best score (by default)
+        chosen = [i for i in order[:self.max_sentences] if score[i] >= floor]
         chosen.sort(key=lambda i: (candidates[i][0], candidates[i][1]))
         return " ".join(f"{candidates[i][2]} [{candidates[i][0]}]" for i in chosen)
 
 
+UNDERLINE = re.compile(r"\s*([=\-~^\"'`#*+])\1+\s*")  # a reStructuredText or setext heading underline
+
+
 def _heading_lines(text: str, heading: list[str]) -> list[tuple[int, int]]:
-    """Spans of the lines of `text` that are one of its headings (Markdown marks and RST underlines aside)."""
+    """Spans of the lines of `text` that are one of its headings (with or without Markdown's #), or underlines."""
     names = {" ".join(h.split()) for h in heading}
-    return [m.span() for m in re.finditer(r"[^\n]+", text)
-            if " ".join(m.group().lstrip("#").split()) in names or re.fullmatch(r"\s*([=\-~^\"'`#*+])\1+\s*",
-                                                                                 m.group())]
+    spans = []
+    for m in re.finditer(r"[^\n]+", text):
+        if " ".join(m.group().lstrip("#").split()) in names or UNDERLINE.fullmatch(m.group()):
+            spans.append(m.span())
+    return spans
 
 
 def _words(text: str) -> set[str]:

@@ -181,8 +181,8 @@ class SQLiteStore(Store):
         self.rebuilt = rows > 0
         if self.writer:
             self._save_ann(index, force=True)
-        else:  # a reader repairs the saved index too, when nobody is writing
-            with contextlib.suppress(DataError):
+        else:  # a reader repairs the saved index too, when nobody is writing and it may write there
+            with contextlib.suppress(DataError, OSError, sqlite3.Error):
                 lock = _acquire_lock(self.path.with_name(self.path.name + ".lock"))
                 try:
                     if self._meta_int("generation") == generation:
