@@ -71,7 +71,7 @@ def test_below_the_similarity_threshold_the_documents_do_not_contain_it(retrieve
     gen = make_generator("openai", lm="m", base_url=server.url)
     result = answer("What is the boiling point of tungsten?", retriever, gen, k=3)
     assert result["answer"] == NOT_FOUND and not result["found"] and result["citations"] == []
-    assert result["best_similarity"] < 0.3 and len(result["chunks"]) == 3 and server.requests == []  # no LM call
+    assert result["best_similarity"] < 0.25 and len(result["chunks"]) == 3 and server.requests == []  # no LM call
     relaxed = answer("What is the boiling point of tungsten?", retriever, make_generator("extractive", minilm()),
                      min_similarity=-1.0)
     assert relaxed["found"]

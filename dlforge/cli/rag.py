@@ -66,7 +66,7 @@ def ask_cmd(
     path: str = typer.Option(None, "--path", help="only documents whose path matches this glob, e.g. 'guides/*'"),
     types: list[str] = typer.Option(None, "--type", help="only these file types (md, html, pdf...); repeatable"),
     min_similarity: float = typer.Option(None, "--min-similarity",
-                                         help="below this best cosine the answer is 'not in the documents' (0.3)"),
+                                         help="below this best cosine the answer is 'not in the documents' (0.25)"),
     lm: str = typer.Option(None, "--lm", help="gpt: run folder or name; transformers: model folder; "
                                               "openai: the server's model name"),
     base_url: str = typer.Option(None, "--base-url", help="openai: e.g. http://127.0.0.1:8080/v1"),
