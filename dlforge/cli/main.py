@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from dlforge.cli import embed, generate, image, info, lm, runs, tokenizer, train
+from dlforge.cli import embed, generate, image, info, lm, rag, runs, tokenizer, train, translate
 from dlforge.errors import DlforgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -18,12 +18,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 train.register(app)
 info.register(app)
 generate.register(app)
+translate.register(app)
 embed.register(app)
 app.add_typer(runs.app, name="runs", help="List, show and compare runs.")
 app.add_typer(info.config_app, name="config", help="The config schema.")
 app.add_typer(image.app, name="image", help="Image operations (OpenCV): look at their effect on a file.")
 app.add_typer(tokenizer.app, name="tokenizer", help="Train, use and measure tokenizers (BPE, WordPiece, char).")
 app.add_typer(lm.app, name="lm", help="Language-model data: token shards.")
+app.add_typer(rag.app, name="rag", help="Question answering over your documents: index, ask, eval, stats.")
 
 
 def main(argv: list[str] | None = None) -> None:
