@@ -279,10 +279,11 @@ def test_generate_command_streams_and_prints_json(tmp_path, tiny_lm):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     expected = generate_stream(model, tok, "ROMEO:", max_new_tokens=40, temperature=0.8, seed=0).read()
-    assert result.output == "ROMEO:" + expected + "\n"
+    assert result.stdout == "ROMEO:" + expected + "\n"
+    assert result.stderr == "[stopped: max_new_tokens after 40 tokens]\n"  # says what ended it
     as_json = runner.invoke(app, [*args, "--json"])
     assert as_json.exit_code == 0, as_json.output
-    assert json.loads(as_json.output) == {"prompt": "ROMEO:", "completion": expected, "stop_reason": "max_new_tokens",
+    assert json.loads(as_json.stdout) == {"prompt": "ROMEO:", "completion": expected, "stop_reason": "max_new_tokens",
                                           "tokens": 40}
     bad = runner.invoke(app, ["generate", str(folder), "--temperature", "-1"])
     assert bad.exit_code == 2 and "temperature" in bad.output.lower()
