@@ -179,3 +179,18 @@ def test_import_and_export_commands(tmp_path):
                       load_gpt2(tmp_path / "gpt2"))
     bad = runner.invoke(app, ["lm", "import-gpt2", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert isinstance(bad.exception, CheckpointError) and "no such folder" in str(bad.exception)  # exit code 2
+
+
+def test_an_imported_folder_with_a_tokenizer_generates_text(tmp_path):
+    from dlforge.llm.generate import generate_from_run
+    from dlforge.llm.tokenizer import CharTokenizer
+
+    hf = hf_gpt2(seed=6)
+    hf.save_pretrained(tmp_path / "gpt2")
+    tok = CharTokenizer([chr(c) for c in range(32, 32 + VOCAB - 1)])  # 96 characters + <unk> = the model's 97 ids
+    tok.save(tmp_path / "gpt2")
+    folder = import_gpt2(tmp_path / "gpt2", tmp_path / "model")
+    stream = generate_from_run(folder, "To be, or", max_new_tokens=20, temperature=0)
+    text = stream.read()
+    expected = hf_greedy(hf, torch.tensor([tok.encode("To be, or")]), 20)[0].tolist()
+    assert stream.tokens == expected and text == tok.decode(expected)

@@ -15,8 +15,9 @@ holds one JSON object per line with the text in `text_field`. The documents are 
 
 The vocabulary (a `CharTokenizer`, saved in `preprocessing["tokenizer"]`) comes from the training text only;
 characters it has not seen become `<unk>`. Samples are windows of `context` characters, `input_ids` (context,), and
-the next character at each position, `labels` (context,); windows start every `stride` characters (default: the
-context, so they do not overlap).
+the next character at each position, `labels` (context,). Training windows start every `stride` characters (default:
+the context, so they do not overlap; 1 gives every offset, nanoGPT's random windows); validation and test windows
+never overlap, so that every character is scored once.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class CharTextConfig(DataConfig):
 
     path: str | None = Field(None, description="a text / .jsonl file or a folder of them (dataset text_files only)")
     context: int = Field(256, ge=1, description="characters per sample")
-    stride: int | None = Field(None, ge=1, description="characters between window starts; default: the context")
+    stride: int | None = Field(None, ge=1, description="characters between training window starts; default: the "
+                               "context (validation and test windows never overlap)")
     val_plays: list[str] | None = Field(None, description="shakespeare_char: plays for validation, e.g. [hamlet]")
     test_plays: list[str] | None = Field(None, description="shakespeare_char: plays for the test split")
     markdown: Literal["plain", "raw"] = Field("plain", description="shakespeare_char: plain text or the Markdown")
@@ -113,7 +115,8 @@ def build_char_text(source: str, texts: dict[str, str], config: CharTextConfig,
         t = ids[split]
         if len(t) < config.context + 1:
             return None
-        view = t.unfold(0, config.context + 1, stride)  # (S, context + 1), a view: no copy of the text
+        step = stride if split == "train" else config.context
+        view = t.unfold(0, config.context + 1, step)  # (S, context + 1), a view: no copy of the text
         return TensorDictDataset({"input_ids": view[:, :-1], "labels": view[:, 1:]})
 
     datasets = {split: windows(split) for split in SPLITS}

@@ -442,10 +442,13 @@ def load_language_model(run: str | Path, device: str = "cpu") -> tuple[torch.nn.
     from dlforge.api import load
 
     model = load(run, device=device)
-    pre = model.meta.get("extra", {}).get("preprocessing.json") or {}
-    if "tokenizer" not in pre:
-        raise DlforgeError(f"{run}: the model has no tokenizer in its preprocessing.json (not a language model run)")
-    return model, tokenizer_from_dict(pre["tokenizer"], source=f"{run}: preprocessing.json")
+    extra = model.meta.get("extra", {})
+    pre = extra.get("preprocessing.json") or {}
+    if "tokenizer" in pre:
+        return model, tokenizer_from_dict(pre["tokenizer"], source=f"{run}: preprocessing.json")
+    if "tokenizer.json" in extra:
+        return model, tokenizer_from_dict(extra["tokenizer.json"], source=f"{run}: tokenizer.json")
+    raise DlforgeError(f"{run}: the model has no tokenizer in its preprocessing.json (not a language model run)")
 
 
 def generate_from_run(run: str | Path, prompt: str, config: GenerationConfig | None = None, device: str = "cpu",

@@ -174,7 +174,7 @@ def import_gpt2(folder: str | Path, out: str | Path) -> Path:
     extra: dict[str, dict] = {"source.json": {"format": GPT2_FORMAT, "folder": str(Path(folder).resolve())}}
     tokenizer = _tokenizer_of(Path(folder))
     if tokenizer is not None:
-        extra["preprocessing.json"] = {"kind": "tokens", "tokenizer": tokenizer.to_dict()}
+        extra["tokenizer.json"] = tokenizer.to_dict()
     return save_model(model, Path(out), extra_files=extra)
 
 
