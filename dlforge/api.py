@@ -55,7 +55,7 @@ def build_data(cfg: Config) -> DataBundle:
     dcfg = cfg.data_config()
     data = dataset_entry(cfg.data["name"]).fn(dcfg)
     if dcfg.limit is not None:  # the first N of each split: a smoke run over real data, in seconds
-        for split in ("train", "val", "test"):
+        for split in ("train", "val", "test", "train_eval"):
             ds = getattr(data, split)
             if ds is not None and len(ds) > dcfg.limit:
                 setattr(data, split, torch.utils.data.Subset(ds, range(dcfg.limit)))
@@ -222,6 +222,8 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     loss_name = getattr(model.config, "loss", "")
     for split in ("train", "val", "test"):
         ds = getattr(data, split)
+        if split == "train" and data.train_eval is not None:
+            ds = data.train_eval
         if ds is None:
             continue
         tm = task_metrics(data.info, loss_name)

@@ -141,6 +141,8 @@ def test_text_files_from_a_folder_of_txt_md_and_jsonl(tmp_path):
     assert tok.decode(train["input_ids"][0]) == "first document f"
     assert tok.decode(train["input_ids"][1])[:8] == "cument f"  # stride 8
     assert info["n_train"] == (info["chars"]["train"] - 17) // 8 + 1
+    assert len(bundle.train_eval) == (info["chars"]["train"] - 17) // 16 + 1  # the final evaluation's windows
+    assert torch.equal(bundle.train_eval.tensors["input_ids"][1], train["input_ids"][2])
     assert info["n_test"] == (info["chars"]["test"] - 17) // 16 + 1  # evaluation windows do not overlap
 
 

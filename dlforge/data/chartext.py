@@ -111,15 +111,16 @@ def build_char_text(source: str, texts: dict[str, str], config: CharTextConfig,
     stride = config.stride or config.context
     ids = {split: torch.from_numpy(tokenizer.encode_array(texts[split])) for split in SPLITS}
 
-    def windows(split: str) -> TensorDictDataset | None:
+    def windows(split: str, step: int) -> TensorDictDataset | None:
         t = ids[split]
         if len(t) < config.context + 1:
             return None
-        step = stride if split == "train" else config.context
         view = t.unfold(0, config.context + 1, step)  # (S, context + 1), a view: no copy of the text
         return TensorDictDataset({"input_ids": view[:, :-1], "labels": view[:, 1:]})
 
-    datasets = {split: windows(split) for split in SPLITS}
+    datasets = {split: windows(split, stride if split == "train" else config.context) for split in SPLITS}
+    # the final evaluation scores each training character once, as it does the others'
+    train_eval = windows("train", config.context) if stride < config.context else None
     info: dict[str, Any] = {
         "task": "language_modeling", "num_classes": None, "label_names": None, "source": source,
         "vocab_size": tokenizer.vocab_size, "context": config.context, "stride": stride,
@@ -133,7 +134,7 @@ def build_char_text(source: str, texts: dict[str, str], config: CharTextConfig,
     return DataBundle(
         datasets["train"], datasets["val"], datasets["test"], info=info,
         model_defaults={"vocab_size": tokenizer.vocab_size}, preprocessing=preprocessing,
-        fingerprint=fingerprint_tensors(*ids.values(), torch.tensor([config.context, stride])),
+        fingerprint=fingerprint_tensors(*ids.values(), torch.tensor([config.context, stride])), train_eval=train_eval,
     )  # fmt: skip
 
 

@@ -52,6 +52,8 @@ class DataBundle:
     fingerprint: a hash of the data, recorded in the run registry.
     augment: an optional module the Trainer applies to every training batch on the training device (after moving
         it there), e.g. `BatchAugment` for images; it draws from torch's global RNG, so a resume replays it exactly.
+    train_eval: the training split as the final evaluation reads it, when that differs from the samples trained on
+        (e.g. non-overlapping windows of a text trained on windows at every offset); None: `train`.
     """
 
     train: Dataset
@@ -62,6 +64,7 @@ class DataBundle:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     augment: torch.nn.Module | None = None
+    train_eval: Dataset | None = None
 
 
 def fingerprint_tensors(*tensors: torch.Tensor) -> str:
