@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
 from torch import nn
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+
+class GELUTanh(nn.GELU):
+    """GELU in Hendrycks & Gimpel's tanh approximation: GPT-2's "gelu_new"."""
+
+    def __init__(self):
+        super().__init__(approximate="tanh")
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
     "gelu": nn.GELU,
-    "gelu_tanh": partial(nn.GELU, approximate="tanh"),  # GPT-2's "gelu_new" (Hendrycks & Gimpel's tanh form)
+    "gelu_tanh": GELUTanh,
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
     "silu": nn.SiLU,
