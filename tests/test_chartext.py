@@ -141,8 +141,13 @@ def test_text_files_from_a_folder_of_txt_md_and_jsonl(tmp_path):
     assert tok.decode(train["input_ids"][0]) == "first document f"
     assert tok.decode(train["input_ids"][1])[:8] == "cument f"  # stride 8
     assert info["n_train"] == (info["chars"]["train"] - 17) // 8 + 1
-    assert len(bundle.train_eval) == (info["chars"]["train"] - 17) // 16 + 1  # the final evaluation's windows
-    assert torch.equal(bundle.train_eval.tensors["input_ids"][1], train["input_ids"][2])
+    # the final evaluation's training windows: non-overlapping ones (every other stride-8 window), evenly spaced,
+    # as many as validation has
+    whole = train["input_ids"][::2]  # windows starting every 16 characters
+    evaluated = bundle.train_eval.tensors["input_ids"]
+    assert len(evaluated) == info["n_val"] < len(whole)
+    spaced = [round(j * (len(whole) - 1) / (len(evaluated) - 1)) for j in range(len(evaluated))]
+    assert torch.equal(evaluated, whole[spaced])
     assert info["n_test"] == (info["chars"]["test"] - 17) // 16 + 1  # evaluation windows do not overlap
 
 

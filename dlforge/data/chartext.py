@@ -17,7 +17,8 @@ The vocabulary (a `CharTokenizer`, saved in `preprocessing["tokenizer"]`) comes 
 characters it has not seen become `<unk>`. Samples are windows of `context` characters, `input_ids` (context,), and
 the next character at each position, `labels` (context,). Training windows start every `stride` characters (default:
 the context, so they do not overlap; 1 gives every offset, nanoGPT's random windows); validation and test windows
-never overlap, so that every character is scored once.
+never overlap, so that every character is scored once. When training windows overlap, the final evaluation of the
+training split (`train_eval`) reads non-overlapping windows too, evenly spaced, as many as validation has.
 """
 
 from __future__ import annotations
@@ -119,8 +120,9 @@ def build_char_text(source: str, texts: dict[str, str], config: CharTextConfig,
         return TensorDictDataset({"input_ids": view[:, :-1], "labels": view[:, 1:]})
 
     datasets = {split: windows(split, stride if split == "train" else config.context) for split in SPLITS}
-    # the final evaluation scores each training character once, as it does the others'
-    train_eval = windows("train", config.context) if stride < config.context else None
+    train_eval = None
+    if stride < config.context:  # the final evaluation reads non-overlapping windows, as of the other splits
+        train_eval = _evenly_spaced(windows("train", config.context), len(datasets["val"] or []))
     info: dict[str, Any] = {
         "task": "language_modeling", "num_classes": None, "label_names": None, "source": source,
         "vocab_size": tokenizer.vocab_size, "context": config.context, "stride": stride,
@@ -136,6 +138,14 @@ def build_char_text(source: str, texts: dict[str, str], config: CharTextConfig,
         model_defaults={"vocab_size": tokenizer.vocab_size}, preprocessing=preprocessing,
         fingerprint=fingerprint_tensors(*ids.values(), torch.tensor([config.context, stride])), train_eval=train_eval,
     )  # fmt: skip
+
+
+def _evenly_spaced(data: TensorDictDataset, n: int) -> TensorDictDataset:
+    """At most `n` of the samples (all when n is 0), evenly spaced: a cheaper estimate of a large split's metrics."""
+    if not n or n >= len(data):
+        return data
+    keep = torch.linspace(0, len(data) - 1, n).round().long()
+    return TensorDictDataset({k: t[keep] for k, t in data.tensors.items()})
 
 
 # --- Shakespeare -------------------------------------------------------------------------------------------------
