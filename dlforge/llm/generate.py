@@ -268,7 +268,7 @@ class _Row:
         """Finish with `reason` (unless already finished); return the text still held back by the decoder."""
         if self.stop_reason is not None:
             return ""
-        piece = self._add(self.decoder.flush()) if reason != STOP_EOS else ""
+        piece = self._add(self.decoder.flush())
         if self.stop_reason is None:
             self.stop_reason = reason
         return piece
