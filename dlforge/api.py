@@ -55,7 +55,7 @@ def build_data(cfg: Config) -> DataBundle:
     dcfg = cfg.data_config()
     data = dataset_entry(cfg.data["name"]).fn(dcfg)
     if dcfg.limit is not None:  # the first N of each split: a smoke run over real data, in seconds
-        for split in ("train", "val", "test", "train_eval"):
+        for split in ("train", "val", "test", "eval_train"):
             ds = getattr(data, split)
             if ds is not None and len(ds) > dcfg.limit:
                 setattr(data, split, torch.utils.data.Subset(ds, range(dcfg.limit)))
@@ -93,8 +93,8 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
     return model
 
 
-def task_metrics(info: dict[str, Any], loss: str) -> TaskMetrics:
-    return TaskMetrics.from_info(info, loss)
+def task_metrics(info: dict[str, Any], loss: str, split: str = "val") -> TaskMetrics:
+    return TaskMetrics.from_info(info, loss, split)
 
 
 def train(config: Config | str | Path | dict, overrides: list[str] | None = None, run_dir: str | Path | None = None,
@@ -111,7 +111,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     data = build_data(cfg)  # before the run folder exists: bad data leaves nothing behind
     model = build_model(cfg, data)
     if cfg.train.transfer is not None:
-        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None)
+        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None, tokenizer=data.tokenizer)
     if resume is None:
         run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
     registry = RunRegistry(run_path.parent) if info.is_main else None
@@ -167,8 +167,9 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     return result
 
 
-def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool) -> None:
-    """Load the source run's backbone (a fresh run only; a resume has it in its checkpoint), then freeze."""
+def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, tokenizer: Any = None) -> None:
+    """Load the source run's backbone (a fresh run only; a resume has it in its checkpoint), then freeze. Text data
+    must be tokenized with the tokenizer the source model was trained with."""
     from dlforge.train import transfer
 
     if fresh:
@@ -176,7 +177,12 @@ def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool) -> 
             source_dir = _model_dir(tcfg.init_from, runs_dir)
         except DlforgeError as exc:
             raise ConfigError(f"train.transfer.init_from: {exc}") from None
-        source, _ = load_model(source_dir)
+        source, meta = load_model(source_dir)
+        trained_with = (meta["extra"].get("preprocessing.json") or {}).get("tokenizer_hash")
+        if tokenizer is not None and trained_with is not None:
+            from dlforge.llm.tokenizer import check_tokenizer
+
+            check_tokenizer(tokenizer, trained_with, f"train.transfer.init_from {source_dir}")
         transfer.load_backbone(model, source)
     transfer.freeze(model, tcfg.freeze)
 
@@ -216,17 +222,18 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     if best.exists():
         load_weights(model, best)
     extra = {"preprocessing.json": data.preprocessing, "data_info.json": _jsonable(data.info)}
+    if data.tokenizer is not None:  # the tokenizer travels with the model, its hash recorded beside
+        extra["preprocessing.json"] = {**data.preprocessing, "tokenizer_hash": data.tokenizer.hash}
+        extra.update(data.tokenizer.files())
     save_model(model, run_path / "model", extra_files=extra)
     metrics: dict[str, Any] = {}
     reports: dict[str, Any] = {}
     loss_name = getattr(model.config, "loss", "")
     for split in ("train", "val", "test"):
-        ds = getattr(data, split)
-        if split == "train" and data.train_eval is not None:
-            ds = data.train_eval
+        ds = data.split(split, evaluation=True)
         if ds is None:
             continue
-        tm = task_metrics(data.info, loss_name)
+        tm = task_metrics(data.info, loss_name, split)
         metrics[split] = evaluate_model(model, ds, tm, device=trainer.device, autocast_dtype=trainer.autocast_dtype)
         if split == "test" and data.info["task"] == "classification":
             reports = _classification_reports(cfg, run_path, model, data, tm, trainer.device)
@@ -302,11 +309,11 @@ def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
     run_path = resolve_run(str(run))
     cfg = load_config(run_path / "config.yaml")
     data = build_data(cfg)
-    ds = getattr(data, split, None) if split in ("train", "val", "test") else None
+    ds = data.split(split, evaluation=True) if split in ("train", "val", "test") else None
     if ds is None:
         raise DlforgeError(f"--split: {split!r} is not a split of this run; expected train, val or test")
     model = load(run_path)
-    return evaluate_model(model, ds, task_metrics(data.info, getattr(model.config, "loss", "")))
+    return evaluate_model(model, ds, task_metrics(data.info, getattr(model.config, "loss", ""), split))
 
 
 def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None) -> list[dict[str, Any]]:

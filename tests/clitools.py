@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+WORKERS = max(2, min(4, os.cpu_count() or 2))
 
 
 def dlforge_cmd(*args: str) -> list[str]:
@@ -23,6 +25,28 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, check: bo
     if check and proc.returncode != 0:
         raise AssertionError(f"dlforge {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_all(commands: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.CompletedProcess]:
+    """Run independent `dlforge` commands side by side; key -> finished process."""
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures = {key: pool.submit(run_cli, *args, cwd=cwd) for key, args in commands.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+def ok_json(proc: subprocess.CompletedProcess):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The CLI's policy for a person's mistake: exit 2, one line on stderr starting with 'error:', no traceback."""
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
 
 
 def write_blobs_csv(path: Path, n: int = 200, features: int = 6, classes: int = 3, seed: int = 0) -> Path:

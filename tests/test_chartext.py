@@ -13,14 +13,8 @@ import typer
 from typer.testing import CliRunner
 
 from dlforge.cli import generate as generate_cli
-from dlforge.data.chartext import (
-    CharTextConfig,
-    find_plays,
-    markdown_to_plain,
-    shakespeare_char,
-    split_plays,
-    text_files,
-)
+from dlforge.data.chartext import CharTextConfig, shakespeare_char, text_files
+from dlforge.data.corpus import find_plays, markdown_to_plain, split_plays
 from dlforge.errors import ConfigError, DataError
 from dlforge.llm.generate import generate_from_run, generate_stream, sample_next
 from dlforge.llm.tokenizer import CharTokenizer, load_tokenizer, tokenizer_from_dict
@@ -60,8 +54,8 @@ def test_char_tokenizer_saves_loads_and_hashes_its_vocabulary(tmp_path):
     path.write_text(json.dumps(state))
     with pytest.raises(DataError, match="'hash' does not match the vocabulary"):
         CharTokenizer.load(path)
-    with pytest.raises(DataError, match="unknown tokenizer type 'bpe'"):
-        tokenizer_from_dict({"type": "bpe"})
+    with pytest.raises(DataError, match="unknown tokenizer type 'unigram'"):
+        tokenizer_from_dict({"type": "unigram"})
     with pytest.raises(DataError, match="tokenizer file not found"):
         CharTokenizer.load(tmp_path / "nowhere")
 
@@ -144,7 +138,7 @@ def test_text_files_from_a_folder_of_txt_md_and_jsonl(tmp_path):
     # the final evaluation's training windows: non-overlapping ones (every other stride-8 window), evenly spaced,
     # as many as validation has
     whole = train["input_ids"][::2]  # windows starting every 16 characters
-    evaluated = bundle.train_eval.tensors["input_ids"]
+    evaluated = bundle.eval_train.tensors["input_ids"]
     assert len(evaluated) == info["n_val"] < len(whole)
     spaced = [round(j * (len(whole) - 1) / (len(evaluated) - 1)) for j in range(len(evaluated))]
     assert torch.equal(evaluated, whole[spaced])
@@ -271,7 +265,7 @@ def test_generate_from_run_loads_the_model_and_its_tokenizer(tmp_path, tiny_lm):
     direct = generate_stream(model, tok, "ROMEO:", max_new_tokens=30, temperature=0.8, top_k=5, seed=0).read()
     assert from_run == direct
     plain = save_model(create_model("char_gru", vocab_size=5), tmp_path / "no-tokenizer")
-    with pytest.raises(Exception, match="no tokenizer in its preprocessing.json"):
+    with pytest.raises(Exception, match="the model has no tokenizer"):
         generate_from_run(plain, "x")
 
 

@@ -9,16 +9,24 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import pickle
 import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from clitools import ENV, dlforge_cmd, run_cli, train_rows, write_blobs_csv, write_config
+from clitools import (
+    ENV,
+    dlforge_cmd,
+    ok_json,
+    one_line_error,
+    run_all,
+    run_cli,
+    train_rows,
+    write_blobs_csv,
+    write_config,
+)
 
 from dlforge.config import list_presets, load_config, read_yaml
 from dlforge.errors import CheckpointError
@@ -27,29 +35,6 @@ from dlforge.registry import dataset_entries, model_entries
 MAX_STEPS = 30
 EVAL_EVERY = 10
 PNG = b"\x89PNG\r\n\x1a\n"
-WORKERS = max(2, min(4, os.cpu_count() or 2))
-
-
-def run_all(commands: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.CompletedProcess]:
-    """Run independent `dlforge` commands side by side; key -> finished process."""
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        futures = {key: pool.submit(run_cli, *args, cwd=cwd) for key, args in commands.items()}
-        return {key: future.result() for key, future in futures.items()}
-
-
-def ok_json(proc: subprocess.CompletedProcess):
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout)
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    """The CLI's policy for a person's mistake: exit 2, one line on stderr starting with 'error:', no traceback."""
-    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    return lines[0]
 
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:

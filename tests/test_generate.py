@@ -14,12 +14,11 @@ from dlforge.cli import generate as generate_cli
 from dlforge.errors import ConfigError, DataError
 from dlforge.llm.generate import (
     GenerationConfig,
-    IncrementalDecoder,
     generate_batch,
     generate_stream,
     generate_tokens,
 )
-from dlforge.llm.tokenizer import CharTokenizer
+from dlforge.llm.tokenizer import CharTokenizer, train_tokenizer
 from dlforge.registry import create_model
 from dlforge.train.checkpoint import save_model
 
@@ -111,20 +110,21 @@ def test_stop_sequences_end_generation_at_the_earliest_one():
     assert text == full[:full.index(a) + len(a)] and len(stream.tokens) == len(text)
 
 
-class EosTokenizer(CharTokenizer):
-    """The char tokenizer with one of its ids declared end-of-text."""
+class WithEos:
+    """A tokenizer with one of its ids declared end-of-text."""
 
-    def __init__(self, chars, eos_id: int):
-        super().__init__(chars)
-        self.eos_id = eos_id
+    def __init__(self, tokenizer, eos_id: int):
+        self.tokenizer, self.eos_id = tokenizer, eos_id
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
 
 
 def test_end_of_text_token_ends_generation_and_is_not_text():
     model = lively_gpt(seed=4)
     tokens = generate_stream(model, TOK, "ROMEO:", max_new_tokens=20, temperature=0).result().tokens
     eos = tokens[5]
-    tok = EosTokenizer(TOK.chars, eos_id=eos)
-    stream = generate_stream(model, tok, "ROMEO:", max_new_tokens=20, temperature=0)
+    stream = generate_stream(model, WithEos(TOK, eos), "ROMEO:", max_new_tokens=20, temperature=0)
     text = stream.read()
     cut = tokens.index(eos)
     assert stream.stop_reason == "eos" and stream.tokens == tokens[:cut + 1] and text == TOK.decode(tokens[:cut])
@@ -150,33 +150,51 @@ def test_repetition_penalty_lowers_the_odds_of_seen_tokens():
     assert len(set(penalized)) > len(set(plain))
 
 
-class ByteTokenizer:
-    """One token per UTF-8 byte, as byte-level BPE's smallest pieces: a character may take several tokens."""
+class Scripted(torch.nn.Module):
+    """A 'language model' that says a fixed token sequence, whatever it reads: to test what happens to its text."""
 
-    vocab_size = 256
+    def __init__(self, tokens: list[int], vocab_size: int):
+        super().__init__()
+        self.tokens, self.vocab_size = tokens, vocab_size
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # a device to live on
 
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
+    def init_state(self, batch_size, device=None):
+        return 0  # how many tokens it has said
 
-    def decode(self, ids: list[int]) -> str:
-        return bytes(ids).decode("utf-8", errors="replace")
-
-
-def test_incremental_decoding_emits_only_whole_characters():
-    text = "héllo wörld 😀 ŝ!"
-    decoder = IncrementalDecoder(ByteTokenizer())
-    pieces = [decoder.push(b) for b in text.encode("utf-8")]
-    assert "".join(pieces) + decoder.flush() == text
-    assert all("\ufffd" not in p for p in pieces)
-    assert pieces[text.encode().index("😀".encode()):][:4] == ["", "", "", "😀"]  # four bytes, one character
+    def step(self, input_ids, state):
+        logits = torch.full((input_ids.shape[0], input_ids.shape[1], self.vocab_size), -1e9)
+        logits[:, -1, self.tokens[min(state, len(self.tokens) - 1)]] = 0.0
+        return logits, state + 1
 
 
-def test_streamed_bytes_join_to_the_completion():
-    torch.manual_seed(0)
-    model = lively_gpt(vocab_size=256)
-    stream = generate_stream(model, ByteTokenizer(), "h\u00e9", max_new_tokens=40, temperature=1.0, seed=0)
+@pytest.fixture(scope="module")
+def bpe():
+    text = "héllo wörld, ŝo 😀 — naïve café; " * 2 + TEXT * 20
+    return train_tokenizer([text], "bpe", vocab_size=300)
+
+
+def test_multibyte_characters_stream_whole(bpe):
+    text = "ŝo 😀 naïve — 😀😀 ok"
+    ids = bpe.encode(text)
+    assert len(ids) > len(text)  # some characters take several tokens
+    stream = generate_stream(Scripted(ids, bpe.vocab_size), bpe, "x", max_new_tokens=len(ids), temperature=0)
     pieces = list(stream)
-    assert "".join(pieces) == stream.completion == ByteTokenizer().decode(stream.tokens)
+    assert "".join(pieces) == stream.completion == text and stream.tokens == ids
+    assert all("\ufffd" not in p for p in pieces) and len(pieces) < len(ids)  # held back until complete
+    stopped = generate_stream(Scripted(ids, bpe.vocab_size), bpe, "x", max_new_tokens=len(ids), temperature=0,
+                              stop=["😀😀"])
+    assert stopped.read() == "ŝo 😀 naïve — 😀😀" and stopped.stop_reason == "stop"
+    k = max(k for k in range(1, 8) if "\ufffd" not in bpe.decode(ids[:k]))  # a prefix of whole characters
+    eos = generate_stream(Scripted([*ids[:k], bpe.eos_id, *ids], bpe.vocab_size), bpe, "x", max_new_tokens=20,
+                          temperature=0)
+    assert eos.read() == bpe.decode(ids[:k]) and eos.stop_reason == "eos" and eos.tokens == [*ids[:k], bpe.eos_id]
+
+
+def test_a_gpt_on_bpe_tokens_streams_its_completion(bpe):
+    model = lively_gpt(vocab_size=bpe.vocab_size)
+    stream = generate_stream(model, bpe, "ROMEO:", max_new_tokens=40, temperature=1.0, seed=0)
+    pieces = list(stream)
+    assert "".join(pieces) == stream.completion and len(stream.tokens) == 40 or stream.stop_reason == "eos"
 
 
 def test_generate_command_on_a_gpt_run(tmp_path):

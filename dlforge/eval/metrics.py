@@ -9,8 +9,9 @@ Classification: accuracy (micro, i.e. the share of correct predictions), macro p
 one-vs-rest AUROC, top-5 accuracy when there are more than 5 classes, and the confusion matrix. Regression: MAE, RMSE
 and R², in the original units of the target. Forecast: MAE, RMSE, MAPE, sMAPE and MASE of the model and of the
 seasonal-naive forecast on the same targets, and rel_mae = mae / naive_mae (see `ForecastErrors`). Language modeling:
-next-token accuracy, perplexity and bits per character (see `TokenPredictions`). Keys are plain names; the caller
-adds the split prefix (`val/`). `TaskMetrics.from_info(bundle.info, loss)` picks the right ones for a DataBundle.
+next-token accuracy, perplexity (per token), bits per token and bits per character (see `TokenPredictions`). Keys are
+plain names; the caller adds the split prefix (`val/`). `TaskMetrics.from_info(bundle.info, loss, split)` picks the
+right ones for a DataBundle.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ TASKS = ("classification", "regression", "forecast", "language_modeling")
 # Metrics where smaller is better; anything ending in "loss" is too.
 LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "mape", "smape", "mase", "rel_mae", "naive_mae", "naive_rmse",
                    "naive_mape", "naive_smape", "naive_mase", "perplexity", "ppl", "nll", "bits_per_char", "bpc",
-                   "error", "wer", "cer")
+                   "bits_per_token", "error", "wer", "cer")
 
 
 def lower_is_better(metric_name: str) -> bool:
@@ -56,12 +57,12 @@ class TaskMetrics:
     outputs, `batch["y"]` and `batch["naive"]` of the same shape, horizon-major, scaled per target column with
     `target_mean` and `target_std` (lists of T; for min-max scaling the minimum and the range), and `mase_scale` per
     target column in original units. Language modeling takes (B, T, V) logits and `batch["labels"]` (B, T), -100
-    ignored.
+    ignored, and `chars_per_token` of the text (1 for characters; None: no bits per character).
     """
 
     def __init__(self, task: str, num_classes: int | None = None, loss_name: str = "cross_entropy",
                  target_mean: float | list[float] = 0.0, target_std: float | list[float] = 1.0,
-                 mase_scale: float | list[float] | None = None):
+                 mase_scale: float | list[float] | None = None, chars_per_token: float | None = 1.0):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
         if task == "classification" and num_classes is None and loss_name == "bce":
@@ -78,7 +79,7 @@ class TaskMetrics:
         elif task == "forecast":
             self.metrics = ForecastErrors(target_mean, target_std, mase_scale)
         elif task == "language_modeling":
-            self.metrics = TokenPredictions()
+            self.metrics = TokenPredictions(chars_per_token)
         else:
             self.metrics = MetricCollection({
                 "mae": MeanAbsoluteError(),
@@ -87,14 +88,17 @@ class TaskMetrics:
             }, compute_groups=False)
 
     @classmethod
-    def from_info(cls, info: dict[str, Any], loss_name: str = "cross_entropy") -> TaskMetrics:
-        """The metrics of a DataBundle's task, configured from its `info` (classes, target scaling, MASE scale)."""
+    def from_info(cls, info: dict[str, Any], loss_name: str = "cross_entropy", split: str = "val") -> TaskMetrics:
+        """The metrics of a DataBundle's task, configured from its `info` (classes, target scaling, MASE scale; for
+        language modeling the characters per token of `split`, 1 when the info predates them)."""
         task = info.get("task")
         if task == "forecast":
             return cls("forecast", loss_name=loss_name, target_mean=info["target_offset"],
                        target_std=info["target_scale"], mase_scale=info.get("mase_scale"))
         if task == "language_modeling":
-            return cls("language_modeling", loss_name=loss_name)
+            per_split = info.get("chars_per_token")
+            chars_per_token = per_split.get(split) if isinstance(per_split, dict) else 1.0
+            return cls("language_modeling", loss_name=loss_name, chars_per_token=chars_per_token)
         return cls(task, num_classes=info.get("num_classes"), loss_name=loss_name,
                    target_mean=info.get("target_mean", 0.0), target_std=info.get("target_std", 1.0))
 
@@ -282,14 +286,19 @@ def _ratio(a: float | torch.Tensor, b: float | torch.Tensor) -> float:
 class TokenPredictions(Metric):
     """Next-token predictions over a split, every scored token weighted alike (labels of -100 are not scored).
 
-    accuracy: the share of tokens whose argmax is the label; perplexity: exp(mean NLL); bits_per_char: mean NLL / ln 2,
-    i.e. bits per token, which is per character for a character tokenizer.
+    accuracy: the share of tokens whose argmax is the label; perplexity: exp(mean NLL), per token; bits_per_token:
+    mean NLL / ln 2; bits_per_char: bits_per_token / chars_per_token, the text's average characters per token (1 for
+    a character tokenizer; for BPE the split's characters over its tokens, so the whole split's bits are spread over
+    its characters). Without `chars_per_token` there is no bits_per_char.
     """
 
     full_state_update = False
 
-    def __init__(self):
+    def __init__(self, chars_per_token: float | None = 1.0):
         super().__init__()
+        if chars_per_token is not None and not chars_per_token > 0:
+            raise ValueError(f"chars_per_token must be > 0, got {chars_per_token}")
+        self.chars_per_token = chars_per_token
         self.add_state("nll", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("correct", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
@@ -306,5 +315,8 @@ class TokenPredictions(Metric):
         if count == 0:
             return {}
         mean_nll = float(self.nll) / count
-        return {"accuracy": float(self.correct) / count, "perplexity": math.exp(mean_nll),
-                "bits_per_char": mean_nll / math.log(2)}
+        bits = mean_nll / math.log(2)
+        result = {"accuracy": float(self.correct) / count, "perplexity": math.exp(mean_nll), "bits_per_token": bits}
+        if self.chars_per_token is not None:
+            result["bits_per_char"] = bits / self.chars_per_token
+        return result

@@ -43,12 +43,11 @@ from typing import Any, Literal
 import torch
 
 from dlforge.errors import ConfigError, DataError, DlforgeError
-from dlforge.llm.tokenizer import tokenizer_from_dict
+from dlforge.llm.tokenizer import model_tokenizer
 
 STOP_MAX_TOKENS = "max_new_tokens"
 STOP_STRING = "stop"
 STOP_EOS = "eos"
-REPLACEMENT = "\ufffd"  # what a decoder gives for an incomplete UTF-8 sequence
 
 
 @dataclass(frozen=True)
@@ -201,39 +200,11 @@ def generate_tokens(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
 # --- text: incremental decoding, stop sequences, reasons -------------------------------------------------------
 
 
-class IncrementalDecoder:
-    """Token ids in, text out as soon as it is complete: a byte-level BPE token may hold part of a character, so text
-    is emitted only once it no longer ends in an incomplete UTF-8 sequence (decoded as U+FFFD). Decodes the tokens
-    since the last emitted text together with the ones before, as tokenizers that join pieces need (TGI's way)."""
-
-    def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.prefix = 0  # ids[prefix:read] were emitted last
-        self.read = 0
-
-    def push(self, token: int) -> str:
-        self.ids.append(token)
-        done = self.tokenizer.decode(self.ids[self.prefix:self.read])
-        text = self.tokenizer.decode(self.ids[self.prefix:])
-        if len(text) > len(done) and not text.endswith(REPLACEMENT):
-            self.prefix, self.read = self.read, len(self.ids)
-            return text[len(done):]
-        return ""
-
-    def flush(self) -> str:
-        """Whatever is left (an incomplete character decodes as U+FFFD)."""
-        done = self.tokenizer.decode(self.ids[self.prefix:self.read])
-        text = self.tokenizer.decode(self.ids[self.prefix:])
-        self.prefix = self.read = len(self.ids)
-        return text[len(done):]
-
-
 class _Row:
     """One prompt's completion as it grows: text, tokens, stop sequences, end-of-text, and why it ended."""
 
     def __init__(self, tokenizer: Any, stop: tuple[str, ...], eos_id: int | None):
-        self.decoder = IncrementalDecoder(tokenizer)
+        self.decoder = tokenizer.decode_stream()  # holds back a character until all its bytes are there
         self.stop, self.eos_id = stop, eos_id
         self.completion = ""
         self.tokens: list[int] = []
@@ -245,8 +216,9 @@ class _Row:
         """Add a token; return the text it completes (maybe ''), cut after a stop sequence; sets stop_reason."""
         self.tokens.append(token)
         if token == self.eos_id:
-            return self.end(STOP_EOS)
-        return self._add(self.decoder.push(token))
+            self.end(STOP_EOS)
+            return ""
+        return self._add(self.decoder.step(token))
 
     def _add(self, piece: str) -> str:
         if not piece:
@@ -264,14 +236,10 @@ class _Row:
                 return self.completion[before:]
         return piece
 
-    def end(self, reason: str) -> str:
-        """Finish with `reason` (unless already finished); return the text still held back by the decoder."""
-        if self.stop_reason is not None:
-            return ""
-        piece = self._add(self.decoder.flush())
+    def end(self, reason: str) -> None:
+        """Finish with `reason`, unless already finished (an incomplete last character is dropped)."""
         if self.stop_reason is None:
             self.stop_reason = reason
-        return piece
 
 
 @dataclass
@@ -343,7 +311,8 @@ class _Batch:
                 if all(row.stop_reason is not None for row in rows):
                     tokens.close()
                     break
-            yield [row.end(STOP_MAX_TOKENS) for row in rows]
+            for row in rows:
+                row.end(STOP_MAX_TOKENS)
         finally:
             model.train(was_training)
 
@@ -438,17 +407,11 @@ def generate_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str
 
 
 def load_language_model(run: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, Any]:
-    """A run's model (or a model folder's), in eval mode, and the tokenizer it was trained with."""
+    """A run's model (or a model folder's), in eval mode, and the tokenizer saved with it."""
     from dlforge.api import load
 
     model = load(run, device=device)
-    extra = model.meta.get("extra", {})
-    pre = extra.get("preprocessing.json") or {}
-    if "tokenizer" in pre:
-        return model, tokenizer_from_dict(pre["tokenizer"], source=f"{run}: preprocessing.json")
-    if "tokenizer.json" in extra:
-        return model, tokenizer_from_dict(extra["tokenizer.json"], source=f"{run}: tokenizer.json")
-    raise DlforgeError(f"{run}: the model has no tokenizer in its preprocessing.json (not a language model run)")
+    return model, model_tokenizer(model.meta, where=str(run))  # checked against the hash it was trained with
 
 
 def generate_from_run(run: str | Path, prompt: str, config: GenerationConfig | None = None, device: str = "cpu",

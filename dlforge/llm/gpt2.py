@@ -166,15 +166,16 @@ def load_gpt2(folder: str | Path) -> GPT:
 
 
 def import_gpt2(folder: str | Path, out: str | Path) -> Path:
-    """Convert a local transformers GPT-2 folder into a dlforge model folder at `out` (read by `dlforge.load`). A
-    `tokenizer.json` in the folder travels along when dlforge can read it."""
+    """Convert a local transformers GPT-2 folder into a dlforge model folder at `out` (read by `dlforge.load`). The
+    folder's tokenizer (tokenizer.json, with tokenizer_config.json if any) travels along when there is one."""
     from dlforge.train.checkpoint import save_model
 
     model = load_gpt2(folder)
     extra: dict[str, dict] = {"source.json": {"format": GPT2_FORMAT, "folder": str(Path(folder).resolve())}}
     tokenizer = _tokenizer_of(Path(folder))
-    if tokenizer is not None:
-        extra["tokenizer.json"] = tokenizer.to_dict()
+    if tokenizer is not None:  # as a run's model folder holds it: its files, and its hash to check against
+        extra.update(tokenizer.files())
+        extra["preprocessing.json"] = {"kind": "tokens", "tokenizer_hash": tokenizer.hash}
     return save_model(model, Path(out), extra_files=extra)
 
 

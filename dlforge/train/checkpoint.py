@@ -155,6 +155,13 @@ def _write_folder(directory: Path, fmt: str, fill: Callable[[Path], None]) -> Pa
     return directory
 
 
+def write_folder_atomically(directory: Path, fmt: str, fill: Callable[[Path], None]) -> Path:
+    """A folder of files written all at once, for formats beyond checkpoints (token shards): `fill(tmp)` writes
+    plain files into a hidden temp sibling, manifest.json (format `fmt`, each file's size and sha256) is added,
+    everything is fsynced and the folder renamed into place, replacing any folder there."""
+    return _write_folder(directory, fmt, fill)
+
+
 def _scratch(directory: Path, kind: str) -> Path:
     return directory.parent / f".{directory.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
 
