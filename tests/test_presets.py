@@ -35,7 +35,7 @@ def test_presets_are_listed():
     assert set(PRESETS) <= set(list_presets())
     assert {"fashion-resnet", "fashion-simplecnn", "fashion-mlp", "digits-cnn", "co2-lstm", "co2-gru",
             "shakespeare-char-lstm", "fashion-transfer1pct", "fashion-scratch1pct", "gpt-shakespeare-char",
-            "gpt2-124m"} <= set(PRESETS)
+            "gpt-shakespeare-bpe", "gpt2-124m"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
