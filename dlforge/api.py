@@ -110,6 +110,8 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     seed_everything(cfg.train.seed)
     data = build_data(cfg)  # before the run folder exists: bad data leaves nothing behind
     model = build_model(cfg, data)
+    if cfg.train.mfu and not callable(getattr(model, "flops_per_token", None)):
+        raise ConfigError(f"train.mfu: model {cfg.model['name']!r} does not report its FLOPs per token")
     if cfg.train.transfer is not None:
         _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None, tokenizer=data.tokenizer)
     if resume is None:
@@ -128,8 +130,6 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     monitor = t.monitor if data.val is not None else None  # no validation split: no best tracking
     callbacks.append(Checkpointer(ckpt_dir, t.checkpoint_every, t.keep_checkpoints, monitor, t.monitor_mode))
     if t.mfu:
-        if not callable(getattr(model, "flops_per_token", None)):
-            raise ConfigError(f"train.mfu: model {cfg.model['name']!r} does not report its FLOPs per token")
         callbacks.insert(0, FlopsUtilization(model.flops_per_token(data.info.get("context"))))  # before the loggers
     if t.progress:
         callbacks.append(ProgressBar())

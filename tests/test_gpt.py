@@ -144,3 +144,28 @@ def test_model_context_shorter_than_the_data_windows_is_a_config_error(tmp_path)
                        "train": {"max_steps": 1}})
     with pytest.raises(ConfigError, match=r"model\.context: 16 tokens, fewer than the 32 of each sample"):
         api.build_model(cfg, api.build_data(cfg))
+
+
+def test_mfu_needs_a_model_that_counts_its_flops(tmp_path):
+    from dlforge import api
+
+    with pytest.raises(ConfigError, match="train.mfu: model 'logistic_regression' does not report its FLOPs"):
+        api.train("iris-logistic", ["train.mfu=true", f"runs_dir={tmp_path}"])
+    assert not any(tmp_path.iterdir())  # refused before a run folder was made
+
+
+def test_a_gpt_run_logs_tokens_per_second_and_mfu(tmp_path):
+    import json
+
+    from dlforge import api
+
+    (tmp_path / "text.txt").write_text("To be, or not to be, that is the question.\n" * 40, encoding="utf-8")
+    config = {"data": {"name": "text_files", "path": str(tmp_path / "text.txt"), "context": 16, "stride": 4},
+              "model": {"name": "gpt", "context": 16, "dim": 16, "n_head": 2, "n_layer": 1},
+              "train": {"max_steps": 4, "batch_size": 8, "log_every": 2, "eval_every": 4, "mfu": True,
+                        "progress": False, "tensorboard": False, "checkpoint_every": None},
+              "runs_dir": str(tmp_path / "runs")}
+    result = api.train(config)
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert len(steps) == 2 and all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 for r in steps)
