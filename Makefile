@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv data install install-dev lint bench results results-classic clean
+.PHONY: demo test venv data install install-dev lint bench results results-classic results-rag clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,12 +44,17 @@ bench: install
 	$(PY) bench/trainer_overhead.py
 	$(PY) bench/cnn_step.py
 	$(PY) bench/lstm_step.py
+	$(PY) bench/vector_search.py
 
 results: install
 	$(PY) scripts/results.py
 
 results-classic: install
 	$(PY) scripts/results_classic.py all --bench
+
+# The Debian FAQ retrieval figures (docs/results-rag.md): builds the question sets, indexes the FAQ, evaluates.
+results-rag: install
+	$(PY) scripts/debian_faq_devset.py runs/faq-dev --eval
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from dlforge.cli import generate, gpt2, image, info, lm, runs, tokenizer, train
+from dlforge.cli import generate, gpt2, image, info, lm, rag, runs, tokenizer, train
 from dlforge.errors import DlforgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -24,6 +24,7 @@ app.add_typer(image.app, name="image", help="Image operations (OpenCV): look at 
 app.add_typer(tokenizer.app, name="tokenizer", help="Train, use and measure tokenizers (BPE, WordPiece, char).")
 gpt2.register(lm.app)
 app.add_typer(lm.app, name="lm", help="Language models: token shards; GPT-2 weights in and out.")
+app.add_typer(rag.app, name="rag", help="Question answering over your documents: index, ask, eval, stats.")
 
 
 def main(argv: list[str] | None = None) -> None:

