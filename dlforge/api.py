@@ -242,9 +242,22 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
 
             report = forecast_report(model, data, run_path / "plots" / "forecast.png", device=trainer.device)
             reports = {"forecast_plot": str(Path(report["png"]).relative_to(run_path))}
+        if split in ("val", "test") and data.info["task"] == "translation":
+            scores, report = _translation_scores(model, {"extra": extra}, ds)
+            metrics[split].update(scores)
+            reports.setdefault("translation", {})[split] = report
     atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason,
                                                "world_size": trainer.dist.world_size, **metrics, **reports})
     return metrics
+
+
+def _translation_scores(model: torch.nn.Module, meta: dict[str, Any], ds: Any) -> tuple[dict, dict]:
+    """BLEU and chrF with beam search and greedy decoding (see dlforge.llm.translate), and their report, with the
+    tokenizers of the model folder described by `meta` (as `load_model` gives it)."""
+    from dlforge.data.translation import translation_tokenizers
+    from dlforge.llm.translate import evaluate_translation
+
+    return evaluate_translation(model, *translation_tokenizers(meta, where="model"), ds)
 
 
 def _classification_reports(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, tm: TaskMetrics,
@@ -305,7 +318,8 @@ def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
 
 
 def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
-    """Metrics of a run's final model on one split of its data (rebuilt from the run's config)."""
+    """Metrics of a run's final model on one split of its data (rebuilt from the run's config); for a translation run
+    also BLEU and chrF of beam search and greedy decoding."""
     run_path = resolve_run(str(run))
     cfg = load_config(run_path / "config.yaml")
     data = build_data(cfg)
@@ -313,7 +327,10 @@ def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
     if ds is None:
         raise DlforgeError(f"--split: {split!r} is not a split of this run; expected train, val or test")
     model = load(run_path)
-    return evaluate_model(model, ds, task_metrics(data.info, getattr(model.config, "loss", ""), split))
+    metrics = evaluate_model(model, ds, task_metrics(data.info, getattr(model.config, "loss", ""), split))
+    if data.info.get("task") == "translation":  # the tokenizers the model was trained with, from its folder
+        metrics.update(_translation_scores(model, model.meta, ds)[0])
+    return metrics
 
 
 def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None) -> list[dict[str, Any]]:
@@ -381,8 +398,8 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _headline(metrics: dict[str, float]) -> str:
-    for key in ("test/accuracy", "test/r2", "test/mase", "test/bits_per_char", "val/accuracy", "val/r2", "val/mase",
-                "val/bits_per_char", "test/loss", "val/loss"):
+    for key in ("test/bleu", "test/accuracy", "test/r2", "test/mase", "test/bits_per_char", "val/accuracy", "val/r2",
+                "val/mase", "val/bits_per_char", "test/loss", "val/loss"):
         if isinstance(metrics.get(key), int | float):
             return f"{key} {metrics[key]:.4f}"
     return ""

@@ -60,6 +60,8 @@ class TrainConfig(Section):
     max_epochs: int | None = Field(None, ge=1)
     batch_size: int | Literal["full"] = Field(32, description="samples per step; 1 = stochastic GD, 'full' = batch GD")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    group_by_length: bool = Field(False, description="batch samples of similar length together (less padding); "
+                                  "for datasets that know their sample lengths, e.g. bible_translation")
     # optimizer
     optimizer: Literal["sgd", "adam", "adamw", "adagrad", "rmsprop"] = "adamw"
     lr: float = Field(1e-3, gt=0)

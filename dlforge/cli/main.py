@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from dlforge.cli import generate, gpt2, image, info, lm, rag, runs, tokenizer, train
+from dlforge.cli import generate, gpt2, image, info, lm, rag, runs, tokenizer, train, translate
 from dlforge.errors import DlforgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -18,6 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 train.register(app)
 info.register(app)
 generate.register(app)
+translate.register(app)
 app.add_typer(runs.app, name="runs", help="List, show and compare runs.")
 app.add_typer(info.config_app, name="config", help="The config schema.")
 app.add_typer(image.app, name="image", help="Image operations (OpenCV): look at their effect on a file.")

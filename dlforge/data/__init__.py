@@ -7,6 +7,7 @@ from dlforge.data import (  # noqa: F401  (each module registers its datasets)
     tabular,  # iris, wine, breast_cancer, diabetes, fair, csv, parquet
     timeseries,  # co2, sunspots, seattle_temps, timeseries_csv
     tokens,  # lm_text, token_shards
+    translation,  # bible_translation
 )
 from dlforge.data.dataset import DataBundle, TensorDictDataset, collate_batch
 

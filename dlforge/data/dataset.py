@@ -42,6 +42,16 @@ def collate_batch(batch: Any) -> dict[str, torch.Tensor]:
     return torch.utils.data.default_collate(batch)
 
 
+def sample_lengths(data: Dataset) -> torch.Tensor | None:
+    """The length of every sample, (N,), for datasets that know them (a `lengths` attribute, e.g. tokens per
+    sentence pair), seen through `Subset`s; None for the others."""
+    if isinstance(data, torch.utils.data.Subset):
+        inner = sample_lengths(data.dataset)
+        return None if inner is None else inner[torch.as_tensor(data.indices, dtype=torch.long)]
+    lengths = getattr(data, "lengths", None)
+    return torch.as_tensor(lengths) if lengths is not None else None
+
+
 @dataclass
 class DataBundle:
     """Splits plus what the rest of dlforge needs to know about them.

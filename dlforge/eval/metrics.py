@@ -9,9 +9,10 @@ Classification: accuracy (micro, i.e. the share of correct predictions), macro p
 one-vs-rest AUROC, top-5 accuracy when there are more than 5 classes, and the confusion matrix. Regression: MAE, RMSE
 and R², in the original units of the target. Forecast: MAE, RMSE, MAPE, sMAPE and MASE of the model and of the
 seasonal-naive forecast on the same targets, and rel_mae = mae / naive_mae (see `ForecastErrors`). Language modeling:
-next-token accuracy, perplexity (per token), bits per token and bits per character (see `TokenPredictions`). Keys are
-plain names; the caller adds the split prefix (`val/`). `TaskMetrics.from_info(bundle.info, loss, split)` picks the
-right ones for a DataBundle.
+next-token accuracy, perplexity (per token), bits per token and bits per character (see `TokenPredictions`);
+translation: the same on the teacher-forced target tokens, without bits per character (BLEU and chrF need decoding:
+`dlforge.llm.translate`). Keys are plain names; the caller adds the split prefix (`val/`).
+`TaskMetrics.from_info(bundle.info, loss, split)` picks the right ones for a DataBundle.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from torchmetrics.classification import (
 from dlforge.layers.losses import to_probabilities
 from dlforge.models.output import Output
 
-TASKS = ("classification", "regression", "forecast", "language_modeling")
+TASKS = ("classification", "regression", "forecast", "language_modeling", "translation")
 # Metrics where smaller is better; anything ending in "loss" is too.
 LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "mape", "smape", "mase", "rel_mae", "naive_mae", "naive_rmse",
                    "naive_mape", "naive_smape", "naive_mase", "perplexity", "ppl", "nll", "bits_per_char", "bpc",
@@ -78,7 +79,7 @@ class TaskMetrics:
             self.metrics = MetricCollection(_classification_metrics(num_classes), compute_groups=False)
         elif task == "forecast":
             self.metrics = ForecastErrors(target_mean, target_std, mase_scale)
-        elif task == "language_modeling":
+        elif task in ("language_modeling", "translation"):  # translation: the teacher-forced target tokens
             self.metrics = TokenPredictions(chars_per_token)
         else:
             self.metrics = MetricCollection({
@@ -99,6 +100,8 @@ class TaskMetrics:
             per_split = info.get("chars_per_token")
             chars_per_token = per_split.get(split) if isinstance(per_split, dict) else 1.0
             return cls("language_modeling", loss_name=loss_name, chars_per_token=chars_per_token)
+        if task == "translation":
+            return cls("translation", loss_name=loss_name, chars_per_token=None)
         return cls(task, num_classes=info.get("num_classes"), loss_name=loss_name,
                    target_mean=info.get("target_mean", 0.0), target_std=info.get("target_std", 1.0))
 
@@ -106,7 +109,7 @@ class TaskMetrics:
     def update(self, output: Output, batch: dict[str, torch.Tensor]) -> None:
         """Add one batch: the model's `output.logits` against `batch["y"]` (`batch["labels"]` for language models)."""
         logits = output.logits.detach()
-        if self.task == "language_modeling":
+        if self.task in ("language_modeling", "translation"):
             self.metrics.update(logits, batch["labels"].detach())
             self.updates += 1
             return

@@ -10,6 +10,7 @@ from dlforge.models import (  # noqa: F401  (each module registers its presets)
     mlp,
     resnet,
     rnn,
+    seq2seq,
     simple_cnn,
     vgg,
 )

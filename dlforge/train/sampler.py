@@ -4,6 +4,11 @@ Epoch e visits the training set in the order `randperm(n)` drawn from a generato
 step batches of `step_size` samples (micro-batch size x gradient accumulation). Under DDP each rank takes every
 world_size-th index of each step batch, so N processes see exactly the samples one process would. Because the order
 is a pure function of (seed, epoch), resuming needs only (epoch, position in the epoch).
+
+With `lengths` (one per sample: tokens, say), step batches group samples of similar length, so that padding to the
+longest in a batch wastes little: the shuffled order is cut into pools of `GROUP` step batches, each pool is sorted
+by length, cut into step batches, and the full step batches of the epoch are shuffled (the way fairseq and Hugging
+Face's `group_by_length` do it). That order is still a pure function of (seed, epoch).
 """
 
 from __future__ import annotations
@@ -11,12 +16,18 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler
 
+GROUP = 50  # step batches per length-sorted pool
+
 
 class StepBatchSampler(Sampler[list[int]]):
-    def __init__(self, n: int, step_size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(self, n: int, step_size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 lengths: torch.Tensor | None = None):
         if step_size < world_size:
             raise ValueError(f"a step batch of {step_size} samples cannot be shared by {world_size} processes")
+        if lengths is not None and len(lengths) != n:
+            raise ValueError(f"{len(lengths)} lengths for {n} samples")
         self.n, self.step_size, self.seed, self.shuffle = n, step_size, seed, shuffle
+        self.lengths = lengths
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
@@ -28,7 +39,15 @@ class StepBatchSampler(Sampler[list[int]]):
         if not self.shuffle:
             return torch.arange(self.n)
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return torch.randperm(self.n, generator=g)
+        order = torch.randperm(self.n, generator=g)
+        if self.lengths is None:
+            return order
+        pools = [pool[torch.argsort(self.lengths[pool], descending=True, stable=True)]
+                 for pool in order.split(self.step_size * GROUP)]
+        batches = list(torch.cat(pools).split(self.step_size))
+        full = len(batches) - (len(batches[-1]) < self.step_size)  # a short last batch stays last
+        shuffled = [batches[i] for i in torch.randperm(full, generator=g).tolist()] + batches[full:]
+        return torch.cat(shuffled)
 
     @property
     def batches_per_epoch(self) -> int:

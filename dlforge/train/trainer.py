@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from dlforge.config import TrainConfig
-from dlforge.data.dataset import collate_batch
+from dlforge.data.dataset import collate_batch, sample_lengths
 from dlforge.errors import ConfigError, TrainingError
 from dlforge.eval.evaluate import evaluate_model
 from dlforge.eval.metrics import lower_is_better
@@ -75,7 +75,13 @@ class Trainer:
         if self.batch_size % self.dist.world_size:
             world = self.dist.world_size
             raise ConfigError(f"train.batch_size: {self.batch_size} does not split over {world} processes")
-        self.sampler = StepBatchSampler(n, self.batch_size * c.grad_accum, c.seed,
+        lengths = None
+        if c.group_by_length:
+            lengths = sample_lengths(train_data)
+            if lengths is None:
+                raise ConfigError(f"train.group_by_length: the training data ({type(train_data).__name__}) has no "
+                                  "sample lengths; set it to false")
+        self.sampler = StepBatchSampler(n, self.batch_size * c.grad_accum, c.seed, lengths=lengths,
                                         rank=self.dist.rank, world_size=self.dist.world_size)
         self.steps_per_epoch = self.sampler.batches_per_epoch
         epochs_steps = c.max_epochs * self.steps_per_epoch if c.max_epochs else None
