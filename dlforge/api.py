@@ -29,7 +29,14 @@ from dlforge.registry import create_model, dataset_entry
 from dlforge.runs.registry import RunRegistry, git_revision
 from dlforge.runs.rundir import atomic_write_json, atomic_write_text, new_run_dir, resolve_run
 from dlforge.train import distributed
-from dlforge.train.callbacks import Checkpointer, EarlyStopping, MetricsLogger, Plots, ProgressBar
+from dlforge.train.callbacks import (
+    Checkpointer,
+    EarlyStopping,
+    FlopsUtilization,
+    MetricsLogger,
+    Plots,
+    ProgressBar,
+)
 from dlforge.train.checkpoint import load_latest_checkpoint, load_model, save_model
 from dlforge.train.trainer import Trainer, seed_everything
 
@@ -78,7 +85,12 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
             raise ConfigError(f"model.loss: 'bce' needs two classes, the data has {data.info.get('num_classes')}")
         user["loss"] = loss
     defaults = {k: v for k, v in data.model_defaults.items() if k in fields}
-    return create_model(name, **{**user, **defaults})
+    model = create_model(name, **{**user, **defaults})
+    window, needed = getattr(model.config, "context", None), data.info.get("context")
+    if window is not None and needed is not None and needed > window:
+        raise ConfigError(f"model.context: {window} tokens, fewer than the {needed} of each sample (data.context); "
+                          f"set model.context >= {needed}")
+    return model
 
 
 def task_metrics(info: dict[str, Any], loss: str, split: str = "val") -> TaskMetrics:
@@ -98,6 +110,8 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     seed_everything(cfg.train.seed)
     data = build_data(cfg)  # before the run folder exists: bad data leaves nothing behind
     model = build_model(cfg, data)
+    if cfg.train.mfu and not callable(getattr(model, "flops_per_token", None)):
+        raise ConfigError(f"train.mfu: model {cfg.model['name']!r} does not report its FLOPs per token")
     if cfg.train.transfer is not None:
         _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None, tokenizer=data.tokenizer)
     if resume is None:
@@ -115,6 +129,8 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
         callbacks.append(EarlyStopping(es.metric or t.monitor, es.mode, es.patience, es.min_delta))
     monitor = t.monitor if data.val is not None else None  # no validation split: no best tracking
     callbacks.append(Checkpointer(ckpt_dir, t.checkpoint_every, t.keep_checkpoints, monitor, t.monitor_mode))
+    if t.mfu:
+        callbacks.insert(0, FlopsUtilization(model.flops_per_token(data.info.get("context"))))  # before the loggers
     if t.progress:
         callbacks.append(ProgressBar())
     callbacks.append(Plots(run_path))

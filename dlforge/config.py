@@ -103,6 +103,8 @@ class TrainConfig(Section):
     transfer: TransferConfig | None = None
     progress: bool = True
     tensorboard: bool = True
+    mfu: bool = Field(False, description="log model-FLOPs utilization: tokens/s x the model's FLOPs per token over "
+                      "a matmul peak measured at the start (models with flops_per_token, e.g. gpt)")
 
     @field_validator("batch_size", "eval_every", "checkpoint_every")
     @classmethod

@@ -134,7 +134,15 @@ def test_text_files_from_a_folder_of_txt_md_and_jsonl(tmp_path):
     train = bundle.train.tensors
     assert tok.decode(train["input_ids"][0]) == "first document f"
     assert tok.decode(train["input_ids"][1])[:8] == "cument f"  # stride 8
-    assert info["n_test"] == (info["chars"]["test"] - 17) // 8 + 1
+    assert info["n_train"] == (info["chars"]["train"] - 17) // 8 + 1
+    # the final evaluation's training windows: non-overlapping ones (every other stride-8 window), evenly spaced,
+    # as many as validation has
+    whole = train["input_ids"][::2]  # windows starting every 16 characters
+    evaluated = bundle.eval_train.tensors["input_ids"]
+    assert len(evaluated) == info["n_val"] < len(whole)
+    spaced = [round(j * (len(whole) - 1) / (len(evaluated) - 1)) for j in range(len(evaluated))]
+    assert torch.equal(evaluated, whole[spaced])
+    assert info["n_test"] == (info["chars"]["test"] - 17) // 16 + 1  # evaluation windows do not overlap
 
 
 def test_text_files_errors(tmp_path):
@@ -273,10 +281,11 @@ def test_generate_command_streams_and_prints_json(tmp_path, tiny_lm):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     expected = generate_stream(model, tok, "ROMEO:", max_new_tokens=40, temperature=0.8, seed=0).read()
-    assert result.output == "ROMEO:" + expected + "\n"
+    assert result.stdout == "ROMEO:" + expected + "\n"
+    assert result.stderr == "[stopped: max_new_tokens after 40 tokens]\n"  # says what ended it
     as_json = runner.invoke(app, [*args, "--json"])
     assert as_json.exit_code == 0, as_json.output
-    assert json.loads(as_json.output) == {"prompt": "ROMEO:", "completion": expected, "stop_reason": "max_new_tokens",
+    assert json.loads(as_json.stdout) == {"prompt": "ROMEO:", "completion": expected, "stop_reason": "max_new_tokens",
                                           "tokens": 40}
     bad = runner.invoke(app, ["generate", str(folder), "--temperature", "-1"])
     assert bad.exit_code == 2 and "temperature" in bad.output.lower()

@@ -16,21 +16,26 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 # A transfer preset needs its source run first: the source preset's smoke run is made in the same runs folder.
 NEEDS = {"fashion-transfer1pct": "fashion-pretrain5", "genre-bert-small": "bert-shakespeare-mlm"}
+# A GPU preset's smoke run on a CPU: the same recipe at a toy size, in fp32, uncompiled.
+SHRINK = {"gpt2-124m": ["model.n_layer=1", "model.n_head=2", "model.dim=32", "model.context=32", "data.context=32",
+                        "train.precision=fp32", "train.compile=false"]}
 SMOKE = ["train.max_steps=2", "train.max_epochs=null", "train.warmup_steps=0", "train.progress=false",
          "train.tensorboard=false", "train.eval_every=1", "train.checkpoint_every=1", "data.limit=64"]
 
 
 def smoke(preset: str, runs_dir: Path) -> api.RunResult:
-    cfg = load_config(preset, [*SMOKE, f"runs_dir={runs_dir}"])
+    overrides = [*SMOKE, f"runs_dir={runs_dir}", *SHRINK.get(preset, [])]
+    cfg = load_config(preset, overrides)
     if cfg.train.scheduler == "multistep":
-        cfg = load_config(preset, [*SMOKE, f"runs_dir={runs_dir}", "train.milestones=[1]"])
+        cfg = load_config(preset, [*overrides, "train.milestones=[1]"])
     return api.train(cfg)
 
 
 def test_presets_are_listed():
     assert set(PRESETS) <= set(list_presets())
     assert {"fashion-resnet", "fashion-simplecnn", "fashion-mlp", "digits-cnn", "co2-lstm", "co2-gru",
-            "shakespeare-char-lstm", "fashion-transfer1pct", "fashion-scratch1pct"} <= set(PRESETS)
+            "shakespeare-char-lstm", "fashion-transfer1pct", "fashion-scratch1pct", "gpt-shakespeare-char",
+            "gpt-shakespeare-bpe", "gpt2-124m"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS)

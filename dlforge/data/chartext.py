@@ -15,9 +15,13 @@ holds one JSON object per line with the text in `text_field`. The documents are 
 
 The vocabulary (a `CharTokenizer`, saved in `preprocessing["tokenizer"]` and as the model folder's tokenizer.json)
 comes from the training text only; characters it has not seen become `<unk>`. Samples are windows of `context`
-characters, `input_ids` (context,), and the next character at each position, `labels` (context,); windows start
-every `stride` characters (default: the context, so they do not overlap). For other tokenizers (BPE, WordPiece)
-and the Bible corpora see `dlforge.data.tokens` (datasets `lm_text` and `token_shards`).
+characters, `input_ids` (context,), and the next character at each position, `labels` (context,). Training windows
+start every `stride` characters (default: the context, so they do not overlap; 1 gives every offset, nanoGPT's
+random windows); validation and test windows never overlap, so every character is scored once. When training windows
+overlap, the final evaluation of the training split (`DataBundle.eval_train`) reads non-overlapping windows too,
+evenly spaced, as many as validation has (an estimate: the whole split would cost as much as 8 validations). For
+other tokenizers (BPE, WordPiece) and the Bible corpora see `dlforge.data.tokens` (datasets `lm_text` and
+`token_shards`).
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class CharTextConfig(DataConfig):
 
     path: str | None = Field(None, description="a text / .jsonl file or a folder of them (dataset text_files only)")
     context: int = Field(256, ge=1, description="characters per sample")
-    stride: int | None = Field(None, ge=1, description="characters between window starts; default: the context")
+    stride: int | None = Field(None, ge=1, description="characters between training window starts; default: the "
+                               "context (validation and test windows never overlap)")
     val_plays: list[str] | None = Field(None, description="shakespeare_char: plays for validation, e.g. [hamlet]")
     test_plays: list[str] | None = Field(None, description="shakespeare_char: plays for the test split")
     markdown: Literal["plain", "raw"] = Field("plain", description="shakespeare_char: plain text or the Markdown")
@@ -97,14 +102,17 @@ def build_char_text(source: str, texts: dict[str, str], config: CharTextConfig,
     stride = config.stride or config.context
     ids = {split: torch.from_numpy(tokenizer.encode_array(texts[split])) for split in SPLITS}
 
-    def windows(split: str) -> TensorDictDataset | None:
+    def windows(split: str, step: int) -> TensorDictDataset | None:
         t = ids[split]
         if len(t) < config.context + 1:
             return None
-        view = t.unfold(0, config.context + 1, stride)  # (S, context + 1), a view: no copy of the text
+        view = t.unfold(0, config.context + 1, step)  # (S, context + 1), a view: no copy of the text
         return TensorDictDataset({"input_ids": view[:, :-1], "labels": view[:, 1:]})
 
-    datasets = {split: windows(split) for split in SPLITS}
+    datasets = {split: windows(split, stride if split == "train" else config.context) for split in SPLITS}
+    eval_train = None
+    if stride < config.context:
+        eval_train = _evenly_spaced(windows("train", config.context), len(datasets["val"] or []))
     info: dict[str, Any] = {
         "task": "language_modeling", "num_classes": None, "label_names": None, "source": source,
         "vocab_size": tokenizer.vocab_size, "context": config.context, "stride": stride,
@@ -120,4 +128,13 @@ def build_char_text(source: str, texts: dict[str, str], config: CharTextConfig,
         datasets["train"], datasets["val"], datasets["test"], info=info,
         model_defaults={"vocab_size": tokenizer.vocab_size}, preprocessing=preprocessing,
         fingerprint=fingerprint_tensors(*ids.values(), torch.tensor([config.context, stride])), tokenizer=tokenizer,
+        eval_train=eval_train,
     )  # fmt: skip
+
+
+def _evenly_spaced(data: TensorDictDataset, n: int) -> TensorDictDataset:
+    """At most `n` of the samples (all when n is 0), evenly spaced: a cheaper estimate of a large split's metrics."""
+    if not n or n >= len(data):
+        return data
+    keep = torch.linspace(0, len(data) - 1, n).round().long()
+    return TensorDictDataset({k: t[keep] for k, t in data.tensors.items()})

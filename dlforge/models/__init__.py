@@ -6,6 +6,7 @@ from dlforge.models import (  # noqa: F401  (each module registers its presets)
     char_rnn,
     efficientnet,
     googlenet,
+    gpt,
     lenet,
     mlp,
     resnet,

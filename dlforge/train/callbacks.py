@@ -235,6 +235,30 @@ class EarlyStopping(Callback):
         self.best, self.wait = state["best"], state["wait"]
 
 
+class FlopsUtilization(Callback):
+    """Adds `mfu` to the training logs: tokens/s times the model's FLOPs per token, over the matmul peak measured at
+    the start on the training device in the training precision (times the number of processes). Goes before the
+    loggers, which then write it."""
+
+    def __init__(self, flops_per_token: float):
+        self.flops_per_token = flops_per_token
+        self.peak: float | None = None
+
+    def on_fit_start(self, trainer) -> None:
+        import torch
+
+        from dlforge.eval.mfu import matmul_peak
+
+        dtype = trainer.autocast_dtype or torch.float32
+        self.peak = matmul_peak(trainer.device, dtype) * trainer.dist.world_size
+
+    def on_step_end(self, trainer, logs: dict[str, float]) -> None:
+        if logs and "tokens_per_s" in logs and self.peak:
+            from dlforge.eval.mfu import mfu
+
+            logs["mfu"] = mfu(self.flops_per_token, logs["tokens_per_s"], self.peak)
+
+
 class Plots(Callback):
     """Loss, metric and learning-rate curves as PNG in <run>/plots at the end of training."""
 

@@ -410,6 +410,22 @@ def read_model_meta(directory: Path) -> dict[str, Any]:
     return {"config": config, "model": name, "extra": extra}
 
 
+def save_foreign_folder(directory: Path, fmt: str, json_files: dict[str, dict], weights_name: str,
+                        tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """A folder in another library's layout (e.g. transformers' config.json + model.safetensors), written like ours:
+    atomically, with a manifest. `tensors` must not share memory (tie them by leaving one out, as that library
+    does)."""
+    tensors = {k: t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True) for k, t in tensors.items()}
+    _check_finite(tensors, Path(directory).name)
+
+    def fill(tmp: Path) -> None:
+        save_file(tensors, tmp / weights_name, metadata=metadata)
+        for filename, content in json_files.items():
+            _write_json(tmp / filename, content)
+
+    return _write_folder(Path(directory), fmt, fill)
+
+
 def load_weights(model: nn.Module, safetensors_path: Path) -> None:
     """Load a safetensors file into `model`, strictly: every key present on both sides, with the same shape."""
     path = Path(safetensors_path)

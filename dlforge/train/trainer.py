@@ -97,7 +97,7 @@ class Trainer:
         # progress: everything a resume needs besides model/optimizer/RNG state
         self.step, self.epoch, self.batch_in_epoch, self.skipped_steps = 0, 0, 0, 0
         self.should_stop, self.stop_reason, self.interrupted = False, "", False
-        self._loss_sum, self._loss_count, self._samples = 0.0, 0, 0
+        self._loss_sum, self._loss_count, self._samples, self._tokens = 0.0, 0, 0, 0
         self._lr = c.lr
         self.last_eval: dict[str, float] = {}
 
@@ -176,6 +176,8 @@ class Trainer:
         self.step += 1
         self.batch_in_epoch += 1
         self._samples += n * self.dist.world_size
+        if "input_ids" in batch:  # token models: tokens read, padding included
+            self._tokens += batch["input_ids"].numel() * self.dist.world_size
 
         if self.dist.enabled:  # the global mean: a NaN on any rank (whose gradients reach all ranks) is seen by all
             total = distributed.mean_across(self.dist, total)
@@ -227,11 +229,13 @@ class Trainer:
         loss = self._loss_sum / self._loss_count if self._loss_count else float("nan")
         logs = {"step": self.step, "epoch": self.epoch_progress, "loss": loss, "lr": self._lr,
                 "samples_per_s": self._samples / elapsed if elapsed > 0 else 0.0}
+        if self._tokens:
+            logs["tokens_per_s"] = self._tokens / elapsed if elapsed > 0 else 0.0
         if grad_norm is not None:
             logs["grad_norm"] = grad_norm.item()
         if self.skipped_steps:
             logs["skipped_steps"] = self.skipped_steps
-        self._loss_sum, self._loss_count, self._samples = 0.0, 0, 0
+        self._loss_sum, self._loss_count, self._samples, self._tokens = 0.0, 0, 0, 0
         return logs
 
     # --- evaluation ----------------------------------------------------------------------------------------------
@@ -289,7 +293,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                          "skipped_steps": self.skipped_steps, "loss_sum": self._loss_sum,
-                         "loss_count": self._loss_count, "samples": self._samples,
+                         "loss_count": self._loss_count, "samples": self._samples, "tokens": self._tokens,
                          "should_stop": self.should_stop, "stop_reason": self.stop_reason,
                          "last_eval": self.last_eval},
             "data_order": self.sampler.state_dict(),
@@ -307,6 +311,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = p["step"], p["epoch"], p["batch_in_epoch"]
         self.skipped_steps, self._loss_sum, self._loss_count = p["skipped_steps"], p["loss_sum"], p["loss_count"]
         self._samples, self.should_stop, self.stop_reason = p["samples"], p["should_stop"], p["stop_reason"]
+        self._tokens = p.get("tokens", 0)
         self.last_eval = p["last_eval"]
         if self.stop_reason in ("SIGTERM", "SIGINT", "interrupted"):
             self.stop_reason = ""
