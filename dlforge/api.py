@@ -114,6 +114,11 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
         raise ConfigError(f"train.mfu: model {cfg.model['name']!r} does not report its FLOPs per token")
     if cfg.train.transfer is not None:
         _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None, tokenizer=data.tokenizer)
+    t = cfg.train
+    loss_name = getattr(model.config, "loss", "")
+    # before the run folder exists too: a setting the Trainer refuses (a warmup longer than the run...) leaves nothing
+    trainer = Trainer(model, t, data.train, data.val, metrics=task_metrics(data.info, loss_name),
+                      num_workers=cfg.data_config().num_workers, batch_transform=data.augment)
     if resume is None:
         run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
     registry = RunRegistry(run_path.parent) if info.is_main else None
@@ -121,7 +126,6 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
         atomic_write_text(run_path / "config.yaml", dump_config(cfg))
         registry.start(run_path.name, str(run_path), cfg.name, cfg.hash(), data.fingerprint, git_revision())
 
-    t = cfg.train
     ckpt_dir = run_path / "checkpoints"
     callbacks = [MetricsLogger(run_path, tensorboard=t.tensorboard)]
     if t.early_stopping is not None:
@@ -134,9 +138,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     if t.progress:
         callbacks.append(ProgressBar())
     callbacks.append(Plots(run_path))
-    loss_name = getattr(model.config, "loss", "")
-    trainer = Trainer(model, t, data.train, data.val, metrics=task_metrics(data.info, loss_name),
-                      callbacks=callbacks, num_workers=cfg.data_config().num_workers, batch_transform=data.augment)
+    trainer.callbacks = callbacks
     if resume is not None:
         found = load_latest_checkpoint(ckpt_dir, warn=_warn)
         if found is not None:
