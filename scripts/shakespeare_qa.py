@@ -4,8 +4,9 @@ their text. Deterministic: the same package gives the same files, byte for byte 
     python scripts/shakespeare_qa.py                       # -> dlforge/data/instructions/shakespeare_qa/
     python scripts/shakespeare_qa.py --out /tmp/qa         # anywhere else
 
-Each play is Markdown: `# Title` (Measure for Measure has none: named here), `## ACT ...`, `### SCENE ...`, a speech opens with a `**SPEAKER**` line, stage
-directions are in `_..._` (possibly over several lines); the folder names the kind of play. From it:
+Each play is Markdown: `# Title` (Measure for Measure has none: named here), `## ACT ...`, `### SCENE ...`, a speech
+opens with a `**SPEAKER**` line, stage directions are in `_..._` (possibly over several lines); the folder names the
+kind of play. From it:
 
     first_speaker     Who speaks first in Hamlet?                          BERNARDO
     last_speaker      Who speaks last in Hamlet?                           FORTINBRAS
