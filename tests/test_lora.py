@@ -189,9 +189,11 @@ def test_lora_run_keeps_the_adapter_and_the_merged_model(tiny_lm_run, tmp_path):
                     "context": 16},
            "model": {"name": "gpt", "context": 64, "dim": 32, "n_layer": 2, "n_head": 2},
            "train": {"init_from": str(tiny_lm_run.run), "lora": {"rank": 2, "alpha": 4, "targets": ["qkv"]},
-                     "max_steps": 3, "batch_size": 4, "lr": 5e-2, "progress": False, "tensorboard": False,
-                     "checkpoint_every": None}}
+                     "max_steps": 2, "batch_size": 4, "lr": 5e-2, "progress": False, "tensorboard": False,
+                     "checkpoint_every": 1}}
     run = api.train(cfg).run_dir
+    resumed = api.train(cfg, ["train.max_steps=3"], resume=run)  # the adapters go on before the checkpoint loads
+    assert resumed.run_dir == run and resumed.steps == 3
     merged, meta = load_model(run / "model")  # a plain model folder: no adapter keys
     base, _ = load_model(tiny_lm_run.run / "model")
     adapter = json.loads((run / "adapter" / ADAPTER_CONFIG).read_text())

@@ -230,7 +230,8 @@ def normalize_answer(text: str) -> str:
 def answer_report(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], batch_size: int = 64,
                   samples: int = 8) -> tuple[dict[str, float], dict[str, Any]]:
     """Greedy replies to each record's conversation up to its last assistant turn, compared with that turn:
-    ({"exact_match": share}, a report with the share per `template` and `holdout` field and a few samples)."""
+    ({"exact_match": share}, a report with the share per `template` and `holdout` field and a few samples spread
+    over the records)."""
     items = []
     for r in records:
         last = max(i for i, m in enumerate(r["messages"]) if m["role"] == "assistant")
@@ -253,6 +254,7 @@ def answer_report(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]],
         if groups:
             report[f"by_{field}"] = {k: {"n": len(v), "exact_match": sum(v) / len(v)}
                                      for k, v in sorted(groups.items())}
+    rows = list(zip(replies, items, hits, strict=True))
     report["samples"] = [{"question": conv[-1]["content"], "reference": ref, "reply": g.completion, "exact": hit}
-                         for g, (conv, ref, _), hit in list(zip(replies, items, hits, strict=True))[:samples]]
+                         for g, (conv, ref, _), hit in rows[:: max(len(rows) // samples, 1)][:samples]]  # spread
     return {"exact_match": report["exact_match"]}, report
