@@ -114,6 +114,12 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
         raise ConfigError(f"train.mfu: model {cfg.model['name']!r} does not report its FLOPs per token")
     if cfg.train.transfer is not None:
         _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None, tokenizer=data.tokenizer)
+    if cfg.train.init_from is not None and resume is None:  # a resume has every weight in its checkpoint
+        init_from(model, cfg.train.init_from, cfg.runs_dir, tokenizer=data.tokenizer)
+    if cfg.train.lora is not None:
+        from dlforge.llm.lora import add_lora
+
+        add_lora(model, cfg.train.lora)
     t = cfg.train
     loss_name = getattr(model.config, "loss", "")
     # before the run folder exists too: a setting the Trainer refuses (a warmup longer than the run...) leaves nothing
@@ -187,6 +193,28 @@ def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, tok
     transfer.freeze(model, tcfg.freeze)
 
 
+def init_from(model: torch.nn.Module, ref: str, runs_dir: str | Path = "runs", tokenizer: Any = None) -> Path:
+    """Load every weight of the run or model folder `ref` into `model` (the same architecture and shapes); return
+    the source's model folder. Text data must use the tokenizer the source was trained with: the same vocabulary,
+    checked by hash; only a chat template may be added (instruction tuning), and the new run records the new hash."""
+    from dlforge.train import transfer
+
+    where = f"train.init_from {ref}"
+    try:
+        folder = _model_dir(ref, runs_dir)
+        source, meta = load_model(folder)
+    except DlforgeError as exc:
+        raise ConfigError(f"train.init_from: {exc}") from None
+    trained_with = _tokenizer_hash(meta["extra"].get("preprocessing.json"))
+    if tokenizer is not None and trained_with is not None and tokenizer.hash != trained_with:
+        from dlforge.llm.tokenizer import check_tokenizer, model_tokenizer, same_vocabulary
+
+        if not same_vocabulary(tokenizer, model_tokenizer(meta, str(folder))):
+            check_tokenizer(tokenizer, trained_with, where)  # raises, naming both hashes
+    transfer.load_all(model, source, where)
+    return folder
+
+
 def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | None]:
     """The model to take a backbone from, and the hash of its tokenizer if it has one: a transformers BERT folder
     or 'minilm' (`dlforge.llm.bert_weights`), or a dlforge run or model folder."""
@@ -240,6 +268,11 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     if data.tokenizer is not None:  # the tokenizer travels with the model, its hash recorded beside
         extra["preprocessing.json"] = {**data.preprocessing, "tokenizer_hash": data.tokenizer.hash}
         extra.update(data.tokenizer.files())
+    if cfg.train.lora is not None:  # adapter/ alone (over its base), and model/ the base with the adapter merged
+        from dlforge.llm.lora import merge_lora, save_adapter
+
+        save_adapter(model, run_path / "adapter", base=_base_name(cfg), tokenizer=data.tokenizer)
+        merge_lora(model)
     save_model(model, run_path / "model", extra_files=extra)
     metrics: dict[str, Any] = {}
     reports: dict[str, Any] = {}
@@ -257,6 +290,13 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
 
             report = forecast_report(model, data, run_path / "plots" / "forecast.png", device=trainer.device)
             reports = {"forecast_plot": str(Path(report["png"]).relative_to(run_path))}
+        if split in ("val", "test") and data.info.get("chat"):  # instruction tuning: greedy answers, exact match
+            from dlforge.data.sft import records_of
+            from dlforge.llm.chat import answer_report
+
+            scores, report = answer_report(model, data.tokenizer, records_of(ds))
+            metrics[split].update(scores)
+            reports.setdefault("answers", {})[split] = report
         if split in ("val", "test") and data.info["task"] == "translation":
             scores, report = _translation_scores(model, {"extra": extra}, ds)
             metrics[split].update(scores)
@@ -264,6 +304,14 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason,
                                                "world_size": trainer.dist.world_size, **metrics, **reports})
     return metrics
+
+
+def _base_name(cfg: Config) -> str:
+    """The init_from model folder, as found now (the reference itself when it no longer resolves)."""
+    try:
+        return str(_model_dir(cfg.train.init_from, cfg.runs_dir))
+    except DlforgeError:
+        return cfg.train.init_from
 
 
 def _translation_scores(model: torch.nn.Module, meta: dict[str, Any], ds: Any) -> tuple[dict, dict]:
@@ -350,6 +398,11 @@ def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
     metrics = evaluate_model(model, ds, task_metrics(data.info, getattr(model.config, "loss", ""), split))
     if data.info.get("task") == "translation":  # the tokenizers the model was trained with, from its folder
         metrics.update(_translation_scores(model, model.meta, ds)[0])
+    if data.info.get("chat"):  # instruction tuning: greedy answers against the references
+        from dlforge.data.sft import records_of
+        from dlforge.llm.chat import answer_report
+
+        metrics.update(answer_report(model, data.tokenizer, records_of(ds))[0])
     return metrics
 
 

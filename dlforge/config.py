@@ -56,6 +56,17 @@ class TransferConfig(Section):
                                       "this times the lr of the stage above it (e.g. 0.8 for BERT)")
 
 
+class LoRAConfig(Section):
+    """LoRA (Hu et al. 2021): train a low-rank update B A of chosen linear layers, the base model frozen."""
+
+    rank: int = Field(8, ge=1, description="r: the rank of the update (A is r x in, B is out x r)")
+    alpha: float = Field(16.0, gt=0, description="the update is scaled by alpha / rank")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input")
+    targets: list[str] = Field(default_factory=lambda: ["qkv", "proj"], min_length=1,
+                               description="linear layers to adapt, by name or name suffix (gpt: qkv, proj, fc, "
+                                           "gate, up; 'proj' is both attn.proj and ffn.proj)")
+
+
 class TrainConfig(Section):
     """The Trainer's knobs. Training stops at `max_steps` or `max_epochs`, whichever comes first."""
 
@@ -101,6 +112,9 @@ class TrainConfig(Section):
     monitor_mode: Literal["auto", "min", "max"] = "auto"
     early_stopping: EarlyStopping | None = None
     transfer: TransferConfig | None = None
+    init_from: str | None = Field(None, description="start from all the weights of this run (folder, name, 'latest', "
+                                  "'latest:NAME') or model folder: continued pretraining, fine-tuning")
+    lora: LoRAConfig | None = Field(None, description="train LoRA adapters over the init_from model, frozen")
     progress: bool = True
     tensorboard: bool = True
     mfu: bool = Field(False, description="log model-FLOPs utilization: tokens/s x the model's FLOPs per token over "
@@ -125,6 +139,11 @@ class TrainConfig(Section):
     def _stop_condition(self) -> TrainConfig:
         if self.max_steps is None and self.max_epochs is None:
             raise ValueError("set train.max_steps or train.max_epochs")
+        if self.init_from is not None and self.transfer is not None:
+            raise ConfigError("train.init_from: give either train.init_from (every weight) or train.transfer (a "
+                              "backbone under a new head), not both")
+        if self.lora is not None and self.init_from is None:
+            raise ConfigError("train.lora: needs train.init_from, the base model the adapters are trained over")
         return self
 
 

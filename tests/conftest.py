@@ -75,3 +75,21 @@ def minilm():
     hf = BertModel.from_pretrained(path, local_files_only=True, attn_implementation="eager").eval()
     st = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     return SimpleNamespace(path=path, embedder=load_embedder("minilm"), hf=hf, st=st)
+
+
+# --- a tiny pretrained language model, for fine-tuning tests --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_run(tmp_path_factory):
+    """A finished run of a tiny GPT pretrained (4 steps) on a small corpus with a BPE tokenizer of 300 tokens:
+    `.run` (its folder), `.corpus`, `.root` (the folder holding runs/). Read it; do not write into it."""
+    from types import SimpleNamespace
+
+    from dlforge import api
+    from tests.lmtools import tiny_lm_config, write_corpus
+
+    root = tmp_path_factory.mktemp("tiny-lm")
+    corpus = write_corpus(root / "corpus")
+    result = api.train(tiny_lm_config(root, corpus))
+    return SimpleNamespace(run=result.run_dir, corpus=corpus, root=root, result=result)

@@ -4,6 +4,7 @@ each split (`data.limit`), with the run folder a user would get (model, eval.jso
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,11 @@ from dlforge.config import list_presets, load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
-# A transfer preset needs its source run first: the source preset's smoke run is made in the same runs folder.
-NEEDS = {"fashion-transfer1pct": "fashion-pretrain5", "genre-bert-small": "bert-shakespeare-mlm"}
+# A preset that starts from another run (transfer, init_from) or takes its tokenizer needs that run first: the
+# source preset's smoke run, made once per session and copied into the runs folder of each preset that needs it.
+NEEDS = {"fashion-transfer1pct": "fashion-pretrain5", "genre-bert-small": "bert-shakespeare-mlm",
+         "gpt-bible-adapt": "gpt-shakespeare-bpe", "gpt-bible-scratch": "gpt-shakespeare-bpe",
+         "gpt-shakespeare-sft": "gpt-shakespeare-bpe", "gpt-shakespeare-sft-lora": "gpt-shakespeare-bpe"}
 # A GPU preset's smoke run on a CPU: the same recipe at a toy size, in fp32, uncompiled.
 SHRINK = {"gpt2-124m": ["model.n_layer=1", "model.n_head=2", "model.dim=32", "model.context=32", "data.context=32",
                         "train.precision=fp32", "train.compile=false"]}
@@ -35,15 +39,30 @@ def test_presets_are_listed():
     assert set(PRESETS) <= set(list_presets())
     assert {"fashion-resnet", "fashion-simplecnn", "fashion-mlp", "digits-cnn", "co2-lstm", "co2-gru",
             "shakespeare-char-lstm", "fashion-transfer1pct", "fashion-scratch1pct", "gpt-shakespeare-char",
-            "gpt-shakespeare-bpe", "gpt2-124m"} <= set(PRESETS)
+            "gpt-shakespeare-bpe", "gpt2-124m", "gpt-bible-adapt", "gpt-bible-scratch", "gpt-shakespeare-sft",
+            "gpt-shakespeare-sft-lora"} <= set(PRESETS)
+
+
+@pytest.fixture(scope="session")
+def source_runs(tmp_path_factory):
+    """`source_runs(preset)`: the folder of that preset's smoke run, made on first use in a folder of its own."""
+    made: dict[str, Path] = {}
+
+    def get(preset: str) -> Path:
+        if preset not in made:
+            made[preset] = smoke(preset, tmp_path_factory.mktemp(f"source-{preset}") / "runs").run_dir
+        return made[preset]
+
+    return get
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_smoke_run(preset, tmp_path, monkeypatch):
+def test_preset_smoke_run(preset, tmp_path, monkeypatch, source_runs):
     monkeypatch.chdir(tmp_path)  # a data section naming a run ('latest:NAME', e.g. a tokenizer) looks in ./runs
     runs = tmp_path / "runs"
     if preset in NEEDS:
-        smoke(NEEDS[preset], runs)
+        source = source_runs(NEEDS[preset])
+        shutil.copytree(source, runs / source.name)
     result = smoke(preset, runs)
     assert result.status == "completed" and result.steps == 2
     run = result.run_dir

@@ -27,16 +27,31 @@ def generate_cmd(
     on_long_prompt: str = typer.Option("truncate", "--on-long-prompt",
                                        help="a prompt longer than the context window: truncate (from the left, with "
                                             "a warning) or error"),
+    chat: list[str] = typer.Option(None, "--chat", help="a message to an instruction-tuned model, rendered with its "
+                                                          "chat template; it answers until its end-of-turn token "
+                                                          "(several --chat: one batch)"),
+    system: str = typer.Option(None, "--system", help="with --chat: a system message first"),
     as_json: bool = typer.Option(False, "--json", help="print {prompt, completion, stop_reason, tokens} at the end"),
 ) -> None:
     """Generate text: `dlforge generate RUN --prompt "ROMEO:" --temperature 0.8`; streams as it comes, then says on
-    stderr what ended it (max_new_tokens, stop or eos)."""
+    stderr what ended it (max_new_tokens, stop or eos). `--chat "Who speaks first in Hamlet?"` asks an
+    instruction-tuned model."""
+    from dlforge.errors import DlforgeError
+    from dlforge.llm.chat import as_messages, render_chat
     from dlforge.llm.generate import GenerationConfig, generate_batch, generate_stream, load_language_model
 
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None,
                               top_p=top_p, repetition_penalty=repetition_penalty, stop=tuple(stop or ()), seed=seed,
                               on_long_prompt=on_long_prompt)
+    if chat and prompt:
+        raise DlforgeError("--chat and --prompt: give one (--chat renders the message with the chat template)")
+    if system is not None and not chat:
+        raise DlforgeError("--system: only with --chat")
     model, tokenizer = load_language_model(run)
+    if chat:
+        prompts = [render_chat(tokenizer, as_messages(m, system), add_generation_prompt=True) for m in chat]
+        _answer(model, tokenizer, list(chat), prompts, config, as_json)
+        return
     prompts = list(prompt or [""])
     if len(prompts) > 1:
         results = generate_batch(model, tokenizer, prompts, config)
@@ -58,6 +73,33 @@ def generate_cmd(
         sys.stdout.flush()
     sys.stdout.write("\n")
     sys.stdout.flush()
+    sys.stderr.write(f"[{_why(stream.result())}]\n")
+
+
+def _answer(model, tokenizer, messages: list[str], prompts: list[str], config, as_json: bool) -> None:
+    """Replies to chat messages: the reply alone, without the rendered prompt or the space after it."""
+    from dlforge.llm.generate import generate_batch, generate_stream
+
+    if as_json or len(prompts) > 1:
+        results = generate_batch(model, tokenizer, prompts, config)
+        summaries = [{**_summary(r), "message": m, "completion": r.completion.strip()}
+                     for m, r in zip(messages, results, strict=True)]
+        if as_json:
+            emit_json(summaries[0] if len(summaries) == 1 else summaries)
+            return
+        for s, r in zip(summaries, results, strict=True):
+            sys.stdout.write(f"{s['message']}\n{s['completion']}\n")
+            sys.stderr.write(f"[{_why(r)}]\n")
+        return
+    stream = generate_stream(model, tokenizer, prompts[0], config)
+    started = False
+    for piece in stream:
+        if not started:
+            piece = piece.lstrip()
+            started = bool(piece)
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
     sys.stderr.write(f"[{_why(stream.result())}]\n")
 
 

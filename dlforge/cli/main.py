@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from dlforge.cli import embed, generate, gpt2, image, info, lm, rag, runs, tokenizer, train, translate
+from dlforge.cli import embed, finetune, generate, gpt2, image, info, lm, rag, runs, tokenizer, train, translate
 from dlforge.errors import DlforgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -25,7 +25,8 @@ app.add_typer(info.config_app, name="config", help="The config schema.")
 app.add_typer(image.app, name="image", help="Image operations (OpenCV): look at their effect on a file.")
 app.add_typer(tokenizer.app, name="tokenizer", help="Train, use and measure tokenizers (BPE, WordPiece, char).")
 gpt2.register(lm.app)
-app.add_typer(lm.app, name="lm", help="Language models: token shards; GPT-2 weights in and out.")
+finetune.register(lm.app)
+app.add_typer(lm.app, name="lm", help="Language models: token shards, GPT-2 weights, perplexity on corpora, LoRA.")
 app.add_typer(rag.app, name="rag", help="Question answering over your documents: index, ask, eval, stats.")
 
 

@@ -6,6 +6,7 @@ from dlforge.data import (  # noqa: F401  (each module registers its datasets)
     images,  # fashion_mnist, idx, digits, image_folder
     masked_lm,  # shakespeare_mlm
     sequences,  # seattle_weather
+    sft,  # sft_jsonl
     tabular,  # iris, wine, breast_cancer, diabetes, fair, csv, parquet
     timeseries,  # co2, sunspots, seattle_temps, timeseries_csv
     tokens,  # lm_text, token_shards

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from dlforge.errors import CheckpointError, ConfigError
-from dlforge.llm.tokenizer import TOKENIZER_FILE, Tokenizer, load_tokenizer, model_tokenizer
+from dlforge.llm.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_ref
 from dlforge.models.bert import Bert
 from dlforge.registry import create_model
 
@@ -75,21 +75,11 @@ def find_bert_folder(ref: str | Path) -> Path | None:
 
 
 def text_tokenizer(ref: str | Path, runs_dir: str | Path = "runs") -> Tokenizer:
-    """The tokenizer `ref` names: `minilm`; a tokenizer folder or file (tokenizer.json, vocab.txt), a transformers
-    folder among them; or a dlforge run (folder, name, latest:NAME) or model folder: the tokenizer it was trained
-    with."""
+    """The tokenizer `ref` names: `minilm`, or anything `dlforge.llm.tokenizer.tokenizer_from_ref` reads (a tokenizer
+    folder or file, a transformers folder, a dlforge run or model folder: the tokenizer it was trained with)."""
     if str(ref) == MINILM:
         return load_tokenizer(minilm_path())
-    path = Path(ref)
-    is_model_folder = (path / "manifest.json").is_file()  # a dlforge model folder holds a tokenizer.json too
-    has_tokenizer = (path / TOKENIZER_FILE).is_file() or (path / "vocab.txt").is_file()
-    if path.is_file() or (has_tokenizer and not is_model_folder):
-        return load_tokenizer(path)
-    from dlforge.runs.rundir import resolve_run
-    from dlforge.train.checkpoint import read_model_meta
-
-    model_dir = path if is_model_folder else resolve_run(str(ref), runs_dir) / "model"
-    return model_tokenizer(read_model_meta(model_dir), str(model_dir))
+    return tokenizer_from_ref(ref, runs_dir)
 
 
 def bert_config(hf: dict[str, Any], source: str = "config.json") -> dict[str, Any]:

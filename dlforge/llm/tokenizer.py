@@ -19,6 +19,7 @@ folder (any other string), or in YAML `{type: bpe, vocab_size: 4096, special_tok
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -43,8 +44,9 @@ from dlforge.llm.tokenizer_base import (
 )
 
 __all__ = ["CharTokenizer", "SubwordTokenizer", "Tokenizer", "TokenizerSpec", "check_tokenizer", "load_tokenizer",
-           "model_tokenizer", "resolve_tokenizer", "tokenizer_from_dict", "tokenizer_from_files", "tokenizer_spec",
-           "train_tokenizer", "TOKENIZER_FILE", "CONFIG_FILE"]
+           "model_tokenizer", "resolve_tokenizer", "same_vocabulary", "tokenizer_from_dict", "tokenizer_from_files",
+           "tokenizer_from_ref", "tokenizer_spec", "train_tokenizer", "with_chat_template", "TOKENIZER_FILE",
+           "CONFIG_FILE"]
 
 UNK_TEXT = "\ufffd"  # what <unk> decodes to
 KINDS = ("char", "bpe", "wordpiece")
@@ -257,10 +259,11 @@ def tokenizer_spec(value: str | dict | TokenizerSpec) -> TokenizerSpec:
 
 
 def resolve_tokenizer(spec: str | dict | TokenizerSpec, texts: Callable[[], Iterable[str]]) -> Tokenizer:
-    """Load the spec's folder, or train its kind on `texts()` (called only when training)."""
+    """Load the spec's folder (or the tokenizer of the run it names, see `tokenizer_from_ref`), or train its kind
+    on `texts()` (called only when training)."""
     spec = tokenizer_spec(spec)
     if spec.path is not None:
-        return load_tokenizer(spec.path)
+        return tokenizer_from_ref(spec.path)
     return train_tokenizer(texts(), spec.type, spec.vocab_size, spec.special_tokens, spec.lowercase,
                            spec.min_frequency)
 
@@ -338,6 +341,47 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         lowercase = (config or {}).get("do_lower_case", True)
         return SubwordTokenizer.from_vocab_txt(path / "vocab.txt", lowercase=bool(lowercase))
     raise DataError(f"{path}: no {TOKENIZER_FILE} or vocab.txt in this folder")
+
+
+def tokenizer_from_ref(ref: str | Path, runs_dir: str | Path = "runs") -> Tokenizer:
+    """The tokenizer `ref` names: a tokenizer folder or file (tokenizer.json, vocab.txt; a transformers folder among
+    them), or a dlforge model folder or run (a folder, a name, `latest`, `latest:NAME`): the tokenizer that model was
+    trained with, checked against its recorded hash."""
+    path = Path(ref)
+    is_model_folder = (path / "manifest.json").is_file()  # a dlforge model folder holds a tokenizer.json too
+    has_tokenizer = (path / TOKENIZER_FILE).is_file() or (path / "vocab.txt").is_file()
+    if path.is_file() or (has_tokenizer and not is_model_folder):
+        return load_tokenizer(path)
+    if not is_model_folder and path.is_dir() and not (path / "config.yaml").is_file():
+        raise DataError(f"{path}: no {TOKENIZER_FILE} or vocab.txt in this folder, and not a run or model folder")
+    from dlforge.runs.rundir import resolve_run
+    from dlforge.train.checkpoint import read_model_meta
+
+    if is_model_folder:
+        model_dir = path
+    else:
+        try:
+            model_dir = resolve_run(str(ref), runs_dir) / "model"
+        except DlforgeError as exc:
+            raise DataError(f"{ref}: no tokenizer folder or file of that name, nor a run ({exc})") from None
+    if not (model_dir / "config.json").is_file():
+        raise DataError(f"{model_dir}: no model folder (the run has not finished); its tokenizer is saved there")
+    return model_tokenizer(read_model_meta(model_dir), str(model_dir))
+
+
+def with_chat_template(tok: Tokenizer, template: str | None) -> Tokenizer:
+    """A copy of `tok` with `template` as its chat template (None: without one). The vocabulary is the same, the hash
+    is not: the template is part of it."""
+    if template is not None and not isinstance(template, str):
+        raise ConfigError(f"chat_template: expected a Jinja template string, got {type(template).__name__}")
+    out = copy.copy(tok)  # the vocabulary (and a subword tokenizer's backend) is shared: neither changes
+    out.chat_template = template
+    return out
+
+
+def same_vocabulary(a: Tokenizer, b: Tokenizer) -> bool:
+    """Whether `a` and `b` encode and decode alike: equal hashes once their chat templates are set aside."""
+    return with_chat_template(a, None).hash == with_chat_template(b, None).hash
 
 
 # --- a model's tokenizer ------------------------------------------------------------------------------------------

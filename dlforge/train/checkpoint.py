@@ -426,6 +426,25 @@ def save_foreign_folder(directory: Path, fmt: str, json_files: dict[str, dict], 
     return _write_folder(Path(directory), fmt, fill)
 
 
+def read_foreign_folder(directory: Path, fmt: str, weights_name: str, json_names: Iterable[str]
+                        ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a folder in another library's layout: ({name: parsed JSON} of `json_names` present, tensors of
+    `weights_name`). One written by `save_foreign_folder` is first checked against its manifest; one written by that
+    library itself (no manifest.json) is read as it is. `weights_name` and the first of `json_names` are required."""
+    directory = Path(directory)
+    json_names = list(json_names)
+    required = [weights_name, json_names[0]]
+    if (directory / "manifest.json").is_file():
+        _verify(directory, fmt, required)
+    elif not directory.is_dir():
+        raise _Damaged(directory, "no such folder")
+    for name in required:
+        if not (directory / name).is_file():
+            raise _Damaged(directory / name, "missing")
+    files = {name: _read_json(directory / name) for name in json_names if (directory / name).is_file()}
+    return files, _load_safetensors(directory / weights_name)
+
+
 def load_weights(model: nn.Module, safetensors_path: Path) -> None:
     """Load a safetensors file into `model`, strictly: every key present on both sides, with the same shape."""
     path = Path(safetensors_path)

@@ -39,18 +39,33 @@ def stage_names(model: nn.Module) -> list[str]:
 def load_backbone(model: nn.Module, source: nn.Module) -> list[str]:
     """Copy every backbone tensor of `source` into `model`; return the keys copied. The heads are not touched."""
     stage_names(model)
+    backbone = [k for k in model.state_dict() if not k.startswith(HEAD + ".")]
+    return copy_weights(model, source, backbone, "train.transfer.init_from", "backbone tensor")
+
+
+def load_all(model: nn.Module, source: nn.Module, where: str = "train.init_from") -> list[str]:
+    """Copy every tensor of `source` into `model` (continued pretraining, fine-tuning): the same architecture and
+    shapes, and no tensor of the source left behind."""
+    extra = sorted(set(source.state_dict()) - set(model.state_dict()))
+    if extra:
+        raise ConfigError(f"{where}: the source has {extra[0]!r}, which this model has not; the model config must "
+                          "match the source's")
+    return copy_weights(model, source, list(model.state_dict()), where, "tensor")
+
+
+def copy_weights(model: nn.Module, source: nn.Module, keys: list[str], where: str, what: str) -> list[str]:
+    """Copy the tensors `keys` of `source` into `model`, after checking the architecture and every shape."""
     if type(source) is not type(model):
-        raise ConfigError(f"train.transfer.init_from: holds a {type(source).__name__}, this run builds a "
-                          f"{type(model).__name__}; the backbone must be the same architecture")
+        raise ConfigError(f"{where}: holds a {type(source).__name__}, this run builds a {type(model).__name__}; it "
+                          "must be the same architecture")
     own, theirs = model.state_dict(), source.state_dict()
-    backbone = [k for k in own if not k.startswith(HEAD + ".")]
-    for key in backbone:
+    for key in keys:
         if key not in theirs or theirs[key].shape != own[key].shape:
             got = tuple(theirs[key].shape) if key in theirs else "missing"
-            raise ConfigError(f"train.transfer.init_from: backbone tensor {key!r} is {got} in the source, "
-                              f"{tuple(own[key].shape)} here; change the model config to match the source run")
-    model.load_state_dict({**own, **{k: theirs[k] for k in backbone}})
-    return backbone
+            raise ConfigError(f"{where}: {what} {key!r} is {got} in the source, {tuple(own[key].shape)} here; change "
+                              "the model config to match the source run")
+    model.load_state_dict({**own, **{k: theirs[k] for k in keys}})
+    return keys
 
 
 def freeze(model: nn.Module, upto: str) -> list[str]:
