@@ -27,7 +27,7 @@ from dlforge.eval.metrics import TaskMetrics
 from dlforge.layers.losses import CLASSIFICATION_LOSSES, to_probabilities
 from dlforge.registry import create_model, dataset_entry
 from dlforge.runs.registry import RunRegistry, git_revision
-from dlforge.runs.rundir import atomic_write_json, atomic_write_text, new_run_dir, resolve_run
+from dlforge.runs.rundir import atomic_write_json, atomic_write_text, model_dir, new_run_dir, resolve_run
 from dlforge.train import distributed
 from dlforge.train.callbacks import (
     Checkpointer,
@@ -37,7 +37,7 @@ from dlforge.train.callbacks import (
     Plots,
     ProgressBar,
 )
-from dlforge.train.checkpoint import load_latest_checkpoint, load_model, save_model
+from dlforge.train.checkpoint import load_latest_checkpoint, load_model, load_trained, save_model
 from dlforge.train.trainer import Trainer, seed_everything
 
 
@@ -201,7 +201,7 @@ def init_from(model: torch.nn.Module, ref: str, runs_dir: str | Path = "runs", t
 
     where = f"train.init_from {ref}"
     try:
-        folder = _model_dir(ref, runs_dir)
+        folder = model_dir(ref, runs_dir)
         source, meta = load_model(folder)
     except DlforgeError as exc:
         raise ConfigError(f"train.init_from: {exc}") from None
@@ -226,7 +226,7 @@ def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | No
 
         has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
         return load_hf_bert(folder, head="none"), load_tokenizer(folder).hash if has_tokenizer else None
-    source, meta = load_model(_model_dir(ref, runs_dir))
+    source, meta = load_model(model_dir(ref, runs_dir))
     return source, _tokenizer_hash(meta["extra"].get("preprocessing.json"))
 
 
@@ -309,7 +309,7 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
 def _base_name(cfg: Config) -> str:
     """The init_from model folder, as found now (the reference itself when it no longer resolves)."""
     try:
-        return str(_model_dir(cfg.train.init_from, cfg.runs_dir))
+        return str(model_dir(cfg.train.init_from, cfg.runs_dir))
     except DlforgeError:
         return cfg.train.init_from
 
@@ -363,21 +363,9 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 # --- using a trained run ---------------------------------------------------------------------------------------
 
 
-def _model_dir(path: str | Path, runs_dir: str | Path = "runs") -> Path:
-    p = Path(path)
-    if (p / "config.json").exists():
-        return p
-    run = resolve_run(str(path), runs_dir)
-    if not (run / "model" / "config.json").exists():
-        raise DlforgeError(f"{run}: has no model/ folder yet (training did not finish); resume it with --resume")
-    return run / "model"
-
-
 def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     """A trained model, in eval mode, from a model folder or a run; `model.meta` holds its config and preprocessing."""
-    model, meta = load_model(_model_dir(path), device=device)
-    model.meta = meta
-    return model
+    return load_trained(path, device=device)
 
 
 def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:

@@ -13,7 +13,7 @@ from clitools import ENV, dlforge_cmd
 from ragtools import tiny_st_model, write_files
 
 from dlforge.rag.ingest import index_folder
-from dlforge.rag.store import open_store
+from dlforge.rag.sqlite_store import open_store
 
 FILES = 400
 

@@ -16,7 +16,7 @@ from dlforge.rag.generate import NOT_FOUND, GPTGenerator, TransformersGenerator,
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.prompt import build_messages, flat_prompt, injected_sentences, sanitize, split_sentences
 from dlforge.rag.retrieve import Retriever
-from dlforge.rag.store import open_store
+from dlforge.rag.sqlite_store import open_store
 
 CANARY = "CANARY-7f3a9"
 PLANTED = {  # a relevant document that also carries an instruction aimed at the model

@@ -13,7 +13,7 @@ from ragtools import PETS, minilm, pdf_bytes, tiny_st_model, write_files
 from dlforge.errors import ConfigError, DataError
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.retrieve import Retriever
-from dlforge.rag.store import open_store
+from dlforge.rag.sqlite_store import open_store
 
 
 def index(folder, db, **kw):

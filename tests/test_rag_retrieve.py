@@ -12,7 +12,8 @@ from dlforge.rag.evaluate import Gold, evaluate, read_questions, score_ranking
 from dlforge.rag.faq import faq_questions, write_blanked_corpus
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.retrieve import Retriever, reciprocal_rank_fusion
-from dlforge.rag.store import Filters, open_store
+from dlforge.rag.sqlite_store import open_store
+from dlforge.rag.store import Filters
 
 HANDY = {
     "codes.md": "# Error codes\n\nError E4711 is printed by the backup tool.\n",

@@ -9,8 +9,8 @@ import pytest
 from ragtools import unit_vectors
 
 from dlforge.errors import DataError
-from dlforge.rag.sqlite_store import SQLiteStore, fts_query
-from dlforge.rag.store import ChunkRecord, DocumentRecord, Filters, open_store
+from dlforge.rag.sqlite_store import SQLiteStore, fts_query, open_store
+from dlforge.rag.store import ChunkRecord, DocumentRecord, Filters
 
 DIM = 8
 SETTINGS = {"embedder": {"name": "toy", "source": "toy", "dim": DIM, "fingerprint": "f" * 64},

@@ -129,7 +129,7 @@ def stats_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the statistics as JSON"),
 ) -> None:
     """What an index holds: documents by type, chunks, tokens, the embedding model, the vector index."""
-    from dlforge.rag.store import open_store
+    from dlforge.rag.sqlite_store import open_store
 
     with open_store(db) as store:
         s = store.stats()

@@ -23,6 +23,7 @@ import torch
 from dlforge.errors import ConfigError
 from dlforge.llm.tokenizer import Tokenizer, load_tokenizer, model_tokenizer
 from dlforge.models.bert import Bert
+from dlforge.train.checkpoint import load_trained
 
 
 class Embedder:
@@ -72,9 +73,8 @@ def load_embedder(model: str | Path = "minilm", runs_dir: str | Path = "runs", d
         st = folder / "sentence_bert_config.json"
         max_length = json.loads(st.read_text(encoding="utf-8")).get("max_seq_length") if st.is_file() else None
         return Embedder(bert, load_tokenizer(folder), max_length or bert.config.max_len, name=str(model))
-    from dlforge.api import _model_dir, load
 
-    bert = load(_model_dir(model, runs_dir), device=device)  # a model folder, or a run's
+    bert = load_trained(model, device=device, runs_dir=runs_dir)  # a model folder, or a run's
     if not isinstance(bert, Bert):
         raise ConfigError(f"{model}: holds a {type(bert).__name__}; sentence embeddings need a BERT")
     pre = bert.meta.get("extra", {}).get("preprocessing.json") or {}

@@ -44,6 +44,7 @@ import torch
 
 from dlforge.errors import ConfigError, DataError, DlforgeError
 from dlforge.llm.tokenizer import model_tokenizer
+from dlforge.train.checkpoint import load_trained
 
 STOP_MAX_TOKENS = "max_new_tokens"
 STOP_STRING = "stop"
@@ -408,9 +409,8 @@ def generate_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str
 
 def load_language_model(run: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, Any]:
     """A run's model (or a model folder's), in eval mode, and the tokenizer saved with it."""
-    from dlforge.api import load
 
-    model = load(run, device=device)
+    model = load_trained(run, device=device)
     return model, model_tokenizer(model.meta, where=str(run))  # checked against the hash it was trained with
 
 

@@ -24,6 +24,7 @@ import torch
 from dlforge.errors import CheckpointError, DlforgeError
 from dlforge.models.gpt import GPT
 from dlforge.registry import create_model
+from dlforge.train.checkpoint import load_trained, save_foreign_folder
 
 # transformers' activation_function <-> dlforge's activation names
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu",
@@ -229,9 +230,7 @@ def to_gpt2(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 
 def export_gpt2(run: str | Path, out: str | Path) -> Path:
     """Write a run's GPT (or a model folder's) as a transformers GPT-2 folder: config.json + model.safetensors."""
-    from dlforge.api import load
-    from dlforge.train.checkpoint import save_foreign_folder
 
-    hf_config, tensors = to_gpt2(load(run))
+    hf_config, tensors = to_gpt2(load_trained(run))
     return save_foreign_folder(Path(out), GPT2_FORMAT, {"config.json": hf_config}, "model.safetensors", tensors,
                                metadata={"format": "pt"})

@@ -34,6 +34,7 @@ from torch import nn
 from dlforge.config import LoRAConfig, validation_to_config_error
 from dlforge.errors import CheckpointError, ConfigError
 from dlforge.layers.lora import LoRALinear
+from dlforge.train.checkpoint import load_trained, save_foreign_folder
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -134,7 +135,6 @@ def base_weights_hash(model: nn.Module) -> str:
 def save_adapter(model: nn.Module, directory: str | Path, base: str = "", tokenizer: Any = None) -> Path:
     """Write the model's adapters as a peft LoRA folder (atomically, with a manifest); `base` names the base model
     (its folder), `tokenizer` the tokenizer the adapter was trained with."""
-    from dlforge.train.checkpoint import save_foreign_folder
 
     layers = lora_layers(model)
     if not layers:
@@ -221,9 +221,8 @@ def adapter_tokenizer(directory: str | Path) -> Any:
 def load_with_adapter(base: str | Path, adapter: str | Path, merge: bool = False, device: str = "cpu") -> nn.Module:
     """A base model (a run or model folder) with an adapter over it, in eval mode; `merge` folds it in. `model.meta`
     is the base's, with the adapter's tokenizer when it has one (see `merged_meta`)."""
-    from dlforge.api import load
 
-    model = load(base, device="cpu")
+    model = load_trained(base, device="cpu")
     load_adapter(model, adapter)
     if merge:
         merge_lora(model)

@@ -22,6 +22,7 @@ from dlforge.data.translation import encode_sources, pair_texts, translation_tok
 from dlforge.errors import ConfigError, DataError, DlforgeError
 from dlforge.eval.translation import corpus_scores
 from dlforge.llm.beam import beam_search, greedy_search
+from dlforge.train.checkpoint import load_trained
 
 BEAM_SIZE = 4
 LENGTH_PENALTY = 0.6  # GNMT's alpha (Wu et al. 2016); tensor2tensor's default
@@ -108,9 +109,8 @@ def evaluate_translation(model: torch.nn.Module, source_tokenizer: Any, target_t
 
 def load_translator(run: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, Any, Any]:
     """A run's (or a model folder's) translation model and its source and target tokenizers."""
-    from dlforge.api import load
 
-    model = load(run, device=device)
+    model = load_trained(run, device=device)
     source_tok, target_tok = translation_tokenizers(model.meta, where=str(run))
     if not hasattr(model, "start_decoding"):
         raise DlforgeError(f"{run}: {type(model).__name__} cannot translate (it has no start_decoding())")

@@ -16,6 +16,7 @@ from dlforge.rag.evaluate import evaluate
 from dlforge.rag.generate import answer, make_generator
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.retrieve import Retriever
-from dlforge.rag.store import Filters, open_store
+from dlforge.rag.sqlite_store import open_store
+from dlforge.rag.store import Filters
 
 __all__ = ["Filters", "Retriever", "answer", "evaluate", "index_folder", "make_generator", "open_store"]

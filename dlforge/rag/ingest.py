@@ -31,7 +31,8 @@ from dlforge.errors import ConfigError, DataError
 from dlforge.rag.chunk import Chunk, Chunker, embedding_text
 from dlforge.rag.embed import Embedder, load_embedder, torch_threads
 from dlforge.rag.readers import file_type, read_document
-from dlforge.rag.store import ChunkRecord, DocumentRecord, NoIndexError, Store, open_store
+from dlforge.rag.sqlite_store import open_store
+from dlforge.rag.store import ChunkRecord, DocumentRecord, NoIndexError, Store
 
 MAX_FILE_BYTES = 20 * 2**20
 CHUNK_TOKENS, CHUNK_OVERLAP = 200, 32

@@ -21,7 +21,8 @@ import numpy as np
 
 from dlforge.errors import ConfigError
 from dlforge.rag.embed import Embedder, load_embedder
-from dlforge.rag.store import Filters, Store, open_store
+from dlforge.rag.sqlite_store import open_store
+from dlforge.rag.store import Filters, Store
 
 MODES = ("hybrid", "dense", "keyword")
 RRF_K = 60

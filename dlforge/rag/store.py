@@ -136,11 +136,3 @@ class Store(ABC):
             raise DataError(f"{self.path}: the index was built with the embedding model {show(built)}, not "
                             f"{show(identity)}; their vectors are not comparable: use --model "
                             f"{built.get('source')!r} or index into a new --db")
-
-
-def open_store(path: str | Path, create: dict[str, Any] | None = None, writer: bool = False) -> Store:
-    """Open the index at `path` (SQLite + usearch). `create`: the settings for a new index (None: it must exist).
-    `writer`: take the index's write lock (one writer at a time; readers never wait)."""
-    from dlforge.rag.sqlite_store import SQLiteStore
-
-    return SQLiteStore(Path(path), create=create, writer=writer)

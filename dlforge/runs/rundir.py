@@ -130,6 +130,17 @@ def resolve_run(ref: str, runs_dir: str | Path = "runs") -> Path:
 # --- crash-safe writes ------------------------------------------------------------------------------------------
 
 
+
+def model_dir(path: str | Path, runs_dir: str | Path = "runs") -> Path:
+    """The model folder (config.json + model.safetensors) of a model folder itself, or of a run reference."""
+    p = Path(path)
+    if (p / "config.json").exists():
+        return p
+    run = resolve_run(str(path), runs_dir)
+    if not (run / "model" / "config.json").exists():
+        raise DlforgeError(f"{run}: has no model/ folder yet (training did not finish); resume it with --resume")
+    return run / "model"
+
 def _fsync_dir(folder: Path) -> None:
     # Makes the rename itself durable. Not every platform or file system lets a folder be opened or synced.
     try:

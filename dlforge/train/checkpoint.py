@@ -32,6 +32,7 @@ from torch import nn
 
 from dlforge.errors import CheckpointError, DlforgeError
 from dlforge.registry import create_model
+from dlforge.runs.rundir import model_dir
 
 CHECKPOINT_FORMAT = "dlforge-checkpoint"
 MODEL_FORMAT = "dlforge-model"
@@ -474,3 +475,10 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise _Damaged(path, "missing") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise _Damaged(path, f"not a valid safetensors file ({exc})") from None
+
+
+def load_trained(path: str | Path, device: str = "cpu", runs_dir: str | Path = "runs") -> nn.Module:
+    """A trained model, in eval mode, from a model folder or a run; `model.meta` holds its config and preprocessing."""
+    model, meta = load_model(model_dir(path, runs_dir), device=device)
+    model.meta = meta
+    return model
