@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv data install install-dev lint bench results results-classic results-rag clean
+.PHONY: demo test venv data install install-dev lint bench results results-classic results-lm results-rag clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,16 @@ results: install
 
 results-classic: install
 	$(PY) scripts/results_classic.py all --bench
+
+# GPT, BERT, translation, domain adaptation, instruction tuning (docs/results-lm.md and the pages it links): about
+# two hours on 2 CPU cores. The benchmarks compare against transformers, in the bench extra.
+results-lm: install
+	$(PIP) install -q -e ".[bench]"
+	$(PY) scripts/results_lm.py gpt-shakespeare-char gpt-shakespeare-bpe bert-shakespeare-mlm genre-minilm \
+		genre-bert-small bible-en-es --genre --bench
+	$(PY) scripts/domain_adaptation.py --base latest:gpt-shakespeare-bpe
+	$(PY) scripts/instruction_tuning.py --base latest:gpt-shakespeare-bpe
+	$(PY) scripts/results_lm.py
 
 # The Debian FAQ retrieval figures (docs/results-rag.md): builds the question sets, indexes the FAQ, evaluates.
 results-rag: install

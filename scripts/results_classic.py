@@ -15,12 +15,10 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import resultstools
+
+ROOT = resultstools.ROOT
 RECORDS = ROOT / "docs" / "results" / "classic.json"
 OUT = ROOT / "docs" / "results-classic.md"
 
@@ -46,32 +44,7 @@ BENCHES = ("cnn_step", "lstm_step")
 
 
 def load() -> dict:
-    return json.loads(RECORDS.read_text()) if RECORDS.exists() else {"presets": {}, "bench": {}}
-
-
-def save(records: dict) -> None:
-    RECORDS.parent.mkdir(parents=True, exist_ok=True)
-    RECORDS.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
-
-
-def run_preset(preset: str) -> dict:
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "dlforge", "train", preset, "train.progress=false", "--json"],
-                          cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"dlforge train {preset} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    out = json.loads(proc.stdout)
-    eval_json = json.loads((Path(out["run_dir"]) / "eval.json").read_text())
-    return {"wall_s": round(wall, 1), "steps": out["steps"], "run_dir": out["run_dir"],
-            "test": eval_json.get("test", {}), "val": eval_json.get("val", {}),
-            "measured": time.strftime("%Y-%m-%d %H:%M")}
-
-
-def run_bench(name: str) -> dict:
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--json"], cwd=ROOT,
-                          capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout)
+    return resultstools.load(RECORDS, {"presets": {}, "bench": {}})
 
 
 def render(records: dict) -> str:
@@ -143,13 +116,13 @@ def main() -> None:
     for preset in presets:
         if preset not in TARGETS:
             raise SystemExit(f"{preset}: not in this table; expected one of {', '.join(TARGETS)}")
-        records["presets"][preset] = run_preset(preset)
-        save(records)
+        records["presets"][preset] = resultstools.run_preset(preset)
+        resultstools.save(RECORDS, records)
         print(json.dumps({preset: records["presets"][preset]["test"]}), flush=True)
     if args.bench:
         for name in BENCHES:
-            records["bench"][name] = run_bench(name)
-            save(records)
+            records["bench"][name] = resultstools.run_bench(name)
+            resultstools.save(RECORDS, records)
     OUT.write_text(render(records))
     print(f"wrote {OUT}")
 

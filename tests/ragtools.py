@@ -17,8 +17,15 @@ def minilm():
     return load_embedder()
 
 
-def tiny_st_model(folder: Path, seed: int = 0, hidden: int = 32) -> Path:
-    """A randomly initialised 2-layer BERT saved as a sentence-transformers model (mean pooling, normalised), with
+def sentence_transformer(folder: Path):
+    """sentence-transformers' own model of a folder: the reference the embedders are checked against."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+
+
+def tiny_st_model(folder: Path, seed: int = 0, hidden: int = 32, pooling: str = "mean") -> Path:
+    """A randomly initialised 2-layer BERT saved as a sentence-transformers model (`pooling`, normalised), with
     MiniLM's tokenizer: a second embedding model that loads offline in a second and embeds in milliseconds."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -41,8 +48,8 @@ def tiny_st_model(folder: Path, seed: int = 0, hidden: int = 32) -> Path:
     BertModel(config).save_pretrained(bert_dir)
     tok.save_pretrained(bert_dir)
     transformer = models.Transformer(str(bert_dir), max_seq_length=256)
-    pooling = models.Pooling(hidden, pooling_mode="mean")
-    SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu").save(str(folder))
+    pool = models.Pooling(hidden, pooling_mode=pooling)
+    SentenceTransformer(modules=[transformer, pool, models.Normalize()], device="cpu").save(str(folder))
     return folder
 
 

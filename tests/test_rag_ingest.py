@@ -8,9 +8,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from ragtools import PETS, minilm, pdf_bytes, tiny_st_model, write_files
+from ragtools import PETS, minilm, pdf_bytes, sentence_transformer, tiny_st_model, write_files
 
 from dlforge.errors import ConfigError, DataError
+from dlforge.llm.embed import load_embedder as load_bert_embedder
+from dlforge.llm.embed import pooling_modes
+from dlforge.rag.embed import BertEmbedder, SentenceTransformerEmbedder, load_embedder
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.retrieve import Retriever
 from dlforge.rag.sqlite_store import open_store
@@ -152,5 +155,32 @@ def test_vectors_match_sentence_transformers_directly(tmp_path):
     with open_store(tmp_path / "i.db") as s:
         (cid, text), = s.db.execute("SELECT id, text FROM chunks").fetchall()
         stored = s.vectors([cid])[0]
-    reference = minilm().model.encode(["dogs\n\n" + text], normalize_embeddings=True)[0]  # title context + text
-    np.testing.assert_allclose(stored, reference, atol=1e-5)
+    st = sentence_transformer(minilm().folder)
+    reference = st.encode(["dogs\n\n" + text], normalize_embeddings=True)[0]  # title context + text
+    np.testing.assert_allclose(stored, reference, atol=1e-4)
+    assert float(stored @ reference) >= 0.9999
+
+
+def test_bert_models_run_on_dlforge_others_on_sentence_transformers(tmp_path):
+    texts = ["How long do cats sleep?", "Dogs were domesticated from wolves. " * 12, "x"]
+    assert isinstance(minilm(), BertEmbedder)  # the default: dlforge's own BERT
+    for pooling, kind in (("mean", BertEmbedder), ("cls", SentenceTransformerEmbedder)):
+        folder = tiny_st_model(tmp_path / pooling, pooling=pooling)
+        embedder = load_embedder(str(folder))
+        assert type(embedder) is kind
+        got = embedder.embed(texts)
+        want = sentence_transformer(folder).encode(texts, normalize_embeddings=True)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ConfigError, match="pools with cls; dlforge embeds by mean pooling"):
+        load_bert_embedder(tmp_path / "cls")
+    old_format = tmp_path / "old" / "1_Pooling"  # sentence-transformers < 6 wrote one flag per mode
+    old_format.mkdir(parents=True)
+    (old_format / "config.json").write_text('{"word_embedding_dimension": 32, "pooling_mode_cls_token": false, '
+                                            '"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false}')
+    assert pooling_modes(old_format.parent) == ["mean"]
+    # one model, either backend: the same identity, so an index built by one opens with the other
+    other = SentenceTransformerEmbedder(minilm().folder, minilm().source, name=minilm().name)
+    assert other.identity() == minilm().identity()
+    ids = [[t.ids for t in e.tokenizer.encode_batch(texts)] for e in (other, minilm())]
+    assert ids[0] == ids[1]

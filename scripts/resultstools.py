@@ -1,0 +1,69 @@
+"""What the results scripts share: JSON records beside the rendered page, a preset run by `dlforge train --json` in a
+subprocess (its figures and the wall-clock of the whole command), a benchmark run with `--json`, the machine line."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(path: Path, empty: dict) -> dict:
+    return json.loads(path.read_text()) if path.exists() else empty
+
+
+def save(path: Path, records: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+
+
+def run_preset(preset: str, overrides: list[str] = ()) -> dict:
+    """`dlforge train PRESET --json` here and now: the run's eval.json figures and the command's wall-clock."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "dlforge", "train", preset, "train.progress=false", *overrides,
+                           "--json"], cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"dlforge train {preset} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return record_run(json.loads(proc.stdout), wall)
+
+
+def record_run(out: dict, wall: float | None = None) -> dict:
+    """A record from the output of `dlforge train --json` (its own wall_s when the command was not timed here)."""
+    run_dir = Path(out["run_dir"])
+    eval_json = json.loads((ROOT / run_dir / "eval.json").read_text())
+    measured = time.strftime("%Y-%m-%d %H:%M", time.localtime((ROOT / run_dir / "eval.json").stat().st_mtime))
+    return {"wall_s": round(wall if wall is not None else out["wall_s"], 1), "steps": out["steps"],
+            "run_dir": str(run_dir), "test": _numbers(eval_json.get("test", {})),
+            "val": _numbers(eval_json.get("val", {})), "measured": measured}
+
+
+def _numbers(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def run_json(command: list[str]) -> dict:
+    """Run a script of this repository that prints one JSON object (a benchmark with --json, say)."""
+    proc = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def run_bench(name: str, args: list[str] = ()) -> dict:
+    return run_json([str(ROOT / "bench" / f"{name}.py"), *args, "--json"])
+
+
+def machine() -> str:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return (f"{platform.machine()} {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
