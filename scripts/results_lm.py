@@ -97,6 +97,9 @@ def render(records: dict) -> str:
                              f"{train} | {r['wall_s'] / 60:.1f} min | {r['measured']} |")
             elif value is not None:
                 lines.append(f"| | {split} | {metric} | {fmt(value)} | {target} | | | | |")
+    notes = [(p, presets[p]["note"]) for p in TARGETS if p in presets and presets[p].get("note")]
+    if notes:
+        lines += [""] + [f"- {preset}: {note}" for preset, note in notes]
     genre = records.get("genre")
     if genre:
         lines += ["", "## Genre of a Shakespeare passage (held-out plays)", "",
