@@ -23,28 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import tempfile
-import time
 from pathlib import Path
 
-import torch
+import resultstools
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = resultstools.ROOT
 CORPORA = ("bible_web", "shakespeare")
 QUICK = ["train.max_steps=12", "train.warmup_steps=2", "train.eval_every=6", "train.checkpoint_every=6",
          "train.log_every=3", "data.limit=256"]
-
-
-def train(preset: str, overrides: list[str], runs_dir: str) -> tuple[Path, float]:
-    from dlforge.api import train as run
-
-    start = time.perf_counter()
-    result = run(preset, [*overrides, f"runs_dir={runs_dir}", "train.progress=false"])
-    if result.status != "completed":
-        raise SystemExit(f"{preset}: {result.status} ({result.stop_reason})")
-    return result.run_dir, time.perf_counter() - start
 
 
 def measure(runs: dict[str, str], split: str = "val") -> dict[str, dict[str, dict]]:
@@ -103,20 +89,17 @@ def main() -> None:
     parser.add_argument("--base", help="a gpt-shakespeare-bpe run to start from (default: train one)")
     parser.add_argument("--adapted", help="a gpt-bible-adapt run (default: train one from the base)")
     parser.add_argument("--scratch", help="a gpt-bible-scratch run (default: train one)")
-    parser.add_argument("--runs-dir", default="runs", help="where new runs go (default: runs)")
-    parser.add_argument("--out", type=Path, help="folder for results-domain.md and results/domain_adaptation.json "
-                                                  "(default: docs/, or a temporary folder with --quick)")
-    parser.add_argument("--quick", action="store_true", help="a few steps per run: a smoke check, figures meaningless")
+    resultstools.study_arguments(parser, "results-domain")
     args = parser.parse_args()
     from dlforge.runs.rundir import resolve_run
 
     extra = QUICK if args.quick else []
-    out = args.out or (Path(tempfile.mkdtemp(prefix="domain-")) if args.quick else ROOT / "docs")
+    out = resultstools.out_folder(args, "domain-")
     walls: dict[str, float | None] = {}
     if args.base:
         base, walls["base"] = resolve_run(args.base, args.runs_dir), None
     else:
-        base, walls["base"] = train("gpt-shakespeare-bpe", extra, args.runs_dir)
+        base, walls["base"] = resultstools.train_in_process("gpt-shakespeare-bpe", extra, args.runs_dir)
     source = [f"train.init_from={base}", f"data.tokenizer={base}"]  # this base, whatever `latest` becomes
     runs = {"base": base}
     for name, preset, given, overrides in (("adapted", "gpt-bible-adapt", args.adapted, source),
@@ -124,18 +107,12 @@ def main() -> None:
         if given:
             runs[name], walls[name] = resolve_run(given, args.runs_dir), None
         else:
-            runs[name], walls[name] = train(preset, [*overrides, *extra], args.runs_dir)
+            runs[name], walls[name] = resultstools.train_in_process(preset, [*overrides, *extra], args.runs_dir)
     ppl = measure({k: str(v) for k, v in runs.items()})
     context = json.loads((Path(base) / "model" / "preprocessing.json").read_text()).get("context")
     result = {"runs": {k: str(v) for k, v in runs.items()}, "perplexity": ppl, "verdict": verdict(ppl),
-              "wall_s": walls, "context": context, "quick": args.quick,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                         f"{torch.get_num_threads()} threads"}
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "domain_adaptation.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "results-domain.md").write_text(markdown(result))
-    print(markdown(result))
-    print(f"written: {out / 'results-domain.md'}, {out / 'results' / 'domain_adaptation.json'}")
+              "wall_s": walls, "context": context, "quick": args.quick}
+    resultstools.write_study(out, "results-domain", "domain_adaptation", result, markdown)
 
 
 if __name__ == "__main__":

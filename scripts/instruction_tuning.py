@@ -17,30 +17,16 @@ template. The base model gets the same chat-templated prompts, untuned.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import tempfile
-import time
 from pathlib import Path
 
+import resultstools
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = resultstools.ROOT
 QUICK = ["train.max_steps=6", "train.warmup_steps=1", "train.eval_every=3", "train.checkpoint_every=3",
          "train.log_every=2"]
 MODELS = ("base", "full", "lora")
 SAMPLES = 6
-
-
-def train(preset: str, overrides: list[str], runs_dir: str) -> tuple[Path, float]:
-    from dlforge.api import train as run
-
-    start = time.perf_counter()
-    result = run(preset, [*overrides, f"runs_dir={runs_dir}", "train.progress=false"])
-    if result.status != "completed":
-        raise SystemExit(f"{preset}: {result.status} ({result.stop_reason})")
-    return result.run_dir, time.perf_counter() - start
 
 
 def judge(model: torch.nn.Module, data, split: str) -> dict:
@@ -119,10 +105,7 @@ def main() -> None:
     parser.add_argument("--base", help="the base run (default: the newest gpt-shakespeare-bpe, trained if none)")
     parser.add_argument("--full", help="a gpt-shakespeare-sft run (default: train one from the base)")
     parser.add_argument("--lora", help="a gpt-shakespeare-sft-lora run (default: train one from the base)")
-    parser.add_argument("--runs-dir", default="runs", help="where new runs go (default: runs)")
-    parser.add_argument("--out", type=Path, help="folder for results-sft.md and results/instruction_tuning.json "
-                                                  "(default: docs/, or a temporary folder with --quick)")
-    parser.add_argument("--quick", action="store_true", help="a few steps per run: a smoke check, figures meaningless")
+    resultstools.study_arguments(parser, "results-sft")
     args = parser.parse_args()
     from dlforge.api import build_data, load
     from dlforge.config import load_config
@@ -130,15 +113,15 @@ def main() -> None:
     from dlforge.runs.rundir import resolve_run
 
     extra = QUICK if args.quick else []
-    out = args.out or (Path(tempfile.mkdtemp(prefix="sft-")) if args.quick else ROOT / "docs")
+    out = resultstools.out_folder(args, "sft-")
     walls: dict[str, float | None] = {"base": None}
     try:
         base = resolve_run(args.base or "latest:gpt-shakespeare-bpe", args.runs_dir)
     except DlforgeError:
         if args.base:
             raise
-        base, walls["base"] = train("gpt-shakespeare-bpe", [*extra, "data.limit=256"] if args.quick else [],
-                                    args.runs_dir)
+        quick = [*extra, "data.limit=256"] if args.quick else []
+        base, walls["base"] = resultstools.train_in_process("gpt-shakespeare-bpe", quick, args.runs_dir)
     source = [f"train.init_from={base}", f"data.tokenizer={base}"]
     runs: dict[str, Path | None] = {"base": None}
     for name, preset, given in (("full", "gpt-shakespeare-sft", args.full),
@@ -146,7 +129,7 @@ def main() -> None:
         if given:
             runs[name], walls[name] = resolve_run(given, args.runs_dir), None
         else:
-            runs[name], walls[name] = train(preset, [*source, *extra], args.runs_dir)
+            runs[name], walls[name] = resultstools.train_in_process(preset, [*source, *extra], args.runs_dir)
     data = build_data(load_config("gpt-shakespeare-sft", source[1:]))  # the questions, the base's tokens + template
     judged, params = {}, {}
     for name in MODELS:
@@ -154,14 +137,8 @@ def main() -> None:
         judged[name] = {split: judge(model, data, split) for split in ("val", "test")}
         params[name] = parameters(runs[name], model)
     result = {"runs": {"base": str(base), **{k: str(v) for k, v in runs.items() if v}}, "judged": judged,
-              "parameters": params, "wall_s": walls, "quick": args.quick,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                         f"{torch.get_num_threads()} threads"}
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "instruction_tuning.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "results-sft.md").write_text(markdown(result))
-    print(markdown(result))
-    print(f"written: {out / 'results-sft.md'}, {out / 'results' / 'instruction_tuning.json'}")
+              "parameters": params, "wall_s": walls, "quick": args.quick}
+    resultstools.write_study(out, "results-sft", "instruction_tuning", result, markdown)
 
 
 if __name__ == "__main__":

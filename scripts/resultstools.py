@@ -3,12 +3,15 @@ subprocess (its figures and the wall-clock of the whole command), a benchmark ru
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,3 +70,39 @@ def machine() -> str:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     return (f"{platform.machine()} {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"torch {torch.__version__}")
+
+
+def train_in_process(preset: str, overrides: list[str], runs_dir: str) -> tuple[Path, float]:
+    """Train a preset in this process (`dlforge.api.train`): its run folder and the seconds it took."""
+    from dlforge.api import train
+
+    start = time.perf_counter()
+    result = train(preset, [*overrides, f"runs_dir={runs_dir}", "train.progress=false"])
+    if result.status != "completed":
+        raise SystemExit(f"{preset}: {result.status} ({result.stop_reason})")
+    return result.run_dir, time.perf_counter() - start
+
+
+def study_arguments(parser: argparse.ArgumentParser, page: str) -> None:
+    """The options every measuring script shares: where runs go, where the page goes, a --quick smoke check."""
+    parser.add_argument("--runs-dir", default="runs", help="where new runs go (default: runs)")
+    parser.add_argument("--out", type=Path, help=f"folder for {page}.md and results/*.json (default: docs/, or a "
+                                                  f"temporary folder with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a few steps per run: a smoke check, figures meaningless")
+
+
+def out_folder(args: argparse.Namespace, prefix: str) -> Path:
+    return args.out or (Path(tempfile.mkdtemp(prefix=prefix)) if args.quick else ROOT / "docs")
+
+
+def write_study(out: Path, page: str, name: str, result: dict, markdown: Callable[[dict], str]) -> None:
+    """out/results/NAME.json and out/PAGE.md (printed too)."""
+    import torch
+
+    result["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                         f"{torch.get_num_threads()} threads")
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    (out / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{page}.md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"written: {out / f'{page}.md'}, {out / 'results' / f'{name}.json'}")
