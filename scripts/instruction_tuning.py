@@ -92,7 +92,7 @@ def markdown(result: dict) -> str:
     lines += ["", "Sample test replies (greedy):", "", "| question | reference | " +
               " | ".join(names[m] for m in MODELS) + " |", "|---|---|" + "---|" * len(MODELS)]
     for i, sample in enumerate(j["full"]["test"]["samples"][:SAMPLES]):
-        replies = [j[m]["test"]["samples"][i]["reply"].replace("|", "/")[:60] for m in MODELS]
+        replies = [" ".join(j[m]["test"]["samples"][i]["reply"].replace("|", "/").split())[:60] for m in MODELS]
         lines.append(f"| {sample['question'][:80]} | {sample['reference']} | " + " | ".join(replies) + " |")
     lines.append("")
     if result.get("quick"):

@@ -172,7 +172,10 @@ def _linked_pages() -> list[str]:
                 "`python scripts/instruction_tuning.py`: test exact match of the greedy answer, base (untuned) "
                 f"{j['base']['test']['exact_match']:.3f}, full SFT {j['full']['test']['exact_match']:.3f}, LoRA "
                 f"{j['lora']['test']['exact_match']:.3f}; answer-token accuracy {j['base']['test']['accuracy']:.3f}, "
-                f"{j['full']['test']['accuracy']:.3f}, {j['lora']['test']['accuracy']:.3f}."]
+                f"{j['full']['test']['accuracy']:.3f}, {j['lora']['test']['accuracy']:.3f}. The test questions are"
+                " about plays never trained on, or ask a question never trained on: tuning teaches the form of the"
+                " answer (a character for who-questions, a play for which-play questions), which the answer-token"
+                " accuracy shows, while the facts of unseen plays are beyond any model that never read them."]
     return out
 
 
