@@ -237,6 +237,21 @@ def test_embed_api_and_cli_agree_and_keep_the_input_order(mlm_run, tmp_path):
     np.testing.assert_allclose(np.array([x["embedding"] for x in lines]), vectors, atol=1e-5)
 
 
+def test_a_dlforge_bert_run_embeds_for_retrieval(mlm_run):
+    """`dlforge rag index --model RUN`: the run's BERT on dlforge's encoder, its WordPiece counting the chunks."""
+    from dlforge.llm.embed import embed_texts
+    from dlforge.rag.embed import BertEmbedder, load_embedder
+
+    texts = ["Frailty, thy name is woman!", "Thaw"]
+    for ref in (mlm_run.run_dir, mlm_run.run_dir / "model"):  # the run, or its model folder
+        embedder = load_embedder(str(ref))
+        assert isinstance(embedder, BertEmbedder) and embedder.dim == TINY["dim"] and embedder.max_tokens == 24
+        np.testing.assert_allclose(embedder.embed(texts), embed_texts(mlm_run.run_dir, texts), atol=1e-6)
+        assert embedder.tokenizer.encode("Frailty", add_special_tokens=False).ids  # a tokenizers.Tokenizer
+    run, folder = load_embedder(str(mlm_run.run_dir)), load_embedder(str(mlm_run.run_dir / "model"))
+    assert run.fingerprint() == folder.fingerprint() and run.source == folder.source  # one model, one identity
+
+
 def test_embed_cli_errors_are_one_line(mlm_run, tmp_path):
     (tmp_path / "in.txt").write_text("hello\n")
     proc = run_cli("embed", str(mlm_run.run_dir), "--input", str(tmp_path / "in.txt"), "--out",
