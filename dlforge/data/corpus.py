@@ -27,7 +27,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,18 +262,30 @@ def read_utf8(path: Path) -> str:
                         f"save the file as UTF-8") from None
 
 
-def read_jsonl_lines(path: Path, text_field: str) -> list[tuple[int, str]]:
-    """(line number, `text_field`) of each JSON object line of a .jsonl file (blank lines skipped)."""
-    texts = []
-    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
-        if not line.strip():
+def jsonl_objects(path: Path, text: str | None = None, expected: str = "a JSON object"
+                  ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a .jsonl file: `text` is its contents when already read
+    (default: read strictly as UTF-8). A line that is not JSON, or not an object, is a DataError naming file:line
+    (for the latter: "expected `expected`")."""
+    for number, line in enumerate((read_utf8(path) if text is None else text).split("\n"), start=1):
+        if not line.strip():  # JSON Lines ends lines with \n only: U+2028 and friends may sit inside a string
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-            raise DataError(f"{path}:{number}: expected a JSON object with a string field {text_field!r}")
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: expected {expected}")
+        yield number, record
+
+
+def read_jsonl_lines(path: Path, text_field: str) -> list[tuple[int, str]]:
+    """(line number, `text_field`) of each JSON object line of a .jsonl file (blank lines skipped)."""
+    expected = f"a JSON object with a string field {text_field!r}"
+    texts = []
+    for number, record in jsonl_objects(path, expected=expected):
+        if not isinstance(record.get(text_field), str):
+            raise DataError(f"{path}:{number}: expected {expected}")
         texts.append((number, record[text_field]))
     return texts
 

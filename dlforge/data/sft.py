@@ -36,7 +36,7 @@ from pydantic import Field
 from torch.utils.data import Dataset, Subset
 
 from dlforge.config import DataConfig
-from dlforge.data.corpus import read_utf8
+from dlforge.data.corpus import jsonl_objects
 from dlforge.data.dataset import DataBundle
 from dlforge.errors import DataError
 from dlforge.registry import register_dataset
@@ -102,16 +102,8 @@ def read_conversations(path: str | Path) -> list[dict[str, Any]]:
 
     path = Path(path)
     records = []
-    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, record in jsonl_objects(path, expected="a JSON object with prompt and completion, or messages"):
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object with prompt and completion, or messages")
         has_pair, has_messages = "prompt" in record or "completion" in record, "messages" in record
         if has_pair == has_messages:
             raise DataError(f"{where}: expected either prompt and completion, or messages (not both, not neither)")

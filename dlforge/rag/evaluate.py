@@ -18,7 +18,6 @@ questions. Latency is the wall time of one `Retriever.search` call, question emb
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from dlforge.data.corpus import jsonl_objects
 from dlforge.errors import ConfigError, DataError
 from dlforge.rag.retrieve import MODES, Retriever
 from dlforge.rag.store import Filters
@@ -60,20 +60,15 @@ def read_questions(path: str | Path) -> list[tuple[str, list[Gold]]]:
     """The questions and their gold items; DataError names the file and line of anything malformed."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read the questions ({exc})") from exc
     out = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    expected = "an object with a non-empty 'question' string"
+    for number, item in jsonl_objects(path, text, expected):
         where = f"{path}:{number}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(item, dict) or not isinstance(item.get("question"), str) or not item["question"].strip():
-            raise DataError(f"{where}: expected an object with a non-empty 'question' string")
+        if not isinstance(item.get("question"), str) or not item["question"].strip():
+            raise DataError(f"{where}: expected {expected}")
         gold = item.get("gold")
         if not isinstance(gold, list) or not gold:
             raise DataError(f"{where}: 'gold' must be a non-empty list of sources")

@@ -19,13 +19,13 @@ from its heading line to the next heading, so chunks keep their heading with the
 from __future__ import annotations
 
 import io
-import json
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from dlforge.data.corpus import jsonl_objects
 from dlforge.errors import DataError
 
 BLOCK_SEP = "\n\n"
@@ -350,15 +350,10 @@ def read_pdf(path: Path, data: bytes) -> Document:
 
 def read_jsonl(path: Path, text: str) -> Document:
     out = _Builder()
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise DataError(f"{path}:{number}: expected a JSON object with a 'text' string")
+    expected = "a JSON object with a 'text' string"
+    for number, record in jsonl_objects(path, text, expected):
+        if not isinstance(record.get("text"), str):
+            raise DataError(f"{path}:{number}: expected {expected}")
         if not record["text"].strip():
             continue
         meta = {k: v for k, v in record.items() if k != "text" and isinstance(v, str | int | float | bool)}
