@@ -14,7 +14,7 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("list")
 def list_cmd(runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"), as_json: bool = typer.Option(False, "--json")):
     """Runs recorded in the run registry, newest first."""
-    from dlforge.api import list_runs
+    from dlforge.runs.history import list_runs
 
     rows = list_runs(runs_dir)
     if as_json:
@@ -28,7 +28,7 @@ def list_cmd(runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"), as_json:
 def show_cmd(run: str = typer.Argument(...), runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
              as_json: bool = typer.Option(False, "--json")):
     """One run: its registry record and final metrics."""
-    from dlforge.api import show_run
+    from dlforge.runs.history import show_run
 
     record = show_run(run, runs_dir)
     if as_json:
@@ -46,7 +46,7 @@ def compare_cmd(runs: list[str] = typer.Argument(..., help="two or more runs"),
                 out: Path = typer.Option(None, "--out", help="PNG of the overlaid curves"),
                 as_json: bool = typer.Option(False, "--json")):
     """A table of final metrics side by side, and one PNG with the curves overlaid."""
-    from dlforge.api import compare_runs
+    from dlforge.runs.history import compare_runs
 
     result = compare_runs(runs, runs_dir, out)
     if as_json:
