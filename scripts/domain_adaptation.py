@@ -79,8 +79,6 @@ def markdown(result: dict) -> str:
         f"- Forgotten on Shakespeare: {v['shakespeare_forgotten']:+.2f} perplexity (adapted minus base).",
         f"- Acceptance, ppl_base - ppl_adapted >= 0.5 (ppl_base - ppl_scratch) on the Bible: **{ok}**.", "",
     ]
-    if result.get("quick"):
-        lines.insert(2, "**A --quick smoke run: a few steps per model; these figures mean nothing.**\n")
     return "\n".join(lines)
 
 
@@ -91,23 +89,16 @@ def main() -> None:
     parser.add_argument("--scratch", help="a gpt-bible-scratch run (default: train one)")
     resultstools.study_arguments(parser, "results-domain")
     args = parser.parse_args()
-    from dlforge.runs.rundir import resolve_run
 
     extra = QUICK if args.quick else []
     out = resultstools.out_folder(args, "domain-")
     walls: dict[str, float | None] = {}
-    if args.base:
-        base, walls["base"] = resolve_run(args.base, args.runs_dir), None
-    else:
-        base, walls["base"] = resultstools.train_in_process("gpt-shakespeare-bpe", extra, args.runs_dir)
+    base, walls["base"] = resultstools.train_in_process("gpt-shakespeare-bpe", extra, args.runs_dir, args.base)
     source = [f"train.init_from={base}", f"data.tokenizer={base}"]  # this base, whatever `latest` becomes
     runs = {"base": base}
     for name, preset, given, overrides in (("adapted", "gpt-bible-adapt", args.adapted, source),
                                            ("scratch", "gpt-bible-scratch", args.scratch, source[1:])):
-        if given:
-            runs[name], walls[name] = resolve_run(given, args.runs_dir), None
-        else:
-            runs[name], walls[name] = resultstools.train_in_process(preset, [*overrides, *extra], args.runs_dir)
+        runs[name], walls[name] = resultstools.train_in_process(preset, [*overrides, *extra], args.runs_dir, given)
     ppl = measure({k: str(v) for k, v in runs.items()})
     context = json.loads((Path(base) / "model" / "preprocessing.json").read_text()).get("context")
     result = {"runs": {k: str(v) for k, v in runs.items()}, "perplexity": ppl, "verdict": verdict(ppl),

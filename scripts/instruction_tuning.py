@@ -95,8 +95,6 @@ def markdown(result: dict) -> str:
         replies = [" ".join(j[m]["test"]["samples"][i]["reply"].replace("|", "/").split())[:60] for m in MODELS]
         lines.append(f"| {sample['question'][:80]} | {sample['reference']} | " + " | ".join(replies) + " |")
     lines.append("")
-    if result.get("quick"):
-        lines.insert(2, "**A --quick smoke run: a few steps per model; these figures mean nothing.**\n")
     return "\n".join(lines)
 
 
@@ -126,10 +124,7 @@ def main() -> None:
     runs: dict[str, Path | None] = {"base": None}
     for name, preset, given in (("full", "gpt-shakespeare-sft", args.full),
                                 ("lora", "gpt-shakespeare-sft-lora", args.lora)):
-        if given:
-            runs[name], walls[name] = resolve_run(given, args.runs_dir), None
-        else:
-            runs[name], walls[name] = resultstools.train_in_process(preset, [*source, *extra], args.runs_dir)
+        runs[name], walls[name] = resultstools.train_in_process(preset, [*source, *extra], args.runs_dir, given)
     data = build_data(load_config("gpt-shakespeare-sft", source[1:]))  # the questions, the base's tokens + template
     judged, params = {}, {}
     for name in MODELS:

@@ -72,10 +72,15 @@ def machine() -> str:
             f"torch {torch.__version__}")
 
 
-def train_in_process(preset: str, overrides: list[str], runs_dir: str) -> tuple[Path, float]:
-    """Train a preset in this process (`dlforge.api.train`): its run folder and the seconds it took."""
+def train_in_process(preset: str, overrides: list[str], runs_dir: str, given: str | None = None
+                     ) -> tuple[Path, float | None]:
+    """Train a preset in this process (`dlforge.api.train`): its run folder and the seconds it took; or, when a run
+    is `given`, that run and None."""
     from dlforge.api import train
+    from dlforge.runs.rundir import resolve_run
 
+    if given:
+        return resolve_run(given, runs_dir), None
     start = time.perf_counter()
     result = train(preset, [*overrides, f"runs_dir={runs_dir}", "train.progress=false"])
     if result.status != "completed":
@@ -103,6 +108,10 @@ def write_study(out: Path, page: str, name: str, result: dict, markdown: Callabl
                          f"{torch.get_num_threads()} threads")
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{page}.md").write_text(markdown(result))
-    print(markdown(result))
+    text = markdown(result)
+    if result.get("quick"):
+        title, _, rest = text.partition("\n\n")
+        text = f"{title}\n\n**A --quick smoke run: a few steps per model; these figures mean nothing.**\n\n{rest}"
+    (out / f"{page}.md").write_text(text)
+    print(text)
     print(f"written: {out / f'{page}.md'}, {out / 'results' / f'{name}.json'}")
