@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
+from dlforge.artifacts import save_model
 from dlforge.llm.generate import GenerationConfig, generate_tokens
 from dlforge.llm.gpt2 import export_gpt2
 from dlforge.registry import create_model
-from dlforge.train.checkpoint import save_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from paired import paired_rounds, summary  # noqa: E402

@@ -1,8 +1,29 @@
-"""dlforge: deep learning end to end on PyTorch — one CLI, one artifact format, offline."""
+"""dlforge: deep learning end to end on PyTorch — one CLI, one artifact format, offline.
+
+The top of the house: these functions call `dlforge.api` lazily, so importing any module of dlforge stays cheap.
+"""
+
+import types
 
 from dlforge import train  # the training subpackage; calling it trains: dlforge.train("preset", [...])
 
 __version__ = "0.1.0"
+
+
+class _CallableTrain(types.ModuleType):
+    """`dlforge.train` is both the training subpackage and the API's train function. A package and a function
+    cannot share a name (importing the subpackage rebinds it), so the subpackage's module gets this class, whose
+    `__call__` is `dlforge.api.train`: a module `__class__` assignment is Python's supported way to make a module
+    callable. It is done here, at the top floor, so that `dlforge.train` itself never reaches up to the API."""
+
+    def __call__(self, *args, **kwargs):
+        """Train a preset, YAML file or config dict; see `dlforge.api.train`."""
+        from dlforge.api import train as _train
+
+        return _train(*args, **kwargs)
+
+
+train.__class__ = _CallableTrain
 
 
 def load(*args, **kwargs):

@@ -19,16 +19,16 @@ from typing import Any
 
 import torch
 
+from dlforge.artifacts import load_model, load_trained, save_model
 from dlforge.config import Config, dump_config, load_config
 from dlforge.data.dataset import DataBundle
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.eval.evaluate import evaluate_model
-from dlforge.eval.metrics import TaskMetrics
-from dlforge.layers.losses import CLASSIFICATION_LOSSES, to_probabilities
-from dlforge.registry import create_model, dataset_entry
+from dlforge.registry import create_model, create_task, dataset_entry
 from dlforge.runs.history import compare_runs, list_runs, show_run  # noqa: F401  (the public API)
 from dlforge.runs.registry import RunRegistry, git_revision
 from dlforge.runs.rundir import atomic_write_json, atomic_write_text, model_dir, new_run_dir, resolve_run
+from dlforge.tasks.base import RunReport
 from dlforge.train import distributed
 from dlforge.train.callbacks import (
     Checkpointer,
@@ -38,7 +38,7 @@ from dlforge.train.callbacks import (
     Plots,
     ProgressBar,
 )
-from dlforge.train.checkpoint import load_latest_checkpoint, load_model, load_trained, save_model
+from dlforge.train.checkpoint import load_latest_checkpoint
 from dlforge.train.trainer import Trainer, seed_everything
 
 
@@ -73,18 +73,7 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
     name = cfg.model["name"]
     fields = set(config_fields(model_entry(name).config_cls))
     user = {k: v for k, v in cfg.model.items() if k != "name"}
-    task = data.info.get("task")
-    if "loss" in fields and task in ("classification", "regression"):
-        loss = user.get("loss", "mse" if task == "regression" else "cross_entropy")
-        if task == "regression" and loss in CLASSIFICATION_LOSSES:
-            raise ConfigError(f"model.loss: {loss!r} is a classification loss but data {cfg.data['name']!r} is "
-                              "regression")
-        if task == "classification" and loss not in CLASSIFICATION_LOSSES:
-            raise ConfigError(f"model.loss: {loss!r} is a regression loss but data {cfg.data['name']!r} is "
-                              "classification")
-        if loss == "bce" and data.info.get("num_classes") != 2:
-            raise ConfigError(f"model.loss: 'bce' needs two classes, the data has {data.info.get('num_classes')}")
-        user["loss"] = loss
+    user = create_task(data.info.get("task")).model_options(user, fields, data.info, cfg.data["name"])
     defaults = {k: v for k, v in data.model_defaults.items() if k in fields}
     model = create_model(name, **{**user, **defaults})
     window, needed = getattr(model.config, "context", None), data.info.get("context")
@@ -94,8 +83,9 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
     return model
 
 
-def task_metrics(info: dict[str, Any], loss: str, split: str = "val") -> TaskMetrics:
-    return TaskMetrics.from_info(info, loss, split)
+def task_metrics(info: dict[str, Any], loss: str, split: str = "val") -> Any:
+    """The metrics of `split` of a DataBundle with this `info`, as its task builds them."""
+    return create_task(info.get("task")).metrics(info, loss, split)
 
 
 def train(config: Config | str | Path | dict, overrides: list[str] | None = None, run_dir: str | Path | None = None,
@@ -187,7 +177,7 @@ def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, tok
         except DlforgeError as exc:
             raise ConfigError(f"train.transfer.init_from: {exc}") from None
         if tokenizer is not None and source_tokenizer is not None:
-            from dlforge.llm.tokenizer import check_tokenizer
+            from dlforge.text.tokenizer import check_tokenizer
 
             check_tokenizer(tokenizer, source_tokenizer, f"train.transfer.init_from {tcfg.init_from}")
         transfer.load_backbone(model, source)
@@ -208,7 +198,7 @@ def init_from(model: torch.nn.Module, ref: str, runs_dir: str | Path = "runs", t
         raise ConfigError(f"train.init_from: {exc}") from None
     trained_with = _tokenizer_hash(meta["extra"].get("preprocessing.json"))
     if tokenizer is not None and trained_with is not None and tokenizer.hash != trained_with:
-        from dlforge.llm.tokenizer import check_tokenizer, model_tokenizer, same_vocabulary
+        from dlforge.text.tokenizer import check_tokenizer, model_tokenizer, same_vocabulary
 
         if not same_vocabulary(tokenizer, model_tokenizer(meta, str(folder))):
             check_tokenizer(tokenizer, trained_with, where)  # raises, naming both hashes
@@ -223,7 +213,7 @@ def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | No
 
     folder = find_bert_folder(ref)
     if folder is not None:
-        from dlforge.llm.tokenizer import load_tokenizer
+        from dlforge.text.tokenizer import load_tokenizer
 
         has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
         return load_hf_bert(folder, head="none"), load_tokenizer(folder).hash if has_tokenizer else None
@@ -260,7 +250,7 @@ def _broadcast_path(info: distributed.DistInfo, make) -> Path:
 
 def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, trainer: Trainer) -> dict:
     """Best weights -> model/ folder; metrics on every split -> eval.json; confusion matrix plot."""
-    from dlforge.train.checkpoint import load_weights
+    from dlforge.artifacts import load_weights
 
     best = run_path / "checkpoints" / "best" / "model.safetensors"
     if best.exists():
@@ -275,6 +265,7 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
         save_adapter(model, run_path / "adapter", base=_base_name(cfg), tokenizer=data.tokenizer)
         merge_lora(model)
     save_model(model, run_path / "model", extra_files=extra)
+    task = create_task(data.info.get("task"))
     metrics: dict[str, Any] = {}
     reports: dict[str, Any] = {}
     loss_name = getattr(model.config, "loss", "")
@@ -282,26 +273,15 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
         ds = data.split(split, evaluation=True)
         if ds is None:
             continue
-        tm = task_metrics(data.info, loss_name, split)
+        tm = task.metrics(data.info, loss_name, split)
         metrics[split] = evaluate_model(model, ds, tm, device=trainer.device, autocast_dtype=trainer.autocast_dtype)
-        if split == "test" and data.info["task"] == "classification":
-            reports = _classification_reports(cfg, run_path, model, data, tm, trainer.device)
-        if split == "test" and data.info["task"] == "forecast":
-            from dlforge.eval.forecast import forecast_report
-
-            report = forecast_report(model, data, run_path / "plots" / "forecast.png", device=trainer.device)
-            reports = {"forecast_plot": str(Path(report["png"]).relative_to(run_path))}
-        if split in ("val", "test") and data.info.get("chat"):  # instruction tuning: greedy answers, exact match
-            from dlforge.data.sft import records_of
-            from dlforge.llm.chat import answer_report
-
-            scores, report = answer_report(model, data.tokenizer, records_of(ds))
-            metrics[split].update(scores)
-            reports.setdefault("answers", {})[split] = report
-        if split in ("val", "test") and data.info["task"] == "translation":
-            scores, report = _translation_scores(model, {"extra": extra}, ds)
-            metrics[split].update(scores)
-            reports.setdefault("translation", {})[split] = report
+        if split == "test":
+            reports.update(task.test_report(RunReport(cfg.name, run_path, model, data, trainer.device, tm)))
+        decoded = None if split == "train" else task.decoded_scores(model, ds, data.info, data.tokenizer,
+                                                                    {"extra": extra})  # BLEU, exact match...
+        if decoded is not None:
+            metrics[split].update(decoded[0])
+            reports.setdefault(task.report_key, {})[split] = decoded[1]
     atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason,
                                                "world_size": trainer.dist.world_size, **metrics, **reports})
     return metrics
@@ -313,38 +293,6 @@ def _base_name(cfg: Config) -> str:
         return str(model_dir(cfg.train.init_from, cfg.runs_dir))
     except DlforgeError:
         return cfg.train.init_from
-
-
-def _translation_scores(model: torch.nn.Module, meta: dict[str, Any], ds: Any) -> tuple[dict, dict]:
-    """BLEU and chrF with beam search and greedy decoding (see dlforge.llm.translate), and their report, with the
-    tokenizers of the model folder described by `meta` (as `load_model` gives it)."""
-    from dlforge.data.translation import translation_tokenizers
-    from dlforge.llm.translate import evaluate_translation
-
-    return evaluate_translation(model, *translation_tokenizers(meta, where="model"), ds)
-
-
-def _classification_reports(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, tm: TaskMetrics,
-                            device: torch.device) -> dict[str, Any]:
-    """Test confusion matrix PNG, per-class precision/recall/F1, and for images a grid of misclassified examples."""
-    from dlforge.eval.report import per_class, predict_classes
-    from dlforge.runs.plots import plot_confusion_matrix, plot_image_grid
-
-    names = [str(n) for n in data.info["label_names"]]
-    confusion = tm.confusion_matrix()
-    plot_confusion_matrix(confusion, names, run_path / "plots" / "confusion.png",
-                          title=f"{cfg.name}: test confusion matrix")
-    reports: dict[str, Any] = {"test_per_class": per_class(confusion, names)}
-    if data.info.get("modality") == "image":
-        from dlforge.data.images import denormalize
-
-        pred, true, x = predict_classes(model, data.test, device=device, keep_inputs=32)
-        if x is not None:
-            wrong = (pred != true).nonzero().squeeze(1)[: len(x)]
-            titles = [f"true {names[true[i]]}\npred {names[pred[i]]}" for i in wrong.tolist()]
-            plot_image_grid(denormalize(data.preprocessing, x).numpy(), titles,
-                            run_path / "plots" / "misclassified.png", title=f"{cfg.name}: misclassified test images")
-    return reports
 
 
 def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, result: RunResult) -> None:
@@ -370,8 +318,8 @@ def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
 
 
 def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
-    """Metrics of a run's final model on one split of its data (rebuilt from the run's config); for a translation run
-    also BLEU and chrF of beam search and greedy decoding."""
+    """Metrics of a run's final model on one split of its data (rebuilt from the run's config), with the scores its
+    task decodes (BLEU and chrF of a translation run, exact match of an instruction-tuned one)."""
     run_path = resolve_run(str(run))
     cfg = load_config(run_path / "config.yaml")
     data = build_data(cfg)
@@ -381,17 +329,14 @@ def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
     model = load(run_path)
     trained_with = _tokenizer_hash(model.meta["extra"].get("preprocessing.json"))
     if data.tokenizer is not None and trained_with is not None:  # e.g. data.tokenizer: latest:NAME has moved on
-        from dlforge.llm.tokenizer import check_tokenizer
+        from dlforge.text.tokenizer import check_tokenizer
 
         check_tokenizer(data.tokenizer, trained_with, f"{run_path}: data.tokenizer")
-    metrics = evaluate_model(model, ds, task_metrics(data.info, getattr(model.config, "loss", ""), split))
-    if data.info.get("task") == "translation":  # the tokenizers the model was trained with, from its folder
-        metrics.update(_translation_scores(model, model.meta, ds)[0])
-    if data.info.get("chat"):  # instruction tuning: greedy answers against the references
-        from dlforge.data.sft import records_of
-        from dlforge.llm.chat import answer_report
-
-        metrics.update(answer_report(model, data.tokenizer, records_of(ds))[0])
+    task = create_task(data.info.get("task"))
+    metrics = evaluate_model(model, ds, task.metrics(data.info, getattr(model.config, "loss", ""), split))
+    decoded = task.decoded_scores(model, ds, data.info, data.tokenizer, model.meta)  # BLEU, exact match...
+    if decoded is not None:
+        metrics.update(decoded[0])
     return metrics
 
 
@@ -405,51 +350,15 @@ def _tokenizer_hash(preprocessing: dict[str, Any] | None) -> str | None:
 
 
 def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None) -> list[dict[str, Any]]:
-    """Predictions for the rows of a CSV/Parquet file, or for image files (a file or a folder of them, for an image
-    model): label and class probabilities, or the regression value."""
-    from dlforge.data.tabular import decode_labels, prepare_inputs, unscale_target
-
+    """Predictions of a run's model for new inputs, read as its task reads them (a CSV/Parquet file of rows, image
+    files...): one row each, e.g. label and class probabilities, or the regression value."""
     model = load(run)
-    pre = model.meta["extra"]["preprocessing.json"]
-    if pre.get("kind") == "image":
-        x, lines = _image_inputs(pre, Path(input_path))
-    else:
-        x, _, lines = prepare_inputs(pre, input_path, with_target=False)  # a target column, if any, is not read
-    with torch.no_grad():
-        logits = model({"x": x}).logits
-    rows: list[dict[str, Any]] = []
-    if pre["task"] == "classification":
-        probs = to_probabilities(logits, model.config.loss)
-        ids = probs.argmax(dim=1).tolist()
-        labels = [pre["label_names"][i] for i in ids] if pre.get("kind") == "image" else decode_labels(pre, ids)
-        names = pre["label_names"]
-        for line, label, p in zip(lines, labels, probs.tolist(), strict=True):
-            probs_by_name = {f"p({n})": round(v, 6) for n, v in zip(names, p, strict=True)}
-            rows.append({"line": line, "prediction": label, **probs_by_name})
-    else:
-        values = unscale_target(pre, logits.squeeze(-1))
-        rows = [{"line": line, "prediction": float(v)} for line, v in zip(lines, list(values), strict=True)]
+    extra = model.meta["extra"]
+    task_name = (extra.get("data_info.json") or {}).get("task") or extra["preprocessing.json"].get("task")
+    rows = create_task(task_name).predict(model, Path(input_path))
     if out is not None:
         _write_rows(Path(out), rows)
     return rows
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
-
-def _image_inputs(pre: dict[str, Any], path: Path) -> tuple[torch.Tensor, list[str]]:
-    """A normalized batch of the image file `path`, or of every image file under the folder `path` (sorted)."""
-    from dlforge.data.images import prepare_images
-
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise DlforgeError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise DlforgeError(f"{path}: no such file or folder")
-    return prepare_images(pre, files), [str(f) for f in files]
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:

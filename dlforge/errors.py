@@ -5,6 +5,12 @@ prints its message on one line and exits with code 2, with no traceback unless `
 the file and line, the config key or the field that is wrong, and what was expected.
 """
 
+from __future__ import annotations
+
+import difflib
+
+from pydantic import ValidationError
+
 
 class DlforgeError(Exception):
     """An error caused by the user's input; its message is one line meant for a person."""
@@ -26,3 +32,58 @@ class CheckpointError(DlforgeError):
 
 class TrainingError(DlforgeError):
     """Training cannot go on (for example a NaN loss under `nan_policy: stop`)."""
+
+
+# --- config errors, worded for people (shared by the config schema, the registry and every config class) ---
+
+
+def validation_to_config_error(exc: Exception, prefix: str, fields: list[str] | None = None) -> ConfigError | None:
+    """Turn pydantic's ValidationError (or a dataclass TypeError) into one ConfigError line naming the key."""
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, TypeError):  # e.g. "__init__() got an unexpected keyword argument 'hiden'"
+        msg = str(exc)
+        if "unexpected keyword argument" in msg:
+            bad = msg.split("'")[-2]
+            return ConfigError(f"{prefix}.{bad}: unknown key{suggest(bad, fields or [])}")
+        return None
+    if not isinstance(exc, ValidationError):
+        return None
+    e = exc.errors()[0]
+    loc = _clean_loc(e["loc"])
+    key = ".".join([prefix, *loc]) if prefix else ".".join(loc)
+    if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        candidates = [f"{prefix}.{f}" if prefix else f for f in (fields or [])]
+        return ConfigError(f"{key}: unknown key{suggest(key, candidates)}")
+    if e["type"] == "missing":
+        return ConfigError(f"{key}: missing; this key is required")
+    got = e.get("input")
+    msg = e["msg"].removeprefix("Value error, ")
+    same = [x for x in exc.errors() if _clean_loc(x["loc"]) == _clean_loc(e["loc"])]
+    if len(same) > 1:  # a union (int | 'full', say): name every form it accepts
+        msg = "expected " + " or ".join(dict.fromkeys(_expected(x) for x in same))
+    got_txt = f", got {got!r}" if not isinstance(got, dict) else ""
+    return ConfigError(f"{key}: {msg}{got_txt}")
+
+
+def _clean_loc(loc: tuple) -> list[str]:
+    # pydantic puts union branch tags (int, literal['full'], function-after[...]) into the location; drop them
+    return [str(p) for p in loc if not str(p).startswith(("function-", "literal[", "int", "float", "str", "bool"))]
+
+
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
+             "list": "a list", "dict": "a mapping", "none": "null", "tuple": "a list"}
+
+
+def _expected(error: dict) -> str:
+    if error["type"] == "literal_error":
+        return error["ctx"]["expected"]
+    kind = error["type"].split("_")[0]
+    return _EXPECTED.get(kind, error["msg"].removeprefix("Value error, "))
+
+
+def suggest(key: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f"; did you mean {close[0]!r}?"

@@ -8,17 +8,26 @@ model's config dataclass and returns the model. A preset is such a function with
         return MLP(MLPConfig(**{"hidden": [], **overrides}))
 
 A dataset is registered the same way with its pydantic config class; its builder takes that config and returns a
-`DataBundle` (see `dlforge.data`).
+`DataBundle` (see `dlforge.data`). A task (`dlforge.tasks`) is registered by its class under the name a dataset's
+`info["task"]` gives.
+
+This module imports nothing of the zoo: it sits on the ground floor, and the modules that register things import it.
+The names are filled in on the first lookup by loading the plug-ins: `dlforge.catalog` (every built-in model, dataset
+and task) and any package that declares a `dlforge.plugins` entry point (a module or a callable to run), so a
+third-party model, dataset or task is one installed package away. Loading a plug-in by its name is the one way
+down-to-up that the floors allow, and it happens at run time only.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
-from dlforge.errors import ConfigError
+from dlforge.errors import ConfigError, validation_to_config_error
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,10 @@ class Entry:
 
 _MODELS: dict[str, Entry] = {}
 _DATASETS: dict[str, Entry] = {}
+_TASKS: dict[str, Entry] = {}
+BUILTIN_PLUGINS = "dlforge.catalog"  # imported by name on the first lookup (see the module's docstring)
+PLUGIN_GROUP = "dlforge.plugins"
+_loaded = False
 
 
 def _first_line(fn: Callable) -> str:
@@ -58,10 +71,35 @@ def register_dataset(config_cls: type, name: str | None = None):
     return _register(_DATASETS, "dataset", config_cls, name)
 
 
-def _ensure_loaded() -> None:
-    # Importing the packages runs their @register_* decorators.
-    import dlforge.data  # noqa: F401
-    import dlforge.models  # noqa: F401
+def register_task(name: str):
+    """Register a task class (`dlforge.tasks.base.Task`) under `name`, the value of a dataset's `info["task"]`."""
+
+    def deco(cls: type) -> type:
+        if name in _TASKS and _TASKS[name].fn is not cls:
+            raise ValueError(f"task {name!r} is registered twice")
+        _TASKS[name] = Entry(name, cls, cls, _first_line(cls))
+        return cls
+
+    return deco
+
+
+def load_plugins() -> None:
+    """Import the built-in catalog and every installed `dlforge.plugins` entry point, once; their @register_*
+    decorators fill the tables."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    importlib.import_module(BUILTIN_PLUGINS)
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.value == BUILTIN_PLUGINS:
+            continue
+        loaded = ep.load()
+        if callable(loaded):
+            loaded()
+
+
+_ensure_loaded = load_plugins
 
 
 def _lookup(table: dict[str, Entry], kind: str, name: str, key: str) -> Entry:
@@ -81,10 +119,17 @@ def dataset_entry(name: str) -> Entry:
     return _lookup(_DATASETS, "dataset", name, "data.name")
 
 
+def task_entry(name: str | None) -> Entry:
+    return _lookup(_TASKS, "task", str(name), "task")
+
+
+def create_task(name: str | None) -> Any:
+    """The task object registered under `name` (a dataset's `info["task"]`), e.g. `create_task("classification")`."""
+    return task_entry(name).fn()
+
+
 def create_model(name: str, **overrides: Any):
     """Build the registered model `name` with config overrides, e.g. `create_model("mlp", hidden=[64])`."""
-    from dlforge.config import validation_to_config_error
-
     entry = model_entry(name)
     try:
         model = entry.fn(**overrides)
@@ -105,6 +150,11 @@ def list_models() -> list[str]:
 def list_datasets() -> list[str]:
     _ensure_loaded()
     return sorted(_DATASETS)
+
+
+def list_tasks() -> list[str]:
+    _ensure_loaded()
+    return sorted(_TASKS)
 
 
 def model_entries() -> list[Entry]:

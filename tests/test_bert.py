@@ -11,11 +11,11 @@ import torch
 from clitools import run_cli
 
 from dlforge import api
+from dlforge.artifacts import load_model, save_model
 from dlforge.config import TransferConfig
 from dlforge.errors import DlforgeError
 from dlforge.registry import create_model
 from dlforge.train import transfer
-from dlforge.train.checkpoint import load_model, save_model
 from dlforge.train.optim import build_optimizer
 
 TINY = {"vocab_size": 60, "dim": 16, "n_layers": 2, "n_heads": 2, "ffn_hidden": 32, "max_len": 24}
@@ -123,7 +123,7 @@ def test_a_masked_lm_encoder_is_a_classifier_backbone():
 @pytest.fixture(scope="module")
 def mlm_run(tmp_path_factory):
     """A tiny BERT pretrained for a few steps with masked-LM on 400 lines of Hamlet (its own WordPiece)."""
-    from dlforge.data.genre import play_lines
+    from dlforge.data.plays import play_lines
 
     root = tmp_path_factory.mktemp("bert")
     corpus = root / "hamlet.txt"

@@ -12,15 +12,15 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from dlforge.artifacts import save_model
 from dlforge.cli import generate as generate_cli
 from dlforge.data.chartext import CharTextConfig, shakespeare_char, text_files
 from dlforge.data.corpus import find_plays, markdown_to_plain, split_plays
 from dlforge.errors import ConfigError, DataError
 from dlforge.llm.generate import generate_from_run, generate_stream, sample_next
-from dlforge.llm.tokenizer import CharTokenizer, load_tokenizer, tokenizer_from_dict
 from dlforge.models import char_rnn  # noqa: F401  (registers the presets)
 from dlforge.registry import create_model
-from dlforge.train.checkpoint import save_model
+from dlforge.text.tokenizer import CharTokenizer, load_tokenizer, tokenizer_from_dict
 
 # --- the tokenizer -----------------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from dlforge import registry
+from dlforge import artifacts, registry
 from dlforge.errors import CheckpointError
 from dlforge.registry import create_model
 from dlforge.train import checkpoint as ckpt
@@ -314,7 +314,7 @@ def test_prune_keeps_the_newest_and_the_protected(tmp_path):
 def test_save_and_load_model_gives_identical_outputs(tmp_path):
     model = create_model("mlp", in_features=5, out_features=3)
     preprocessing = {"mean": [0.1, 0.2], "std": [1.0, 2.0]}
-    directory = ckpt.save_model(model, tmp_path / "model", extra_files={"preprocessing.json": preprocessing})
+    directory = artifacts.save_model(model, tmp_path / "model", extra_files={"preprocessing.json": preprocessing})
     assert sorted(p.name for p in directory.iterdir()) == [
         "config.json",
         "manifest.json",
@@ -324,7 +324,7 @@ def test_save_and_load_model_gives_identical_outputs(tmp_path):
     config = json.loads((directory / "config.json").read_text())
     assert config["model"] == "mlp" and config["format"] == "dlforge-model" and config["config"]["in_features"] == 5
 
-    loaded, meta = ckpt.load_model(directory)
+    loaded, meta = artifacts.load_model(directory)
     assert not loaded.training
     assert meta["model"] == "mlp" and meta["extra"] == {"preprocessing.json": preprocessing}
     x = torch.randn(4, 5)
@@ -333,11 +333,11 @@ def test_save_and_load_model_gives_identical_outputs(tmp_path):
 
 
 def test_invalid_config_json_is_named(tmp_path):
-    directory = ckpt.save_model(create_model("mlp", in_features=5, out_features=3), tmp_path / "model")
+    directory = artifacts.save_model(create_model("mlp", in_features=5, out_features=3), tmp_path / "model")
     (directory / "config.json").write_text("{not json")
     rehash(directory)
     with pytest.raises(CheckpointError, match=r"config\.json: invalid JSON"):
-        ckpt.load_model(directory)
+        artifacts.load_model(directory)
 
 
 def test_pickles_are_never_unpickled(tmp_path):
@@ -347,19 +347,19 @@ def test_pickles_are_never_unpickled(tmp_path):
 
     marker = tmp_path / "marker"
     payload = pickle.dumps(Payload(marker))
-    directory = ckpt.save_model(create_model("mlp", in_features=5, out_features=3), tmp_path / "model")
+    directory = artifacts.save_model(create_model("mlp", in_features=5, out_features=3), tmp_path / "model")
     (directory / "model.safetensors").write_bytes(payload)
     (directory / "pytorch_model.bin").write_bytes(payload)
     rehash(directory)
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
-        ckpt.load_model(directory)
+        artifacts.load_model(directory)
     (tmp_path / "model.pt").write_bytes(payload)
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
-        ckpt.load_weights(create_model("mlp", in_features=5, out_features=3), tmp_path / "model.pt")
+        artifacts.load_weights(create_model("mlp", in_features=5, out_features=3), tmp_path / "model.pt")
     (directory / "model.safetensors").unlink()
     rehash(directory)
     with pytest.raises(CheckpointError, match="does not list model.safetensors"):
-        ckpt.load_model(directory)
+        artifacts.load_model(directory)
     assert not marker.exists()  # ...but loading never ran it
 
 
@@ -371,15 +371,15 @@ def test_weights_must_match_the_model_exactly(tmp_path):
     wrong = dict(state, **{"blocks.1.linear.weight": torch.zeros(8, 9), "head.weight": torch.zeros(2, 8)})
     save_file(wrong, path)
     with pytest.raises(CheckpointError, match=r"'blocks\.1\.linear\.weight' expected shape \(8, 8\), found \(8, 9\)"):
-        ckpt.load_weights(model, path)
+        artifacts.load_weights(model, path)
 
     save_file({k: v for k, v in state.items() if k != "blocks.0.linear.bias"}, path)
     with pytest.raises(CheckpointError, match=r"'blocks\.0\.linear\.bias' expected shape \(8,\), found missing"):
-        ckpt.load_weights(model, path)
+        artifacts.load_weights(model, path)
 
     save_file(dict(state, extra=torch.zeros(2)), path)
     with pytest.raises(CheckpointError, match=r"model\.safetensors: weight 'extra' expected none"):
-        ckpt.load_weights(model, path)
+        artifacts.load_weights(model, path)
 
 
 def test_non_finite_weights_are_refused_at_save(tmp_path):
@@ -390,7 +390,7 @@ def test_non_finite_weights_are_refused_at_save(tmp_path):
     with pytest.raises(CheckpointError, match=message):
         ckpt.save_checkpoint(tmp_path / "checkpoint-8", {"model": model.state_dict()})
     with pytest.raises(CheckpointError, match="refusing to save model: model weight 'blocks.0.linear.weight'"):
-        ckpt.save_model(model, tmp_path / "model")
+        artifacts.save_model(model, tmp_path / "model")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -416,12 +416,12 @@ def test_tied_weights_are_saved_once_and_stay_tied(tmp_path, monkeypatch):
 
     monkeypatch.setitem(registry._MODELS, "tied_test", registry.Entry("tied_test", tied, TiedConfig, ""))
     model = create_model("tied_test", width=3)
-    directory = ckpt.save_model(model, tmp_path / "model")
+    directory = artifacts.save_model(model, tmp_path / "model")
     with safe_open(directory / "model.safetensors", framework="pt") as f:
         assert sorted(f.keys()) == ["a.bias", "a.weight", "b.bias"]
         assert json.loads(f.metadata()["dlforge_aliases"]) == {"b.weight": "a.weight"}
 
-    loaded, meta = ckpt.load_model(directory)
+    loaded, meta = artifacts.load_model(directory)
     assert meta["config"] == {"width": 3}
     assert loaded.a.weight is loaded.b.weight
     assert torch.equal(loaded.a.weight, model.a.weight) and torch.equal(loaded.b.bias, model.b.bias)

@@ -9,7 +9,7 @@ import pytest
 from clitools import ok_json, one_line_error, run_all
 
 from dlforge.data.corpus import load_corpus
-from dlforge.llm.tokenizer import load_tokenizer, train_tokenizer
+from dlforge.text.tokenizer import load_tokenizer, train_tokenizer
 
 TEXT = ("From fairest creatures we desire increase,\nThat thereby beauty's rose might never die,\n"
         "But as the riper should by time decease,\nHis tender heir might bear his memory: ✓ ñ\n")

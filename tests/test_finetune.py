@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from dlforge import api
+from dlforge.artifacts import load_model
 from dlforge.config import load_config
 from dlforge.errors import CheckpointError, ConfigError
 from dlforge.llm.generate import load_language_model
 from dlforge.llm.perplexity import corpus_perplexity
-from dlforge.train.checkpoint import load_model
 from tests.clitools import ok_json, run_cli
 from tests.lmtools import tiny_lm_config, write_corpus
 

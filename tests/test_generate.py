@@ -10,6 +10,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from dlforge.artifacts import save_model
 from dlforge.cli import generate as generate_cli
 from dlforge.errors import ConfigError, DataError
 from dlforge.llm.generate import (
@@ -18,9 +19,8 @@ from dlforge.llm.generate import (
     generate_stream,
     generate_tokens,
 )
-from dlforge.llm.tokenizer import CharTokenizer, train_tokenizer
 from dlforge.registry import create_model
-from dlforge.train.checkpoint import save_model
+from dlforge.text.tokenizer import CharTokenizer, train_tokenizer
 
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n\nJULIET:\nAy me. O Romeo, Romeo!\n"
 TOK = CharTokenizer.from_text(TEXT)

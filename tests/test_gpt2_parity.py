@@ -10,11 +10,11 @@ import pytest
 import torch
 import transformers  # the parity reference (the dev extra)
 
+from dlforge.artifacts import load_model, save_model
 from dlforge.errors import CheckpointError, DlforgeError
 from dlforge.llm.generate import GenerationConfig, apply_repetition_penalty, generate_tokens
 from dlforge.llm.gpt2 import export_gpt2, import_gpt2, load_gpt2
 from dlforge.registry import create_model
-from dlforge.train.checkpoint import load_model, save_model
 
 VOCAB, POSITIONS = 97, 40
 
@@ -183,7 +183,7 @@ def test_import_and_export_commands(tmp_path):
 
 def test_an_imported_folder_with_a_tokenizer_generates_text(tmp_path):
     from dlforge.llm.generate import generate_from_run
-    from dlforge.llm.tokenizer import CharTokenizer
+    from dlforge.text.tokenizer import CharTokenizer
 
     hf = hf_gpt2(seed=6)
     hf.save_pretrained(tmp_path / "gpt2")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from dlforge import api
+from dlforge.artifacts import load_model
 from dlforge.config import LoRAConfig, TrainConfig
 from dlforge.data.dataset import TensorDictDataset
 from dlforge.errors import CheckpointError, ConfigError
@@ -29,7 +30,6 @@ from dlforge.llm.lora import (
     save_adapter,
 )
 from dlforge.registry import create_model
-from dlforge.train.checkpoint import load_model
 from dlforge.train.trainer import Trainer
 from tests.clitools import ok_json, run_cli
 

@@ -153,7 +153,8 @@ def test_masked_lm_config_errors_name_the_key(tmp_path):
 
 
 def test_shakespeare_mlm_holds_out_the_genre_plays():
-    from dlforge.data.genre import GenreConfig, genre_split, play_genres, plays_by_genre_split
+    from dlforge.data.genre import GenreConfig
+    from dlforge.data.plays import genre_split, play_genres, plays_by_genre_split
 
     split = plays_by_genre_split()
     genre = genre_split(play_genres(GenreConfig(name="shakespeare_genre").genres))

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dlforge.artifacts import load_model, save_model
 from dlforge.data.dataset import TensorDictDataset
 from dlforge.errors import ConfigError
 from dlforge.models import char_rnn, rnn  # noqa: F401  (registers the presets)
 from dlforge.registry import create_model, model_entry
-from dlforge.train.checkpoint import load_model, save_model
 from dlforge.train.trainer import Trainer
 
 FORECASTERS = ("rnn_forecaster", "lstm_forecaster", "gru_forecaster")

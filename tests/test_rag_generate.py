@@ -227,10 +227,10 @@ def test_transformers_generator_fits_the_context_and_decodes_greedily(retriever,
 
 
 def test_gpt_generator_runs_a_dlforge_language_model(tmp_path):
+    from dlforge.artifacts import save_model
     from dlforge.llm.generate import generate_from_run
-    from dlforge.llm.tokenizer import CharTokenizer
     from dlforge.registry import create_model
-    from dlforge.train.checkpoint import save_model
+    from dlforge.text.tokenizer import CharTokenizer
 
     hits = [{"text": "Cats sleep sixteen hours.", "relpath": "cats.md", "source": "/d/cats.md", "heading": ["Cats"]}]
     prompt = flat_prompt(build_messages("How long do cats sleep?", hits))

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from test_layers_transformer import torch_mha_like
 from torch import nn
 
+from dlforge.artifacts import load_model, save_model
 from dlforge.errors import ConfigError
 from dlforge.layers.attention import causal_mask
 from dlforge.registry import create_model
-from dlforge.train.checkpoint import load_model, save_model
 
 TINY = {"vocab_size": 40, "dim": 32, "n_heads": 4, "encoder_layers": 2, "decoder_layers": 2, "ffn_hidden": 64,
         "max_len": 32, "dropout": 0.0}

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from dlforge import api
 from dlforge.data.sft import SFTConfig, read_conversations, sft_jsonl
 from dlforge.errors import DataError
-from dlforge.llm.chat import DEFAULT_CHAT_TEMPLATE, chat, chat_segments, encode_chat, render_chat
+from dlforge.llm.chat import chat
 from dlforge.llm.generate import load_language_model
-from dlforge.llm.tokenizer import train_tokenizer, with_chat_template
 from dlforge.registry import create_model
+from dlforge.text.chat import DEFAULT_CHAT_TEMPLATE, chat_segments, encode_chat, render_chat
+from dlforge.text.tokenizer import train_tokenizer, with_chat_template
 from tests.clitools import ok_json, run_cli
 
 CONVERSATIONS = [

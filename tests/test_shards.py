@@ -18,7 +18,7 @@ from dlforge.errors import CheckpointError, DataError
 from dlforge.eval.metrics import TaskMetrics
 from dlforge.llm.generate import generate_from_run
 from dlforge.llm.prepare import prepare_shards
-from dlforge.llm.tokenizer import CharTokenizer, load_tokenizer, model_tokenizer, train_tokenizer
+from dlforge.text.tokenizer import CharTokenizer, load_tokenizer, model_tokenizer, train_tokenizer
 
 LINES = ["Shall I compare thee to a summer's day?", "Thou art more lovely and more temperate:",
          "Rough winds do shake the darling buds of May,", "And summer's lease hath all too short a date;",
@@ -91,7 +91,7 @@ def test_writes_are_atomic_and_never_half_done(tmp_path, corpus_dir, monkeypatch
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        prepare.write_folder_atomically(out, "dlforge-token-shards", fail_while_writing)
+        prepare.write_folder(out, "dlforge-token-shards", fail_while_writing)
     assert list(tmp_path.iterdir()) == [corpus_dir]  # no shard folder, no temp folder left behind
     prepare_shards(corpus_dir, "char", out)
     with pytest.raises(DataError, match=rf"^{out}: already exists; pass --overwrite"):

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from dlforge.errors import CheckpointError, ConfigError, DataError
-from dlforge.llm.subword import SubwordTokenizer
-from dlforge.llm.tokenizer import (
+from dlforge.text.subword import SubwordTokenizer
+from dlforge.text.tokenizer import (
     CharTokenizer,
     check_tokenizer,
     load_tokenizer,

@@ -37,8 +37,8 @@ def generate_cmd(
     stderr what ended it (max_new_tokens, stop or eos). `--chat "Who speaks first in Hamlet?"` asks an
     instruction-tuned model."""
     from dlforge.errors import DlforgeError
-    from dlforge.llm.chat import as_messages, render_chat
     from dlforge.llm.generate import GenerationConfig, generate_batch, generate_stream, load_language_model
+    from dlforge.text.chat import as_messages, render_chat
 
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None,
                               top_p=top_p, repetition_penalty=repetition_penalty, stop=tuple(stop or ()), seed=seed,

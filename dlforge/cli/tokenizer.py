@@ -46,7 +46,7 @@ def encode_cmd(
     as_json: bool = typer.Option(False, "--json", help="print {ids, tokens} as JSON"),
 ) -> None:
     """Token ids of a text."""
-    from dlforge.llm.tokenizer import load_tokenizer
+    from dlforge.text.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer)
     ids = tok.encode(text, add_special_tokens=special)
@@ -63,7 +63,7 @@ def decode_cmd(
     as_json: bool = typer.Option(False, "--json", help="print {text} as JSON"),
 ) -> None:
     """The text of token ids."""
-    from dlforge.llm.tokenizer import load_tokenizer
+    from dlforge.text.tokenizer import load_tokenizer
 
     text = load_tokenizer(tokenizer).decode(ids)
     if as_json:

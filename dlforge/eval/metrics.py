@@ -12,7 +12,7 @@ seasonal-naive forecast on the same targets, and rel_mae = mae / naive_mae (see 
 next-token accuracy, perplexity (per token), bits per token and bits per character (see `TokenPredictions`);
 translation: the same on the teacher-forced target tokens, without bits per character (BLEU and chrF need decoding:
 `dlforge.llm.translate`). Keys are plain names; the caller adds the split prefix (`val/`).
-`TaskMetrics.from_info(bundle.info, loss, split)` picks the right ones for a DataBundle.
+`TaskMetrics.from_info(bundle.info, loss, split)` asks the DataBundle's task (`dlforge.tasks`) for its metrics.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from torchmetrics.classification import (
 from dlforge.layers.losses import to_probabilities
 from dlforge.models.output import Output
 
-TASKS = ("classification", "regression", "forecast", "language_modeling", "translation")
 # Metrics where smaller is better; anything ending in "loss" is too.
 LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "mape", "smape", "mase", "rel_mae", "naive_mae", "naive_rmse",
                    "naive_mape", "naive_smape", "naive_mase", "perplexity", "ppl", "nll", "bits_per_char", "bpc",
@@ -49,8 +48,27 @@ def lower_is_better(metric_name: str) -> bool:
     return name in LOWER_IS_BETTER or name.endswith("loss")
 
 
-class TaskMetrics:
-    """Accumulate a task's metrics over `update()` calls; `compute()` returns them as plain floats.
+class _ByTask(type):
+    """`TaskMetrics(task, **options)` asks the registered task of that name for its metric set; a subclass called by
+    its own name is built as usual."""
+
+    def __call__(cls, *args: Any, **options: Any) -> Any:
+        if cls is not TaskMetrics:
+            return super().__call__(*args, **options)
+        from dlforge.registry import create_task, list_tasks  # the ground floor: names to task plug-ins
+
+        task = args[0] if args else options.pop("task", None)
+        if task not in list_tasks():
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(list_tasks())}")
+        return create_task(task).metric_set(**options)
+
+
+class TaskMetrics(metaclass=_ByTask):
+    """A task's metrics, accumulated over `update()` calls; `compute()` returns them as plain floats.
+
+    Each task (`dlforge.tasks`) picks its own subclass below: `TaskMetrics.from_info(bundle.info, loss, split)` asks
+    the task a DataBundle names, and `TaskMetrics("classification", num_classes=10)` asks the task of that name with
+    the options of its metric set (see `Task.metric_set`).
 
     Classification takes `output.logits` of shape (B, C) (or (B, 1) with `loss_name="bce"`, read as two classes) and
     `batch["y"]` class ids (B,). Regression takes (B, 1) outputs and (B,) targets, both standardized with
@@ -61,71 +79,76 @@ class TaskMetrics:
     ignored, and `chars_per_token` of the text (1 for characters; None: no bits per character).
     """
 
-    def __init__(self, task: str, num_classes: int | None = None, loss_name: str = "cross_entropy",
-                 target_mean: float | list[float] = 0.0, target_std: float | list[float] = 1.0,
-                 mase_scale: float | list[float] | None = None, chars_per_token: float | None = 1.0):
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-        if task == "classification" and num_classes is None and loss_name == "bce":
-            num_classes = 2
-        if task == "classification" and (num_classes is None or num_classes < 2):
-            raise ValueError(f"classification needs num_classes >= 2, got {num_classes}")
-        if task == "classification" and loss_name == "bce" and num_classes != 2:
-            raise ValueError(f"loss 'bce' is binary: num_classes must be 2, got {num_classes}")
-        self.task, self.num_classes, self.loss_name = task, num_classes, loss_name
-        self.target_mean, self.target_std = target_mean, target_std
+    task = ""
+    num_classes: int | None = None
+    loss_name = ""
+    target_mean: float | list[float] = 0.0
+    target_std: float | list[float] = 1.0
+
+    def __init__(self, metrics: Metric):
+        self.metrics = metrics
         self.updates = 0
-        if task == "classification":
-            self.metrics = MetricCollection(_classification_metrics(num_classes), compute_groups=False)
-        elif task == "forecast":
-            self.metrics = ForecastErrors(target_mean, target_std, mase_scale)
-        elif task in ("language_modeling", "translation"):  # translation: the teacher-forced target tokens
-            self.metrics = TokenPredictions(chars_per_token)
-        else:
-            self.metrics = MetricCollection({
-                "mae": MeanAbsoluteError(),
-                "rmse": MeanSquaredError(squared=False),
-                "r2": R2Score(),
-            }, compute_groups=False)
 
     @classmethod
     def from_info(cls, info: dict[str, Any], loss_name: str = "cross_entropy", split: str = "val") -> TaskMetrics:
-        """The metrics of a DataBundle's task, configured from its `info` (classes, target scaling, MASE scale; for
-        language modeling the characters per token of `split`, 1 when the info predates them)."""
+        """The metrics of a DataBundle's task, configured by that task from the bundle's `info` (classes, target
+        scaling, MASE scale; for language modeling the characters per token of `split`)."""
+        from dlforge.registry import create_task, list_tasks
+
         task = info.get("task")
-        if task == "forecast":
-            return cls("forecast", loss_name=loss_name, target_mean=info["target_offset"],
-                       target_std=info["target_scale"], mase_scale=info.get("mase_scale"))
-        if task == "language_modeling":
-            per_split = info.get("chars_per_token")
-            chars_per_token = per_split.get(split) if isinstance(per_split, dict) else 1.0
-            return cls("language_modeling", loss_name=loss_name, chars_per_token=chars_per_token)
-        if task == "translation":
-            return cls("translation", loss_name=loss_name, chars_per_token=None)
-        return cls(task, num_classes=info.get("num_classes"), loss_name=loss_name,
-                   target_mean=info.get("target_mean", 0.0), target_std=info.get("target_std", 1.0))
+        if task not in list_tasks():
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(list_tasks())}")
+        return create_task(task).metrics(info, loss_name, split)
 
     @torch.no_grad()
     def update(self, output: Output, batch: dict[str, torch.Tensor]) -> None:
-        """Add one batch: the model's `output.logits` against `batch["y"]` (`batch["labels"]` for language models)."""
-        logits = output.logits.detach()
-        if self.task in ("language_modeling", "translation"):
-            self.metrics.update(logits, batch["labels"].detach())
-            self.updates += 1
-            return
-        target = batch["y"].detach()
-        if self.task == "forecast":
-            naive = batch.get("naive")
-            self.metrics.update(logits, target, None if naive is None else naive.detach())
-        elif self.task == "classification":
-            self.metrics.update(to_probabilities(logits, self.loss_name), target.long())  # (B, C), (B,)
-        else:
-            pred = logits.float().squeeze(-1) * self.target_std + self.target_mean  # (B,)
-            self.metrics.update(pred, target.float() * self.target_std + self.target_mean)
+        """Add one batch: the model's `output.logits` against the batch's targets."""
+        self._update(output.logits.detach(), batch)
         self.updates += 1
+
+    def _update(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
 
     def compute(self) -> dict[str, float]:
         """The metrics over everything since the last `reset()`; empty if nothing was added."""
+        if self.updates == 0:
+            return {}
+        return {name: float(value) for name, value in self.metrics.compute().items()}
+
+    def confusion_matrix(self) -> list[list[int]] | None:
+        """Counts with true classes as rows and predicted classes as columns; None for regression or before data."""
+        return None
+
+    def reset(self) -> None:
+        """Forget everything added so far."""
+        self.metrics.reset()
+        self.updates = 0
+
+    def to(self, device: torch.device | str) -> TaskMetrics:
+        """Move the metric states to `device` (where the logits will be); returns self."""
+        self.metrics.to(device)
+        return self
+
+
+class ClassificationMetrics(TaskMetrics):
+    """Accuracy, macro precision/recall/F1, macro one-vs-rest AUROC, top-5 accuracy (> 5 classes), confusion."""
+
+    task = "classification"
+
+    def __init__(self, num_classes: int | None = None, loss_name: str = "cross_entropy"):
+        if num_classes is None and loss_name == "bce":
+            num_classes = 2
+        if num_classes is None or num_classes < 2:
+            raise ValueError(f"classification needs num_classes >= 2, got {num_classes}")
+        if loss_name == "bce" and num_classes != 2:
+            raise ValueError(f"loss 'bce' is binary: num_classes must be 2, got {num_classes}")
+        super().__init__(MetricCollection(_classification_metrics(num_classes), compute_groups=False))
+        self.num_classes, self.loss_name = num_classes, loss_name
+
+    def _update(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        self.metrics.update(to_probabilities(logits, self.loss_name), batch["y"].detach().long())  # (B, C), (B,)
+
+    def compute(self) -> dict[str, float]:
         if self.updates == 0:
             return {}
         with warnings.catch_warnings():
@@ -143,20 +166,60 @@ class TaskMetrics:
         return result
 
     def confusion_matrix(self) -> list[list[int]] | None:
-        """Counts with true classes as rows and predicted classes as columns; None for regression or before data."""
-        if self.task != "classification" or self.updates == 0:
+        if self.updates == 0:
             return None
         return self.metrics["confusion"].compute().long().tolist()
 
-    def reset(self) -> None:
-        """Forget everything added so far."""
-        self.metrics.reset()
-        self.updates = 0
 
-    def to(self, device: torch.device | str) -> TaskMetrics:
-        """Move the metric states to `device` (where the logits will be); returns self."""
-        self.metrics.to(device)
-        return self
+class RegressionMetrics(TaskMetrics):
+    """MAE, RMSE and R², in the original units of the target."""
+
+    task = "regression"
+
+    def __init__(self, target_mean: float = 0.0, target_std: float = 1.0, loss_name: str = "mse"):
+        super().__init__(MetricCollection({
+            "mae": MeanAbsoluteError(),
+            "rmse": MeanSquaredError(squared=False),
+            "r2": R2Score(),
+        }, compute_groups=False))
+        self.target_mean, self.target_std, self.loss_name = target_mean, target_std, loss_name
+
+    def _update(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        pred = logits.float().squeeze(-1) * self.target_std + self.target_mean  # (B,)
+        self.metrics.update(pred, batch["y"].detach().float() * self.target_std + self.target_mean)
+
+
+class ForecastMetrics(TaskMetrics):
+    """`ForecastErrors` of the model and of the seasonal-naive forecast carried in `batch["naive"]`."""
+
+    task = "forecast"
+
+    def __init__(self, target_mean: float | list[float] = 0.0, target_std: float | list[float] = 1.0,
+                 mase_scale: float | list[float] | None = None, loss_name: str = "mse"):
+        super().__init__(ForecastErrors(target_mean, target_std, mase_scale))
+        self.target_mean, self.target_std, self.loss_name = target_mean, target_std, loss_name
+
+    def _update(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        naive = batch.get("naive")
+        self.metrics.update(logits, batch["y"].detach(), None if naive is None else naive.detach())
+
+    def compute(self) -> dict[str, float]:
+        return self.metrics.compute() if self.updates else {}
+
+
+class TokenMetrics(TaskMetrics):
+    """`TokenPredictions` of (B, T, V) logits against `batch["labels"]` (B, T): language modeling, and translation's
+    teacher-forced target tokens (without bits per character)."""
+
+    def __init__(self, task: str = "language_modeling", chars_per_token: float | None = 1.0, loss_name: str = ""):
+        super().__init__(TokenPredictions(chars_per_token))
+        self.task, self.loss_name = task, loss_name
+
+    def _update(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        self.metrics.update(logits, batch["labels"].detach())
+
+    def compute(self) -> dict[str, float]:
+        return self.metrics.compute() if self.updates else {}
 
 
 def _classification_metrics(num_classes: int) -> dict[str, Metric]:

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from dlforge.errors import CheckpointError, ConfigError
-from dlforge.llm.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_ref
 from dlforge.models.bert import Bert
 from dlforge.registry import create_model
+from dlforge.text.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_ref
 
 MINILM = "minilm"  # the name that stands for the packaged all-MiniLM-L6-v2 folder
 IGNORED = re.compile(r"embeddings\.position_ids|cls\.seq_relationship\..*")  # buffers and the NSP head
@@ -75,7 +75,7 @@ def find_bert_folder(ref: str | Path) -> Path | None:
 
 
 def text_tokenizer(ref: str | Path, runs_dir: str | Path = "runs") -> Tokenizer:
-    """The tokenizer `ref` names: `minilm`, or anything `dlforge.llm.tokenizer.tokenizer_from_ref` reads (a tokenizer
+    """The tokenizer `ref` names: `minilm`, or anything `dlforge.text.tokenizer.tokenizer_from_ref` reads (a tokenizer
     folder or file, a transformers folder, a dlforge run or model folder: the tokenizer it was trained with)."""
     if str(ref) == MINILM:
         return load_tokenizer(minilm_path())
@@ -158,7 +158,7 @@ def load_hf_bert(folder: str | Path, head: str | None = None) -> Bert:
 
     `head`: mlm, classifier or none; default: what the weights carry (cls.predictions -> mlm, classifier -> classifier,
     else none). The classifier's size comes from the weights. Its registry name is `bert_mlm` or `bert_classifier`
-    (with head none for an encoder alone), so `dlforge.train.checkpoint.save_model` can write it as a model folder."""
+    (with head none for an encoder alone), so `dlforge.artifacts.save_model` can write it as a model folder."""
     if head not in (None, "mlm", "classifier", "none"):
         raise ConfigError(f"head: {head!r}; expected mlm, classifier or none")
     folder = Path(folder)

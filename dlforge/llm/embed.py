@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dlforge.artifacts import load_trained
 from dlforge.errors import ConfigError
-from dlforge.llm.tokenizer import Tokenizer, load_tokenizer, model_tokenizer
 from dlforge.models.bert import Bert
-from dlforge.train.checkpoint import load_trained
+from dlforge.text.tokenizer import Tokenizer, load_tokenizer, model_tokenizer
 
 
 class Embedder:

@@ -42,9 +42,9 @@ from typing import Any, Literal
 
 import torch
 
+from dlforge.artifacts import load_trained
 from dlforge.errors import ConfigError, DataError, DlforgeError
-from dlforge.llm.tokenizer import model_tokenizer
-from dlforge.train.checkpoint import load_trained
+from dlforge.text.tokenizer import model_tokenizer
 
 STOP_MAX_TOKENS = "max_new_tokens"
 STOP_STRING = "stop"

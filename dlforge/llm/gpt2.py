@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
+from dlforge.artifacts import load_trained, save_foreign_folder
 from dlforge.errors import CheckpointError, DlforgeError
 from dlforge.models.gpt import GPT
 from dlforge.registry import create_model
-from dlforge.train.checkpoint import load_trained, save_foreign_folder
 
 # transformers' activation_function <-> dlforge's activation names
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu",
@@ -169,7 +169,7 @@ def load_gpt2(folder: str | Path) -> GPT:
 def import_gpt2(folder: str | Path, out: str | Path) -> Path:
     """Convert a local transformers GPT-2 folder into a dlforge model folder at `out` (read by `dlforge.load`). The
     folder's tokenizer (tokenizer.json, with tokenizer_config.json if any) travels along when there is one."""
-    from dlforge.train.checkpoint import save_model
+    from dlforge.artifacts import save_model
 
     model = load_gpt2(folder)
     extra: dict[str, dict] = {"source.json": {"format": GPT2_FORMAT, "folder": str(Path(folder).resolve())}}
@@ -181,7 +181,7 @@ def import_gpt2(folder: str | Path, out: str | Path) -> Path:
 
 
 def _tokenizer_of(folder: Path) -> Any:
-    from dlforge.llm.tokenizer import load_tokenizer
+    from dlforge.text.tokenizer import load_tokenizer
 
     if not (folder / "tokenizer.json").is_file():
         return None

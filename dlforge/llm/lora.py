@@ -31,10 +31,10 @@ import pydantic
 import torch
 from torch import nn
 
+from dlforge.artifacts import load_trained, save_foreign_folder
 from dlforge.config import LoRAConfig, validation_to_config_error
 from dlforge.errors import CheckpointError, ConfigError
 from dlforge.layers.lora import LoRALinear
-from dlforge.train.checkpoint import load_trained, save_foreign_folder
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -159,7 +159,7 @@ def save_adapter(model: nn.Module, directory: str | Path, base: str = "", tokeni
 def read_adapter(directory: str | Path) -> tuple[LoRAConfig, dict[str, Any], dict[str, torch.Tensor]]:
     """(the LoRA settings, adapter_config.json, the adapter tensors under the layers' own keys) of a folder written
     by `save_adapter` or by peft."""
-    from dlforge.train.checkpoint import read_foreign_folder
+    from dlforge.artifacts import read_foreign_folder
 
     directory = Path(directory)
     files, tensors = read_foreign_folder(directory, ADAPTER_FORMAT, ADAPTER_WEIGHTS, [ADAPTER_CONFIG])
@@ -212,7 +212,7 @@ def load_adapter(model: nn.Module, directory: str | Path) -> LoRAConfig:
 
 def adapter_tokenizer(directory: str | Path) -> Any:
     """The tokenizer saved with an adapter, or None."""
-    from dlforge.llm.tokenizer import TOKENIZER_FILE, load_tokenizer
+    from dlforge.text.tokenizer import TOKENIZER_FILE, load_tokenizer
 
     directory = Path(directory)
     return load_tokenizer(directory) if (directory / TOKENIZER_FILE).is_file() else None
@@ -243,7 +243,7 @@ def merged_meta(meta: dict[str, Any], adapter: str | Path) -> dict[str, Any]:
 def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
     """Write the base model (a run or model folder) with the adapter merged in as a model folder at `out`: loads,
     generates, evaluates and exports like any other."""
-    from dlforge.train.checkpoint import save_model
+    from dlforge.artifacts import save_model
 
     model = load_with_adapter(base, adapter, merge=True)
     return save_model(model, Path(out), extra_files=model.meta["extra"])

@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dlforge.artifacts import write_folder
 from dlforge.data.corpus import DOC_SEPARATOR, SPLITS, Corpus, load_corpus
 from dlforge.data.tokens import META_FILE, SHARD_FORMAT, separator_ids, token_dtype, tokenize_documents
 from dlforge.errors import DataError
-from dlforge.llm.tokenizer import (
+from dlforge.text.tokenizer import (
     Tokenizer,
     TokenizerSpec,
     load_tokenizer,
@@ -34,7 +35,6 @@ from dlforge.llm.tokenizer import (
     tokenizer_spec,
     train_tokenizer,
 )
-from dlforge.train.checkpoint import write_folder_atomically
 
 
 def _corpus(corpus: str | Path | Corpus, text_field: str = "text", val_fraction: float = 0.05,
@@ -118,7 +118,7 @@ def prepare_shards(corpus: str | Path | Corpus, tokenizer: str | dict | Tokenize
             _write_json(tmp / name, content)
         _write_json(tmp / META_FILE, meta)
 
-    write_folder_atomically(out, SHARD_FORMAT, fill)
+    write_folder(out, SHARD_FORMAT, fill)
     return {**meta, "out": str(out), "tokenizer_s": round(tokenizer_s, 3), "tokenize_s": round(tokenize_s, 3)}
 
 

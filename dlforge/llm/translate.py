@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
+from dlforge.artifacts import load_trained
 from dlforge.data.translation import encode_sources, pair_texts, translation_tokenizers
 from dlforge.errors import ConfigError, DataError, DlforgeError
 from dlforge.eval.translation import corpus_scores
 from dlforge.llm.beam import beam_search, greedy_search
-from dlforge.train.checkpoint import load_trained
 
 BEAM_SIZE = 4
 LENGTH_PENALTY = 0.6  # GNMT's alpha (Wu et al. 2016); tensor2tensor's default

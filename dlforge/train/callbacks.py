@@ -192,7 +192,7 @@ class Checkpointer(Callback):
             return
         value = _require(self.monitor, metrics, "train.monitor")
         if _better(value, self.best, self.mode):
-            from dlforge.train.checkpoint import save_model
+            from dlforge.artifacts import save_model
 
             self.best, self.best_step = value, trainer.step
             save_model(trainer.model, self.dir / "best", extra_files={"best.json": {

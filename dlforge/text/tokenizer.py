@@ -7,8 +7,8 @@
     load_tokenizer(folder).hash == tok.hash                        # also reads a HF tokenizer.json or a vocab.txt
     check_tokenizer(tok, expected_hash, "runs/gpt-1/model")        # CheckpointError when they differ
 
-Three kinds share one interface (`dlforge.llm.tokenizer_base.Tokenizer`): `CharTokenizer` (one id per character,
-below), and `SubwordTokenizer` (`dlforge.llm.subword`) for byte-level BPE and WordPiece on the Hugging Face
+Three kinds share one interface (`dlforge.text.tokenizer_base.Tokenizer`): `CharTokenizer` (one id per character,
+below), and `SubwordTokenizer` (`dlforge.text.subword`) for byte-level BPE and WordPiece on the Hugging Face
 `tokenizers` library. `CharTokenizer`: id 0 is `<unk>`, which every character outside the vocabulary encodes to
 and which decodes to U+FFFD (the replacement character); ids 1.. are the known characters in code-point order, so
 the same set of characters always gives the same ids.
@@ -32,8 +32,8 @@ from pydantic import Field, ValidationError, model_validator
 
 from dlforge.config import Section, validation_to_config_error
 from dlforge.errors import CheckpointError, ConfigError, DataError, DlforgeError
-from dlforge.llm.subword import BERT_SPECIALS, BPE_SPECIALS, SubwordTokenizer
-from dlforge.llm.tokenizer_base import (
+from dlforge.text.subword import BERT_SPECIALS, BPE_SPECIALS, SubwordTokenizer
+from dlforge.text.tokenizer_base import (
     CONFIG_FILE,
     FORMAT,
     ROLES,
@@ -354,8 +354,8 @@ def tokenizer_from_ref(ref: str | Path, runs_dir: str | Path = "runs") -> Tokeni
         return load_tokenizer(path)
     if not is_model_folder and path.is_dir() and not (path / "config.yaml").is_file():
         raise DataError(f"{path}: no {TOKENIZER_FILE} or vocab.txt in this folder, and not a run or model folder")
+    from dlforge.artifacts import read_model_meta
     from dlforge.runs.rundir import resolve_run
-    from dlforge.train.checkpoint import read_model_meta
 
     if is_model_folder:
         model_dir = path

@@ -30,7 +30,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from dlforge.errors import ConfigError, DataError
-from dlforge.llm.tokenizer_base import CONVENTIONAL, Tokenizer, ids_list, roles_from_names
+from dlforge.text.tokenizer_base import CONVENTIONAL, Tokenizer, ids_list, roles_from_names
 
 BPE_SPECIALS = ("<|endoftext|>",)
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")

@@ -1,0 +1,40 @@
+"""Every built-in model, dataset and task, imported once: their @register_* decorators fill the registry.
+
+The registry (on the ground floor) loads this module by name on its first lookup, so the CLI, the listings and
+config validation see the whole zoo, while importing one module (the Trainer, a model file) loads nothing else.
+A new model, dataset or task file is added to its list here.
+"""
+
+# datasets
+import dlforge.data.chartext  # noqa: F401  shakespeare_char, text_files
+import dlforge.data.genre  # noqa: F401  shakespeare_genre
+import dlforge.data.images  # noqa: F401  fashion_mnist, idx, digits, image_folder
+import dlforge.data.masked_lm  # noqa: F401  shakespeare_mlm, text_files_mlm
+import dlforge.data.sequences  # noqa: F401  seattle_weather
+import dlforge.data.sft  # noqa: F401  sft_jsonl
+import dlforge.data.tabular  # noqa: F401  iris, wine, breast_cancer, diabetes, fair, csv, parquet
+import dlforge.data.timeseries  # noqa: F401  co2, sunspots, seattle_temps, timeseries_csv
+import dlforge.data.tokens  # noqa: F401  lm_text, token_shards
+import dlforge.data.translation  # noqa: F401  bible_translation
+
+# models
+import dlforge.models.alexnet  # noqa: F401
+import dlforge.models.bert  # noqa: F401
+import dlforge.models.char_rnn  # noqa: F401
+import dlforge.models.efficientnet  # noqa: F401
+import dlforge.models.googlenet  # noqa: F401
+import dlforge.models.gpt  # noqa: F401
+import dlforge.models.lenet  # noqa: F401
+import dlforge.models.mlp  # noqa: F401
+import dlforge.models.resnet  # noqa: F401
+import dlforge.models.rnn  # noqa: F401
+import dlforge.models.seq2seq  # noqa: F401
+import dlforge.models.simple_cnn  # noqa: F401
+import dlforge.models.vgg  # noqa: F401
+
+# tasks (a dataset's info["task"] names one)
+import dlforge.tasks.classification  # noqa: F401
+import dlforge.tasks.forecast  # noqa: F401
+import dlforge.tasks.language_modeling  # noqa: F401
+import dlforge.tasks.regression  # noqa: F401
+import dlforge.tasks.translation  # noqa: F401
