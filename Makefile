@@ -33,11 +33,13 @@ data:
 demo: install
 	$(VENV)/bin/dlforge train breast-cancer-mlp
 
-test: install-dev
+# The floors of the house (ruff, then the import contract in pyproject.toml), then the whole suite.
+test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: install-dev
 	$(VENV)/bin/ruff check dlforge tests bench scripts
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: install
 	$(PIP) install -q -e ".[bench]"

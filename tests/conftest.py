@@ -68,8 +68,8 @@ def minilm():
     from sentence_transformers import SentenceTransformer
     from transformers import BertModel
 
-    from dlforge.llm.bert_weights import minilm_path
     from dlforge.llm.embed import load_embedder
+    from dlforge.text.tokenizer import minilm_path
 
     path = minilm_path()  # a ConfigError naming the package when it is missing
     hf = BertModel.from_pretrained(path, local_files_only=True, attn_implementation="eager").eval()

