@@ -38,7 +38,7 @@ test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: install-dev
-	$(VENV)/bin/ruff check dlforge tests bench scripts
+	$(VENV)/bin/ruff check dlforge tests bench scripts examples
 	$(VENV)/bin/lint-imports --no-cache
 
 bench: install

@@ -94,9 +94,13 @@ def load_plugins() -> None:
     for ep in entry_points(group=PLUGIN_GROUP):
         if ep.value == BUILTIN_PLUGINS:
             continue
-        loaded = ep.load()
-        if callable(loaded):
-            loaded()
+        try:
+            loaded = ep.load()
+            if callable(loaded):
+                loaded()
+        except Exception as exc:  # a broken third-party plug-in is named, not a traceback from deep inside
+            raise ConfigError(f"plug-in {ep.name!r} ({ep.value}, entry point group {PLUGIN_GROUP!r}) failed to load: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
 
 _ensure_loaded = load_plugins
