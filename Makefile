@@ -48,25 +48,30 @@ bench: install
 	$(PY) bench/lstm_step.py
 	$(PY) bench/vector_search.py
 
+# The results pages live in docs/results/ (docs/README.md lists them), the scripts that write them in scripts/results/
+# and scripts/studies/ (scripts/README.md).
+# The tabular presets (docs/results/tabular.md).
 results: install
-	$(PY) scripts/results.py
+	$(PY) scripts/results/tabular.py
 
+# CNNs and RNNs (docs/results/classic.md + classic.json): about an hour on 2 CPU cores.
 results-classic: install
-	$(PY) scripts/results_classic.py all --bench
+	$(PY) scripts/results/classic.py all --bench
 
-# GPT, BERT, translation, domain adaptation, instruction tuning (docs/results-lm.md and the pages it links): about
+# GPT, BERT, translation, domain adaptation, instruction tuning (docs/results/lm.md and the pages it links): about
 # two hours on 2 CPU cores. The benchmarks compare against transformers, in the bench extra.
 results-lm: install
 	$(PIP) install -q -e ".[bench]"
-	$(PY) scripts/results_lm.py gpt-shakespeare-char gpt-shakespeare-bpe bert-shakespeare-mlm genre-minilm \
+	$(PY) scripts/results/lm.py gpt-shakespeare-char gpt-shakespeare-bpe bert-shakespeare-mlm genre-minilm \
 		genre-bert-small bible-en-es --genre --bench
-	$(PY) scripts/domain_adaptation.py --base latest:gpt-shakespeare-bpe
-	$(PY) scripts/instruction_tuning.py --base latest:gpt-shakespeare-bpe
-	$(PY) scripts/results_lm.py
+	$(PY) scripts/studies/domain_adaptation.py --base latest:gpt-shakespeare-bpe
+	$(PY) scripts/studies/instruction_tuning.py --base latest:gpt-shakespeare-bpe
+	$(PY) scripts/results/lm.py
 
-# The Debian FAQ retrieval figures (docs/results-rag.md): builds the question sets, indexes the FAQ, evaluates.
+# The Debian FAQ retrieval figures (docs/results/rag.md, written by hand from this output): builds the question
+# sets, indexes the FAQ, evaluates.
 results-rag: install
-	$(PY) scripts/debian_faq_devset.py runs/faq-dev --eval
+	$(PY) scripts/datasets/debian_faq_devset.py runs/faq-dev --eval
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

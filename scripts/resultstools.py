@@ -1,5 +1,6 @@
-"""What the results scripts share: JSON records beside the rendered page, a preset run by `dlforge train --json` in a
-subprocess (its figures and the wall-clock of the whole command), a benchmark run with `--json`, the machine line."""
+"""What the results and study scripts share (each puts scripts/ on sys.path to import it: scripts/README.md):
+JSON records beside the rendered page, a preset run by `dlforge train --json` in a subprocess (its figures and the
+wall-clock of the whole command), a benchmark run with `--json`, the machine line."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+RESULTS = ROOT / "docs" / "results"  # the generated pages and their JSON records, side by side
 
 
 def load(path: Path, empty: dict) -> dict:
@@ -91,27 +93,27 @@ def train_in_process(preset: str, overrides: list[str], runs_dir: str, given: st
 def study_arguments(parser: argparse.ArgumentParser, page: str) -> None:
     """The options every measuring script shares: where runs go, where the page goes, a --quick smoke check."""
     parser.add_argument("--runs-dir", default="runs", help="where new runs go (default: runs)")
-    parser.add_argument("--out", type=Path, help=f"folder for {page}.md and results/*.json (default: docs/, or a "
-                                                  f"temporary folder with --quick)")
+    parser.add_argument("--out", type=Path, help=f"folder for {page}.md and {page}.json (default: docs/results/, or "
+                                                  f"a temporary folder with --quick)")
     parser.add_argument("--quick", action="store_true", help="a few steps per run: a smoke check, figures meaningless")
 
 
 def out_folder(args: argparse.Namespace, prefix: str) -> Path:
-    return args.out or (Path(tempfile.mkdtemp(prefix=prefix)) if args.quick else ROOT / "docs")
+    return args.out or (Path(tempfile.mkdtemp(prefix=prefix)) if args.quick else RESULTS)
 
 
-def write_study(out: Path, page: str, name: str, result: dict, markdown: Callable[[dict], str]) -> None:
-    """out/results/NAME.json and out/PAGE.md (printed too)."""
+def write_study(out: Path, page: str, result: dict, markdown: Callable[[dict], str]) -> None:
+    """out/PAGE.json and out/PAGE.md (printed too)."""
     import torch
 
     result["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                          f"{torch.get_num_threads()} threads")
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{page}.json").write_text(json.dumps(result, indent=2) + "\n")
     text = markdown(result)
     if result.get("quick"):
         title, _, rest = text.partition("\n\n")
         text = f"{title}\n\n**A --quick smoke run: a few steps per model; these figures mean nothing.**\n\n{rest}"
     (out / f"{page}.md").write_text(text)
     print(text)
-    print(f"written: {out / f'{page}.md'}, {out / 'results' / f'{name}.json'}")
+    print(f"written: {out / f'{page}.md'}, {out / f'{page}.json'}")

@@ -384,5 +384,6 @@ def _acquire_lock(path: Path):
 def open_store(path: str | Path, create: dict[str, Any] | None = None, writer: bool = False) -> Store:
     """Open the index at `path` (SQLite + usearch), the embedded default backend. `create`: the settings for a new
     index (None: it must exist). `writer`: take the index's write lock (one writer at a time; readers never wait).
-    A server backend (pgvector, Qdrant) is another `Store` subclass this picks by the form of `path`: docs/rag.md."""
+    A server backend (pgvector, Qdrant) is another `Store` subclass this picks by the form of `path`:
+    docs/guides/rag.md."""
     return SQLiteStore(Path(path), create=create, writer=writer)

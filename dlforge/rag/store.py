@@ -7,7 +7,7 @@
     store.records([ids...])                             # plain dicts: text, doc_id, source, heading, start, end...
 
 A backend implements `Store`; `SQLiteStore` (sqlite_store.py) is the one that ships. Another backend, for example
-PostgreSQL with pgvector or a Qdrant server, implements the same methods (docs/rag.md shows how), and ingestion,
+PostgreSQL with pgvector or a Qdrant server, implements the same methods (docs/guides/rag.md shows how), and ingestion,
 retrieval, answering and evaluation work unchanged. A backend keeps, next to the chunks, the settings the index was
 built with (`settings()`: the embedding model's identity, the chunk sizes) so that an index is never searched with
 vectors of another model.

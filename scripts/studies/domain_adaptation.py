@@ -1,11 +1,11 @@
 """Domain adaptation, measured: a GPT pretrained on Shakespeare, the same GPT after continued pretraining on the Bible,
 and a GPT trained on the Bible from scratch with the same budget; validation perplexity of each on both corpora.
 
-    python scripts/domain_adaptation.py                         # trains the three presets (about 20-25 minutes on
-                                                                # 2 CPU cores), writes docs/results-domain.md + .json
-    python scripts/domain_adaptation.py --base latest:gpt-shakespeare-bpe     # reuse a base run, train the other two
-    python scripts/domain_adaptation.py --base RUN --adapted RUN --scratch RUN  # only measure
-    python scripts/domain_adaptation.py --quick                 # a smoke check: a few steps each, written to /tmp
+    python scripts/studies/domain_adaptation.py         # trains the three presets (about 20-25 minutes on 2 CPU
+                                                        # cores), writes docs/results/domain_adaptation.md + .json
+    python scripts/studies/domain_adaptation.py --base latest:gpt-shakespeare-bpe  # reuse a base, train the others
+    python scripts/studies/domain_adaptation.py --base RUN --adapted RUN --scratch RUN  # only measure
+    python scripts/studies/domain_adaptation.py --quick  # a smoke check: a few steps each, written to /tmp
 
 The presets: gpt-shakespeare-bpe (the base), gpt-bible-adapt (train.init_from the base, a quarter of its learning
 rate) and gpt-bible-scratch (random weights, the base's recipe); the two Bible runs take the base's tokenizer and the
@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-import resultstools
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for resultstools: scripts/README.md
+import resultstools  # noqa: E402
 
 ROOT = resultstools.ROOT
 CORPORA = ("bible_web", "shakespeare")
@@ -58,8 +60,8 @@ def markdown(result: dict) -> str:
     ppl, v, walls = result["perplexity"], result["verdict"], result["wall_s"]
     lines = [
         "# Domain adaptation: Shakespeare -> Bible", "",
-        "Written by `scripts/domain_adaptation.py`; do not edit by hand. Validation perplexity per token (the same "
-        "byte-level BPE tokenizer of 2048 tokens, trained on the plays, for every model; the same windows of "
+        "Written by `scripts/studies/domain_adaptation.py`; do not edit by hand. Validation perplexity per token (the "
+        "same byte-level BPE tokenizer of 2048 tokens, trained on the plays, for every model; the same windows of "
         f"{result['context']} tokens) and bits per character.", "",
         f"Machine: {result['machine']}.", "",
         "| model | run | Bible ppl | Bible bits/char | Shakespeare ppl | Shakespeare bits/char | wall-clock |",
@@ -87,7 +89,7 @@ def main() -> None:
     parser.add_argument("--base", help="a gpt-shakespeare-bpe run to start from (default: train one)")
     parser.add_argument("--adapted", help="a gpt-bible-adapt run (default: train one from the base)")
     parser.add_argument("--scratch", help="a gpt-bible-scratch run (default: train one)")
-    resultstools.study_arguments(parser, "results-domain")
+    resultstools.study_arguments(parser, "domain_adaptation")
     args = parser.parse_args()
 
     extra = QUICK if args.quick else []
@@ -103,7 +105,7 @@ def main() -> None:
     context = json.loads((Path(base) / "model" / "preprocessing.json").read_text()).get("context")
     result = {"runs": {k: str(v) for k, v in runs.items()}, "perplexity": ppl, "verdict": verdict(ppl),
               "wall_s": walls, "context": context, "quick": args.quick}
-    resultstools.write_study(out, "results-domain", "domain_adaptation", result, markdown)
+    resultstools.write_study(out, "domain_adaptation", result, markdown)
 
 
 if __name__ == "__main__":

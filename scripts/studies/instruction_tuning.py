@@ -1,26 +1,29 @@
 """Instruction tuning, measured: the Shakespeare GPT before tuning, after full fine-tuning (gpt-shakespeare-sft) and
 with LoRA adapters (gpt-shakespeare-sft-lora), on the held-out questions of the shakespeare_qa set.
 
-    python scripts/instruction_tuning.py                     # base: the newest gpt-shakespeare-bpe run (trained if
+    python scripts/studies/instruction_tuning.py             # base: the newest gpt-shakespeare-bpe run (trained if
                                                              # there is none); trains both SFT presets from it;
-                                                             # writes docs/results-sft.md + docs/results/*.json
-    python scripts/instruction_tuning.py --base RUN --full RUN --lora RUN     # only measure
-    python scripts/instruction_tuning.py --quick             # a smoke check: a few steps each, written to /tmp
+                                                             # writes docs/results/instruction_tuning.md + .json
+    python scripts/studies/instruction_tuning.py --base RUN --full RUN --lora RUN     # only measure
+    python scripts/studies/instruction_tuning.py --quick     # a smoke check: a few steps each, written to /tmp
 
-Every model is judged the same way on the validation and test splits (see scripts/shakespeare_qa.py): next-token
-accuracy and perplexity on the answer tokens (teacher-forced, the end-of-text token included), and exact match of the
-greedy reply (case, spaces, quotes and a final full stop ignored), overall, per kind of holdout (`play`: questions
-about plays never trained on; `template`: a question never asked in training about plays that were) and per question
-template. The base model gets the same chat-templated prompts, untuned.
+Every model is judged the same way on the validation and test splits (see scripts/datasets/shakespeare_qa.py):
+next-token accuracy and perplexity on the answer tokens (teacher-forced, the end-of-text token included), and exact
+match of the greedy reply (case, spaces, quotes and a final full stop ignored), overall, per kind of holdout (`play`:
+questions about plays never trained on; `template`: a question never asked in training about plays that were) and per
+question template. The base model gets the same chat-templated prompts, untuned.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-import resultstools
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for resultstools: scripts/README.md
+import resultstools  # noqa: E402
 
 ROOT = resultstools.ROOT
 QUICK = ["train.max_steps=6", "train.warmup_steps=1", "train.eval_every=3", "train.checkpoint_every=3",
@@ -59,10 +62,10 @@ def markdown(result: dict) -> str:
     j = result["judged"]
     lines = [
         "# Instruction tuning: questions about the plays", "",
-        "Written by `scripts/instruction_tuning.py`; do not edit by hand. The shakespeare_qa set "
-        "(`dlforge/data/instructions/`, written by `scripts/shakespeare_qa.py`): test = questions about 3 plays never "
-        "trained on (`play`) and a question template never trained on, about the training plays (`template`: who "
-        "speaks last). Answer-token figures are teacher-forced; exact match is the greedy reply.", "",
+        "Written by `scripts/studies/instruction_tuning.py`; do not edit by hand. The shakespeare_qa set "
+        "(`dlforge/data/instructions/`, written by `scripts/datasets/shakespeare_qa.py`): test = questions about 3 "
+        "plays never trained on (`play`) and a question template never trained on, about the training plays "
+        "(`template`: who speaks last). Answer-token figures are teacher-forced; exact match is the greedy reply.", "",
         f"Machine: {result['machine']}.", "",
         "| model | trainable parameters | test answer-token accuracy | test answer perplexity | test exact match | "
         "held-out plays | held-out template | val exact match | wall-clock |",
@@ -103,7 +106,7 @@ def main() -> None:
     parser.add_argument("--base", help="the base run (default: the newest gpt-shakespeare-bpe, trained if none)")
     parser.add_argument("--full", help="a gpt-shakespeare-sft run (default: train one from the base)")
     parser.add_argument("--lora", help="a gpt-shakespeare-sft-lora run (default: train one from the base)")
-    resultstools.study_arguments(parser, "results-sft")
+    resultstools.study_arguments(parser, "instruction_tuning")
     args = parser.parse_args()
     from dlforge.api import build_data, load
     from dlforge.config import load_config
@@ -133,7 +136,7 @@ def main() -> None:
         params[name] = parameters(runs[name], model)
     result = {"runs": {"base": str(base), **{k: str(v) for k, v in runs.items() if v}}, "judged": judged,
               "parameters": params, "wall_s": walls, "quick": args.quick}
-    resultstools.write_study(out, "results-sft", "instruction_tuning", result, markdown)
+    resultstools.write_study(out, "instruction_tuning", result, markdown)
 
 
 if __name__ == "__main__":

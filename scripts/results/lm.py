@@ -1,11 +1,11 @@
-"""Write docs/results-lm.md: the language-model acceptance figures (GPT, BERT, translation), each measured by a real
+"""Write docs/results/lm.md: the language-model acceptance figures (GPT, BERT, translation), each measured by a real
 `dlforge train` on this machine, with the genre baseline, the benchmarks, and the headlines of the domain-adaptation
 and instruction-tuning pages.
 
-    python scripts/results_lm.py gpt-shakespeare-bpe bible-en-es ...   # train these presets, record, re-render
-    python scripts/results_lm.py --import bible-en-es=train.json       # record a `dlforge train --json` output
-    python scripts/results_lm.py --genre --bench                       # genre baseline; bench/*.py --json
-    python scripts/results_lm.py                                       # re-render from the records only
+    python scripts/results/lm.py gpt-shakespeare-bpe bible-en-es ...   # train these presets, record, re-render
+    python scripts/results/lm.py --import bible-en-es=train.json       # record a `dlforge train --json` output
+    python scripts/results/lm.py --genre --bench                       # genre baseline; bench/*.py --json
+    python scripts/results/lm.py                                       # re-render from the records only
 
 Records live in docs/results/lm.json, so a figure is re-measured only when asked. `make results-lm` measures
 everything, the domain-adaptation and instruction-tuning scripts included (about two hours on 2 CPU cores).
@@ -21,11 +21,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import resultstools
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for resultstools: scripts/README.md
+import resultstools  # noqa: E402
 
 ROOT = resultstools.ROOT
-RECORDS = ROOT / "docs" / "results" / "lm.json"
-OUT = ROOT / "docs" / "results-lm.md"
+RECORDS = resultstools.RESULTS / "lm.json"
+OUT = resultstools.RESULTS / "lm.md"
 
 # preset -> [(split, metric, acceptance target)]; the first row is the headline
 TARGETS = {
@@ -78,7 +79,7 @@ def render(records: dict) -> str:
     presets = records["presets"]
     lines = [
         "# Results: language models", "",
-        "Written by `scripts/results_lm.py` (`make results-lm`); do not edit by hand. Each figure comes from one",
+        "Written by `scripts/results/lm.py` (`make results-lm`); do not edit by hand. Each figure comes from one",
         "`dlforge train PRESET` run on this machine (its eval.json); training is the loop (run folder to last",
         "checkpoint), wall-clock the whole command including the final evaluation of every split.", "",
         f"Machine: {records.get('machine', resultstools.machine())}.", "",
@@ -103,7 +104,7 @@ def render(records: dict) -> str:
     genre = records.get("genre")
     if genre:
         lines += ["", "## Genre of a Shakespeare passage (held-out plays)", "",
-                  f"`python scripts/genre_baseline.py latest:genre-minilm latest:genre-bert-small`: "
+                  f"`python scripts/studies/genre_baseline.py latest:genre-minilm latest:genre-bert-small`: "
                   f"{genre['passages']['test']} test passages from {len(genre['plays']['test'])} plays "
                   f"({', '.join(genre['plays']['test'])}), labels {', '.join(genre['labels'])}; the baseline is "
                   f"TF-IDF (1-2 grams) + logistic regression with C={genre['baseline']['C']} chosen on validation.",
@@ -155,22 +156,22 @@ def render(records: dict) -> str:
 
 def _linked_pages() -> list[str]:
     out = []
-    domain = ROOT / "docs" / "results" / "domain_adaptation.json"
+    domain = resultstools.RESULTS / "domain_adaptation.json"
     if domain.exists():
         d = json.loads(domain.read_text())
         v = d["verdict"]
         bible = {m: d["perplexity"][m]["bible_web"]["perplexity"] for m in ("base", "adapted", "scratch")}
-        out += ["", "## Domain adaptation (docs/results-domain.md)", "",
-                f"`python scripts/domain_adaptation.py`: Bible validation perplexity base {bible['base']:.2f}, "
+        out += ["", "## Domain adaptation (docs/results/domain_adaptation.md)", "",
+                f"`python scripts/studies/domain_adaptation.py`: Bible validation perplexity base {bible['base']:.2f}, "
                 f"adapted {bible['adapted']:.2f}, scratch {bible['scratch']:.2f}: continued pretraining closed "
                 f"**{100 * v['share_of_gap_closed']:.1f}% of the gap** (target >= 50%)"
                 + (", the scratch model still slightly ahead" if bible["adapted"] > bible["scratch"] else "")
                 + f"; Shakespeare perplexity {v['shakespeare_forgotten']:+.2f} (forgotten)."]
-    sft = ROOT / "docs" / "results" / "instruction_tuning.json"
+    sft = resultstools.RESULTS / "instruction_tuning.json"
     if sft.exists():
         j = json.loads(sft.read_text())["judged"]
-        out += ["", "## Instruction tuning (docs/results-sft.md)", "",
-                "`python scripts/instruction_tuning.py`: test exact match of the greedy answer, base (untuned) "
+        out += ["", "## Instruction tuning (docs/results/instruction_tuning.md)", "",
+                "`python scripts/studies/instruction_tuning.py`: test exact match of the greedy answer, base (untuned) "
                 f"{j['base']['test']['exact_match']:.3f}, full SFT {j['full']['test']['exact_match']:.3f}, LoRA "
                 f"{j['lora']['test']['exact_match']:.3f}; answer-token accuracy {j['base']['test']['accuracy']:.3f}, "
                 f"{j['full']['test']['accuracy']:.3f}, {j['lora']['test']['accuracy']:.3f}. The test questions are"
@@ -205,7 +206,7 @@ def main() -> None:
         resultstools.save(RECORDS, records)
         print(json.dumps({preset: records["presets"][preset]["test"]}), flush=True)
     if args.genre:
-        records["genre"] = resultstools.run_json(["scripts/genre_baseline.py", "latest:genre-minilm",
+        records["genre"] = resultstools.run_json(["scripts/studies/genre_baseline.py", "latest:genre-minilm",
                                                   "latest:genre-bert-small", "--json"])
         resultstools.save(RECORDS, records)
     benches = list(BENCHES) if "all" in args.bench else args.bench

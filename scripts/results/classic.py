@@ -1,8 +1,8 @@
-"""Write docs/results-classic.md: the CNN and RNN acceptance figures, each measured by a real `dlforge train`.
+"""Write docs/results/classic.md: the CNN and RNN acceptance figures, each measured by a real `dlforge train`.
 
-    python scripts/results_classic.py fashion-resnet co2-lstm ...   # train these presets, record, re-render
-    python scripts/results_classic.py --bench                        # run bench/cnn_step.py and bench/lstm_step.py
-    python scripts/results_classic.py                                # re-render from the records only
+    python scripts/results/classic.py fashion-resnet co2-lstm ...   # train these presets, record, re-render
+    python scripts/results/classic.py --bench                        # run bench/cnn_step.py and bench/lstm_step.py
+    python scripts/results/classic.py                                # re-render from the records only
 
 Each preset runs as `dlforge train PRESET --json` in a subprocess on this machine; its test figures and the
 wall-clock of the whole command (data, training, evaluation, plots) are kept in docs/results/classic.json, so a
@@ -15,12 +15,14 @@ import argparse
 import json
 import os
 import platform
+import sys
+from pathlib import Path
 
-import resultstools
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for resultstools: scripts/README.md
+import resultstools  # noqa: E402
 
-ROOT = resultstools.ROOT
-RECORDS = ROOT / "docs" / "results" / "classic.json"
-OUT = ROOT / "docs" / "results-classic.md"
+RECORDS = resultstools.RESULTS / "classic.json"
+OUT = resultstools.RESULTS / "classic.md"
 
 # preset -> (headline metric on the test split, acceptance target)
 TARGETS = {
@@ -51,7 +53,7 @@ def render(records: dict) -> str:
     lines = [
         "# Results: CNNs and RNNs",
         "",
-        "Written by `scripts/results_classic.py` (`make results-classic`); do not edit by hand. Each figure is the",
+        "Written by `scripts/results/classic.py` (`make results-classic`); do not edit by hand. Each figure is the",
         "test split of one `dlforge train PRESET` run on this machine; wall-clock is the whole command (data,",
         "training, evaluation, plots, model card).",
         "",

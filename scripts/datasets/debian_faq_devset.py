@@ -1,7 +1,7 @@
 """Build the Debian FAQ retrieval development set, and optionally index the FAQ and evaluate it.
 
-    python scripts/debian_faq_devset.py OUT                 # OUT/questions.jsonl (+ the blanked variant)
-    python scripts/debian_faq_devset.py OUT --eval --json   # also index the whole FAQ and run dense/keyword/hybrid
+    python scripts/datasets/debian_faq_devset.py OUT                # OUT/questions.jsonl (+ the blanked variant)
+    python scripts/datasets/debian_faq_devset.py OUT --eval --json  # also index the whole FAQ, run dense/keyword/hybrid
 
 Writes OUT/questions.jsonl (the 120 numbered question headings of /usr/share/doc/debian/FAQ, each with its section
 as gold) and the harder variant OUT/blanked/ (the FAQ pages with every question's text removed) with

@@ -1,12 +1,13 @@
-"""Write docs/results.md: the acceptance figures of the tabular presets, measured, with wall-clock.
+"""Write docs/results/tabular.md: the acceptance figures of the tabular presets, measured, with wall-clock.
 
 For each preset: its test-split figure at the preset's own split (seed 0), the mean over split seeds 0-4, and a
 scikit-learn baseline on exactly the same splits (LogisticRegression for classification, LinearRegression for
-regression). Then the Trainer-overhead benchmark. Run with `make results` (or `python scripts/results.py`).
+regression). Then the Trainer-overhead benchmark. Run with `make results` (or `python scripts/results/tabular.py`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -20,7 +21,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for resultstools: scripts/README.md
+import resultstools  # noqa: E402
+
+ROOT = resultstools.ROOT
 PRESETS = [("breast-cancer-mlp", "accuracy", ">= 0.97"), ("wine-mlp", "accuracy", ">= 0.97"),
            ("diabetes-mlp", "r2", "within 0.03 of LinearRegression, or better")]
 SEEDS = range(5)
@@ -42,6 +46,7 @@ def baseline(preset: str, seed: int) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help, no options
     warnings.filterwarnings("ignore")
     from dlforge.api import train
 
@@ -67,9 +72,9 @@ def main() -> None:
 def write(rows: list[dict], bench: dict) -> None:
     base_name = {"accuracy": "LogisticRegression", "r2": "LinearRegression"}
     lines = [
-        "# Results",
+        "# Results: tabular presets",
         "",
-        "Written by `scripts/results.py` (`make results`); do not edit by hand. Test split of each preset",
+        "Written by `scripts/results/tabular.py` (`make results`); do not edit by hand. Test split of each preset",
         "(`test_fraction` 0.2, stratified for classification), split seed 0 as in the preset, and the mean over split",
         "seeds 0-4. The baseline is scikit-learn on exactly the same split, features scaled the same way.",
         "",
@@ -101,8 +106,8 @@ def write(rows: list[dict], bench: dict) -> None:
         f"{bench['ratio_median']:.3f} | {bench['ratio_min']:.3f} | {bench['ratio_max']:.3f} | <= 1.05 (goal 1.02) |",
         "",
     ]
-    out = ROOT / "docs" / "results.md"
-    out.parent.mkdir(exist_ok=True)
+    out = resultstools.RESULTS / "tabular.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
 

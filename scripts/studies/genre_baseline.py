@@ -1,7 +1,7 @@
 """The Shakespeare genre task: the TF-IDF + logistic-regression baseline beside dlforge runs, on the same passages.
 
-    python scripts/genre_baseline.py                                  # the baseline alone
-    python scripts/genre_baseline.py latest:genre-minilm latest:genre-bert-small [--json]
+    python scripts/studies/genre_baseline.py                          # the baseline alone
+    python scripts/studies/genre_baseline.py latest:genre-minilm latest:genre-bert-small [--json]
 
 Builds the passages of the `genre-minilm` preset's data section (the genre presets share them: same words per
 passage, same split by play), fits the baseline on the training passages with C chosen on the validation passages,
