@@ -11,8 +11,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "scripts").rglob("*.md")])
 # Written on another branch of issue 12 and linked from docs/README.md ahead of it; drop it from here once merged.
-PENDING = {ROOT / "docs" / "architecture.md"}
-
 FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", flags=re.S | re.M)  # fenced code blocks: no links inside
 CODE = re.compile(r"(`+).*?\1", flags=re.S)  # inline code spans
 INLINE = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")  # [text](target "title"), images too
@@ -48,6 +46,6 @@ def test_relative_links_point_to_files(page: Path):
         if not is_relative(target):
             continue
         path = (page.parent / target.split("#", 1)[0]).resolve()
-        if not path.exists() and path not in PENDING:
+        if not path.exists():
             dead.append(target)
     assert not dead, f"{page.relative_to(ROOT)}: links to missing files: {', '.join(dead)}"
