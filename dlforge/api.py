@@ -264,8 +264,9 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
 
         save_adapter(model, run_path / "adapter", base=_base_name(cfg), tokenizer=data.tokenizer)
         merge_lora(model)
-    save_model(model, run_path / "model", extra_files=extra)
     task = create_task(data.info.get("task"))
+    extra["signature.json"] = task.signature(data, model)  # inputs and outputs, for export and serving
+    save_model(model, run_path / "model", extra_files=extra)
     metrics: dict[str, Any] = {}
     reports: dict[str, Any] = {}
     loss_name = getattr(model.config, "loss", "")
