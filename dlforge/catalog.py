@@ -36,5 +36,6 @@ import dlforge.models.vgg  # noqa: F401
 import dlforge.tasks.classification  # noqa: F401
 import dlforge.tasks.forecast  # noqa: F401
 import dlforge.tasks.language_modeling  # noqa: F401
+import dlforge.tasks.masked_lm  # noqa: F401
 import dlforge.tasks.regression  # noqa: F401
 import dlforge.tasks.translation  # noqa: F401

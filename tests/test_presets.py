@@ -77,7 +77,7 @@ def test_preset_smoke_run(preset, tmp_path, monkeypatch, source_runs):
         assert {"confusion.png"} <= plots and "test_per_class" in ev
     if task == "forecast":
         assert "forecast.png" in plots and {"mase", "naive_mase", "rel_mae"} <= set(ev["test"])
-    if task == "language_modeling":
+    if task in ("language_modeling", "masked_lm"):
         assert {"perplexity", "bits_per_token"} <= set(ev["test"])  # bits per character: not for masked-LM
     model = api.load(run)
     assert model.registry_name == saved["model"]["name"]

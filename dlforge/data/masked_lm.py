@@ -197,7 +197,7 @@ def build_masked_lm(source: str, docs: dict[str, list[list[str]]], config: Maske
                           "a run")
     specials = special_ids(tokenizer, f"data.tokenizer {config.tokenizer}")
     splits: dict[str, TensorDictDataset | None] = {}
-    info: dict[str, Any] = {"task": "language_modeling", "num_classes": None, "label_names": None, "source": source,
+    info: dict[str, Any] = {"task": "masked_lm", "num_classes": None, "label_names": None, "source": source,
                             "vocab_size": tokenizer.vocab_size, "max_length": config.max_length,
                             "mask_prob": config.mask_prob, "tokens": {}, "unknown_tokens": {},
                             "chars_per_token": dict.fromkeys(SPLITS)}  # masked tokens: no bits per character
