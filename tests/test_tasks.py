@@ -14,7 +14,8 @@ from dlforge.registry import create_task, list_tasks
 
 
 def test_every_builtin_task_is_registered_and_names_itself():
-    assert {"classification", "regression", "forecast", "language_modeling", "masked_lm", "translation"} <= set(list_tasks())
+    builtin = {"classification", "regression", "forecast", "language_modeling", "masked_lm", "translation"}
+    assert builtin <= set(list_tasks())
     for name in list_tasks():
         assert create_task(name).name == name
 
