@@ -2,10 +2,11 @@
 
     cfg = load_config("breast-cancer-mlp", ["train.lr=3e-3", "model.hidden=[256,256]"])
 
-A preset is `configs/<name>.yaml`; a path to any YAML file works too. Each override is `key.sub=value` with the value
-read as YAML (`[256,256]` is a list, `null` is None). The `data` and `model` sections are checked against the config
-class that the dataset or model registered, so every key anywhere is validated, and a wrong one becomes one
-`ConfigError` line naming the key, with a suggestion for a likely typo.
+A preset is a name: `./configs/<name>.yaml` in the working directory if there is one, else one of the presets that
+ship inside the package as data (`dlforge/configs/<name>.yaml`); a path to any YAML file works too. Each override is
+`key.sub=value` with the value read as YAML (`[256,256]` is a list, `null` is None). The `data` and `model` sections
+are checked against the config class that the dataset or model registered, so every key anywhere is validated, and a
+wrong one becomes one `ConfigError` line naming the key, with a suggestion for a likely typo.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from dlforge.errors import ConfigError
 from dlforge.errors import validation_to_config_error as _to_config_error
 
-PRESET_DIRS = [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
+# The folder of YAML presets, both inside the package (package data) and in the working directory, where it adds
+# presets or replaces built-in ones of the same name.
+PRESETS_FOLDER = "configs"
 
 
 class Section(BaseModel):
@@ -245,17 +250,27 @@ def validation_to_config_error(exc: Exception, prefix: str, fields: list[str] | 
 # --- loading ---------------------------------------------------------------------------------------------------
 
 
-def list_presets() -> dict[str, Path]:
-    """Preset name -> YAML file, from ./configs and the configs folder beside the package (first wins)."""
-    found: dict[str, Path] = {}
-    for d in PRESET_DIRS:
-        if d.is_dir():
-            for p in sorted(d.glob("*.yaml")):
-                found.setdefault(p.stem, p)
+def preset_dirs() -> list[Traversable]:
+    """Where preset names are looked up, first wins: `./configs` in the working directory (read at each call), then
+    the presets inside the package, read through importlib.resources so that a wheel, a zip or an editable install
+    all find them."""
+    return [Path.cwd() / PRESETS_FOLDER, resources.files("dlforge") / PRESETS_FOLDER]
+
+
+def list_presets() -> dict[str, Traversable]:
+    """Preset name -> YAML file (a Path, or a Traversable inside a zipped package), from `preset_dirs()`."""
+    found: dict[str, Traversable] = {}
+    for folder in preset_dirs():
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".yaml") and entry.is_file():
+                found.setdefault(entry.name.removesuffix(".yaml"), entry)
     return found
 
 
-def resolve_preset(name_or_path: str) -> Path:
+def resolve_preset(name_or_path: str) -> Traversable:
+    """A YAML file given by path (`.yaml`/`.yml`, or any existing file), else the preset of that name."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
@@ -269,7 +284,7 @@ def resolve_preset(name_or_path: str) -> Path:
     return presets[name_or_path]
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path | Traversable) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -320,7 +335,7 @@ def load_config(preset: str | Path | dict[str, Any], overrides: list[str] | None
         raw, source = copy.deepcopy(preset), "config"  # overrides must not reach into the caller's dict
     else:
         path = resolve_preset(str(preset))
-        raw, source = read_yaml(path), path.stem
+        raw, source = read_yaml(path), Path(path.name).stem
     raw.setdefault("name", source)
     apply_overrides(raw, overrides or [])
     return validate_config(raw)

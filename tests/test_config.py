@@ -270,9 +270,22 @@ def test_section_without_a_name_is_named(section):
 # --- presets -----------------------------------------------------------------------------------------------------
 
 
-def test_presets_are_found_in_the_repository_configs_folder():
-    repo_configs = Path(__file__).resolve().parents[1] / "configs"
-    assert set(PRESETS) == {p.stem for p in repo_configs.glob("*.yaml")}
+def test_presets_are_found_in_the_package_configs_folder():
+    package_configs = Path(__file__).resolve().parents[1] / "dlforge" / "configs"
+    assert set(PRESETS) == {p.stem for p in package_configs.glob("*.yaml")}
+
+
+def test_configs_in_the_working_directory_add_and_replace_presets(tmp_path, monkeypatch):
+    local = tmp_path / "configs"
+    local.mkdir()
+    (local / "mine.yaml").write_text(yaml.safe_dump(minimal()))
+    (local / f"{PRESET}.yaml").write_text(yaml.safe_dump(minimal(lr=0.123)))
+    monkeypatch.chdir(tmp_path)
+    presets = list_presets()
+    assert set(presets) == set(PRESETS) | {"mine"}
+    assert Path(presets[PRESET]).resolve() == (local / f"{PRESET}.yaml").resolve()
+    assert load_config("mine").name == "tiny"
+    assert load_config(PRESET).train.lr == 0.123
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -1,5 +1,5 @@
-"""Every preset in configs/ runs end to end on its real data: a smoke run of two steps on the first 64 samples of
-each split (`data.limit`), with the run folder a user would get (model, eval.json, plots)."""
+"""Every preset in dlforge/configs/ runs end to end on its real data: a smoke run of two steps on the first 64 samples
+of each split (`data.limit`), with the run folder a user would get (model, eval.json, plots)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import yaml
 from dlforge import api
 from dlforge.config import list_presets, load_config
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "dlforge" / "configs"
 PRESETS = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 # A preset that starts from another run (transfer, init_from) or takes its tokenizer needs that run first: the
 # source preset's smoke run, made once per session and copied into the runs folder of each preset that needs it.

@@ -39,7 +39,7 @@ def datasets_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 def presets_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
-    """List the YAML presets (configs/*.yaml)."""
+    """List the YAML presets: those shipped with dlforge, and ./configs/*.yaml (which add or replace presets)."""
     from dlforge.config import list_presets, read_yaml
 
     rows = []
