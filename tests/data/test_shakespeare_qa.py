@@ -13,7 +13,7 @@ import pytest
 from dlforge.data.corpus import find_plays, load_corpus
 from dlforge.data.sft import BUILTIN, read_conversations
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "datasets" / "shakespeare_qa.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "datasets" / "shakespeare_qa.py"
 SHIPPED = BUILTIN["shakespeare_qa"]
 
 
