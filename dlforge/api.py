@@ -5,8 +5,10 @@
     model = dlforge.load(result.run_dir)
     rows = dlforge.predict(result.run_dir, "new_patients.csv")
 
-A run goes: config -> data (registry) -> model (registry, with data-derived sizes) -> Trainer with callbacks ->
-final model folder (best weights) -> evaluation on every split -> plots, model card, run registry.
+A run goes: config -> data (registry) -> model (registry, with data-derived sizes and the task's options) -> Trainer
+with callbacks -> final model folder (best weights, the task's signature) -> evaluation on every split with the
+task's metrics and decoded scores -> the task's test report and plots, model card, run registry. Everything that
+differs between tasks is asked of the task (`dlforge.tasks`), never decided here by its name.
 """
 
 from __future__ import annotations
