@@ -18,7 +18,7 @@ from dlforge.registry import create_model
 from dlforge.train import transfer
 from dlforge.train.optim import build_optimizer
 
-TINY = {"vocab_size": 60, "dim": 16, "n_layers": 2, "n_heads": 2, "ffn_hidden": 32, "max_len": 24}
+TINY = {"vocab_size": 60, "dim": 16, "n_layers": 2, "n_heads": 2, "ffn_hidden": 32, "context": 24}
 
 
 def tiny(name: str = "bert_mlm", seed: int = 0, **overrides) -> torch.nn.Module:
@@ -70,7 +70,7 @@ def test_classifier_logits_do_not_depend_on_padding(pooling):
 
 
 def test_too_long_input_is_refused():
-    with pytest.raises(ValueError, match="longer than max_len 24; truncate it"):
+    with pytest.raises(ValueError, match="longer than model.context 24; truncate it"):
         tiny()({"input_ids": torch.ones(1, 25, dtype=torch.long)})
 
 

@@ -33,7 +33,7 @@ class Embedder:
         if not isinstance(model, Bert):
             raise ConfigError(f"{name}: holds a {type(model).__name__}; sentence embeddings need a BERT")
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
-        self.max_length = min(max_length, model.config.max_len)
+        self.max_length = min(max_length, model.config.context)
 
     @property
     def dim(self) -> int:
@@ -72,14 +72,14 @@ def load_embedder(model: str | Path = "minilm", runs_dir: str | Path = "runs", d
         bert = load_hf_bert(folder, head="none").to(device)
         st = folder / "sentence_bert_config.json"
         max_length = json.loads(st.read_text(encoding="utf-8")).get("max_seq_length") if st.is_file() else None
-        return Embedder(bert, load_tokenizer(folder), max_length or bert.config.max_len, name=str(model))
+        return Embedder(bert, load_tokenizer(folder), max_length or bert.config.context, name=str(model))
 
     bert = load_trained(model, device=device, runs_dir=runs_dir)  # a model folder, or a run's
     if not isinstance(bert, Bert):
         raise ConfigError(f"{model}: holds a {type(bert).__name__}; sentence embeddings need a BERT")
     pre = bert.meta.get("extra", {}).get("preprocessing.json") or {}
     tokenizer = model_tokenizer(bert.meta, str(model))
-    return Embedder(bert, tokenizer, pre.get("max_length") or bert.config.max_len, name=str(model))
+    return Embedder(bert, tokenizer, pre.get("max_length") or bert.config.context, name=str(model))
 
 
 def pooling_modes(folder: Path) -> list[str]:
