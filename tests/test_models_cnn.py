@@ -4,6 +4,8 @@ cannot fit the image size."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 
 import pytest
@@ -21,10 +23,11 @@ from dlforge.layers.conv import (
     resolve_padding,
 )
 from dlforge.models import alexnet, efficientnet, googlenet, lenet, resnet, simple_cnn, vgg
+from dlforge.models.convnet import ImageClassifierConfig
 from dlforge.models.efficientnet import DropPath, MBConv
 from dlforge.models.googlenet import INCEPTION_TABLE
 from dlforge.models.resnet import BasicBlock, Bottleneck
-from dlforge.registry import create_model, model_entries
+from dlforge.registry import create_model, model_entries, model_entry
 
 CNN_MODULES = {m.__name__ for m in (alexnet, efficientnet, googlenet, lenet, resnet, simple_cnn, vgg)}
 CNN_MODELS = [e.name for e in model_entries() if e.fn.__module__ in CNN_MODULES]
@@ -64,6 +67,15 @@ def test_every_cnn_file_registers_its_presets():
         "simple_cnn", "lenet5", "alexnet_small", "vgg11_small", "vgg16_small", "googlenet_small", "resnet18",
         "resnet34", "resnet50", "resnet20", "efficientnet_b0_small", "efficientnet_small_scaled",
     }
+
+
+def test_every_cnn_config_takes_the_shared_fields_from_one_base():
+    shared = {f.name for f in dataclasses.fields(ImageClassifierConfig)}
+    assert {"in_channels", "num_classes", "image_size", "loss", "label_smoothing", "class_weights"} <= shared
+    for name in CNN_MODELS:
+        config_cls = model_entry(name).config_cls
+        assert issubclass(config_cls, ImageClassifierConfig), name
+        assert not shared & set(inspect.get_annotations(config_cls)), f"{name} declares a shared field again"
 
 
 # --- the contract, for every registered CNN ------------------------------------------------------------------------

@@ -30,14 +30,13 @@ from torch import nn
 from dlforge.errors import ConfigError
 from dlforge.layers import Loss
 from dlforge.layers.conv import (
-    ClassificationLoss,
     ConvBNAct,
     SqueezeExcite,
     classifier_head,
     he_init,
     make_divisible,
 )
-from dlforge.models.convnet import ConvClassifier
+from dlforge.models.convnet import ConvClassifier, ImageClassifierConfig
 from dlforge.registry import register_model
 
 # EfficientNet-B0, table 1, stages 2-8: (expand ratio, channels, repeats, stride, kernel)
@@ -79,10 +78,7 @@ class MBConv(nn.Module):
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
-class EfficientNetConfig:
-    in_channels: int = Field(1, ge=1, description="image channels; set from the data")
-    num_classes: int = Field(10, ge=2, description="set from the data")
-    image_size: int = Field(28, ge=1, description="image side in pixels; set from the data, must equal resolution")
+class EfficientNetConfig(ImageClassifierConfig):
     width_mult: float = Field(1.0, gt=0, description="compound scaling of the channels (beta**phi)")
     depth_mult: float = Field(1.0, gt=0, description="compound scaling of the repeats (alpha**phi)")
     resolution: int | None = Field(None, ge=1, description="input size the scaling chose (gamma**phi * base); "
@@ -90,9 +86,6 @@ class EfficientNetConfig:
     stem_stride: int = Field(1, ge=1, description="1 for 28-32 pixel images; B0 uses 2 on 224")
     dropout: float = Field(0.2, ge=0, lt=1, description="before the Linear head (B0: 0.2)")
     drop_path: float = Field(0.2, ge=0, lt=1, description="stochastic depth rate of the last block")
-    loss: ClassificationLoss = "cross_entropy"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    class_weights: list[float] | None = Field(None, description="per-class loss weights; set by data.class_weights")
 
 
 class EfficientNet(ConvClassifier):
