@@ -36,6 +36,7 @@ from dlforge.layers.conv import (
     he_init,
     make_divisible,
 )
+from dlforge.layers.droppath import DropPath
 from dlforge.models.convnet import ConvClassifier, ImageClassifierConfig
 from dlforge.registry import register_model
 
@@ -43,20 +44,6 @@ from dlforge.registry import register_model
 B0_STAGES = [(1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3), (6, 112, 3, 1, 5),
              (6, 192, 4, 2, 5), (6, 320, 1, 1, 3)]
 B0_STEM, B0_TOP = 32, 1280  # channels of the 3x3 stem conv and of the final 1x1 conv
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: zero a sample's residual branch with probability p in training, scale the rest by 1/(1-p)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        keep = x.new_empty(x.shape[0], 1, 1, 1).bernoulli_(1 - self.p)  # (B, 1, 1, 1), torch's global RNG
-        return x * keep / (1 - self.p)
 
 
 class MBConv(nn.Module):
