@@ -12,6 +12,7 @@ from sklearn.datasets import load_iris
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
 
+from dlforge.data.class_weights import balanced_class_weights
 from dlforge.data.tabular import (
     TabularConfig,
     breast_cancer,
@@ -157,6 +158,14 @@ def test_balanced_class_weights_match_sklearn():
     y_train = rows(bundle, "train")[1].numpy()
     expected = compute_class_weight("balanced", classes=np.arange(3), y=y_train)
     np.testing.assert_allclose(bundle.model_defaults["class_weights"], expected)
+
+
+def test_the_one_class_weight_function_is_sklearns_and_names_a_class_without_training_sample():
+    ids = np.array([0, 0, 0, 1, 2, 2])
+    np.testing.assert_allclose(balanced_class_weights(ids, ["a", "b", "c"], "t.csv"),
+                               compute_class_weight("balanced", classes=np.arange(3), y=ids))
+    with pytest.raises(DataError, match=r"^t\.csv: class 'b' has no sample in the train split"):
+        balanced_class_weights(np.array([0, 2, 2]), ["a", "b", "c"], "t.csv")
 
 
 # --- files, encoding, new inputs -------------------------------------------------------------------------------

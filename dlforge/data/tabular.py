@@ -20,6 +20,7 @@ import torch
 from pydantic import Field, model_validator
 
 from dlforge.config import DataConfig
+from dlforge.data.class_weights import balanced_class_weights
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
 from dlforge.data.tables import (
     Table,
@@ -160,7 +161,9 @@ def build_tabular(table: Table, config: TabularConfig) -> DataBundle:
         "target_std": target_std,
     }
     num_classes = len(label_names) if label_names else None
-    weights = _class_weights(y_all[train], label_names, table.source) if config.class_weights == "balanced" else None
+    weights = None
+    if config.class_weights == "balanced":
+        weights = balanced_class_weights(y_all[train], label_names, table.source)
     info = {
         "task": task, "num_classes": num_classes, "label_names": label_names, "feature_names": feature_names,
         "target": target, "source": table.source, "n_train": len(train), "n_val": len(val), "n_test": len(test),
@@ -329,15 +332,6 @@ def _encode(raw: dict[str, Any], specs: list[dict[str, Any]]) -> np.ndarray:
         onehot[known, codes[known]] = 1.0
         blocks.append(onehot)
     return np.concatenate(blocks, axis=1).astype(np.float32)
-
-
-def _class_weights(train_ids: np.ndarray, label_names: list[str], source: str) -> list[float]:
-    # "balanced", as sklearn.utils.class_weight.compute_class_weight: n_samples / (n_classes * count_c)
-    counts = np.bincount(train_ids, minlength=len(label_names))
-    if counts.min() == 0:
-        missing = label_names[int(counts.argmin())]
-        raise DataError(f"{source}: class {missing!r} has no rows in the train split; class weights need every class")
-    return (len(train_ids) / (len(label_names) * counts)).tolist()
 
 
 def _fingerprint(raw: dict[str, Any], specs: list[dict[str, Any]], y_all: np.ndarray, seed: int) -> str:
