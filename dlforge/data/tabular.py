@@ -1,9 +1,9 @@
 """Tabular data: the bundled real sets (iris, wine, breast_cancer, diabetes, fair) and the user's CSV or Parquet files.
 
-Every source becomes a `Table` (see `dlforge.data.tables`), and one `build_tabular` does the rest the same way for all:
-pick the target and feature columns, read the target as class labels or as numbers, split train/val/test (stratified
-for classification), learn the one-hot categories and the feature scaling on the train split only, and write all of it
-into `preprocessing`, so that `prepare_inputs` transforms new rows exactly as the training rows were.
+Every source becomes a `Table` (read by `dlforge.data.table_reader`), and one `build_tabular` does the rest the same
+way for all: pick the target and feature columns, read the target as class labels or as numbers, split train/val/test
+(stratified for classification), learn the one-hot categories and the feature scaling on the train split only, and
+write all of it into `preprocessing`, so that `prepare_inputs` transforms new rows exactly as the training rows were.
 
     data: {name: csv, path: data/customers.csv, target: churned, class_weights: balanced}
 
@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 from dlforge.config import DataConfig
 from dlforge.data.class_weights import balanced_class_weights
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
-from dlforge.data.tables import (
+from dlforge.data.table_reader import (
     Table,
     as_text,
     column_kind,
