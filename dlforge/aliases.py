@@ -26,8 +26,8 @@ MODEL_KEYS = {
     "num_layers": "n_layers",  # the recurrent models (torch's name)
     "hidden_size": "dim",  # the recurrent models (torch's name)
 }
-DATASETS: dict[str, str] = {}
-PRESETS: dict[str, str] = {}
+DATASETS = {"fair": "affairs"}  # statsmodels' name for the affairs survey; `fairness` is a different thing
+PRESETS = {"fair-mlp": "affairs-mlp"}
 
 
 def deprecated(old: str, new: str, where: str = "") -> None:

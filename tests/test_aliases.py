@@ -1,5 +1,6 @@
 """Old names keep working: model config keys, in a model folder's config.json, a YAML file, an override or a
-`create_model` call, are read as the new ones with one deprecation line; the presets use the new names only."""
+`create_model` call, are read as the new ones with one deprecation line; so are the old dataset and preset names
+(`fair`, `fair-mlp`). The presets use the new names only."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import pytest
 import torch
 import yaml
 
-from dlforge.aliases import MODEL_KEYS
+from dlforge.aliases import DATASETS, MODEL_KEYS, PRESETS
 from dlforge.artifacts import MODEL_FORMAT, load_model, save_model, write_folder
 from dlforge.config import list_presets, load_config
 from dlforge.errors import ConfigError
-from dlforge.registry import create_model
+from dlforge.registry import create_model, dataset_entry
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -94,7 +95,21 @@ def test_an_old_key_a_model_never_had_stays_an_unknown_key():
         load_config("breast-cancer-mlp", ["model.hidden_size=8"])  # the MLP has neither hidden_size nor dim
 
 
+def test_the_fair_dataset_is_affairs_under_its_old_name(capsys):
+    cfg = load_config("affairs-mlp", ["data.name=fair"])
+    assert cfg.data["name"] == "affairs" and cfg.data_config().name == "affairs"
+    assert warnings_of(capsys) == ["warning: dataset 'fair' is deprecated; use 'affairs'"]
+    assert dataset_entry("fair") is dataset_entry("affairs")
+
+
+def test_the_fair_mlp_preset_is_affairs_mlp_under_its_old_name(capsys):
+    cfg = load_config("fair-mlp")
+    assert cfg.name == "affairs-mlp" and cfg == load_config("affairs-mlp")
+    assert warnings_of(capsys) == ["warning: preset 'fair-mlp' is deprecated; use 'affairs-mlp'"]
+
+
 @pytest.mark.parametrize("preset", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
 def test_presets_use_the_new_names(preset):
     raw = yaml.safe_load(list_presets()[preset].read_text())
+    assert preset not in PRESETS and raw["data"]["name"] not in DATASETS, f"{preset}: an old name"
     assert not set(raw["model"]) & set(MODEL_KEYS), f"{preset}: old model keys"

@@ -1,4 +1,5 @@
-"""Tabular data: the bundled real sets (iris, wine, breast_cancer, diabetes, fair) and the user's CSV or Parquet files.
+"""Tabular data: the bundled real sets (iris, wine, breast_cancer, diabetes, affairs) and the user's CSV or Parquet
+files.
 
 Every source becomes a `Table` (read by `dlforge.data.table_reader`), and one `build_tabular` does the rest the same
 way for all: pick the target and feature columns, read the target as class labels or as numbers, split train/val/test
@@ -26,7 +27,7 @@ from dlforge.data.table_reader import (
     Table,
     as_text,
     column_kind,
-    load_fair,
+    load_affairs,
     load_sklearn,
     numeric_values,
     read_csv,
@@ -37,7 +38,7 @@ from dlforge.data.table_reader import (
 from dlforge.errors import ConfigError, DataError
 from dlforge.registry import register_dataset
 
-BUNDLED = ("iris", "wine", "breast_cancer", "diabetes", "fair")
+BUNDLED = ("iris", "wine", "breast_cancer", "diabetes", "affairs")
 FILE_SOURCES = ("csv", "parquet")
 MAX_CLASS_VALUES = 20  # task "auto": an integer target with at most this many distinct values is a class label
 
@@ -106,9 +107,9 @@ def diabetes(config: TabularConfig) -> DataBundle:
 
 
 @register_dataset(TabularConfig)
-def fair(config: TabularConfig) -> DataBundle:
-    """Affairs survey (statsmodels 'fair'): 6366 rows, 8 features; try target_threshold: 0."""
-    return build_tabular(load_fair(), config)
+def affairs(config: TabularConfig) -> DataBundle:
+    """Affairs survey (statsmodels' 'fair', the old name): 6366 rows, 8 features; try target_threshold: 0."""
+    return build_tabular(load_affairs(), config)
 
 
 @register_dataset(TabularConfig)
