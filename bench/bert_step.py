@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from paired import StepClock, hand_loop, paired_rounds, per_step, summary  # noqa: E402
 
 N, CLASSES, LR = 512, 3, 2e-5
-SHAPE = {"vocab_size": 30522, "dim": 384, "n_layers": 6, "n_heads": 12, "ffn_hidden": 1536, "max_len": 512}
+SHAPE = {"vocab_size": 30522, "dim": 384, "n_layers": 6, "n_heads": 12, "ffn_hidden": 1536, "context": 512}
 
 
 def make_data(batch: int, length: int, padded: bool) -> dict[str, torch.Tensor]:
@@ -63,7 +63,7 @@ def transformers_round(tensors: dict[str, torch.Tensor], batch: int, steps: int)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=SHAPE["vocab_size"], hidden_size=SHAPE["dim"], num_hidden_layers=SHAPE["n_layers"],
                         num_attention_heads=SHAPE["n_heads"], intermediate_size=SHAPE["ffn_hidden"],
-                        max_position_embeddings=SHAPE["max_len"], num_labels=CLASSES, layer_norm_eps=1e-12,
+                        max_position_embeddings=SHAPE["context"], num_labels=CLASSES, layer_norm_eps=1e-12,
                         attn_implementation="sdpa")
     model = BertForSequenceClassification(config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=LR)

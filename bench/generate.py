@@ -75,8 +75,8 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     torch.manual_seed(0)
-    model = create_model("gpt", vocab_size=VOCAB, context=PROMPT + args.new, dim=WIDTH, n_layer=LAYERS,
-                         n_head=HEADS).eval()
+    model = create_model("gpt", vocab_size=VOCAB, context=PROMPT + args.new, dim=WIDTH, n_layers=LAYERS,
+                         n_heads=HEADS).eval()
     with tempfile.TemporaryDirectory() as tmp:
         save_model(model, Path(tmp) / "model")
         hf = GPT2LMHeadModel.from_pretrained(export_gpt2(Path(tmp) / "model", Path(tmp) / "gpt2")).eval()

@@ -45,7 +45,7 @@ def shakespeare_windows(limit: int) -> tuple[TensorDictDataset, int]:
 
 def dlforge_model(vocab: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    return create_model("gpt", vocab_size=vocab, context=CONTEXT, dim=WIDTH, n_layer=LAYERS, n_head=HEADS,
+    return create_model("gpt", vocab_size=vocab, context=CONTEXT, dim=WIDTH, n_layers=LAYERS, n_heads=HEADS,
                         dropout=0.0, tie_weights=True)
 
 

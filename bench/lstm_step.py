@@ -46,7 +46,7 @@ class PlainLSTMForecaster(nn.Module):
 
 def dlforge_round(args, data: TensorDictDataset, run_dir: Path) -> float:
     torch.manual_seed(0)
-    model = create_model("lstm_forecaster", in_features=1, hidden_size=args.hidden, num_layers=LAYERS,
+    model = create_model("lstm_forecaster", in_features=1, dim=args.hidden, n_layers=LAYERS,
                          horizon=HORIZON)
     cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch, optimizer="adam", lr=1e-3, log_every=10,
                       checkpoint_every=None, progress=False, tensorboard=False, device="cpu")

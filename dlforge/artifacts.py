@@ -29,8 +29,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from dlforge import aliases
 from dlforge.errors import CheckpointError, DlforgeError
-from dlforge.registry import create_model
+from dlforge.registry import config_fields, create_model, model_entry
 from dlforge.runs.rundir import model_dir
 
 MODEL_FORMAT = "dlforge-model"
@@ -199,10 +200,14 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.
     """
     directory = Path(directory)
     meta = read_model_meta(directory)
+    config_path = directory / "config.json"
     try:
+        # a folder written by an older dlforge may use old config keys: read them as the new ones
+        fields = config_fields(model_entry(meta["model"]).config_cls)
+        meta["config"] = aliases.model_keys(meta["config"], fields, where=f"{config_path}: ")
         model = create_model(meta["model"], **meta["config"])
     except DlforgeError as exc:
-        raise CheckpointError(f"{directory / 'config.json'}: {exc}") from exc
+        raise CheckpointError(f"{config_path}: {exc}") from exc
     load_weights(model, directory / "model.safetensors")
     return model.to(device).eval(), meta
 

@@ -10,12 +10,12 @@ import dlforge.data.chartext  # noqa: F401  shakespeare_char, text_files
 import dlforge.data.genre  # noqa: F401  shakespeare_genre
 import dlforge.data.images  # noqa: F401  fashion_mnist, idx, digits, image_folder
 import dlforge.data.masked_lm  # noqa: F401  shakespeare_mlm, text_files_mlm
-import dlforge.data.sequences  # noqa: F401  seattle_weather
 import dlforge.data.sft  # noqa: F401  sft_jsonl
-import dlforge.data.tabular  # noqa: F401  iris, wine, breast_cancer, diabetes, fair, csv, parquet
+import dlforge.data.tabular  # noqa: F401  iris, wine, breast_cancer, diabetes, affairs, csv, parquet
 import dlforge.data.timeseries  # noqa: F401  co2, sunspots, seattle_temps, timeseries_csv
 import dlforge.data.tokens  # noqa: F401  lm_text, token_shards
 import dlforge.data.translation  # noqa: F401  bible_translation
+import dlforge.data.weather_sequences  # noqa: F401  seattle_weather
 
 # models
 import dlforge.models.alexnet  # noqa: F401

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from dlforge import aliases
 from dlforge.errors import ConfigError
 from dlforge.errors import validation_to_config_error as _to_config_error
 
@@ -167,7 +168,10 @@ class Config(Section):
     def _check_data(cls, v: dict[str, Any]) -> dict[str, Any]:
         from dlforge.registry import dataset_entry
 
-        return _validate_section(dataset_entry(_section_name(v, "data", "datasets")).config_cls, v, "data")
+        name = _section_name(v, "data", "datasets")
+        if name in aliases.DATASETS:
+            v = {**v, "name": aliases.dataset_name(name)}  # the run's config.yaml keeps the new name
+        return _validate_section(dataset_entry(v["name"]).config_cls, v, "data")
 
     @field_validator("model")
     @classmethod
@@ -175,9 +179,10 @@ class Config(Section):
         from dlforge.registry import model_entry
 
         name = _section_name(v, "model", "models")
-        rest = {k: w for k, w in v.items() if k != "name"}
+        config_cls = model_entry(name).config_cls
+        rest = aliases.model_keys({k: w for k, w in v.items() if k != "name"}, _field_names(config_cls))
         # types and ranges of the keys given; data-derived fields (in_features...) are filled in at build time
-        return {"name": name, **_validate_section(model_entry(name).config_cls, rest, "model")}
+        return {"name": name, **_validate_section(config_cls, rest, "model")}
 
     def data_config(self) -> DataConfig:
         from dlforge.registry import dataset_entry
@@ -277,6 +282,8 @@ def resolve_preset(name_or_path: str) -> Traversable:
             raise ConfigError(f"{name_or_path}: config file not found")
         return p
     presets = list_presets()
+    if name_or_path not in presets and name_or_path in aliases.PRESETS:
+        name_or_path = aliases.preset_name(name_or_path)
     if name_or_path not in presets:
         close = difflib.get_close_matches(name_or_path, list(presets), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else "; see `dlforge presets`"
@@ -337,8 +344,33 @@ def load_config(preset: str | Path | dict[str, Any], overrides: list[str] | None
         path = resolve_preset(str(preset))
         raw, source = read_yaml(path), Path(path.name).stem
     raw.setdefault("name", source)
-    apply_overrides(raw, overrides or [])
+    apply_overrides(raw, _new_model_keys(raw, overrides or []))
     return validate_config(raw)
+
+
+def _new_model_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Rename old model keys (`dlforge.aliases.MODEL_KEYS`) in the YAML's model section, in place, and in the
+    overrides, returned: so that `model.n_layer=2` overrides a preset's `n_layers`, as `model.n_layers=2` does."""
+    from dlforge.registry import config_fields, model_entry
+
+    section = apply_overrides(copy.deepcopy(raw), overrides).get("model")
+    name = section.get("name") if isinstance(section, dict) else None
+    if not isinstance(name, str):
+        return overrides  # validation names what is wrong
+    try:
+        fields = config_fields(model_entry(name).config_cls)
+    except ConfigError:
+        return overrides
+    if isinstance(raw.get("model"), dict):
+        raw["model"] = aliases.model_keys(raw["model"], fields)
+    renamed = []
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        parts = key.strip().split(".")
+        if eq and len(parts) == 2 and parts[0] == "model":
+            item = f"model.{next(iter(aliases.model_keys({parts[1]: None}, fields)))}={value}"
+        renamed.append(item)
+    return renamed
 
 
 def validate_config(raw: dict[str, Any]) -> Config:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from dlforge import aliases
 from dlforge.errors import ConfigError, validation_to_config_error
 
 
@@ -120,6 +121,10 @@ def model_entry(name: str) -> Entry:
 
 
 def dataset_entry(name: str) -> Entry:
+    """The registered dataset `name`; an old name (`dlforge.aliases.DATASETS`) finds its new one, with a warning."""
+    _ensure_loaded()
+    if name not in _DATASETS and name in aliases.DATASETS:
+        name = aliases.dataset_name(name)
     return _lookup(_DATASETS, "dataset", name, "data.name")
 
 
@@ -133,8 +138,10 @@ def create_task(name: str | None) -> Any:
 
 
 def create_model(name: str, **overrides: Any):
-    """Build the registered model `name` with config overrides, e.g. `create_model("mlp", hidden=[64])`."""
+    """Build the registered model `name` with config overrides, e.g. `create_model("mlp", hidden=[64])`; an old key
+    (`dlforge.aliases.MODEL_KEYS`) is read as its new one, with a warning."""
     entry = model_entry(name)
+    overrides = aliases.model_keys(overrides, config_fields(entry.config_cls))
     try:
         model = entry.fn(**overrides)
     except Exception as exc:  # pydantic's ValidationError, re-worded with the key it is about

@@ -68,13 +68,13 @@ def minilm():
     from sentence_transformers import SentenceTransformer
     from transformers import BertModel
 
-    from dlforge.llm.embed import load_embedder
+    from dlforge.llm.embed import load_sentence_embedder
     from dlforge.text.tokenizer import minilm_path
 
     path = minilm_path()  # a ConfigError naming the package when it is missing
     hf = BertModel.from_pretrained(path, local_files_only=True, attn_implementation="eager").eval()
     st = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-    return SimpleNamespace(path=path, embedder=load_embedder("minilm"), hf=hf, st=st)
+    return SimpleNamespace(path=path, embedder=load_sentence_embedder("minilm"), hf=hf, st=st)
 
 
 # --- a tiny pretrained language model, for fine-tuning tests --------------------------------------------------------

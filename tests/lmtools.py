@@ -24,6 +24,6 @@ def tiny_lm_config(root: Path, corpus: Path, **train) -> dict:
     few quiet steps."""
     return {"name": "tiny-base", "runs_dir": str(root / "runs"),
             "data": {"name": "lm_text", "corpus": str(corpus), "tokenizer": "bpe:300", "context": 16},
-            "model": {"name": "gpt", "context": 64, "dim": 32, "n_layer": 2, "n_head": 2},
+            "model": {"name": "gpt", "context": 64, "dim": 32, "n_layers": 2, "n_heads": 2},
             "train": {"max_steps": 4, "batch_size": 8, "lr": 3e-3, "progress": False, "tensorboard": False,
                       "eval_every": 4, "checkpoint_every": None, "seed": 0, **train}}

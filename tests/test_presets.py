@@ -21,7 +21,7 @@ NEEDS = {"fashion-transfer1pct": "fashion-pretrain5", "genre-bert-small": "bert-
          "gpt-bible-adapt": "gpt-shakespeare-bpe", "gpt-bible-scratch": "gpt-shakespeare-bpe",
          "gpt-shakespeare-sft": "gpt-shakespeare-bpe", "gpt-shakespeare-sft-lora": "gpt-shakespeare-bpe"}
 # A GPU preset's smoke run on a CPU: the same recipe at a toy size, in fp32, uncompiled.
-SHRINK = {"gpt2-124m": ["model.n_layer=1", "model.n_head=2", "model.dim=32", "model.context=32", "data.context=32",
+SHRINK = {"gpt2-124m": ["model.n_layers=1", "model.n_heads=2", "model.dim=32", "model.context=32", "data.context=32",
                         "train.precision=fp32", "train.compile=false"]}
 SMOKE = ["train.max_steps=2", "train.max_epochs=null", "train.warmup_steps=0", "train.progress=false",
          "train.tensorboard=false", "train.eval_every=1", "train.checkpoint_every=1", "data.limit=64"]

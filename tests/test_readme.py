@@ -34,7 +34,7 @@ def test_python_snippet_runs(tmp_path, monkeypatch, capsys):
 def test_embedding_snippet_runs():
     import numpy as np
 
-    snippet = next(b for b in blocks("python") if "load_embedder" in b)
+    snippet = next(b for b in blocks("python") if "load_sentence_embedder" in b)
     scope: dict = {}
     exec(compile(snippet, "README.md", "exec"), scope)
     vectors = scope["vectors"]

@@ -1,9 +1,10 @@
-"""Tabular data: the bundled real sets (iris, wine, breast_cancer, diabetes, fair) and the user's CSV or Parquet files.
+"""Tabular data: the bundled real sets (iris, wine, breast_cancer, diabetes, affairs) and the user's CSV or Parquet
+files.
 
-Every source becomes a `Table` (see `dlforge.data.tables`), and one `build_tabular` does the rest the same way for all:
-pick the target and feature columns, read the target as class labels or as numbers, split train/val/test (stratified
-for classification), learn the one-hot categories and the feature scaling on the train split only, and write all of it
-into `preprocessing`, so that `prepare_inputs` transforms new rows exactly as the training rows were.
+Every source becomes a `Table` (read by `dlforge.data.table_reader`), and one `build_tabular` does the rest the same
+way for all: pick the target and feature columns, read the target as class labels or as numbers, split train/val/test
+(stratified for classification), learn the one-hot categories and the feature scaling on the train split only, and
+write all of it into `preprocessing`, so that `prepare_inputs` transforms new rows exactly as the training rows were.
 
     data: {name: csv, path: data/customers.csv, target: churned, class_weights: balanced}
 
@@ -20,12 +21,13 @@ import torch
 from pydantic import Field, model_validator
 
 from dlforge.config import DataConfig
+from dlforge.data.class_weights import balanced_class_weights
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
-from dlforge.data.tables import (
+from dlforge.data.table_reader import (
     Table,
     as_text,
     column_kind,
-    load_fair,
+    load_affairs,
     load_sklearn,
     numeric_values,
     read_csv,
@@ -36,7 +38,7 @@ from dlforge.data.tables import (
 from dlforge.errors import ConfigError, DataError
 from dlforge.registry import register_dataset
 
-BUNDLED = ("iris", "wine", "breast_cancer", "diabetes", "fair")
+BUNDLED = ("iris", "wine", "breast_cancer", "diabetes", "affairs")
 FILE_SOURCES = ("csv", "parquet")
 MAX_CLASS_VALUES = 20  # task "auto": an integer target with at most this many distinct values is a class label
 
@@ -105,9 +107,9 @@ def diabetes(config: TabularConfig) -> DataBundle:
 
 
 @register_dataset(TabularConfig)
-def fair(config: TabularConfig) -> DataBundle:
-    """Affairs survey (statsmodels 'fair'): 6366 rows, 8 features; try target_threshold: 0."""
-    return build_tabular(load_fair(), config)
+def affairs(config: TabularConfig) -> DataBundle:
+    """Affairs survey (statsmodels' 'fair', the old name): 6366 rows, 8 features; try target_threshold: 0."""
+    return build_tabular(load_affairs(), config)
 
 
 @register_dataset(TabularConfig)
@@ -160,7 +162,9 @@ def build_tabular(table: Table, config: TabularConfig) -> DataBundle:
         "target_std": target_std,
     }
     num_classes = len(label_names) if label_names else None
-    weights = _class_weights(y_all[train], label_names, table.source) if config.class_weights == "balanced" else None
+    weights = None
+    if config.class_weights == "balanced":
+        weights = balanced_class_weights(y_all[train], label_names, table.source)
     info = {
         "task": task, "num_classes": num_classes, "label_names": label_names, "feature_names": feature_names,
         "target": target, "source": table.source, "n_train": len(train), "n_val": len(val), "n_test": len(test),
@@ -329,15 +333,6 @@ def _encode(raw: dict[str, Any], specs: list[dict[str, Any]]) -> np.ndarray:
         onehot[known, codes[known]] = 1.0
         blocks.append(onehot)
     return np.concatenate(blocks, axis=1).astype(np.float32)
-
-
-def _class_weights(train_ids: np.ndarray, label_names: list[str], source: str) -> list[float]:
-    # "balanced", as sklearn.utils.class_weight.compute_class_weight: n_samples / (n_classes * count_c)
-    counts = np.bincount(train_ids, minlength=len(label_names))
-    if counts.min() == 0:
-        missing = label_names[int(counts.argmin())]
-        raise DataError(f"{source}: class {missing!r} has no rows in the train split; class weights need every class")
-    return (len(train_ids) / (len(label_names) * counts)).tolist()
 
 
 def _fingerprint(raw: dict[str, Any], specs: list[dict[str, Any]], y_all: np.ndarray, seed: int) -> str:

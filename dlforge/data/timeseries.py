@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 
 from dlforge.config import DataConfig
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
-from dlforge.data.series import Series, read_series, regularize
+from dlforge.data.series_reader import Series, read_series, regularize
 from dlforge.errors import ConfigError, DataError
 from dlforge.registry import register_dataset
 

@@ -16,7 +16,9 @@ from dlforge.layers.activations import make_activation
 FFNS = ("mlp", "swiglu")
 
 
-class MLP(nn.Module):
+class FeedForward(nn.Module):
+    """The `mlp` feed-forward network: Linear(C, H) -> activation -> Linear(H, C) -> dropout."""
+
     def __init__(self, dim: int, hidden: int, act: str = "gelu", bias: bool = True, dropout: float = 0.0):
         super().__init__()
         self.fc = nn.Linear(dim, hidden, bias=bias)
@@ -29,6 +31,8 @@ class MLP(nn.Module):
 
 
 class SwiGLU(nn.Module):
+    """The `swiglu` feed-forward network: (SiLU(x W1) * x W3) W2 -> dropout."""
+
     def __init__(self, dim: int, hidden: int, bias: bool = False, dropout: float = 0.0):
         super().__init__()
         self.gate = nn.Linear(dim, hidden, bias=bias)  # W1
@@ -43,7 +47,7 @@ class SwiGLU(nn.Module):
 def make_ffn(kind: str, dim: int, hidden: int, act: str = "gelu", bias: bool = True, dropout: float = 0.0) -> nn.Module:
     """`make_ffn("mlp", 128, 512, act="gelu_tanh")` or `make_ffn("swiglu", 128, 344)` (the activation is SiLU)."""
     if kind == "mlp":
-        return MLP(dim, hidden, act, bias, dropout)
+        return FeedForward(dim, hidden, act, bias, dropout)
     if kind == "swiglu":
         return SwiGLU(dim, hidden, bias, dropout)
     raise ValueError(f"unknown feed-forward network {kind!r}; expected one of {', '.join(FFNS)}")

@@ -75,7 +75,7 @@ def bert_config(hf: dict[str, Any], source: str = "config.json") -> dict[str, An
     try:
         return {"vocab_size": hf["vocab_size"], "dim": hf["hidden_size"], "n_layers": hf["num_hidden_layers"],
                 "n_heads": hf["num_attention_heads"], "ffn_hidden": hf["intermediate_size"],
-                "max_len": hf["max_position_embeddings"], "type_vocab_size": hf.get("type_vocab_size", 2),
+                "context": hf["max_position_embeddings"], "type_vocab_size": hf.get("type_vocab_size", 2),
                 "norm_eps": hf.get("layer_norm_eps", 1e-12), "dropout": hf.get("hidden_dropout_prob", 0.1),
                 "attn_dropout": hf.get("attention_probs_dropout_prob", 0.1)}
     except KeyError as exc:

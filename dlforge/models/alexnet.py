@@ -20,7 +20,6 @@ from torch import nn
 from dlforge.errors import ConfigError
 from dlforge.layers import Loss
 from dlforge.layers.conv import (
-    ClassificationLoss,
     ConvBNAct,
     Padding,
     PoolKind,
@@ -29,15 +28,12 @@ from dlforge.layers.conv import (
     make_divisible,
     make_pool,
 )
-from dlforge.models.convnet import ConvClassifier
+from dlforge.models.convnet import ConvClassifier, ImageClassifierConfig
 from dlforge.registry import register_model
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
-class AlexNetConfig:
-    in_channels: int = Field(1, ge=1, description="image channels; set from the data")
-    num_classes: int = Field(10, ge=2, description="set from the data")
-    image_size: int = Field(28, ge=1, description="image side in pixels; set from the data")
+class AlexNetConfig(ImageClassifierConfig):
     channels: list[int] = Field(default_factory=lambda: [64, 192, 384, 256, 256], min_length=1,
                                 description="output channels of the conv layers, before width_mult")
     kernel_sizes: list[int] = Field(default_factory=lambda: [5, 5, 3, 3, 3], description="one per conv layer")
@@ -51,9 +47,6 @@ class AlexNetConfig:
                                   description="conv layers (counted from 1) followed by a pool; fewer for 8x8 images")
     hidden: list[int] = Field(default_factory=lambda: [1024, 1024], description="fully connected widths")
     dropout: float = Field(0.5, ge=0, lt=1, description="before each fully connected layer")
-    loss: ClassificationLoss = "cross_entropy"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    class_weights: list[float] | None = Field(None, description="per-class loss weights; set by data.class_weights")
 
     @field_validator("channels", "kernel_sizes", "hidden")
     @classmethod

@@ -47,10 +47,10 @@ INIT_STD = 0.02  # BERT's initializer_range
 class BertEmbeddings(nn.Module):
     """Token + learned position + token-type embeddings, then LayerNorm and dropout: (B, T) ids -> (B, T, C)."""
 
-    def __init__(self, vocab_size: int, dim: int, max_len: int, type_vocab_size: int, eps: float, dropout: float):
+    def __init__(self, vocab_size: int, dim: int, context: int, type_vocab_size: int, eps: float, dropout: float):
         super().__init__()
         self.tokens = nn.Embedding(vocab_size, dim)
-        self.positions = nn.Embedding(max_len, dim)
+        self.positions = nn.Embedding(context, dim)
         self.token_types = nn.Embedding(type_vocab_size, dim)
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.drop = nn.Dropout(dropout)
@@ -102,7 +102,8 @@ class BertConfig:
     n_layers: int = Field(4, ge=1)
     n_heads: int = Field(4, ge=1, description="attention heads; dim must be divisible by it")
     ffn_hidden: int = Field(768, ge=1, description="feed-forward width (BERT: 4 * dim)")
-    max_len: int = Field(512, ge=1, description="positions with an embedding: the longest input")
+    context: int = Field(512, ge=1, description="positions with an embedding: the longest input (transformers' "
+                                                "max_position_embeddings)")
     type_vocab_size: int = Field(2, ge=1, description="token types (segments A and B)")
     norm_eps: float = Field(1e-12, gt=0, description="LayerNorm eps (BERT: 1e-12)")
     dropout: float = Field(0.1, ge=0, lt=1, description="on the embeddings, every sublayer output and the head")
@@ -125,7 +126,7 @@ class Bert(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = c = config
-        self.embeddings = BertEmbeddings(c.vocab_size, c.dim, c.max_len, c.type_vocab_size, c.norm_eps, c.dropout)
+        self.embeddings = BertEmbeddings(c.vocab_size, c.dim, c.context, c.type_vocab_size, c.norm_eps, c.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(c.dim, c.n_heads, c.ffn_hidden, act="gelu", norm_eps=c.norm_eps, norm_first=False,
                              dropout=c.dropout, attn_dropout=c.attn_dropout)
@@ -150,9 +151,9 @@ class Bert(nn.Module):
         A padding position's state is not meaningful (it attends to the real tokens and itself; trailing columns
         that are padding in every row are not computed at all and come back as zeros) and no real token ever
         attends to it, so a row gives the same states at its real positions padded or not."""
-        if input_ids.shape[1] > self.config.max_len:
-            raise ValueError(f"input of {input_ids.shape[1]} tokens is longer than max_len {self.config.max_len}; "
-                             "truncate it")
+        if input_ids.shape[1] > self.config.context:
+            raise ValueError(f"input of {input_ids.shape[1]} tokens is longer than model.context "
+                             f"{self.config.context}; truncate it")
         t, mask = input_ids.shape[1], None
         if attention_mask is not None and not bool(attention_mask.all()):  # no padding: SDPA's unmasked kernels
             keep = int(attention_mask.any(dim=0).nonzero().max()) + 1 if attention_mask.any() else 1
@@ -241,7 +242,7 @@ def _init_weights(module: nn.Module) -> None:
 
 # --- presets -----------------------------------------------------------------------------------------------------
 
-MINILM_L6 = {"vocab_size": 30522, "dim": 384, "n_layers": 6, "n_heads": 12, "ffn_hidden": 1536, "max_len": 512}
+MINILM_L6 = {"vocab_size": 30522, "dim": 384, "n_layers": 6, "n_heads": 12, "ffn_hidden": 1536, "context": 512}
 
 
 @register_model(BertConfig)

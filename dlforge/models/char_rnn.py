@@ -2,7 +2,7 @@
 
 input_ids (B, T) -> embedding (B, T, E) -> stacked RNN / LSTM / GRU (B, T, H) -> linear (B, T, V): at every position
 the logits of the next character. Trained with cross-entropy against `labels` (B, T), -100 ignored. With
-`tie_weights` the output layer shares the embedding matrix (Press & Wolf 2017; needs embed_dim == hidden_size).
+`tie_weights` the output layer shares the embedding matrix (Press & Wolf 2017; needs embed_dim == dim).
 
 Generation runs stepwise: `state = model.init_state(B)`, then `logits, state = model.step(ids, state)` on the prompt
 once and on one new token at a time, so the prefix is never recomputed (see `dlforge.llm.generate`).
@@ -24,7 +24,7 @@ from dlforge.registry import register_model
 
 EXAMPLE_LENGTH = 16  # tokens per row of `example_batch`
 
-# LSTM: (h, c), each (num_layers, B, hidden); RNN and GRU: h (num_layers, B, hidden)
+# LSTM: (h, c), each (n_layers, B, dim); RNN and GRU: h (n_layers, B, dim)
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
@@ -33,8 +33,8 @@ class CharRNNConfig:
     vocab_size: int = Field(65, ge=2, description="set from the data (the tokenizer's vocabulary, <unk> included)")
     cell: Literal["rnn", "lstm", "gru"] = Field("lstm", description="rnn (Elman, tanh), lstm or gru")
     embed_dim: int = Field(64, ge=1)
-    hidden_size: int = Field(256, ge=1)
-    num_layers: int = Field(2, ge=1, description="stacked recurrent layers")
+    dim: int = Field(256, ge=1, description="width of the hidden state (torch's hidden_size)")
+    n_layers: int = Field(2, ge=1, description="stacked recurrent layers")
     dropout: float = Field(0.1, ge=0, lt=1, description="on the embeddings, between layers and before the head")
     tie_weights: bool = Field(False, description="share the embedding matrix with the output layer")
     loss: Literal["cross_entropy"] = "cross_entropy"
@@ -42,9 +42,9 @@ class CharRNNConfig:
     @field_validator("tie_weights")
     @classmethod
     def _tie(cls, v: bool, info: ValidationInfo) -> bool:
-        embed, hidden = info.data.get("embed_dim"), info.data.get("hidden_size")
-        if v and embed != hidden:
-            raise ValueError(f"needs embed_dim == hidden_size, found {embed} and {hidden}")
+        embed, dim = info.data.get("embed_dim"), info.data.get("dim")
+        if v and embed != dim:
+            raise ValueError(f"needs embed_dim == dim, found {embed} and {dim}")
         return v
 
 
@@ -54,8 +54,8 @@ class CharRNN(nn.Module):
         self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.embed_dim)
         self.drop = nn.Dropout(c.dropout)
-        self.rnn = make_rnn(c.cell, c.embed_dim, c.hidden_size, c.num_layers, dropout=c.dropout)
-        self.head = nn.Linear(c.hidden_size, c.vocab_size)
+        self.rnn = make_rnn(c.cell, c.embed_dim, c.dim, c.n_layers, dropout=c.dropout)
+        self.head = nn.Linear(c.dim, c.vocab_size)
         if c.tie_weights:
             self.head.weight = self.embed.weight  # (V, E) serves both ways
 
@@ -63,7 +63,7 @@ class CharRNN(nn.Module):
         """The zero state before the first token, on `device` (default: the model's)."""
         c = self.config
         device = self.embed.weight.device if device is None else device
-        h = torch.zeros(c.num_layers, batch_size, c.hidden_size, device=device)
+        h = torch.zeros(c.n_layers, batch_size, c.dim, device=device)
         return (h, torch.zeros_like(h)) if c.cell == "lstm" else h
 
     def step(self, input_ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:

@@ -1,4 +1,5 @@
-"""The shape every CNN of the zoo has: named stages run in order, a `head` last, one loss.
+"""The shape every CNN of the zoo has: named stages run in order, a `head` last, one loss; and the config fields
+they all have (`ImageClassifierConfig`).
 
 Transfer learning relies on it (`dlforge.train.transfer`): `stage_names` lists the top-level children in forward
 order, the last being `head`, which ends in the only `nn.Linear(F, num_classes)`; everything before it is the
@@ -8,19 +9,37 @@ backbone.
 from __future__ import annotations
 
 import torch
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 from torch import nn
 
+from dlforge.layers.conv import ClassificationLoss
 from dlforge.models.output import Output
+
+
+@dataclass(config=ConfigDict(extra="forbid"))
+class ImageClassifierConfig:
+    """The fields every CNN config has: the image and class shapes the data sets, and the classification loss.
+
+    Each CNN's config subclasses it with its own fields (`dropout` among them: where it applies and its default
+    differ from one architecture to the next)."""
+
+    in_channels: int = Field(1, ge=1, description="image channels; set from the data")
+    num_classes: int = Field(10, ge=2, description="set from the data")
+    image_size: int = Field(28, ge=1, description="image side in pixels; set from the data")
+    loss: ClassificationLoss = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: list[float] | None = Field(None, description="per-class loss weights; set by data.class_weights")
 
 
 class ConvClassifier(nn.Module):
     """Base of the CNN zoo: children named in `stage_names` run in order; `head` is last and ends in a Linear.
 
-    Subclasses set `self.config` (with in_channels, image_size, num_classes) and `self.stage_names` in __init__,
-    then add the children in that order and a `loss_fn`; `forward` runs them and computes the loss.
+    Subclasses set `self.config` (an `ImageClassifierConfig`) and `self.stage_names` in __init__, then add the
+    children in that order and a `loss_fn`; `forward` runs them and computes the loss.
     """
 
-    config: object
+    config: ImageClassifierConfig
     stage_names: tuple[str, ...]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> Output:

@@ -30,34 +30,20 @@ from torch import nn
 from dlforge.errors import ConfigError
 from dlforge.layers import Loss
 from dlforge.layers.conv import (
-    ClassificationLoss,
     ConvBNAct,
     SqueezeExcite,
     classifier_head,
     he_init,
     make_divisible,
 )
-from dlforge.models.convnet import ConvClassifier
+from dlforge.layers.droppath import DropPath
+from dlforge.models.convnet import ConvClassifier, ImageClassifierConfig
 from dlforge.registry import register_model
 
 # EfficientNet-B0, table 1, stages 2-8: (expand ratio, channels, repeats, stride, kernel)
 B0_STAGES = [(1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3), (6, 112, 3, 1, 5),
              (6, 192, 4, 2, 5), (6, 320, 1, 1, 3)]
 B0_STEM, B0_TOP = 32, 1280  # channels of the 3x3 stem conv and of the final 1x1 conv
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: zero a sample's residual branch with probability p in training, scale the rest by 1/(1-p)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        keep = x.new_empty(x.shape[0], 1, 1, 1).bernoulli_(1 - self.p)  # (B, 1, 1, 1), torch's global RNG
-        return x * keep / (1 - self.p)
 
 
 class MBConv(nn.Module):
@@ -79,10 +65,7 @@ class MBConv(nn.Module):
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
-class EfficientNetConfig:
-    in_channels: int = Field(1, ge=1, description="image channels; set from the data")
-    num_classes: int = Field(10, ge=2, description="set from the data")
-    image_size: int = Field(28, ge=1, description="image side in pixels; set from the data, must equal resolution")
+class EfficientNetConfig(ImageClassifierConfig):
     width_mult: float = Field(1.0, gt=0, description="compound scaling of the channels (beta**phi)")
     depth_mult: float = Field(1.0, gt=0, description="compound scaling of the repeats (alpha**phi)")
     resolution: int | None = Field(None, ge=1, description="input size the scaling chose (gamma**phi * base); "
@@ -90,9 +73,6 @@ class EfficientNetConfig:
     stem_stride: int = Field(1, ge=1, description="1 for 28-32 pixel images; B0 uses 2 on 224")
     dropout: float = Field(0.2, ge=0, lt=1, description="before the Linear head (B0: 0.2)")
     drop_path: float = Field(0.2, ge=0, lt=1, description="stochastic depth rate of the last block")
-    loss: ClassificationLoss = "cross_entropy"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    class_weights: list[float] | None = Field(None, description="per-class loss weights; set by data.class_weights")
 
 
 class EfficientNet(ConvClassifier):

@@ -21,8 +21,8 @@ from torch import nn
 
 from dlforge.errors import ConfigError
 from dlforge.layers import Loss
-from dlforge.layers.conv import ClassificationLoss, ConvBNAct, classifier_head, he_init, make_divisible
-from dlforge.models.convnet import ConvClassifier
+from dlforge.layers.conv import ConvBNAct, classifier_head, he_init, make_divisible
+from dlforge.models.convnet import ConvClassifier, ImageClassifierConfig
 from dlforge.registry import register_model
 
 # Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) of inception 3a-3b, 4a-4e and 5a-5b
@@ -56,18 +56,12 @@ class Inception(nn.Module):
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
-class GoogLeNetConfig:
-    in_channels: int = Field(1, ge=1, description="image channels; set from the data")
-    num_classes: int = Field(10, ge=2, description="set from the data")
-    image_size: int = Field(28, ge=1, description="image side in pixels; set from the data")
+class GoogLeNetConfig(ImageClassifierConfig):
     blocks: list[int] = Field(default_factory=lambda: [2, 2, 2], min_length=1, max_length=3,
                               description="inception blocks kept from each group 3, 4, 5 (the paper: [2, 5, 2])")
     width_mult: float = Field(0.25, gt=0, description="scales every width of table 1 (rounded to multiples of 8)")
     factorize_5x5: bool = Field(False, description="two 3x3 convs instead of the 5x5 branch")
     dropout: float = Field(0.4, ge=0, lt=1, description="before the Linear head (the paper: 40%)")
-    loss: ClassificationLoss = "cross_entropy"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    class_weights: list[float] | None = Field(None, description="per-class loss weights; set by data.class_weights")
 
 
 class GoogLeNet(ConvClassifier):

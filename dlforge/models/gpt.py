@@ -1,7 +1,7 @@
 """GPT: a decoder-only Transformer language model (Radford et al. 2018, 2019; nanoGPT's layout).
 
     input_ids (B, T) -> token embedding (+ learned positions) (B, T, C) -> dropout
-        -> n_layer pre-norm blocks of causal self-attention and a feed-forward network (B, T, C)
+        -> n_layers pre-norm blocks of causal self-attention and a feed-forward network (B, T, C)
         -> final norm -> linear head (B, T, V): at every position the logits of the next token
 
 Trained by self-supervision: `labels` (B, T) are the next tokens (the data shifts them, the model does not), -100
@@ -10,7 +10,7 @@ of its learned position table. Choices, by name: positions `learned` (GPT-2) or 
 norm `layernorm` (GPT-2) or `rmsnorm`; feed-forward `mlp` with activation `gelu_tanh` (GPT-2's "gelu_new") or
 `swiglu` (Shazeer 2020); `tie_weights` shares the token embedding with the head (Press & Wolf 2017). Initialization
 follows GPT-2: weights ~ N(0, 0.02), biases 0, and the projections that write into the residual stream scaled by
-1 / sqrt(2 * n_layer), so the stream's variance does not grow with depth.
+1 / sqrt(2 * n_layers), so the stream's variance does not grow with depth.
 
 A padded batch carries `attention_mask` (B, T): 1 for real tokens, 0 for padding. Padding keys are masked out, and a
 row's positions count from its first real token, so a left-padded prompt sees the positions it would see alone.
@@ -48,8 +48,8 @@ class GPTConfig:
     vocab_size: int = Field(65, ge=2, description="set from the data (the tokenizer's vocabulary)")
     context: int = Field(256, ge=1, description="the context window: the most tokens the model reads at once")
     dim: int = Field(128, ge=1, description="width of the residual stream (GPT-2's n_embd)")
-    n_layer: int = Field(4, ge=1, description="Transformer blocks")
-    n_head: int = Field(4, ge=1, description="attention heads per block; dim / n_head channels each")
+    n_layers: int = Field(4, ge=1, description="Transformer blocks (GPT-2's n_layer)")
+    n_heads: int = Field(4, ge=1, description="attention heads per block (GPT-2's n_head); dim / n_heads channels each")
     positions: Literal["learned", "rotary"] = Field("learned", description="learned (GPT-2) or rotary (RoPE)")
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_eps: float = Field(1e-5, gt=0)
@@ -60,7 +60,7 @@ class GPTConfig:
     tie_weights: bool = Field(True, description="share the token embedding with the output head")
     dropout: float = Field(0.0, ge=0, lt=1, description="on embeddings, attention weights and sublayer outputs")
 
-    @field_validator("n_head")
+    @field_validator("n_heads")
     @classmethod
     def _heads_divide_dim(cls, v: int, info: ValidationInfo) -> int:
         dim = info.data.get("dim")
@@ -71,9 +71,9 @@ class GPTConfig:
     @field_validator("positions")
     @classmethod
     def _rotary_even(cls, v: str, info: ValidationInfo) -> str:
-        dim, heads = info.data.get("dim"), info.data.get("n_head")
+        dim, heads = info.data.get("dim"), info.data.get("n_heads")
         if v == "rotary" and dim and heads and (dim // heads) % 2:
-            raise ValueError(f"rotary needs an even head size; dim / n_head is {dim // heads}")
+            raise ValueError(f"rotary needs an even head size; dim / n_heads is {dim // heads}")
         return v
 
     @field_validator("act")
@@ -101,12 +101,12 @@ class GPT(nn.Module):
         self.config = c = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.dim)
         self.pos_emb = nn.Embedding(c.context, c.dim) if c.positions == "learned" else None
-        self.rotary = RotaryEmbedding(c.dim // c.n_head) if c.positions == "rotary" else None
+        self.rotary = RotaryEmbedding(c.dim // c.n_heads) if c.positions == "rotary" else None
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(c.dim, c.n_head, c.hidden, ffn=c.ffn, act=c.act, norm=c.norm, norm_eps=c.norm_eps,
+            TransformerBlock(c.dim, c.n_heads, c.hidden, ffn=c.ffn, act=c.act, norm=c.norm, norm_eps=c.norm_eps,
                              norm_first=True, bias=c.bias, dropout=c.dropout, attn_dropout=c.dropout)
-            for _ in range(c.n_layer))
+            for _ in range(c.n_layers))
         self.norm = make_norm(c.norm, c.dim, eps=c.norm_eps, bias=c.bias)
         self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
         if c.tie_weights:
@@ -115,7 +115,7 @@ class GPT(nn.Module):
         self.apply(_init_weights)
         for block in self.blocks:  # the residual projections (GPT-2 paper, section 2.3)
             for proj in (block.attn.proj, block.ffn.proj):
-                nn.init.normal_(proj.weight, mean=0.0, std=INIT_STD / math.sqrt(2 * c.n_layer))
+                nn.init.normal_(proj.weight, mean=0.0, std=INIT_STD / math.sqrt(2 * c.n_layers))
 
     # --- the network -------------------------------------------------------------------------------------------
 
@@ -165,7 +165,7 @@ class GPT(nn.Module):
         """An empty KV cache for `batch_size` rows and a whole context window, on `device` (default: the model's)."""
         c = self.config
         w = self.tok_emb.weight
-        return KVCache(c.n_layer, batch_size, c.n_head, c.dim // c.n_head, c.context,
+        return KVCache(c.n_layers, batch_size, c.n_heads, c.dim // c.n_heads, c.context,
                        device=w.device if device is None else device, dtype=w.dtype)
 
     def step(self, input_ids: torch.Tensor, state: KVCache, attention_mask: torch.Tensor | None = None
@@ -193,7 +193,7 @@ class GPT(nn.Module):
         appendix B; nanoGPT's estimate_mfu). Forward only is a third of it."""
         c = self.config
         t = c.context if context is None else context
-        return 6 * self.num_params() + 12 * c.n_layer * t * c.dim
+        return 6 * self.num_params() + 12 * c.n_layers * t * c.dim
 
     def example_batch(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Random tokens with their next tokens as labels, a few ignored (-100), as padding would be."""
@@ -229,5 +229,5 @@ def gpt_rope(**overrides) -> GPT:
 @register_model(GPTConfig)
 def gpt2(**overrides) -> GPT:
     """GPT-2 small's shape (124M): 12 layers, 12 heads, 768 wide, context 1024, vocabulary 50257."""
-    shape = {"vocab_size": 50257, "context": 1024, "dim": 768, "n_layer": 12, "n_head": 12}
+    shape = {"vocab_size": 50257, "context": 1024, "dim": 768, "n_layers": 12, "n_heads": 12}
     return GPT(GPTConfig(**{**shape, **overrides}))

@@ -20,7 +20,6 @@ from torch import nn
 from dlforge.layers import Loss, make_activation
 from dlforge.layers.conv import (
     Activation,
-    ClassificationLoss,
     Padding,
     PoolKind,
     checked_size,
@@ -28,15 +27,12 @@ from dlforge.layers.conv import (
     make_pool,
     resolve_padding,
 )
-from dlforge.models.convnet import ConvClassifier
+from dlforge.models.convnet import ConvClassifier, ImageClassifierConfig
 from dlforge.registry import register_model
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
-class LeNetConfig:
-    in_channels: int = Field(1, ge=1, description="image channels; set from the data")
-    num_classes: int = Field(10, ge=2, description="set from the data")
-    image_size: int = Field(28, ge=1, description="image side in pixels; set from the data")
+class LeNetConfig(ImageClassifierConfig):
     channels: list[int] = Field(default_factory=lambda: [6, 16], min_length=1,
                                 description="maps of each conv layer (C1, C3); each is followed by a pool")
     hidden: list[int] = Field(default_factory=lambda: [120, 84], description="widths of the fully connected layers")
@@ -46,9 +42,6 @@ class LeNetConfig:
     act: Activation = Field("tanh", description="the paper's squashing function; relu trains faster")
     pool: PoolKind = Field("avg", description="2x2 subsampling: avg (the paper) or max")
     dropout: float = Field(0.0, ge=0, lt=1, description="before each fully connected layer")
-    loss: ClassificationLoss = "cross_entropy"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    class_weights: list[float] | None = Field(None, description="per-class loss weights; set by data.class_weights")
 
     @field_validator("channels", "hidden")
     @classmethod

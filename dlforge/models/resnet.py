@@ -28,8 +28,8 @@ from torch import nn
 
 from dlforge.errors import ConfigError
 from dlforge.layers import Loss
-from dlforge.layers.conv import ClassificationLoss, ConvBNAct, classifier_head, he_init
-from dlforge.models.convnet import ConvClassifier
+from dlforge.layers.conv import ConvBNAct, classifier_head, he_init
+from dlforge.models.convnet import ConvClassifier, ImageClassifierConfig
 from dlforge.registry import register_model
 
 
@@ -87,10 +87,7 @@ BLOCKS: dict[str, type[BasicBlock | Bottleneck]] = {"basic": BasicBlock, "bottle
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
-class ResNetConfig:
-    in_channels: int = Field(1, ge=1, description="image channels; set from the data")
-    num_classes: int = Field(10, ge=2, description="set from the data")
-    image_size: int = Field(28, ge=1, description="image side in pixels; set from the data")
+class ResNetConfig(ImageClassifierConfig):
     block: Literal["basic", "bottleneck"] = "basic"
     layers: list[int] = Field(default_factory=lambda: [2, 2, 2, 2], min_length=1, description="blocks per stage")
     width: int = Field(64, ge=1, description="channels of the first stage; stage i has width * 2**i")
@@ -98,9 +95,6 @@ class ResNetConfig:
     stem: Literal["cifar", "imagenet"] = Field("cifar", description="cifar: 3x3 conv; imagenet: 7x7/2 conv + pool")
     zero_init_residual: bool = Field(True, description="each residual branch's last BN starts at gamma = 0")
     dropout: float = Field(0.0, ge=0, lt=1, description="before the Linear head")
-    loss: ClassificationLoss = "cross_entropy"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    class_weights: list[float] | None = Field(None, description="per-class loss weights; set by data.class_weights")
 
     @field_validator("layers", "widths")
     @classmethod

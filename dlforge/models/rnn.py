@@ -1,7 +1,7 @@
 """Recurrent networks over a sequence of feature vectors: forecasters and sequence classifiers.
 
 The encoder is torch's nn.RNN (Elman), nn.LSTM (Hochreiter & Schmidhuber 1997) or nn.GRU (Cho et al. 2014),
-stacked `num_layers` deep with `dropout` between layers, optionally bidirectional. It reads x (B, L, F) and its
+stacked `n_layers` deep with `dropout` between layers, optionally bidirectional. It reads x (B, L, F) and its
 summary is the top layer's last hidden state, both directions concatenated when bidirectional (the forward one after
 step L, the backward one after reading back to step 1). A linear head maps the summary to:
 
@@ -50,18 +50,17 @@ def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, bidi
 
 
 class SequenceEncoder(nn.Module):
-    """x (B, L, F) -> the top layer's final hidden state (B, D), D = hidden_size * (2 if bidirectional else 1)."""
+    """x (B, L, F) -> the top layer's final hidden state (B, D), D = dim * (2 if bidirectional else 1)."""
 
-    def __init__(self, cell: str, in_features: int, hidden_size: int, num_layers: int, bidirectional: bool,
-                 dropout: float):
+    def __init__(self, cell: str, in_features: int, dim: int, n_layers: int, bidirectional: bool, dropout: float):
         super().__init__()
-        self.rnn = make_rnn(cell, in_features, hidden_size, num_layers, bidirectional, dropout)
+        self.rnn = make_rnn(cell, in_features, dim, n_layers, bidirectional, dropout)
         self.directions = 2 if bidirectional else 1
-        self.out_features = hidden_size * self.directions
+        self.out_features = dim * self.directions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, state = self.rnn(x)
-        h_n = state[0] if isinstance(state, tuple) else state  # (num_layers * directions, B, hidden); LSTM: (h, c)
+        h_n = state[0] if isinstance(state, tuple) else state  # (n_layers * directions, B, dim); LSTM: (h, c)
         top = h_n[-self.directions:]  # the last layer: forward (and backward) direction
         return torch.cat(list(top), dim=-1)  # (B, D)
 
@@ -82,8 +81,8 @@ def _regression_loss(name: str, pred: torch.Tensor, target: torch.Tensor, delta:
 class RecurrentConfig:
     in_features: int = Field(1, ge=1, description="features per time step; set from the data")
     cell: Literal["rnn", "lstm", "gru"] = Field("lstm", description="rnn (Elman, tanh), lstm or gru")
-    hidden_size: int = Field(64, ge=1)
-    num_layers: int = Field(2, ge=1, description="stacked recurrent layers")
+    dim: int = Field(64, ge=1, description="width of the hidden state (torch's hidden_size)")
+    n_layers: int = Field(2, ge=1, description="stacked recurrent layers")
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0, lt=1, description="between stacked layers and before the head")
 
@@ -129,7 +128,7 @@ class RNNForecaster(nn.Module):
     def __init__(self, config: ForecasterConfig):
         super().__init__()
         self.config = c = config
-        self.encoder = SequenceEncoder(c.cell, c.in_features, c.hidden_size, c.num_layers, c.bidirectional, c.dropout)
+        self.encoder = SequenceEncoder(c.cell, c.in_features, c.dim, c.n_layers, c.bidirectional, c.dropout)
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(self.encoder.out_features, c.horizon * c.num_targets)
 
@@ -156,7 +155,7 @@ class RNNClassifier(nn.Module):
     def __init__(self, config: SequenceClassifierConfig):
         super().__init__()
         self.config = c = config
-        self.encoder = SequenceEncoder(c.cell, c.in_features, c.hidden_size, c.num_layers, c.bidirectional, c.dropout)
+        self.encoder = SequenceEncoder(c.cell, c.in_features, c.dim, c.n_layers, c.bidirectional, c.dropout)
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(self.encoder.out_features, c.num_classes)
         self.loss_fn = Loss(c.loss, c.label_smoothing, c.class_weights)

@@ -60,7 +60,7 @@ class Seq2SeqConfig:
     norm_first: bool = Field(True, description="pre-norm (true) or the paper's post-norm (false)")
     dropout: float = Field(0.1, ge=0, lt=1, description="on embeddings and on every sublayer's output")
     attn_dropout: float = Field(0.0, ge=0, lt=1, description="on the attention weights")
-    max_len: int = Field(256, ge=2, description="longest source or target, in tokens (positions)")
+    context: int = Field(256, ge=2, description="longest source or target, in tokens (positions)")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
 
     @model_validator(mode="after")
@@ -101,7 +101,7 @@ class Seq2SeqTransformer(nn.Module):
         self.source_embed = nn.Embedding(c.vocab_size, c.dim)
         # separate vocabularies: a target embedding of its own; shared: the source embedding serves (target_embed)
         self.separate_target = nn.Embedding(c.target_vocab_size, c.dim) if c.target_vocab_size is not None else None
-        self.positions = SinusoidalPositions(c.max_len, c.dim)
+        self.positions = SinusoidalPositions(c.context, c.dim)
         self.drop = nn.Dropout(c.dropout)
         block = dict(dim=c.dim, n_heads=c.n_heads, ffn_hidden=c.ffn_hidden, act=c.act, norm_first=c.norm_first,
                      dropout=c.dropout, attn_dropout=c.attn_dropout)
@@ -131,9 +131,9 @@ class Seq2SeqTransformer(nn.Module):
     def _embed(self, embed: nn.Embedding, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
         """ids (B, T) at positions start .. start + T - 1 -> (B, T, C)."""
         end = start + ids.shape[1]
-        if end > self.config.max_len:
-            raise ValueError(f"sequence of {end} tokens; the model has positions for model.max_len = "
-                             f"{self.config.max_len}")
+        if end > self.config.context:
+            raise ValueError(f"sequence of {end} tokens; the model has positions for model.context = "
+                             f"{self.config.context}")
         positions = torch.arange(start, end, device=ids.device)  # (T,)
         return self.drop(embed(ids) * math.sqrt(self.config.dim) + self.positions(positions))
 
@@ -171,14 +171,14 @@ class Seq2SeqTransformer(nn.Module):
     def start_decoding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        max_len: int | None = None) -> DecodingState:
         """Encode a batch of sources (B, S) for token-by-token decoding of at most `max_len` target tokens (BOS
-        included; default model.max_len); see `DecodingState`."""
+        included; default model.context); see `DecodingState`."""
         c = self.config
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         memory = self.encode(input_ids, attention_mask)
         param = self.source_embed.weight
-        cache = KVCache(c.decoder_layers, len(input_ids), c.n_heads, c.dim // c.n_heads, min(max_len or c.max_len,
-                        c.max_len), device=param.device, dtype=memory.dtype)
+        cache = KVCache(c.decoder_layers, len(input_ids), c.n_heads, c.dim // c.n_heads, min(max_len or c.context,
+                        c.context), device=param.device, dtype=memory.dtype)
         return DecodingState(self, memory, padding_mask(attention_mask), cache)
 
     def example_batch(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

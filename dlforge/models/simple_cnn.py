@@ -16,7 +16,6 @@ from dlforge.errors import ConfigError
 from dlforge.layers import Loss
 from dlforge.layers.conv import (
     Activation,
-    ClassificationLoss,
     ConvBNAct,
     Padding,
     PoolKind,
@@ -25,15 +24,12 @@ from dlforge.layers.conv import (
     he_init,
     make_pool,
 )
-from dlforge.models.convnet import ConvClassifier
+from dlforge.models.convnet import ConvClassifier, ImageClassifierConfig
 from dlforge.registry import register_model
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
-class SimpleCNNConfig:
-    in_channels: int = Field(1, ge=1, description="image channels; set from the data")
-    num_classes: int = Field(10, ge=2, description="set from the data")
-    image_size: int = Field(28, ge=1, description="image side in pixels; set from the data")
+class SimpleCNNConfig(ImageClassifierConfig):
     channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1,
                                 description="output channels of each block")
     convs_per_block: int = Field(2, ge=1, description="conv-BN-act layers per block")
@@ -44,9 +40,6 @@ class SimpleCNNConfig:
     act: Activation = "relu"
     batchnorm: bool = True
     dropout: float = Field(0.0, ge=0, lt=1, description="before the linear head")
-    loss: ClassificationLoss = "cross_entropy"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    class_weights: list[float] | None = Field(None, description="per-class loss weights; set by data.class_weights")
 
     @field_validator("channels")
     @classmethod

@@ -20,7 +20,6 @@ from torch import nn
 from dlforge.errors import ConfigError
 from dlforge.layers import Loss
 from dlforge.layers.conv import (
-    ClassificationLoss,
     ConvBNAct,
     Padding,
     PoolKind,
@@ -29,7 +28,7 @@ from dlforge.layers.conv import (
     he_init,
     make_pool,
 )
-from dlforge.models.convnet import ConvClassifier
+from dlforge.models.convnet import ConvClassifier, ImageClassifierConfig
 from dlforge.registry import register_model
 
 VGG11 = [[64], [128], [256, 256], [512, 512], [512, 512]]  # configuration A
@@ -42,10 +41,7 @@ def scaled(stages: list[list[int]], divisor: int) -> list[list[int]]:
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
-class VGGConfig:
-    in_channels: int = Field(1, ge=1, description="image channels; set from the data")
-    num_classes: int = Field(10, ge=2, description="set from the data")
-    image_size: int = Field(28, ge=1, description="image side in pixels; set from the data")
+class VGGConfig(ImageClassifierConfig):
     stages: list[list[int]] = Field(default_factory=lambda: scaled(VGG11, 4), min_length=1,
                                     description="conv widths of each stage, e.g. [[64], [128], [256, 256]]")
     kernel_size: int = Field(3, ge=1)
@@ -55,9 +51,6 @@ class VGGConfig:
     pools: int | None = Field(None, ge=0, description="how many stages, from the first, end in a pool; default all")
     hidden: list[int] = Field(default_factory=lambda: [256, 256], description="fully connected widths (paper: 4096)")
     dropout: float = Field(0.5, ge=0, lt=1, description="before each fully connected layer")
-    loss: ClassificationLoss = "cross_entropy"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    class_weights: list[float] | None = Field(None, description="per-class loss weights; set by data.class_weights")
 
     @field_validator("stages")
     @classmethod

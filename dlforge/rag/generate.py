@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from dlforge.errors import ConfigError, DataError, DlforgeError
-from dlforge.rag.embed import Embedder
+from dlforge.rag.embed import RagEmbedder
 from dlforge.rag.prompt import INJECTION, build_messages, citations, flat_prompt, sanitize, split_sentences
 from dlforge.rag.retrieve import Retriever
 from dlforge.rag.store import STOPWORDS, Filters
@@ -60,7 +60,7 @@ class Generator:
 class ExtractiveGenerator(Generator):
     name, generative = "extractive", False
 
-    def __init__(self, embedder: Embedder, max_sentences: int = 3, keyword_weight: float = 0.3,
+    def __init__(self, embedder: RagEmbedder, max_sentences: int = 3, keyword_weight: float = 0.3,
                  keep_ratio: float = 0.85):
         self.embedder = embedder
         self.max_sentences, self.keyword_weight, self.keep_ratio = max_sentences, keyword_weight, keep_ratio
@@ -229,7 +229,7 @@ class OpenAIGenerator(Generator):
                             ) from exc
 
 
-def make_generator(name: str, embedder: Embedder | None = None, lm: str | None = None, base_url: str | None = None,
+def make_generator(name: str, embedder: RagEmbedder | None = None, lm: str | None = None, base_url: str | None = None,
                    api_key_env: str = "OPENAI_API_KEY", max_new_tokens: int = 256) -> Generator:
     """A generator by name; `lm` is the run (gpt), the model folder (transformers) or the model name (openai)."""
     if name == "extractive":

@@ -29,7 +29,7 @@ from typing import Any
 
 from dlforge.errors import ConfigError, DataError
 from dlforge.rag.chunk import Chunk, Chunker, embedding_text
-from dlforge.rag.embed import Embedder, load_embedder, torch_threads
+from dlforge.rag.embed import RagEmbedder, load_embedder, torch_threads
 from dlforge.rag.readers import file_type, read_document
 from dlforge.rag.sqlite_store import open_store
 from dlforge.rag.store import ChunkRecord, DocumentRecord, NoIndexError, Store
@@ -132,7 +132,7 @@ def _rel(path: Path, root: Path) -> str:
 
 def index_folder(folder: str | Path, db: str | Path, model: str | None = None, chunk_tokens: int | None = None,
                  chunk_overlap: int | None = None, max_file_bytes: int = MAX_FILE_BYTES,
-                 vector_dtype: str | None = None, embedder: Embedder | None = None, threads: int | None = None,
+                 vector_dtype: str | None = None, embedder: RagEmbedder | None = None, threads: int | None = None,
                  progress: Callable[[IngestReport], None] | None = None) -> IngestReport:
     """Bring the index at `db` in step with `folder` (see the module docstring). `model`, `chunk_tokens`,
     `chunk_overlap`, `vector_dtype` (f32, f16, bf16: how the HNSW index stores vectors) set up a new index (defaults:
@@ -183,7 +183,7 @@ def _existing_settings(db: Path) -> dict[str, Any] | None:
         return None
 
 
-def _chunking(built: dict[str, Any] | None, tokens: int | None, overlap: int | None, embedder: Embedder
+def _chunking(built: dict[str, Any] | None, tokens: int | None, overlap: int | None, embedder: RagEmbedder
               ) -> dict[str, int]:
     if built:
         have = built["chunking"]
@@ -204,7 +204,7 @@ def _chunking(built: dict[str, Any] | None, tokens: int | None, overlap: int | N
 class _Ingest:
     """One pass: read the files one by one, embed and write their chunks in batches."""
 
-    def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, report: IngestReport,
+    def __init__(self, store: Store, embedder: RagEmbedder, chunker: Chunker, report: IngestReport,
                  progress: Callable[[IngestReport], None] | None):
         self.store, self.embedder, self.chunker, self.report, self.progress = store, embedder, chunker, report, progress
         self.pending: list[tuple[DocumentRecord, list[Chunk]]] = []

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dlforge.errors import ConfigError
-from dlforge.rag.embed import Embedder, load_embedder
+from dlforge.rag.embed import RagEmbedder, load_embedder
 from dlforge.rag.sqlite_store import open_store
 from dlforge.rag.store import Filters, Store
 
@@ -38,13 +38,13 @@ def reciprocal_rank_fusion(rankings: list[list[int]], rrf_k: int = RRF_K) -> lis
 
 
 class Retriever:
-    def __init__(self, store: Store, embedder: Embedder, rrf_k: int = RRF_K, candidates: int = 50):
+    def __init__(self, store: Store, embedder: RagEmbedder, rrf_k: int = RRF_K, candidates: int = 50):
         store.check_embedder(embedder.identity())
         self.store, self.embedder = store, embedder
         self.rrf_k, self.candidates = rrf_k, candidates
 
     @classmethod
-    def open(cls, db: str | Path, model: str | None = None, embedder: Embedder | None = None) -> Retriever:
+    def open(cls, db: str | Path, model: str | None = None, embedder: RagEmbedder | None = None) -> Retriever:
         """The index at `db` with its embedding model (`model` overrides where to load it from; it must be the same
         model)."""
         store = open_store(db)

@@ -33,7 +33,7 @@ def test_image_ops_through_the_main_cli(tmp_path):
 def char_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("char")
     proc = run_cli("train", "shakespeare-char-lstm", "train.max_steps=3", "train.warmup_steps=0", "data.limit=32",
-                   "model.hidden_size=32", "model.num_layers=1", "train.progress=false", "train.tensorboard=false",
+                   "model.dim=32", "model.n_layers=1", "train.progress=false", "train.tensorboard=false",
                    f"runs_dir={root / 'runs'}", "--json", cwd=root)
     assert proc.returncode == 0, proc.stderr
     return root, json.loads(proc.stdout)
@@ -72,7 +72,7 @@ def test_forecast_run_from_a_users_csv_with_gaps(tmp_path):
 name: sales
 data: {{name: timeseries_csv, path: {csv}, time_column: date, window: 24, horizon: 3, season: 12, test_size: 48,
        val_size: 48}}
-model: {{name: gru_forecaster, hidden_size: 16, num_layers: 1, residual: true}}
+model: {{name: gru_forecaster, dim: 16, n_layers: 1, residual: true}}
 train: {{max_steps: 30, batch_size: 32, lr: 0.01, progress: false, tensorboard: false, eval_every: 10}}
 """)
     proc = run_cli("train", str(cfg), "--json", cwd=tmp_path)

@@ -221,7 +221,7 @@ TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n\nJULIET:\nA
 def tiny_lm():
     tok = CharTokenizer.from_text(TEXT)
     torch.manual_seed(0)
-    model = create_model("char_lstm", vocab_size=tok.vocab_size, embed_dim=8, hidden_size=16, num_layers=2)
+    model = create_model("char_lstm", vocab_size=tok.vocab_size, embed_dim=8, dim=16, n_layers=2)
     return model, tok
 
 

@@ -12,12 +12,13 @@ from sklearn.datasets import load_iris
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
 
+from dlforge.data.class_weights import balanced_class_weights
 from dlforge.data.tabular import (
     TabularConfig,
+    affairs,
     breast_cancer,
     decode_labels,
     diabetes,
-    fair,
     iris,
     prepare_inputs,
     split_indices,
@@ -75,29 +76,29 @@ def test_sklearn_sets_load_with_their_shapes(builder, n, f, classes):
     json.dumps(bundle.preprocessing)  # JSON-serializable
 
 
-def test_fair_loads_through_statsmodels_as_regression_or_thresholded():
+def test_affairs_loads_through_statsmodels_as_regression_or_thresholded():
     pytest.importorskip("statsmodels")
-    bundle = fair(TabularConfig(name="fair"))
+    bundle = affairs(TabularConfig(name="affairs"))
     assert total(bundle) == 6366 and bundle.info["task"] == "regression"
     assert bundle.info["target"] == "affairs" and bundle.model_defaults["in_features"] == 8
 
-    binary = fair(TabularConfig(name="fair", target_threshold=0))
+    binary = affairs(TabularConfig(name="affairs", target_threshold=0))
     assert binary.info["label_names"] == ["<= 0", "> 0"] and binary.info["num_classes"] == 2
     from statsmodels.datasets import fair as sm_fair
 
-    affairs = sm_fair.load_pandas().data["affairs"].to_numpy()
+    counts = sm_fair.load_pandas().data["affairs"].to_numpy()
     ys = torch.cat([rows(binary, s)[1] for s in ("train", "val", "test")])
-    assert ys.sum().item() == int((affairs > 0).sum())
+    assert ys.sum().item() == int((counts > 0).sum())
 
 
 def test_missing_statsmodels_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)
     with pytest.raises(DataError, match=r"pip install 'dlforge\[datasets\]'"):
-        fair(TabularConfig(name="fair"))
+        affairs(TabularConfig(name="affairs"))
 
 
 def test_every_builder_is_registered_with_a_docstring():
-    for name in ("iris", "wine", "breast_cancer", "diabetes", "fair", "csv", "parquet"):
+    for name in ("iris", "wine", "breast_cancer", "diabetes", "affairs", "csv", "parquet"):
         entry = dataset_entry(name)
         assert entry.config_cls is TabularConfig and entry.doc
 
@@ -157,6 +158,14 @@ def test_balanced_class_weights_match_sklearn():
     y_train = rows(bundle, "train")[1].numpy()
     expected = compute_class_weight("balanced", classes=np.arange(3), y=y_train)
     np.testing.assert_allclose(bundle.model_defaults["class_weights"], expected)
+
+
+def test_the_one_class_weight_function_is_sklearns_and_names_a_class_without_training_sample():
+    ids = np.array([0, 0, 0, 1, 2, 2])
+    np.testing.assert_allclose(balanced_class_weights(ids, ["a", "b", "c"], "t.csv"),
+                               compute_class_weight("balanced", classes=np.arange(3), y=ids))
+    with pytest.raises(DataError, match=r"^t\.csv: class 'b' has no sample in the train split"):
+        balanced_class_weights(np.array([0, 2, 2]), ["a", "b", "c"], "t.csv")
 
 
 # --- files, encoding, new inputs -------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from dlforge.data.sequences import SequenceConfig, seattle_weather
 from dlforge.data.timeseries import (
     TimeSeriesConfig,
     co2,
@@ -19,6 +18,7 @@ from dlforge.data.timeseries import (
     timeseries_csv,
     unscale_forecast,
 )
+from dlforge.data.weather_sequences import SequenceConfig, seattle_weather
 from dlforge.errors import ConfigError, DataError
 from dlforge.registry import dataset_entry
 

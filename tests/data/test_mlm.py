@@ -102,7 +102,7 @@ def test_training_with_dynamic_masking_resumes_bit_for_bit(train_config):
 
     def trainer(steps: int) -> Trainer:
         torch.manual_seed(0)
-        model = create_model("bert_mlm", vocab_size=VOCAB, dim=16, n_layers=1, n_heads=2, ffn_hidden=32, max_len=16)
+        model = create_model("bert_mlm", vocab_size=VOCAB, dim=16, n_layers=1, n_heads=2, ffn_hidden=32, context=16)
         cfg = train_config(max_steps=steps, batch_size=8, lr=1e-3)
         return Trainer(model, cfg, data, batch_transform=MaskTokens(SPECIAL, VOCAB, MASK))
 

@@ -123,7 +123,7 @@ def test_loss_is_cross_entropy_over_the_answers_alone(tok, tmp_path):
     each computed on its conversation alone, unpadded, from the token ids."""
     data = sft_data(tok, tmp_path, val_fraction=0.0)
     torch.manual_seed(0)
-    model = create_model("gpt", vocab_size=tok.vocab_size, context=64, dim=32, n_layer=2, n_head=2).eval()
+    model = create_model("gpt", vocab_size=tok.vocab_size, context=64, dim=32, n_layers=2, n_heads=2).eval()
     batch = data.train.__getitems__(list(range(len(QA))))
     with torch.no_grad():
         loss = model(batch).loss
@@ -140,7 +140,7 @@ def test_loss_is_cross_entropy_over_the_answers_alone(tok, tmp_path):
 def test_prompt_positions_cannot_change_the_loss(tok, tmp_path):
     data = sft_data(tok, tmp_path, val_fraction=0.0)
     batch = data.train.__getitems__(list(range(len(QA))))
-    model = create_model("gpt", vocab_size=tok.vocab_size, context=64, dim=32, n_layer=2, n_head=2)
+    model = create_model("gpt", vocab_size=tok.vocab_size, context=64, dim=32, n_layers=2, n_heads=2)
     logits = model(batch).logits.detach().requires_grad_(True)  # (B, T, V)
     labels = batch["labels"]
     loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
@@ -192,7 +192,7 @@ def test_sft_run_from_a_base_learns_the_answers_and_chat_stops_at_the_end_of_tur
     cfg = {"name": "tiny-sft", "runs_dir": str(tmp_path / "runs"),
            "data": {"name": "sft_jsonl", "path": str(qa), "tokenizer": str(tiny_lm_run.run), "max_length": 64,
                     "val_fraction": 0.25},
-           "model": {"name": "gpt", "context": 64, "dim": 32, "n_layer": 2, "n_head": 2},
+           "model": {"name": "gpt", "context": 64, "dim": 32, "n_layers": 2, "n_heads": 2},
            "train": {"init_from": str(tiny_lm_run.run), "max_steps": 120, "batch_size": 8, "lr": 1e-2,
                      "progress": False, "tensorboard": False, "eval_every": 120, "checkpoint_every": None}}
     result = api.train(cfg)

@@ -187,7 +187,7 @@ def run_config(tmp_path, corpus_dir, tokenizer="bpe:300", **train):
     return load_config({
         "name": "lm", "runs_dir": str(tmp_path / "runs"),
         "data": {"name": "lm_text", "corpus": str(corpus_dir), "tokenizer": tokenizer, "context": 16},
-        "model": {"name": "char_lstm", "embed_dim": 8, "hidden_size": 16, "num_layers": 1},
+        "model": {"name": "char_lstm", "embed_dim": 8, "dim": 16, "n_layers": 1},
         "train": {"max_steps": 3, "batch_size": 8, "eval_every": 3, "checkpoint_every": 3, "progress": False,
                   "tensorboard": False, **train},
     })

@@ -179,7 +179,7 @@ def test_forecast_report_writes_a_png_and_a_perfect_model_scores_zero(tmp_path):
 def test_forecast_report_on_a_real_model_matches_its_metrics(tmp_path):
     bundle = tiny_forecast_bundle(horizon=2)
     torch.manual_seed(0)
-    model = create_model("gru_forecaster", in_features=1, hidden_size=6, num_layers=1, horizon=2)
+    model = create_model("gru_forecaster", in_features=1, dim=6, n_layers=1, horizon=2)
     report = forecast_report(model, bundle, tmp_path / "f.png")
     assert model.training  # evaluated in eval mode, then put back as it was
     model.eval()

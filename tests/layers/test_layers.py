@@ -1,4 +1,4 @@
-"""Shared layers picked by name: activations, norms and losses, each against torch or its formula."""
+"""Shared layers: activations, norms and losses picked by name, and drop-path, each against torch or its formula."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlforge.layers import ACTIVATIONS, LOSSES, NORMS, Loss, is_norm, make_activation, make_norm, to_probabilities
+from dlforge.layers.droppath import DropPath
 
 
 def randn(*shape: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
@@ -205,3 +206,44 @@ def test_bce_probabilities_are_two_columns():
     assert probs.shape == (N, 2)
     torch.testing.assert_close(probs, torch.stack([1 - p, p], dim=1))
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(N))
+
+
+# --- drop-path -----------------------------------------------------------------------------------------------------
+
+
+def test_drop_path_keeps_or_drops_whole_samples_and_the_expectation():
+    drop = DropPath(0.25)
+    x = torch.ones(4000, 2, 3, 3)
+    torch.manual_seed(0)
+    out = drop(x)
+    per_sample = out.flatten(1)
+    assert ((per_sample == 0).all(1) | (per_sample == 1 / 0.75).all(1)).all()  # all or nothing per sample
+    assert (per_sample[:, 0] == 0).float().mean().item() == pytest.approx(0.25, abs=0.03)
+    assert out.mean().item() == pytest.approx(1.0, abs=0.05)
+    assert torch.equal(drop.eval()(x), x)
+
+
+def timm_drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
+    """timm.layers.drop_path(x, p, training=True, scale_by_keep=True), as its source reads: a (B, 1, ..., 1) mask of
+    Bernoulli(1 - p) draws from torch's global RNG, divided by 1 - p, times x."""
+    keep = 1 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+@pytest.mark.parametrize("shape", [(64, 3, 5, 5), (64, 7, 8), (64, 8)])
+def test_drop_path_draws_and_scales_as_timm_for_any_rank(shape):
+    x = randn(*shape)
+    drop = DropPath(0.3)
+    torch.manual_seed(5)
+    ours = drop(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(ours, timm_drop_path(x, 0.3))  # the same draws: the same samples dropped
+
+
+def test_drop_path_is_the_identity_at_rate_0_and_in_eval_and_refuses_a_rate_of_1():
+    x = randn(8, 4, 3, 3)
+    assert DropPath(0.0)(x) is x
+    assert DropPath(0.5).eval()(x) is x
+    with pytest.raises(ValueError, match="drop-path rate"):
+        DropPath(1.0)

@@ -17,7 +17,7 @@ BOS, EOS = 1, 2
 def small(vocab: int = 12, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     return create_model("transformer_seq2seq", vocab_size=vocab, dim=32, n_heads=4, encoder_layers=1,
-                        decoder_layers=2, ffn_hidden=64, max_len=40, dropout=0.0).eval()
+                        decoder_layers=2, ffn_hidden=64, context=40, dropout=0.0).eval()
 
 
 def sources(vocab: int = 12) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ TOK = CharTokenizer.from_text(TEXT)
 def lively_gpt(seed: int = 0, **overrides) -> torch.nn.Module:
     """A tiny GPT whose random weights are large enough that greedy decoding does not just repeat one token."""
     torch.manual_seed(seed)
-    model = create_model("gpt", **{"vocab_size": TOK.vocab_size, "dim": 32, "n_layer": 2, "n_head": 4,
+    model = create_model("gpt", **{"vocab_size": TOK.vocab_size, "dim": 32, "n_layers": 2, "n_heads": 4,
                                    "context": 32, **overrides})
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -102,7 +102,7 @@ def test_left_padded_batch_matches_transformers_generate(tmp_path):
 
 def test_exported_gpt_loads_into_transformers(tmp_path):
     torch.manual_seed(3)
-    ours = create_model("gpt", vocab_size=VOCAB, context=POSITIONS, dim=48, n_layer=3, n_head=4).eval()
+    ours = create_model("gpt", vocab_size=VOCAB, context=POSITIONS, dim=48, n_layers=3, n_heads=4).eval()
     randomize(ours, seed=3)
     save_model(ours, tmp_path / "run" / "model")
     folder = export_gpt2(tmp_path / "run" / "model", tmp_path / "hf")
@@ -118,7 +118,7 @@ def test_exported_gpt_loads_into_transformers(tmp_path):
     ({"norm": "rmsnorm"}, "model.norm is 'rmsnorm'"),
 ])
 def test_export_refuses_what_gpt2_cannot_hold(tmp_path, override, message):
-    save_model(create_model("gpt", vocab_size=11, dim=16, n_head=2, n_layer=1, context=8, **override), tmp_path / "m")
+    save_model(create_model("gpt", vocab_size=11, dim=16, n_heads=2, n_layers=1, context=8, **override), tmp_path / "m")
     with pytest.raises(DlforgeError, match=f"cannot export to GPT-2 format: {message}"):
         export_gpt2(tmp_path / "m", tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -38,7 +38,7 @@ SETTINGS = LoRAConfig(rank=4, alpha=8, dropout=0.1, targets=["qkv", "proj", "fc"
 
 def tiny_gpt(seed: int = 0, **overrides) -> nn.Module:
     torch.manual_seed(seed)
-    return create_model("gpt", **{"vocab_size": 50, "context": 16, "dim": 32, "n_layer": 2, "n_head": 2,
+    return create_model("gpt", **{"vocab_size": 50, "context": 16, "dim": 32, "n_layers": 2, "n_heads": 2,
                                   **overrides})
 
 
@@ -187,7 +187,7 @@ def test_lora_run_keeps_the_adapter_and_the_merged_model(tiny_lm_run, tmp_path):
     cfg = {"name": "tiny-lora", "runs_dir": str(tmp_path / "runs"),
            "data": {"name": "lm_text", "corpus": str(tiny_lm_run.corpus), "tokenizer": str(tiny_lm_run.run),
                     "context": 16},
-           "model": {"name": "gpt", "context": 64, "dim": 32, "n_layer": 2, "n_head": 2},
+           "model": {"name": "gpt", "context": 64, "dim": 32, "n_layers": 2, "n_heads": 2},
            "train": {"init_from": str(tiny_lm_run.run), "lora": {"rank": 2, "alpha": 4, "targets": ["qkv"]},
                      "max_steps": 2, "batch_size": 4, "lr": 5e-2, "progress": False, "tensorboard": False,
                      "checkpoint_every": 1}}

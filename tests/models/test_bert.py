@@ -18,7 +18,7 @@ from dlforge.registry import create_model
 from dlforge.train import transfer
 from dlforge.train.optim import build_optimizer
 
-TINY = {"vocab_size": 60, "dim": 16, "n_layers": 2, "n_heads": 2, "ffn_hidden": 32, "max_len": 24}
+TINY = {"vocab_size": 60, "dim": 16, "n_layers": 2, "n_heads": 2, "ffn_hidden": 32, "context": 24}
 
 
 def tiny(name: str = "bert_mlm", seed: int = 0, **overrides) -> torch.nn.Module:
@@ -70,7 +70,7 @@ def test_classifier_logits_do_not_depend_on_padding(pooling):
 
 
 def test_too_long_input_is_refused():
-    with pytest.raises(ValueError, match="longer than max_len 24; truncate it"):
+    with pytest.raises(ValueError, match="longer than model.context 24; truncate it"):
         tiny()({"input_ids": torch.ones(1, 25, dtype=torch.long)})
 
 
@@ -211,12 +211,12 @@ def test_tfidf_baseline_picks_c_on_validation_and_reports_macro_f1():
 
 
 def test_embed_api_and_cli_agree_and_keep_the_input_order(mlm_run, tmp_path):
-    from dlforge.llm.embed import embed_texts, load_embedder
+    from dlforge.llm.embed import embed_texts, load_sentence_embedder
 
     texts = ["O, that this too too solid flesh would melt", "Thaw", "and resolve itself into a dew!",
              "Frailty, thy name is woman!"]
     (tmp_path / "in.txt").write_text("\n".join(texts[:2]) + "\n\n" + "\n".join(texts[2:]) + "\n")  # a blank line
-    embedder = load_embedder(mlm_run.run_dir)
+    embedder = load_sentence_embedder(mlm_run.run_dir)
     vectors = embed_texts(embedder, texts, batch_size=3)  # batched by length, returned in input order
     tok, model = embedder.tokenizer, embedder.model
     for text, row in zip(texts, vectors, strict=True):

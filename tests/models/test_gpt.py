@@ -17,7 +17,7 @@ from dlforge.registry import create_model
 from dlforge.train.callbacks import FlopsUtilization
 from dlforge.train.trainer import Trainer
 
-SMALL = {"vocab_size": 23, "dim": 32, "n_layer": 2, "n_head": 4, "context": 16}
+SMALL = {"vocab_size": 23, "dim": 32, "n_layers": 2, "n_heads": 4, "context": 16}
 VARIANTS = [{}, {"positions": "rotary"}, {"norm": "rmsnorm", "ffn": "swiglu", "bias": False},
             {"tie_weights": False, "act": "gelu"}]
 
@@ -66,8 +66,8 @@ def test_loss_is_next_token_cross_entropy_with_ignored_labels():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"dim": 30, "n_head": 4}, r"model\.n_head: must divide dim \(30\)"),
-    ({"dim": 12, "n_head": 4, "positions": "rotary"}, r"model\.positions: rotary needs an even head size"),
+    ({"dim": 30, "n_heads": 4}, r"model\.n_heads: must divide dim \(30\)"),
+    ({"dim": 12, "n_heads": 4, "positions": "rotary"}, r"model\.positions: rotary needs an even head size"),
     ({"act": "gleu"}, r"model\.act: expected one of"),
     ({"contex": 8}, r"model\.contex: unknown key; did you mean 'model\.context'\?"),
 ])
@@ -84,7 +84,7 @@ def test_a_batch_longer_than_the_context_is_refused():
 
 def test_gpt2_initialization_and_weight_tying():
     torch.manual_seed(0)
-    model = create_model("gpt", vocab_size=500, dim=256, n_layer=8, n_head=4, context=64)
+    model = create_model("gpt", vocab_size=500, dim=256, n_layers=8, n_heads=4, context=64)
     assert model.head.weight is model.tok_emb.weight
     assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.02)
     assert model.blocks[3].ffn.proj.weight.std().item() == pytest.approx(0.02 / math.sqrt(16), rel=0.02)
@@ -140,7 +140,7 @@ def test_model_context_shorter_than_the_data_windows_is_a_config_error(tmp_path)
     from dlforge import api
 
     cfg = load_config({"data": {"name": "shakespeare_char", "context": 32, "limit": 8},
-                       "model": {"name": "gpt", "context": 16, "dim": 16, "n_head": 2, "n_layer": 1},
+                       "model": {"name": "gpt", "context": 16, "dim": 16, "n_heads": 2, "n_layers": 1},
                        "train": {"max_steps": 1}})
     with pytest.raises(ConfigError, match=r"model\.context: 16 tokens, fewer than the 32 of each sample"):
         api.build_model(cfg, api.build_data(cfg))
@@ -161,7 +161,7 @@ def test_a_gpt_run_logs_tokens_per_second_and_mfu(tmp_path):
 
     (tmp_path / "text.txt").write_text("To be, or not to be, that is the question.\n" * 40, encoding="utf-8")
     config = {"data": {"name": "text_files", "path": str(tmp_path / "text.txt"), "context": 16, "stride": 4},
-              "model": {"name": "gpt", "context": 16, "dim": 16, "n_head": 2, "n_layer": 1},
+              "model": {"name": "gpt", "context": 16, "dim": 16, "n_heads": 2, "n_layers": 1},
               "train": {"max_steps": 4, "batch_size": 8, "log_every": 2, "eval_every": 4, "mfu": True,
                         "progress": False, "tensorboard": False, "checkpoint_every": None},
               "runs_dir": str(tmp_path / "runs")}

@@ -20,10 +20,10 @@ FORECASTERS = ("rnn_forecaster", "lstm_forecaster", "gru_forecaster")
 CLASSIFIERS = ("rnn_classifier", "lstm_classifier", "gru_classifier")
 LANGUAGE_MODELS = ("char_rnn", "char_lstm", "char_gru")
 TINY = {
-    **{name: {"in_features": 3, "hidden_size": 8, "num_layers": 2, "horizon": 4, "num_targets": 2}
+    **{name: {"in_features": 3, "dim": 8, "n_layers": 2, "horizon": 4, "num_targets": 2}
        for name in FORECASTERS},
-    **{name: {"in_features": 3, "hidden_size": 8, "num_layers": 2, "num_classes": 4} for name in CLASSIFIERS},
-    **{name: {"vocab_size": 11, "embed_dim": 6, "hidden_size": 8, "num_layers": 2} for name in LANGUAGE_MODELS},
+    **{name: {"in_features": 3, "dim": 8, "n_layers": 2, "num_classes": 4} for name in CLASSIFIERS},
+    **{name: {"vocab_size": 11, "embed_dim": 6, "dim": 8, "n_layers": 2} for name in LANGUAGE_MODELS},
 }  # fmt: skip
 TARGETS = {"y", "labels"}
 
@@ -80,7 +80,7 @@ def _lstm_by_hand(x: torch.Tensor, lstm: torch.nn.LSTM) -> torch.Tensor:
 
 def test_lstm_forecaster_matches_the_lstm_equations_and_its_head():
     torch.manual_seed(0)
-    model = create_model("lstm_forecaster", in_features=3, hidden_size=5, num_layers=1, horizon=4).eval()
+    model = create_model("lstm_forecaster", in_features=3, dim=5, n_layers=1, horizon=4).eval()
     x = torch.randn(6, 9, 3)
     with torch.no_grad():
         expected = model.head(_lstm_by_hand(x, model.encoder.rnn))
@@ -91,7 +91,7 @@ def test_lstm_forecaster_matches_the_lstm_equations_and_its_head():
 
 def test_stacked_bidirectional_forecaster_uses_both_final_states_of_the_top_layer():
     torch.manual_seed(0)
-    model = create_model("lstm_forecaster", in_features=2, hidden_size=4, num_layers=2, bidirectional=True,
+    model = create_model("lstm_forecaster", in_features=2, dim=4, n_layers=2, bidirectional=True,
                          horizon=3, dropout=0.3).eval()
     reference = torch.nn.LSTM(2, 4, num_layers=2, batch_first=True, bidirectional=True)
     reference.load_state_dict(model.encoder.rnn.state_dict())
@@ -109,7 +109,7 @@ def test_stacked_bidirectional_forecaster_uses_both_final_states_of_the_top_laye
 @pytest.mark.parametrize("cell", ["rnn", "gru"])
 def test_rnn_and_gru_encoders_match_torch(cell):
     torch.manual_seed(0)
-    model = create_model(f"{cell}_classifier", in_features=3, hidden_size=6, num_layers=2, num_classes=3).eval()
+    model = create_model(f"{cell}_classifier", in_features=3, dim=6, n_layers=2, num_classes=3).eval()
     reference = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU}[cell](3, 6, num_layers=2, batch_first=True)
     reference.load_state_dict(model.encoder.rnn.state_dict())
     x, y = torch.randn(4, 5, 3), torch.tensor([0, 2, 1, 2])
@@ -123,8 +123,8 @@ def test_rnn_and_gru_encoders_match_torch(cell):
 
 def test_residual_forecaster_adds_each_targets_last_value_horizon_major():
     torch.manual_seed(0)
-    plain = create_model("gru_forecaster", in_features=3, hidden_size=5, horizon=4, num_targets=2).eval()
-    residual = create_model("gru_forecaster", in_features=3, hidden_size=5, horizon=4, num_targets=2, residual=True)
+    plain = create_model("gru_forecaster", in_features=3, dim=5, horizon=4, num_targets=2).eval()
+    residual = create_model("gru_forecaster", in_features=3, dim=5, horizon=4, num_targets=2, residual=True)
     residual.load_state_dict(plain.state_dict())
     residual.eval()
     x = torch.randn(2, 6, 3)
@@ -138,7 +138,7 @@ def test_residual_forecaster_adds_each_targets_last_value_horizon_major():
                                                   ("huber", lambda a, b: F.huber_loss(a, b, delta=0.5))])
 def test_forecaster_losses(loss, reference):
     torch.manual_seed(0)
-    model = create_model("rnn_forecaster", in_features=1, hidden_size=4, horizon=3, loss=loss, huber_delta=0.5)
+    model = create_model("rnn_forecaster", in_features=1, dim=4, horizon=3, loss=loss, huber_delta=0.5)
     batch = model.example_batch(5, torch.Generator().manual_seed(0))
     out = model(batch)
     torch.testing.assert_close(out.loss, reference(out.logits, batch["y"]))
@@ -151,15 +151,15 @@ def test_config_errors_name_the_key():
         create_model("lstm_forecaster", in_features=1, num_targets=2, residual=True)
     with pytest.raises(ConfigError, match=r"^model\.class_weights: expected 3 weights, one per class"):
         create_model("lstm_classifier", num_classes=3, class_weights=[1.0, 2.0])
-    with pytest.raises(ConfigError, match=r"^model\.tie_weights: needs embed_dim == hidden_size, found 8 and 16"):
-        create_model("char_lstm", embed_dim=8, hidden_size=16, tie_weights=True)
-    with pytest.raises(ConfigError, match=r"^model\.hiden_size: unknown key; did you mean 'model\.hidden_size'"):
-        create_model("gru_forecaster", hiden_size=8)
+    with pytest.raises(ConfigError, match=r"^model\.tie_weights: needs embed_dim == dim, found 8 and 16"):
+        create_model("char_lstm", embed_dim=8, dim=16, tie_weights=True)
+    with pytest.raises(ConfigError, match=r"^model\.n_layres: unknown key; did you mean 'model\.n_layers'"):
+        create_model("gru_forecaster", n_layres=8)
 
 
 def test_classifier_class_weights_reach_the_loss():
     torch.manual_seed(0)
-    model = create_model("gru_classifier", in_features=2, hidden_size=4, num_classes=3, class_weights=[1.0, 2.0, 0.5])
+    model = create_model("gru_classifier", in_features=2, dim=4, num_classes=3, class_weights=[1.0, 2.0, 0.5])
     batch = model.example_batch(8, torch.Generator().manual_seed(3))
     out = model(batch)
     torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, batch["y"], weight=torch.tensor([1, 2, 0.5])))
@@ -171,7 +171,7 @@ def test_classifier_class_weights_reach_the_loss():
 @pytest.mark.parametrize("name", LANGUAGE_MODELS)
 def test_stepwise_generation_path_equals_one_full_forward(name):
     torch.manual_seed(0)
-    model = create_model(name, vocab_size=13, embed_dim=6, hidden_size=8, num_layers=2, dropout=0.2).eval()
+    model = create_model(name, vocab_size=13, embed_dim=6, dim=8, n_layers=2, dropout=0.2).eval()
     ids = torch.randint(0, 13, (3, 10))
     with torch.no_grad():
         full = model({"input_ids": ids}).logits  # (B, T, V)
@@ -187,7 +187,7 @@ def test_stepwise_generation_path_equals_one_full_forward(name):
 
 def test_char_lm_loss_ignores_minus_100():
     torch.manual_seed(0)
-    model = create_model("char_gru", vocab_size=9, embed_dim=4, hidden_size=6, num_layers=1)
+    model = create_model("char_gru", vocab_size=9, embed_dim=4, dim=6, n_layers=1)
     batch = model.example_batch(4, torch.Generator().manual_seed(0))
     out = model(batch)
     scored = batch["labels"] != -100
@@ -198,9 +198,9 @@ def test_char_lm_loss_ignores_minus_100():
 
 def test_tied_weights_are_one_tensor_and_survive_save_and_load(tmp_path):
     torch.manual_seed(0)
-    model = create_model("char_lstm", vocab_size=12, embed_dim=8, hidden_size=8, num_layers=1, tie_weights=True)
+    model = create_model("char_lstm", vocab_size=12, embed_dim=8, dim=8, n_layers=1, tie_weights=True)
     assert model.head.weight is model.embed.weight
-    untied = create_model("char_lstm", vocab_size=12, embed_dim=8, hidden_size=8, num_layers=1)
+    untied = create_model("char_lstm", vocab_size=12, embed_dim=8, dim=8, n_layers=1)
     assert sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in model.parameters()) == 12 * 8
     save_model(model, tmp_path / "model")
     loaded, meta = load_model(tmp_path / "model")
@@ -220,7 +220,7 @@ def test_lstm_forecaster_learns_a_sine_with_the_trainer(train_config):
     y = wave[origins[:, None] + torch.arange(4)]  # (S, 4)
     data = TensorDictDataset({"x": x, "y": y})
     torch.manual_seed(0)
-    model = create_model("lstm_forecaster", in_features=1, hidden_size=16, num_layers=1, horizon=4)
+    model = create_model("lstm_forecaster", in_features=1, dim=16, n_layers=1, horizon=4)
     with torch.no_grad():
         before = model({"x": x, "y": y}).loss.item()
     Trainer(model, train_config(max_steps=80, batch_size=64, lr=2e-2), data).fit()

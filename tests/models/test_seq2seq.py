@@ -16,7 +16,7 @@ from dlforge.layers.attention import causal_mask
 from dlforge.registry import create_model
 
 TINY = {"vocab_size": 40, "dim": 32, "n_heads": 4, "encoder_layers": 2, "decoder_layers": 2, "ffn_hidden": 64,
-        "max_len": 32, "dropout": 0.0}
+        "context": 32, "dropout": 0.0}
 
 
 def tiny(seed: int = 0, **overrides) -> nn.Module:
@@ -111,7 +111,7 @@ def test_cached_step_by_step_decoding_equals_the_full_forward():
     steps = [state.step(tgt[:, :3])]  # a first chunk of three tokens, then one at a time
     steps += [state.step(tgt[:, t:t + 1]) for t in range(3, 7)]
     torch.testing.assert_close(torch.stack(steps, dim=1), full[:, 2:], atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="max_len"):
+    with pytest.raises(ValueError, match="model.context"):
         model.decode(ids(1, 33), model.encode(src[:1]))
 
 

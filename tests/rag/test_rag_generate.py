@@ -236,7 +236,7 @@ def test_gpt_generator_runs_a_dlforge_language_model(tmp_path):
     prompt = flat_prompt(build_messages("How long do cats sleep?", hits))
     tok = CharTokenizer.from_text(prompt)
     torch.manual_seed(0)
-    model = create_model("char_lstm", vocab_size=tok.vocab_size, embed_dim=8, hidden_size=16, num_layers=1)
+    model = create_model("char_lstm", vocab_size=tok.vocab_size, embed_dim=8, dim=16, n_layers=1)
     folder = save_model(model, tmp_path / "lm", extra_files={"preprocessing.json": {"tokenizer": tok.to_dict()}})
     gen = make_generator("gpt", lm=str(folder), max_new_tokens=8)
     assert isinstance(gen, GPTGenerator)

@@ -11,8 +11,7 @@ import torch
 from ragtools import PETS, minilm, pdf_bytes, sentence_transformer, tiny_st_model, write_files
 
 from dlforge.errors import ConfigError, DataError
-from dlforge.llm.embed import load_embedder as load_bert_embedder
-from dlforge.llm.embed import pooling_modes
+from dlforge.llm.embed import load_sentence_embedder, pooling_modes
 from dlforge.rag.embed import BertEmbedder, SentenceTransformerEmbedder, load_embedder
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.retrieve import Retriever
@@ -173,7 +172,7 @@ def test_bert_models_run_on_dlforge_others_on_sentence_transformers(tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-5)
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     with pytest.raises(ConfigError, match="pools with cls; dlforge embeds by mean pooling"):
-        load_bert_embedder(tmp_path / "cls")
+        load_sentence_embedder(tmp_path / "cls")
     old_format = tmp_path / "old" / "1_Pooling"  # sentence-transformers < 6 wrote one flag per mode
     old_format.mkdir(parents=True)
     (old_format / "config.json").write_text('{"word_embedding_dimension": 32, "pooling_mode_cls_token": false, '

@@ -22,6 +22,7 @@ import torch
 from pydantic import Field
 
 from dlforge.config import DataConfig
+from dlforge.data.class_weights import balanced_class_weights
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
 from dlforge.errors import DataError
 from dlforge.registry import register_dataset
@@ -96,7 +97,7 @@ def build_sequences(source: str, measurements: np.ndarray, names: list[str], lab
 
     num_classes = len(label_names)
     train_ids = ids[targets["train"]]
-    weights = _balanced(train_ids, label_names, source) if config.class_weights == "balanced" else None
+    weights = balanced_class_weights(train_ids, label_names, source) if config.class_weights == "balanced" else None
     info: dict[str, Any] = {
         "task": "classification", "num_classes": num_classes, "label_names": label_names,
         "feature_names": feature_names, "target": "weather (next day)", "source": source, "window": window,
@@ -128,15 +129,6 @@ def _fit_scaler(train: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
     else:
         offset, scale = train.min(axis=0), train.max(axis=0) - train.min(axis=0)
     return offset, np.where(scale > 0, scale, 1.0)
-
-
-def _balanced(train_ids: np.ndarray, label_names: list[str], source: str) -> list[float]:
-    # as sklearn.utils.class_weight.compute_class_weight("balanced"): n_samples / (n_classes * count_c)
-    counts = np.bincount(train_ids, minlength=len(label_names))
-    if counts.min() == 0:
-        missing = label_names[int(counts.argmin())]
-        raise DataError(f"{source}: class {missing!r} has no training sample; class weights need every class")
-    return (len(train_ids) / (len(label_names) * counts)).tolist()
 
 
 def _baselines(ids: np.ndarray, test_days: np.ndarray, train_ids: np.ndarray) -> dict[str, float]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dlforge.data.tables import Table, is_missing, read_table, to_number
+from dlforge.data.table_reader import Table, is_missing, read_table, to_number
 from dlforge.errors import ConfigError, DataError
 
 MAX_GRID_GROWTH = 10  # a grid more than 10x the rows (plus 1000) means a wrong freq, not gaps

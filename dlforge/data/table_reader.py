@@ -184,15 +184,15 @@ def load_sklearn(name: str) -> Table:
     return Table(name, columns, list(range(1, len(target) + 1)), unit="row", default_target="target")
 
 
-def load_fair() -> Table:
-    """statsmodels' 'fair' affairs survey (6366 rows); the target column is 'affairs'."""
+def load_affairs() -> Table:
+    """statsmodels' affairs survey, its data set 'fair' (6366 rows); the target column is 'affairs'."""
     try:
         from statsmodels.datasets import fair
     except ImportError:
-        raise DataError("dataset 'fair' needs statsmodels; pip install 'dlforge[datasets]'") from None
+        raise DataError("dataset 'affairs' needs statsmodels; pip install 'dlforge[datasets]'") from None
     frame = fair.load_pandas().data
     columns = {str(c): frame[c].tolist() for c in frame.columns}
-    return Table("fair", columns, list(range(1, len(frame) + 1)), unit="row", default_target="affairs")
+    return Table("affairs", columns, list(range(1, len(frame) + 1)), unit="row", default_target="affairs")
 
 
 # --- reading values --------------------------------------------------------------------------------------------
