@@ -23,15 +23,15 @@ from dlforge.layers.conv import (
     resolve_padding,
 )
 from dlforge.layers.droppath import DropPath
-from dlforge.models import alexnet, efficientnet, googlenet, lenet, resnet, simple_cnn, vgg
+from dlforge.models import googlenet, vgg
 from dlforge.models.convnet import ImageClassifierConfig
 from dlforge.models.efficientnet import MBConv
 from dlforge.models.googlenet import INCEPTION_TABLE
 from dlforge.models.resnet import BasicBlock, Bottleneck
 from dlforge.registry import create_model, model_entries, model_entry
 
-CNN_MODULES = {m.__name__ for m in (alexnet, efficientnet, googlenet, lenet, resnet, simple_cnn, vgg)}
-CNN_MODELS = [e.name for e in model_entries() if e.fn.__module__ in CNN_MODULES]
+# Every registered model whose config is an image classifier's: found in the registry, never listed by hand.
+CNN_MODELS = [e.name for e in model_entries() if issubclass(e.config_cls, ImageClassifierConfig)]
 # Narrower versions of the heaviest presets keep the registry-wide test fast; their layouts stay the presets'.
 TINY = {"resnet18": {"width": 16}, "resnet34": {"width": 16}, "resnet50": {"width": 16},
         "efficientnet_b0_small": {"width_mult": 0.5}, "efficientnet_small_scaled": {"width_mult": 0.5}}
