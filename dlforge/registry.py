@@ -45,6 +45,7 @@ _TASKS: dict[str, Entry] = {}
 BUILTIN_PLUGINS = "dlforge.catalog"  # imported by name on the first lookup (see the module's docstring)
 PLUGIN_GROUP = "dlforge.plugins"
 _loaded = False
+_load_error: ConfigError | None = None  # a plug-in that failed: every later lookup fails with it too
 
 
 def _first_line(fn: Callable) -> str:
@@ -87,8 +88,10 @@ def register_task(name: str):
 def load_plugins() -> None:
     """Import the built-in catalog and every installed `dlforge.plugins` entry point, once; their @register_*
     decorators fill the tables."""
-    global _loaded
+    global _loaded, _load_error
     if _loaded:
+        if _load_error is not None:
+            raise _load_error
         return
     _loaded = True
     importlib.import_module(BUILTIN_PLUGINS)
@@ -100,8 +103,9 @@ def load_plugins() -> None:
             if callable(loaded):
                 loaded()
         except Exception as exc:  # a broken third-party plug-in is named, not a traceback from deep inside
-            raise ConfigError(f"plug-in {ep.name!r} ({ep.value}, entry point group {PLUGIN_GROUP!r}) failed to load: "
-                              f"{type(exc).__name__}: {exc}") from exc
+            _load_error = ConfigError(f"plug-in {ep.name!r} ({ep.value}, entry point group {PLUGIN_GROUP!r}) failed "
+                                      f"to load: {type(exc).__name__}: {exc}")
+            raise _load_error from exc
 
 
 _ensure_loaded = load_plugins
