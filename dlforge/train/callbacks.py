@@ -157,7 +157,8 @@ class ProgressBar(Callback):
         if self.progress is not None:
             self.progress.stop()
 
-    on_exception = on_fit_end  # type: ignore[assignment]
+    def on_exception(self, trainer, exc: BaseException) -> None:
+        self.on_fit_end(trainer)  # the bar goes away; the error is reported by whoever catches it
 
 
 class Checkpointer(Callback):
