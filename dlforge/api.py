@@ -13,6 +13,7 @@ differs between tasks is asked of the task (`dlforge.tasks`), never decided here
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,15 @@ class RunResult:
     steps: int
     wall_s: float
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metric -> value
+
+    @property
+    def exit_code(self) -> int:
+        """0 for a finished run; for one stopped by a signal the shell's code for it (130 SIGINT, 143 SIGTERM), so
+        `dlforge train X && dlforge eval latest` does not go on after an interrupted run."""
+        if self.status != "interrupted":
+            return 0
+        signum = getattr(signal.Signals, self.stop_reason, None)
+        return 128 + int(signum) if signum is not None else 1
 
 
 def build_data(cfg: Config) -> DataBundle:

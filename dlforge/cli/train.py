@@ -41,13 +41,15 @@ def train_cmd(
                "steps": result.steps, "wall_s": round(result.wall_s, 2), "metrics": result.metrics}
     if as_json:
         emit_json(summary)
-        return
+        raise typer.Exit(result.exit_code)
     if result.metrics:
         console.print(f"{result.run_dir.name}: {result.steps} steps in {result.wall_s:.1f} s ({result.stop_reason})")
         metrics_table("metrics", result.metrics)
     if result.status == "interrupted":
-        console.print(f"interrupted at step {result.steps}; continue with: dlforge train --resume {result.run_dir}")
-    console.print(f"run: {result.run_dir}")
+        console.print(f"interrupted at step {result.steps}; continue with: dlforge train --resume {result.run_dir}",
+                      soft_wrap=True)  # one line whatever the terminal width: it is a command to copy
+    console.print(f"run: {result.run_dir}", soft_wrap=True)
+    raise typer.Exit(result.exit_code)
 
 
 def eval_cmd(

@@ -63,20 +63,20 @@ def test_sigterm_checkpoints_and_resumes_at_that_step(setup):
     d, cfg, ref = setup
     run = d / "termed"
     # slow the steps a little (a large batch of a wide model) so the signal lands mid-run
-    proc = subprocess.Popen(dlforge_cmd("train", str(cfg), "--run-dir", str(run)), cwd=d, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(dlforge_cmd("train", str(cfg), "--run-dir", str(run)), cwd=d, env={**ENV, "COLUMNS": "30"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # a narrow terminal
     assert _wait_rows(run, 20, proc)
     t0 = time.time()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert time.time() - t0 < 30
-    assert proc.returncode == 0, err
+    assert proc.returncode == 143, err  # 128 + SIGTERM, as a shell reports a process ended by it
     assert "Traceback" not in err
     rows = [r for r in train_rows(run) if "split" not in r]
     stopped_at = rows[-1]["step"]
     assert stopped_at < MAX_STEPS
     assert (run / "checkpoints" / f"checkpoint-{stopped_at}" / "manifest.json").exists()
-    assert f"--resume {run}" in out
+    assert f"continue with: dlforge train --resume {run}\n" in out  # the command to copy, on one line
     resumed = run_cli("train", "--resume", str(run), "--json", cwd=d, check=True)
     assert '"status": "completed"' in resumed.stdout
     got, want = losses(run), losses(ref)
