@@ -54,6 +54,9 @@ def write_folder(directory: Path, fmt: str, fill: Callable[[Path], None]) -> Pat
     old = None
     try:
         fill(tmp)
+        mode = _file_mode()
+        for p in tmp.iterdir():  # safetensors writes its files 0600: give every file the mode a new file gets
+            os.chmod(p, mode)
         files = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
         write_json(tmp / "manifest.json", {"format": fmt, "version": VERSION, "files": files})
         for p in tmp.iterdir():
@@ -80,6 +83,13 @@ def scratch_path(directory: Path, kind: str) -> Path:
 
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _file_mode() -> int:
+    """The mode a newly created file gets here: 0666 less the process's umask (e.g. 0644)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _sha256(path: Path) -> str:

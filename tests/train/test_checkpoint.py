@@ -425,3 +425,13 @@ def test_tied_weights_are_saved_once_and_stay_tied(tmp_path, monkeypatch):
     assert meta["config"] == {"width": 3}
     assert loaded.a.weight is loaded.b.weight
     assert torch.equal(loaded.a.weight, model.a.weight) and torch.equal(loaded.b.bias, model.b.bias)
+
+
+def test_weights_are_readable_like_every_other_file_of_the_folder(tmp_path, tiny_mlp):
+    """safetensors writes 0600 files; a model folder's and a checkpoint's weights get the mode the JSON files get, so
+    another account that may read the run may read its weights (issue 13, defect 21)."""
+    folder = artifacts.save_model(tiny_mlp(), tmp_path / "model")
+    state = ckpt.save_checkpoint(tmp_path / "checkpoint-1", {"model": tiny_mlp().state_dict(), "step": 1})
+    for directory, weights in ((folder, "model.safetensors"), (state, "state.safetensors")):
+        modes = {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir()}
+        assert modes[weights] == modes["manifest.json"] and modes[weights] & 0o044 == 0o044, modes
