@@ -59,12 +59,14 @@ def eval_cmd(
 ) -> None:
     """Evaluate a run's final model on a split of its data."""
     from dlforge.api import evaluate
+    from dlforge.runs.rundir import resolve_run
 
-    metrics = evaluate(run, split)
+    run_path = resolve_run(run)  # `latest` or a name: report the run it is
+    metrics = evaluate(run_path, split)
     if as_json:
-        emit_json({"run": run, "split": split, "metrics": metrics})
+        emit_json({"run": str(run_path), "split": split, "metrics": metrics})
     else:
-        metrics_table(f"{run}: {split}", {split: metrics})
+        metrics_table(f"{run_path}: {split}", {split: metrics})
 
 
 def predict_cmd(

@@ -105,6 +105,7 @@ def used(trained) -> dict[str, subprocess.CompletedProcess]:
         "eval-test": ["eval", run, "--split", "test", "--json"],
         "eval-val": ["eval", run, "--split", "val", "--json"],
         "eval-bad-split": ["eval", run, "--split", "tset"],
+        "eval-by-name": ["eval", trained.run.name, "--json"],
         "predict": ["predict", run, str(trained.csv), "--out", str(d / "preds.csv"), "--json"],
         "predict-no-target": ["predict", run, str(no_target), "--out", str(d / "preds-no-target.csv")],
         "predict-empty-target": ["predict", run, str(empty_target), "--out", str(d / "preds-empty-target.csv")],
@@ -231,6 +232,13 @@ def test_eval_reproduces_eval_json(trained, used, split):
     assert set(out["metrics"]) == set(want)
     for key, value in want.items():
         assert out["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_eval_json_names_the_run_it_resolved(trained, used):
+    """A run given by name (or `latest`) is reported as the folder it resolved to (issue 13, defect 16)."""
+    out = ok_json(used["eval-by-name"])
+    assert (trained.dir / out["run"]).resolve() == trained.run.resolve()
+    assert out["metrics"]["accuracy"] == pytest.approx(trained.eval["test"]["accuracy"], abs=1e-6)
 
 
 def test_eval_bad_split_is_one_line(used):
