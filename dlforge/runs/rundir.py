@@ -195,7 +195,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Read a metrics.jsonl file into a list of rows.
 
     A last line that does not parse is what a crash in the middle of a write leaves behind; it is dropped. A bad
-    line anywhere else raises `DlforgeError` naming the file and line.
+    line anywhere else raises `DlforgeError` naming the file and line. A null value (how a NaN or infinite metric is
+    written, so that every line is strict JSON) is read as NaN.
     """
     path = Path(path)
     try:
@@ -215,7 +216,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             raise DlforgeError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise DlforgeError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
+        rows.append({k: float("nan") if v is None else v for k, v in row.items()})
     return rows
 
 

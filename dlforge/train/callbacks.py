@@ -81,7 +81,10 @@ class MetricsLogger(Callback):
                 self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=trainer.step or None)
 
     def _write(self, row: dict[str, Any]) -> None:
-        self.file.write(json.dumps(row) + "\n")
+        # strict JSON: a NaN or infinite value (an AUROC with one class present, a diverged loss) is written as null,
+        # and `dlforge.runs.rundir.read_metrics` reads it back as NaN
+        strict = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+        self.file.write(json.dumps(strict, allow_nan=False) + "\n")
         self.file.flush()
         if self.writer is not None:
             for k, v in row.items():

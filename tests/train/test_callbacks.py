@@ -36,3 +36,29 @@ def test_a_nan_loss_with_the_progress_bar_on_is_reported_as_itself(tmp_path):
                    cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "loss is nan" in done.stderr.lower() and "TypeError" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_metrics_jsonl_is_strict_json_and_reads_back_nan(tmp_path):
+    """A NaN or infinite metric is written as null (bare NaN is not JSON) and read back as NaN (issue 13, defect 16)."""
+    import json
+    import math
+    from types import SimpleNamespace
+
+    from dlforge.runs.rundir import read_metrics
+    from dlforge.train.callbacks import MetricsLogger
+
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    trainer = SimpleNamespace(step=3, epoch_progress=1.5)
+    logger.on_fit_start(trainer)
+    logger.on_step_end(trainer, {"step": 3, "loss": float("inf"), "lr": 0.1})
+    logger.on_eval_end(trainer, {"val/auroc": float("nan"), "val/accuracy": 0.5})
+    logger.on_fit_end(trainer)
+
+    def refuse(constant: str) -> float:
+        raise ValueError(f"not JSON: {constant}")
+
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=refuse) for line in lines]
+    assert rows[0]["loss"] is None and rows[1]["val/auroc"] is None and rows[1]["val/accuracy"] == 0.5
+    back = read_metrics(tmp_path / "metrics.jsonl")
+    assert math.isnan(back[0]["loss"]) and math.isnan(back[1]["val/auroc"]) and back[0]["lr"] == 0.1
