@@ -8,7 +8,7 @@ import typer
 
 from dlforge.cli.output import console, emit_json
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 
 
 @app.callback()

@@ -6,7 +6,7 @@ import typer
 
 from dlforge.cli.output import emit_json, table
 
-config_app = typer.Typer(no_args_is_help=True)
+config_app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 
 
 def register(app: typer.Typer) -> None:

@@ -13,8 +13,28 @@ import typer
 from dlforge.cli import embed, finetune, generate, gpt2, image, info, lm, rag, runs, tokenizer, train, translate
 from dlforge.errors import DlforgeError
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # -h as well, for the app and every subcommand
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="dlforge: deep learning end to end — train, evaluate, predict, compare runs.")
+                  context_settings=HELP_OPTIONS,
+                  help="dlforge: deep learning end to end — train, evaluate, predict, compare runs. An error prints "
+                       "one line and exits with code 2; add --debug anywhere for the traceback.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from dlforge import __version__
+
+        typer.echo(f"dlforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(no_args_is_help=True)
+def _top(version: bool = typer.Option(False, "--version", "-V", help="print dlforge's version and exit",
+                                      is_eager=True, callback=_print_version)) -> None:
+    """dlforge: deep learning end to end — train, evaluate, predict, compare runs. An error prints one line and exits
+    with code 2; add --debug anywhere for the traceback."""
+
+
 train.register(app)
 info.register(app)
 generate.register(app)

@@ -8,7 +8,7 @@ import typer
 
 from dlforge.cli.output import console, emit_json, table
 
-app = typer.Typer(no_args_is_help=True, add_completion=False)
+app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]}, add_completion=False)
 
 LISTED = 5  # paths shown per skip reason (all of them with --json)
 

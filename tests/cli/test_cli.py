@@ -123,7 +123,8 @@ def used(trained) -> dict[str, subprocess.CompletedProcess]:
 def info(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     d = tmp_path_factory.mktemp("info")
     return run_all({"models": ["models", "--json"], "datasets": ["datasets", "--json"],
-                    "presets": ["presets", "--json"], "schema": ["config", "schema"], "help": ["--help"]}, d)
+                    "presets": ["presets", "--json"], "schema": ["config", "schema"], "help": ["--help"],
+                    "h": ["-h"], "train-h": ["train", "-h"], "runs-h": ["runs", "-h"], "version": ["--version"]}, d)
 
 
 def test_models_and_datasets_list_the_registry(info):
@@ -158,6 +159,17 @@ def test_help_exits_0_and_names_the_commands(info):
     assert proc.returncode == 0, proc.stderr
     for command in ("train", "eval", "predict", "runs", "models", "presets"):
         assert command in proc.stdout
+
+
+def test_short_help_version_and_the_debug_flag_are_there(info):
+    """-h wherever --help is, --version, and --debug named in the help (issue 13, defect 20)."""
+    from dlforge import __version__
+
+    assert info["h"].returncode == 0 and info["h"].stdout == info["help"].stdout
+    assert "--debug" in " ".join(info["help"].stdout.split())
+    for key, usage in (("train-h", "dlforge train"), ("runs-h", "dlforge runs")):
+        assert info[key].returncode == 0 and usage in info[key].stdout, info[key].stderr
+    assert info["version"].returncode == 0 and info["version"].stdout.strip() == f"dlforge {__version__}"
 
 
 # --- train -----------------------------------------------------------------------------------------------------------
