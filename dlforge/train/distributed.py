@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from dlforge.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -43,12 +45,24 @@ def resolve_device(pref: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device(pref)
 
 
+def check_available(device: torch.device, pref: str) -> None:
+    """Refuse, naming train.device, a device this machine does not have (before anything is written)."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {pref!r}, but this torch sees no CUDA GPU (torch {torch.__version__}, "
+                          "cuda available: no); use auto or cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"train.device: {pref!r}, but there are {torch.cuda.device_count()} CUDA GPUs")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device: {pref!r}, but MPS is not available here; use auto or cpu")
+
+
 def setup(device_pref: str = "auto") -> DistInfo:
     """Join the process group if launched by torchrun; otherwise a world of one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_pref, local_rank)
+    check_available(device, device_pref)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":

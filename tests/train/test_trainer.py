@@ -505,6 +505,21 @@ def test_explicit_devices_parse():
     assert resolve_device("mps") == torch.device("mps")
 
 
+@pytest.mark.parametrize(("pref", "cuda", "count", "mps", "said"), [
+    ("cuda", False, 0, False, "no CUDA GPU"), ("cuda:3", True, 2, False, "there are 2 CUDA GPUs"),
+    ("mps", False, 0, False, "MPS is not available"),
+])
+def test_a_device_this_machine_lacks_is_a_config_error(monkeypatch, pref, cuda, count, mps, said):
+    """Not an AssertionError from deep inside torch: one line naming train.device (issue 13, defect 9)."""
+    from dlforge.train.distributed import setup
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    with pytest.raises(ConfigError, match=rf"^train\.device: '{pref}', but .*{said}"):
+        setup(pref)
+
+
 def test_trainer_places_the_model_on_the_resolved_device(blobs, tiny_mlp, train_config):
     t = Trainer(tiny_mlp(), train_config(max_steps=1), blobs(8))
     assert t.device == resolve_device("auto")
