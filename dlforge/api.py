@@ -105,7 +105,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name)."""
     start = time.perf_counter()
     if resume is not None:
-        run_path = resolve_run(str(resume), _runs_dir(config))
+        run_path = resolve_run(str(resume), _runs_dir(config), finished=False)  # latest: finished or not
         cfg = load_config(run_path / "config.yaml", overrides)
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)

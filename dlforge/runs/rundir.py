@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -63,6 +64,12 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / CONFIG_FILE).is_file()
 
 
+def is_finished(path: Path) -> bool:
+    """True for a run that completed: its model folder and eval.json are written (an interrupted or failed run has
+    neither)."""
+    return (path / "model" / "config.json").is_file() and (path / "eval.json").is_file()
+
+
 def list_run_dirs(runs_dir: str | Path = "runs") -> list[Path]:
     """The run folders directly inside `runs_dir`, oldest first (see `resolve_run` for the order)."""
     root = Path(runs_dir)
@@ -84,11 +91,12 @@ def _start_order(path: Path) -> tuple[float, int, str]:
     return path.stat().st_mtime, 0, path.name
 
 
-def resolve_run(ref: str, runs_dir: str | Path = "runs") -> Path:
+def resolve_run(ref: str, runs_dir: str | Path = "runs", finished: bool = True) -> Path:
     """Find a run folder from what a person typed.
 
-    `ref` is, in the order tried: `latest` (the run that started last in `runs_dir`), `latest:NAME` (the newest run
-    of the config named NAME, i.e. whose folder is `NAME-<time>`), a path to a run folder, the
+    `ref` is, in the order tried: `latest` (the finished run that started last in `runs_dir`; with
+    `finished=False`, the run that started last, finished or not: what `--resume latest` continues), `latest:NAME`
+    (the same among the runs of the config named NAME, i.e. whose folder is `NAME-<time>`), a path to a run folder, the
     name of a run folder inside `runs_dir`, or a prefix that exactly one run folder name inside `runs_dir` starts
     with. Raises `DlforgeError` when nothing matches, when a prefix matches several runs, or when the only folder
     found has no `config.yaml`.
@@ -98,13 +106,13 @@ def resolve_run(ref: str, runs_dir: str | Path = "runs") -> Path:
         runs = list_run_dirs(root)
         if not runs:
             raise DlforgeError(f"latest: no run folders (with {CONFIG_FILE}) in {root}")
-        return runs[-1]
+        return _newest(ref, runs, finished)
     if ref.startswith("latest:"):
         name = ref.split(":", 1)[1]
         runs = [p for p in list_run_dirs(root) if (m := _STAMP.search(p.name)) and p.name[: m.start()] == name]
         if not runs:
             raise DlforgeError(f"{ref}: no run of {name!r} in {root}; train it first (dlforge train {name})")
-        return runs[-1]
+        return _newest(ref, runs, finished)
 
     exact = [Path(ref), root / ref]
     for path in exact:
@@ -125,6 +133,23 @@ def resolve_run(ref: str, runs_dir: str | Path = "runs") -> Path:
     close = difflib.get_close_matches(ref, [p.name for p in runs], n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise DlforgeError(f"run {ref!r}: no such run folder, run name or name prefix in {root}{hint}")
+
+
+def _newest(ref: str, runs: list[Path], finished: bool) -> Path:
+    """The last of `runs` (oldest first), or with `finished` the last finished one, saying on stderr which newer
+    unfinished runs it passed over (interrupted: resume them; failed: see their metrics)."""
+    if not finished:
+        return runs[-1]
+    done = [p for p in runs if is_finished(p)]
+    newer = runs[runs.index(done[-1]) + 1:] if done else runs
+    if newer:
+        names = ", ".join(p.name for p in newer[-3:])
+        print(f"note: {ref} is the newest finished run; passed over {len(newer)} newer unfinished ({names}); "
+              f"continue one with: dlforge train --resume RUN", file=sys.stderr, flush=True)
+    if not done:
+        raise DlforgeError(f"{ref}: no finished run in {runs[-1].parent} (the newest, {runs[-1].name}, did not "
+                           f"finish: dlforge train --resume {runs[-1]})")
+    return done[-1]
 
 
 # --- crash-safe writes ------------------------------------------------------------------------------------------

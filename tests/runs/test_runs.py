@@ -38,10 +38,14 @@ REPO_ROOT = Path(dlforge.runs.__file__).resolve().parents[2]
 STAMP = "20250101-120000"
 
 
-def make_run(runs_dir: Path, name: str) -> Path:
+def make_run(runs_dir: Path, name: str, finished: bool = False) -> Path:
     path = runs_dir / name
     path.mkdir(parents=True)
     (path / "config.yaml").write_text("name: test\n")
+    if finished:  # what a completed run has and an interrupted or failed one lacks
+        (path / "model").mkdir()
+        (path / "model" / "config.json").write_text("{}")
+        (path / "eval.json").write_text("{}")
     return path
 
 
@@ -123,12 +127,29 @@ def test_resolve_run_by_path_name_and_prefix(tmp_path, monkeypatch):
 
 def test_resolve_run_latest_follows_the_name_timestamp(tmp_path):
     runs = tmp_path / "runs"
-    make_run(runs, "b-20250102-090000")
-    make_run(runs, "b-20250102-090000-2")
-    older = make_run(runs, "a-20250101-120000")
+    make_run(runs, "b-20250102-090000", finished=True)
+    make_run(runs, "b-20250102-090000-2", finished=True)
+    older = make_run(runs, "a-20250101-120000", finished=True)
     (runs / "not-a-run").mkdir()  # newer, but without config.yaml
     (older / "eval.json").write_text("{}")  # an old run evaluated later: its mtime moves, its start does not
     assert resolve_run("latest", runs).name == "b-20250102-090000-2"
+
+
+def test_latest_is_the_newest_finished_run_and_says_what_it_passed_over(tmp_path, capsys):
+    """A failed or interrupted run is not `latest` for eval, predict, init_from...; `--resume latest` still takes
+    the newest run (issue 13, defect 6)."""
+    runs = tmp_path / "runs"
+    done = make_run(runs, "a-20250101-120000", finished=True)
+    failed = make_run(runs, "a-20250102-090000")  # started later, died on a NaN
+    assert resolve_run("latest", runs) == done and resolve_run("latest:a", runs) == done
+    note = capsys.readouterr().err
+    assert "passed over 1 newer unfinished (a-20250102-090000)" in note and "--resume" in note
+    assert resolve_run("latest", runs, finished=False) == failed
+    assert capsys.readouterr().err == ""
+    only = tmp_path / "only"
+    make_run(only, "b-20250101-120000")
+    with pytest.raises(DlforgeError, match=r"latest: no finished run in .*b-20250101-120000, did not finish"):
+        resolve_run("latest", only)
 
 
 def test_resolve_run_errors(tmp_path):
