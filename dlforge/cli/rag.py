@@ -99,7 +99,8 @@ def ask_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    questions: Path = typer.Argument(..., help='JSONL: {"question": ..., "gold": [file | {source, heading}]}'),
+    questions: Path = typer.Argument(..., help='JSONL, one question a line: {"question": "...", "gold": a list of '
+                                               'file paths or {"source": ..., "heading": ...} objects}'),
     db: Path = typer.Option(..., "--db", help="the index file"),
     mode: str = typer.Option("all", "--mode", help="all | hybrid | dense | keyword"),
     k: int = typer.Option(10, "--k", min=1, help="chunks retrieved per question (at least 10 are)"),

@@ -124,7 +124,8 @@ def info(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     d = tmp_path_factory.mktemp("info")
     return run_all({"models": ["models", "--json"], "datasets": ["datasets", "--json"],
                     "presets": ["presets", "--json"], "schema": ["config", "schema"], "help": ["--help"],
-                    "h": ["-h"], "train-h": ["train", "-h"], "runs-h": ["runs", "-h"], "version": ["--version"]}, d)
+                    "h": ["-h"], "train-h": ["train", "-h"], "runs-h": ["runs", "-h"], "version": ["--version"],
+                    "rag-eval-h": ["rag", "eval", "-h"]}, d)
 
 
 def test_models_and_datasets_list_the_registry(info):
@@ -170,6 +171,8 @@ def test_short_help_version_and_the_debug_flag_are_there(info):
     for key, usage in (("train-h", "dlforge train"), ("runs-h", "dlforge runs")):
         assert info[key].returncode == 0 and usage in info[key].stdout, info[key].stderr
     assert info["version"].returncode == 0 and info["version"].stdout.strip() == f"dlforge {__version__}"
+    help_text = " ".join(info["rag-eval-h"].stdout.replace("│", " ").split())
+    assert '"gold": a list of file paths or {"source": ..., "heading": ...} objects' in help_text  # not eaten as markup
 
 
 # --- train -----------------------------------------------------------------------------------------------------------
