@@ -40,6 +40,7 @@ def merge_lora_cmd(
     adapter: str = typer.Argument(..., help="the adapter folder (adapter_config.json, adapter_model.safetensors); "
                                             "a LoRA run's is RUN/adapter"),
     out: str = typer.Option(..., "--out", help="the model folder to write"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print {model_dir, merged} as JSON"),
 ) -> None:
     """Merge a LoRA adapter into its base model (W + alpha/r B A): a plain model folder that generates, evaluates
@@ -47,7 +48,7 @@ def merge_lora_cmd(
     from dlforge.llm.lora import merge_adapter, read_adapter
 
     config = read_adapter(adapter)[0]
-    path = merge_adapter(base, adapter, out)
+    path = merge_adapter(base, adapter, out, overwrite)
     report = {"model_dir": str(path), "rank": config.rank, "alpha": config.alpha, "targets": config.targets}
     if as_json:
         emit_json(report)

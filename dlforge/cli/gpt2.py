@@ -18,12 +18,13 @@ def import_cmd(
     folder: str = typer.Argument(..., help="a local transformers GPT-2 folder: config.json + model.safetensors "
                                            "(or pytorch_model.bin)"),
     out: str = typer.Option(..., "--out", help="the dlforge model folder to write"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print {model_dir, parameters} as JSON"),
 ) -> None:
     """Convert GPT-2 weights into a dlforge model folder (dlforge.load, dlforge generate read it)."""
     from dlforge.llm.gpt2 import import_gpt2, load_gpt2
 
-    path = import_gpt2(folder, out)
+    path = import_gpt2(folder, out, overwrite)
     report = {"model_dir": str(path), "parameters": load_gpt2(folder).num_params(non_embedding=False)}
     if as_json:
         emit_json(report)
@@ -34,12 +35,13 @@ def import_cmd(
 def export_cmd(
     run: str = typer.Argument(..., help="run folder, name or 'latest' (or a model folder) of a GPT-2-style gpt"),
     out: str = typer.Option(..., "--out", help="the folder to write (GPT2LMHeadModel.from_pretrained reads it)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print {folder} as JSON"),
 ) -> None:
     """Write a GPT (learned positions, LayerNorm, GELU MLP, biases) as a transformers GPT-2 folder."""
     from dlforge.llm.gpt2 import export_gpt2
 
-    path = export_gpt2(run, out)
+    path = export_gpt2(run, out, overwrite)
     if as_json:
         emit_json({"folder": str(path)})
     else:

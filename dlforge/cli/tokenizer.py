@@ -28,13 +28,14 @@ def train_cmd(
     lowercase: bool = typer.Option(None, "--lowercase/--cased", help="default: cased for bpe, lowercase for wordpiece"),
     min_frequency: int = typer.Option(2, "--min-frequency", min=1, help="merges seen fewer times are not learned"),
     text_field: str = typer.Option("text", "--text-field", help="the field holding the text in .jsonl files"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Train a tokenizer on a corpus's training split; report it on the validation split."""
     from dlforge.llm.prepare import train_corpus_tokenizer
 
     report = train_corpus_tokenizer(corpus, kind, vocab_size, out, special or None, lowercase, min_frequency,
-                                    text_field)
+                                    text_field, overwrite)
     _report(f"tokenizer {out}", report, as_json)
 
 

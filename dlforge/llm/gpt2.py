@@ -166,10 +166,13 @@ def load_gpt2(folder: str | Path) -> GPT:
     return model.eval()
 
 
-def import_gpt2(folder: str | Path, out: str | Path) -> Path:
-    """Convert a local transformers GPT-2 folder into a dlforge model folder at `out` (read by `dlforge.load`). The
-    folder's tokenizer (tokenizer.json, with tokenizer_config.json if any) travels along when there is one."""
-    from dlforge.artifacts import save_model
+def import_gpt2(folder: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Convert a local transformers GPT-2 folder into a dlforge model folder at `out` (read by `dlforge.load`; an
+    existing `out` only with `overwrite`). The folder's tokenizer (tokenizer.json, with tokenizer_config.json if any)
+    travels along when there is one."""
+    from dlforge.artifacts import refuse_existing, save_model
+
+    refuse_existing(out, overwrite)
 
     model = load_gpt2(folder)
     extra: dict[str, dict] = {"source.json": {"format": GPT2_FORMAT, "folder": str(Path(folder).resolve())}}
@@ -228,8 +231,12 @@ def to_gpt2(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return hf_config, tensors
 
 
-def export_gpt2(run: str | Path, out: str | Path) -> Path:
-    """Write a run's GPT (or a model folder's) as a transformers GPT-2 folder: config.json + model.safetensors."""
+def export_gpt2(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write a run's GPT (or a model folder's) as a transformers GPT-2 folder: config.json + model.safetensors (an
+    existing `out` only with `overwrite`)."""
+    from dlforge.artifacts import refuse_existing
+
+    refuse_existing(out, overwrite)
 
     hf_config, tensors = to_gpt2(load_trained(run))
     return save_foreign_folder(Path(out), GPT2_FORMAT, {"config.json": hf_config}, "model.safetensors", tensors,

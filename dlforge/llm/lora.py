@@ -240,10 +240,12 @@ def merged_meta(meta: dict[str, Any], adapter: str | Path) -> dict[str, Any]:
     return {**meta, "extra": extra}
 
 
-def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
-    """Write the base model (a run or model folder) with the adapter merged in as a model folder at `out`: loads,
-    generates, evaluates and exports like any other."""
-    from dlforge.artifacts import save_model
+def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write the base model (a run or model folder) with the adapter merged in as a model folder at `out` (an
+    existing one only with `overwrite`): loads, generates, evaluates and exports like any other."""
+    from dlforge.artifacts import refuse_existing, save_model
+
+    refuse_existing(out, overwrite)
 
     model = load_with_adapter(base, adapter, merge=True)
     return save_model(model, Path(out), extra_files=model.meta["extra"])

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dlforge.artifacts import write_folder
+from dlforge.artifacts import refuse_existing, write_folder
 from dlforge.data.corpus import DOC_SEPARATOR, SPLITS, Corpus, load_corpus
 from dlforge.data.tokens import META_FILE, SHARD_FORMAT, separator_ids, token_dtype, tokenize_documents
 from dlforge.errors import DataError
@@ -44,9 +44,11 @@ def _corpus(corpus: str | Path | Corpus, text_field: str = "text", val_fraction:
 
 def train_corpus_tokenizer(corpus: str | Path | Corpus, type: str, vocab_size: int | None, out: str | Path,
                            special_tokens: list[str] | None = None, lowercase: bool | None = None,
-                           min_frequency: int = 2, text_field: str = "text") -> dict[str, Any]:
-    """Train a tokenizer on the training split of `corpus`, save it in the folder `out`, and report it on the
-    validation split (see `tokenizer_report`) with the training time."""
+                           min_frequency: int = 2, text_field: str = "text", overwrite: bool = False
+                           ) -> dict[str, Any]:
+    """Train a tokenizer on the training split of `corpus`, save it in the folder `out` (an existing one only with
+    `overwrite`), and report it on the validation split (see `tokenizer_report`) with the training time."""
+    refuse_existing(out, overwrite)
     corpus = _corpus(corpus, text_field)
     texts = corpus.documents("train") + ([DOC_SEPARATOR] if type == "char" else [])
     start = time.perf_counter()
@@ -85,9 +87,7 @@ def prepare_shards(corpus: str | Path | Corpus, tokenizer: str | dict | Tokenize
                    test_fraction: float = 0.05) -> dict[str, Any]:
     """Tokenize every split of `corpus` (a name, a path or a Corpus) with `tokenizer` (a spec: trained on the
     training split; or a Tokenizer) and write the shard folder `out`. Returns meta.json plus timings."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise DataError(f"{out}: already exists; pass --overwrite to replace it")
+    out = refuse_existing(out, overwrite)
     corpus = _corpus(corpus, text_field, val_fraction, test_fraction)
     start = time.perf_counter()
     if isinstance(tokenizer, Tokenizer):
