@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dlforge import aliases
+from dlforge.aliases import model_keys
 from dlforge.errors import CheckpointError, DataError, DlforgeError
 from dlforge.registry import config_fields, create_model, model_entry
 from dlforge.runs.rundir import model_dir
@@ -227,7 +227,7 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.
     try:
         # a folder written by an older dlforge may use old config keys: read them as the new ones
         fields = config_fields(model_entry(meta["model"]).config_cls)
-        meta["config"] = aliases.model_keys(meta["config"], fields, where=f"{config_path}: ")
+        meta["config"] = model_keys(meta["config"], fields, where=f"{config_path}: ")
         model = create_model(meta["model"], **meta["config"])
     except DlforgeError as exc:
         raise CheckpointError(f"{config_path}: {exc}") from exc

@@ -168,10 +168,8 @@ class Config(Section):
     def _check_data(cls, v: dict[str, Any]) -> dict[str, Any]:
         from dlforge.registry import dataset_entry
 
-        name = _section_name(v, "data", "datasets")
-        if name in aliases.DATASETS:
-            v = {**v, "name": aliases.dataset_name(name)}  # the run's config.yaml keeps the new name
-        return _validate_section(dataset_entry(v["name"]).config_cls, v, "data")
+        entry = dataset_entry(_section_name(v, "data", "datasets"))  # an old name finds its entry (with a warning)
+        return _validate_section(entry.config_cls, {**v, "name": entry.name}, "data")  # the current name
 
     @field_validator("model")
     @classmethod

@@ -45,7 +45,7 @@ def validation_to_config_error(exc: Exception, prefix: str, fields: list[str] | 
         msg = str(exc)
         if "unexpected keyword argument" in msg:
             bad = msg.split("'")[-2]
-            return ConfigError(f"{prefix}.{bad}: unknown key{suggest(bad, fields or [])}")
+            return ConfigError(f"{prefix}.{bad}: unknown key{_suggest(bad, fields or [])}")
         return None
     if not isinstance(exc, ValidationError):
         return None
@@ -54,7 +54,7 @@ def validation_to_config_error(exc: Exception, prefix: str, fields: list[str] | 
     key = ".".join([prefix, *loc]) if prefix else ".".join(loc)
     if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         candidates = [f"{prefix}.{f}" if prefix else f for f in (fields or [])]
-        return ConfigError(f"{key}: unknown key{suggest(key, candidates)}")
+        return ConfigError(f"{key}: unknown key{_suggest(key, candidates)}")
     if e["type"] == "missing":
         return ConfigError(f"{key}: missing; this key is required")
     got = e.get("input")
@@ -82,7 +82,7 @@ def _expected(error: dict) -> str:
     return _EXPECTED.get(kind, error["msg"].removeprefix("Value error, "))
 
 
-def suggest(key: str, candidates: list[str]) -> str:
+def _suggest(key: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     if not close:
         return ""

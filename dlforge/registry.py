@@ -108,11 +108,9 @@ def load_plugins() -> None:
             raise _load_error from exc
 
 
-_ensure_loaded = load_plugins
-
 
 def _lookup(table: dict[str, Entry], kind: str, name: str, key: str) -> Entry:
-    _ensure_loaded()
+    load_plugins()
     if name not in table:
         close = difflib.get_close_matches(name, list(table), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(table))}"
@@ -126,7 +124,7 @@ def model_entry(name: str) -> Entry:
 
 def dataset_entry(name: str) -> Entry:
     """The registered dataset `name`; an old name (`dlforge.aliases.DATASETS`) finds its new one, with a warning."""
-    _ensure_loaded()
+    load_plugins()
     if name not in _DATASETS and name in aliases.DATASETS:
         name = aliases.dataset_name(name)
     return _lookup(_DATASETS, "dataset", name, "data.name")
@@ -158,27 +156,27 @@ def create_model(name: str, **overrides: Any):
 
 
 def list_models() -> list[str]:
-    _ensure_loaded()
+    load_plugins()
     return sorted(_MODELS)
 
 
 def list_datasets() -> list[str]:
-    _ensure_loaded()
+    load_plugins()
     return sorted(_DATASETS)
 
 
 def list_tasks() -> list[str]:
-    _ensure_loaded()
+    load_plugins()
     return sorted(_TASKS)
 
 
 def model_entries() -> list[Entry]:
-    _ensure_loaded()
+    load_plugins()
     return [_MODELS[k] for k in sorted(_MODELS)]
 
 
 def dataset_entries() -> list[Entry]:
-    _ensure_loaded()
+    load_plugins()
     return [_DATASETS[k] for k in sorted(_DATASETS)]
 
 

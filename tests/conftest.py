@@ -69,7 +69,7 @@ def minilm():
     from transformers import BertModel
 
     from dlforge.llm.embed import load_sentence_embedder
-    from dlforge.text.tokenizer import minilm_path
+    from dlforge.text.minilm import minilm_path
 
     path = minilm_path()  # a ConfigError naming the package when it is missing
     hf = BertModel.from_pretrained(path, local_files_only=True, attn_implementation="eager").eval()

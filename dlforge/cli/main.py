@@ -15,9 +15,7 @@ from dlforge.errors import DlforgeError
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # -h as well, for the app and every subcommand
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  context_settings=HELP_OPTIONS,
-                  help="dlforge: deep learning end to end — train, evaluate, predict, compare runs. An error prints "
-                       "one line and exits with code 2; add --debug anywhere for the traceback.")
+                  context_settings=HELP_OPTIONS)  # the app's help is `_top`'s docstring
 
 
 def _print_version(value: bool) -> None:

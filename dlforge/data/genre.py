@@ -102,7 +102,7 @@ def passages_sha256(data: dict[str, dict[str, list]]) -> str:
 @register_dataset(GenreConfig)
 def shakespeare_genre(config: GenreConfig) -> DataBundle:
     """The genre (comedy, history, tragedy) of Shakespeare passages, split by play."""
-    from dlforge.text.tokenizer import text_tokenizer
+    from dlforge.text.minilm import text_tokenizer
 
     data, names, split = genre_passages(config)
     tokenizer = text_tokenizer(config.tokenizer)

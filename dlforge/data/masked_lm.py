@@ -189,7 +189,7 @@ def build_masked_lm(source: str, docs: dict[str, list[list[str]]], config: Maske
     if spec.get("type") == "wordpiece" and "vocab_size" in spec:
         tokenizer = train_tokenizer([line for doc in docs["train"] for line in doc], "wordpiece", spec["vocab_size"])
     elif "path" in spec:
-        from dlforge.text.tokenizer import text_tokenizer
+        from dlforge.text.minilm import text_tokenizer
 
         tokenizer = text_tokenizer(config.tokenizer)
     else:

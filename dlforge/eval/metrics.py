@@ -203,9 +203,6 @@ class ForecastMetrics(TaskMetrics):
         naive = batch.get("naive")
         self.metrics.update(logits, batch["y"].detach(), None if naive is None else naive.detach())
 
-    def compute(self) -> dict[str, float]:
-        return self.metrics.compute() if self.updates else {}
-
 
 class TokenMetrics(TaskMetrics):
     """`TokenPredictions` of (B, T, V) logits against `batch["labels"]` (B, T): language modeling, and translation's
@@ -217,9 +214,6 @@ class TokenMetrics(TaskMetrics):
 
     def _update(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         self.metrics.update(logits, batch["labels"].detach())
-
-    def compute(self) -> dict[str, float]:
-        return self.metrics.compute() if self.updates else {}
 
 
 def _classification_metrics(num_classes: int) -> dict[str, Metric]:

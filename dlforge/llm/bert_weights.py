@@ -25,7 +25,7 @@ import torch
 from dlforge.errors import CheckpointError, ConfigError
 from dlforge.models.bert import Bert
 from dlforge.registry import create_model
-from dlforge.text.tokenizer import MINILM, minilm_path
+from dlforge.text.minilm import MINILM, minilm_path
 
 IGNORED = re.compile(r"embeddings\.position_ids|cls\.seq_relationship\..*")  # buffers and the NSP head
 

