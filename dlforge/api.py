@@ -31,7 +31,7 @@ from dlforge.registry import create_model, create_task, dataset_entry
 from dlforge.runs.history import compare_runs, list_runs, show_run  # noqa: F401  (the public API)
 from dlforge.runs.registry import RunRegistry, git_revision
 from dlforge.runs.rundir import atomic_write_json, atomic_write_text, model_dir, new_run_dir, resolve_run
-from dlforge.tasks.base import RunReport
+from dlforge.tasks.base import RunReport, Task
 from dlforge.train import distributed
 from dlforge.train.callbacks import (
     Checkpointer,
@@ -95,11 +95,6 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
     return model
 
 
-def task_metrics(info: dict[str, Any], loss: str, split: str = "val") -> Any:
-    """The metrics of `split` of a DataBundle with this `info`, as its task builds them."""
-    return create_task(info.get("task")).metrics(info, loss, split)
-
-
 def train(config: Config | str | Path | dict, overrides: list[str] | None = None, run_dir: str | Path | None = None,
           resume: str | Path | None = None) -> RunResult:
     """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name)."""
@@ -126,7 +121,8 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     t = cfg.train
     loss_name = getattr(model.config, "loss", "")
     # before the run folder exists too: a setting the Trainer refuses (a warmup longer than the run...) leaves nothing
-    trainer = Trainer(model, t, data.train, data.val, metrics=task_metrics(data.info, loss_name),
+    task = create_task(data.info.get("task"))
+    trainer = Trainer(model, t, data.train, data.val, metrics=task.metrics(data.info, loss_name),
                       num_workers=cfg.data_config().num_workers, batch_transform=data.augment)
     if resume is None:
         run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
@@ -170,7 +166,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     if trainer.interrupted:
         registry.finish(run_path.name, "interrupted", {"step": trainer.step})
         return result
-    result.metrics = _finalize(cfg, run_path, model, data, trainer)
+    result.metrics = _finalize(cfg, run_path, model, data, trainer, task)
     result.wall_s = time.perf_counter() - start
     _write_card(cfg, run_path, model, data, result)
     registry.finish(run_path.name, "completed", {f"{s}/{k}": v for s, m in result.metrics.items() for k, v in m.items()
@@ -260,7 +256,8 @@ def _broadcast_path(info: distributed.DistInfo, make) -> Path:
     return Path(box[0])
 
 
-def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, trainer: Trainer) -> dict:
+def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, trainer: Trainer,
+              task: Task) -> dict:
     """Best weights -> model/ folder; metrics on every split -> eval.json; confusion matrix plot."""
     from dlforge.artifacts import load_weights
 
@@ -276,7 +273,6 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
 
         save_adapter(model, run_path / "adapter", base=_base_name(cfg), tokenizer=data.tokenizer)
         merge_lora(model)
-    task = create_task(data.info.get("task"))
     extra["signature.json"] = task.signature(data, model)  # inputs and outputs, for export and serving
     save_model(model, run_path / "model", extra_files=extra)
     metrics: dict[str, Any] = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterable, Mapping
@@ -36,6 +37,7 @@ from dlforge.runs.rundir import model_dir
 
 MODEL_FORMAT = "dlforge-model"
 VERSION = 1
+_SCRATCH_NAME = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old|del)-(?P<pid>\d+)-[0-9a-f]+")  # scratch_path's
 _RESERVED = frozenset({"manifest.json", "config.json", "model.safetensors"})  # files of a model folder not "extra"
 
 
@@ -96,6 +98,33 @@ def scratch_path(directory: Path, kind: str) -> Path:
 
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def clean_stale_folders(parent: Path) -> None:
+    """Tidy up after crashed writers in `parent`: remove their temp folders, and put back a folder that was moved
+    aside to be overwritten when its replacement never arrived. Folders of writers still running are left alone."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return
+    for path in parent.iterdir():
+        match = _SCRATCH_NAME.fullmatch(path.name)
+        if not match or not path.is_dir() or _is_running(int(match["pid"])):
+            continue
+        final = parent / match["name"]
+        if match["kind"] == "old" and not final.exists():
+            os.rename(path, final)  # the old folder is complete: it was renamed aside in one step
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or a pid this OS cannot express
+        pass
+    return True
 
 
 def _file_mode() -> int:

@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from dlforge.artifacts import (
     DamagedFile,
     check_finite,
+    clean_stale_folders,
     load_safetensors,
     read_json,
     scratch_path,
@@ -38,7 +39,6 @@ CHECKPOINT_FORMAT = "dlforge-checkpoint"
 _MARKERS = frozenset({"__tensor__", "__ndarray__", "__npscalar__", "__tuple__", "__dict__", "__float__", "__dtype__"})
 _WIDEN = {"uint16": np.int32, "uint32": np.int64}  # numpy dtypes stored widened, cast back on load
 _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
-_SCRATCH_NAME = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old|del)-(?P<pid>\d+)-[0-9a-f]+")
 
 
 # --- generic state: nested Python/torch/numpy values <-> (tensors, JSON tree) ---------------------------------------
@@ -192,30 +192,3 @@ def prune_checkpoints(checkpoints_dir: Path, keep: int, protect: Iterable[Path] 
             shutil.rmtree(doomed)
             removed.append(directory)
     return removed
-
-
-def clean_stale_folders(parent: Path) -> None:
-    """Tidy up after crashed writers in `parent`: remove their temp folders, and put back a folder that was moved
-    aside to be overwritten when its replacement never arrived. Folders of writers still running are left alone."""
-    parent = Path(parent)
-    if not parent.is_dir():
-        return
-    for path in parent.iterdir():
-        match = _SCRATCH_NAME.fullmatch(path.name)
-        if not match or not path.is_dir() or _is_running(int(match["pid"])):
-            continue
-        final = parent / match["name"]
-        if match["kind"] == "old" and not final.exists():
-            os.rename(path, final)  # the old folder is complete: it was renamed aside in one step
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):  # another user's process, or a pid this OS cannot express
-        pass
-    return True
