@@ -13,11 +13,10 @@ folder or a user's YAML file that uses an old name keeps working. The tables bel
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import Any
 
-from dlforge.errors import ConfigError
+from dlforge.errors import ConfigError, warn
 
 MODEL_KEYS = {
     "n_layer": "n_layers",  # gpt (GPT-2's name)
@@ -32,7 +31,7 @@ PRESETS = {"fair-mlp": "affairs-mlp"}
 
 def deprecated(old: str, new: str, where: str = "") -> None:
     """Say on stderr, in one line, that `old` is read as `new`; `where` (e.g. "path/config.json: ") comes first."""
-    print(f"warning: {where}{old} is deprecated; use {new}", file=sys.stderr, flush=True)
+    warn(f"{where}{old} is deprecated; use {new}")
 
 
 def model_keys(values: dict[str, Any], fields: Iterable[str], where: str = "") -> dict[str, Any]:

@@ -14,7 +14,6 @@ differs between tasks is asked of the task (`dlforge.tasks`), never decided here
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from dlforge.artifacts import load_model, load_trained, save_model
 from dlforge.config import Config, dump_config, load_config
 from dlforge.data.dataset import DataBundle
-from dlforge.errors import ConfigError, DlforgeError
+from dlforge.errors import ConfigError, DlforgeError, warn
 from dlforge.eval.evaluate import evaluate_model
 from dlforge.registry import create_model, create_task, dataset_entry
 from dlforge.runs.history import compare_runs, list_runs, show_run  # noqa: F401  (the public API)
@@ -145,7 +144,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     callbacks.append(Plots(run_path))
     trainer.callbacks = callbacks
     if resume is not None:
-        found = load_latest_checkpoint(ckpt_dir, warn=_warn)
+        found = load_latest_checkpoint(ckpt_dir, warn=warn)
         if found is not None:
             trainer.load_state_dict(found[1])
         else:  # killed before its first checkpoint: start over in the same folder
@@ -168,7 +167,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
         return result
     result.metrics = _finalize(cfg, run_path, model, data, trainer, task)
     result.wall_s = time.perf_counter() - start
-    _write_card(cfg, run_path, model, data, result)
+    _write_card(cfg, run_path, model, data, result, task)
     registry.finish(run_path.name, "completed", {f"{s}/{k}": v for s, m in result.metrics.items() for k, v in m.items()
                                                  if isinstance(v, int | float)})
     return result
@@ -227,10 +226,6 @@ def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | No
         return load_hf_bert(folder, head="none"), load_tokenizer(folder).hash if has_tokenizer else None
     source, meta = load_model(model_dir(ref, runs_dir))
     return source, _tokenizer_hash(meta["extra"].get("preprocessing.json"))
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _runs_dir(config: Any) -> str:
@@ -304,14 +299,16 @@ def _base_name(cfg: Config) -> str:
         return cfg.train.init_from
 
 
-def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, result: RunResult) -> None:
+def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, result: RunResult,
+                task: Task) -> None:
     from dlforge.runs.card import write_model_card
 
     params = sum(p.numel() for p in model.parameters())
     info = _jsonable(data.info)
     info["split_sizes"] = {s: len(getattr(data, s)) for s in ("train", "val", "test") if getattr(data, s) is not None}
     write_model_card(run_path, name=cfg.name, config=cfg.model_dump(mode="json"), info=info,
-                     metrics=result.metrics, params=params, wall_s=result.wall_s)
+                     metrics=result.metrics, params=params, wall_s=result.wall_s,
+                     predict=task.predict_input(data.preprocessing))
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -359,8 +356,9 @@ def _tokenizer_hash(preprocessing: dict[str, Any] | None) -> str | None:
 
 
 def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None) -> list[dict[str, Any]]:
-    """Predictions of a run's model for new inputs, read as its task reads them (a CSV/Parquet file of rows, image
-    files...): one row each, e.g. label and class probabilities, or the regression value."""
+    """Predictions of a run's model for new inputs, read as its task reads them: one row each, e.g. a label and class
+    probabilities for rows of a CSV file, image files or texts, a forecast's steps after a file of recent values,
+    the continuation of each prompt, the translation of each sentence (the model card names the file it reads)."""
     model = load(run)
     extra = model.meta["extra"]
     task_name = (extra.get("data_info.json") or {}).get("task") or extra["preprocessing.json"].get("task")

@@ -8,6 +8,7 @@ the file and line, the config key or the field that is wrong, and what was expec
 from __future__ import annotations
 
 import difflib
+import sys
 
 from pydantic import ValidationError
 
@@ -32,6 +33,12 @@ class CheckpointError(DlforgeError):
 
 class TrainingError(DlforgeError):
     """Training cannot go on (for example a NaN loss under `nan_policy: stop`)."""
+
+
+def warn(message: str) -> None:
+    """Say on stderr, in one line starting with `warning: `, something a person should know that does not stop the
+    work (an old name read as its new one, a value the model never saw in training...)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 # --- config errors, worded for people (shared by the config schema, the registry and every config class) ---

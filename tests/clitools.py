@@ -27,6 +27,21 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, check: bo
     return proc
 
 
+def run_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """Run `dlforge ARGS` in this process, as `run_cli` would in another (exit code, stdout, stderr), without paying
+    for a new process's imports; `capsys` is pytest's fixture. The terminal is 80 columns wide, as rich sees it."""
+    from dlforge.cli.main import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["dlforge", *args], code, out.out, out.err)
+
+
 def run_all(commands: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.CompletedProcess]:
     """Run independent `dlforge` commands side by side; key -> finished process."""
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dlforge.cli.output import console, emit_json, metrics_table, table
+from dlforge.cli.output import console, emit_json, metrics_table, prediction_table
 
 
 def register(app: typer.Typer) -> None:
@@ -71,11 +71,15 @@ def eval_cmd(
 
 def predict_cmd(
     run: str = typer.Argument(..., help="run folder, name or 'latest'"),
-    input_path: Path = typer.Argument(..., help="CSV or Parquet file with the feature columns"),
+    input_path: Path = typer.Argument(..., help="what the run's model reads (its model card names it): a CSV or "
+                                                "Parquet file of rows, image files, a CSV of a series' latest values, "
+                                                "a text file of texts, prompts or sentences (one per line) or .jsonl"),
     out: Path = typer.Option(None, "--out", help="write predictions to this CSV"),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="the table shows each input's k likeliest classes (--json "
+                                                         "and --out keep every class's probability)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Predict labels and probabilities (or values) for new rows."""
+    """Predict for new inputs: labels and probabilities, values, forecasts, continuations or translations."""
     from dlforge.api import predict
 
     rows = predict(run, input_path, out)
@@ -84,4 +88,4 @@ def predict_cmd(
     elif out is not None:
         console.print(f"{len(rows)} predictions written to {out}")
     else:
-        table(f"predictions for {input_path}", list(rows[0]) if rows else [], [list(r.values()) for r in rows])
+        prediction_table(f"predictions for {input_path}", rows, top_k)

@@ -293,3 +293,27 @@ def read_jsonl_lines(path: Path, text_field: str) -> list[tuple[int, str]]:
 def read_jsonl(path: Path, text_field: str) -> list[str]:
     """The `text_field` of each JSON object line of a .jsonl file (blank lines skipped)."""
     return [text for _, text in read_jsonl_lines(path, text_field)]
+
+
+def read_text_lines(path: str | Path, fields: tuple[str, ...] = ("text",)) -> list[tuple[int, str]]:
+    """(line number, text) of each input of a file of texts: a .jsonl file's records (the first of `fields` that a
+    record has, e.g. ("prompt", "text")), or each non-blank line of any other file, stripped. A missing file, a
+    record without one of the fields, or no text at all is a DataError naming the file (and line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.suffix.lower() == ".jsonl":
+        names = " or ".join(repr(f) for f in fields)
+        expected = f"a JSON object with a string field {names}"
+        texts = []
+        for number, record in jsonl_objects(path, expected=expected):
+            field_name = next((f for f in fields if f in record), fields[0])
+            if not isinstance(record.get(field_name), str):
+                raise DataError(f"{path}:{number}: expected {expected}")
+            texts.append((number, record[field_name]))
+    else:
+        texts = [(number, line.strip()) for number, line in enumerate(read_utf8(path).splitlines(), start=1)
+                 if line.strip()]
+    if not texts:
+        raise DataError(f"{path}: no text (the file is empty or holds blank lines only)")
+    return texts

@@ -9,7 +9,6 @@ and links leading out of the root are not followed.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from dlforge.config import DataConfig
-from dlforge.errors import DataError
+from dlforge.errors import DataError, warn
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -93,8 +92,8 @@ def read_folder(config: DataConfig) -> Source:
         y = np.array([label for _, label, _, _ in items], dtype=np.int64)
         splits[split] = Split(x, y, [str(f) for f, _, _, _ in items])
     if skipped:
-        print(f"warning: {root}: skipped {len(skipped)} image file(s) (first: {skipped[0]['file']}: "
-              f"{skipped[0]['reason']}); see info['skipped_files'], or set data.strict: true", file=sys.stderr)
+        warn(f"{root}: skipped {len(skipped)} image file(s) (first: {skipped[0]['file']}: {skipped[0]['reason']}); "
+             f"see info['skipped_files'], or set data.strict: true")
     return Source(splits, classes, str(root), info={"skipped_files": skipped, "input_mode": mode})
 
 

@@ -27,9 +27,11 @@ from dlforge.data.augment import AugmentConfig, BatchAugment
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
 from dlforge.data.idx import read_idx
 from dlforge.data.imagefiles import (
+    IMAGE_SUFFIXES,
     Source,
     Split,
     as_hwc,
+    image_files,
     pillow,
     read_folder,
     resize_images,
@@ -333,6 +335,18 @@ def normalize(images: np.ndarray, mean: list[float], std: list[float]) -> torch.
 
 
 # --- new inputs ------------------------------------------------------------------------------------------------
+
+
+def input_images(path: Path) -> list[Path]:
+    """What `predict` reads for an image model: an image file, or every image file under a folder (sorted)."""
+    if path.is_dir():
+        files = image_files(path, path.resolve(), [])
+        if not files:
+            raise DataError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return files
+    if path.is_file():
+        return [path]
+    raise DataError(f"{path}: no such file or folder")
 
 
 def prepare_images(pre: dict[str, Any], paths: list[Path]) -> torch.Tensor:

@@ -47,29 +47,35 @@ class Series:
 def read_series(path: str | Path, config: Any) -> Series:
     """The time, value and target columns of a CSV / Parquet file, as `config` (a TimeSeriesConfig) names them;
     missing values become NaN."""
-    table = read_table(path)
-    if config.time_column is not None:
-        table.require(config.time_column, "time")
-    rest = [c for c in table.columns if c != config.time_column]
-    if config.value_columns is None:
+    return series_of_table(read_table(path), config.time_column, config.value_columns, config.target_columns)
+
+
+def series_of_table(table: Table, time_column: str | None, value_columns: list[str] | None,
+                    target_columns: list[str] | None) -> Series:
+    """The named columns of a table as a series (value columns default: every numeric one; targets default: the
+    value columns); missing values become NaN."""
+    if time_column is not None:
+        table.require(time_column, "time")
+    rest = [c for c in table.columns if c != time_column]
+    if value_columns is None:
         values = [c for c in rest if _mostly_numbers(table.columns[c])]
         if not values:
             raise DataError(f"{table.source}: no numeric columns besides the time column; columns: {', '.join(rest)}")
     else:
-        values = list(dict.fromkeys(config.value_columns))
+        values = list(dict.fromkeys(value_columns))
         for name in values:
             table.require(name, "value")
-            if name == config.time_column:
+            if name == time_column:
                 raise DataError(f"{table.source}: data.value_columns includes the time column {name!r}")
-    targets = list(dict.fromkeys(config.target_columns or values))
+    targets = list(dict.fromkeys(target_columns or values))
     for name in targets:
         table.require(name, "target")
         if name not in values:
             raise DataError(f"{table.source}: target column {name!r} is not among data.value_columns")
     ordered = targets + [c for c in values if c not in targets]  # x holds the targets first
     matrix = np.stack([_numbers(table, c) for c in ordered], axis=1)
-    times = _times(table, config.time_column) if config.time_column else None
-    return Series(table.source, times, matrix, ordered, targets, config.time_column, table.lines, table.unit)
+    times = time_values(table, time_column) if time_column else None
+    return Series(table.source, times, matrix, ordered, targets, time_column, table.lines, table.unit)
 
 
 def _mostly_numbers(cells: list[Any]) -> bool:
@@ -92,8 +98,9 @@ def _numbers(table: Table, name: str) -> np.ndarray:
     return out
 
 
-def _times(table: Table, name: str) -> np.ndarray:
-    """Numbers (float64) when every cell is one, else dates/times (datetime64[ns]; time zones converted to UTC)."""
+def time_values(table: Table, name: str) -> np.ndarray:
+    """The column's times: numbers (float64) when every cell is one, else dates/times (datetime64[ns]; time zones
+    converted to UTC)."""
     cells = table.columns[name]
     for i, cell in enumerate(cells):
         if is_missing(cell):
@@ -266,3 +273,22 @@ def _fmt(t: Any) -> str:
     if isinstance(t, np.datetime64):
         return str(np.datetime_as_string(t, unit="s")).removesuffix("T00:00:00").replace("T", " ")
     return f"{float(t):g}"
+
+
+def times_after(grid: Grid, steps: int) -> list[str] | None:
+    """The times of the `steps` grid steps after the grid's last one, as text (None for a grid in row order)."""
+    if grid.times is None:
+        return None
+    last = grid.times[-1]
+    if grid.times.dtype.kind == "f":
+        step = float(grid.times[-1] - grid.times[-2]) if len(grid.times) > 1 else 1.0
+        return [_fmt(last + step * (h + 1)) for h in range(steps)]
+    import pandas as pd
+
+    following = pd.date_range(pd.Timestamp(last), periods=steps + 1, freq=grid.freq)[1:]
+    return [_fmt(t) for t in following.to_numpy().astype("datetime64[ns]")]
+
+
+def when(grid: Grid, i: int) -> str:
+    """Step `i` of the grid as a person reads it: its time, or its row number for a grid in row order."""
+    return f"row {i + 1}" if grid.times is None else _fmt(grid.times[i])

@@ -35,7 +35,7 @@ from dlforge.data.table_reader import (
     read_table,
     text_values,
 )
-from dlforge.errors import ConfigError, DataError
+from dlforge.errors import ConfigError, DataError, warn
 from dlforge.registry import register_dataset
 
 BUNDLED = ("iris", "wine", "breast_cancer", "diabetes", "affairs")
@@ -137,6 +137,7 @@ def build_tabular(table: Table, config: TabularConfig) -> DataBundle:
     classes = np.asarray(label_names)[y_all] if task == "classification" else None
     train, val, test = split_indices(len(table), config, classes, table.source)
     specs = [_fit_feature(f, kinds[f], raw[f], train, config.scale, table.source) for f in features]
+    warn_unseen_categories(table, raw, specs, np.sort(np.concatenate([val, test])), "the training rows")
     x = torch.from_numpy(_encode(raw, specs))  # (N, F)
 
     target_mean, target_std = 0.0, 1.0
@@ -312,6 +313,29 @@ def _fit_feature(name: str, kind: str, values, train: np.ndarray, scale: str, so
     return {"name": name, "kind": "numeric", "mean": mean, "std": std}
 
 
+def warn_unseen_categories(table: Table, raw: dict[str, Any], specs: list[dict[str, Any]], rows, seen_in: str
+                           ) -> None:
+    """One warning per categorical column whose values at `rows` hold a category that the encoder did not learn from
+    `seen_in`: it is encoded as unknown, a one-hot block of zeros (scikit-learn's OneHotEncoder with
+    handle_unknown="ignore", Ludwig's <UNK>)."""
+    for spec in specs:
+        if spec["kind"] != "categorical":
+            continue
+        known, values = set(spec["categories"]), raw[spec["name"]]
+        unseen = [int(i) for i in rows if values[i] not in known]
+        if not unseen:
+            continue
+        first = unseen[0]
+        more = f"; {len(unseen)} rows hold such values" if len(unseen) > 1 else ""
+        warn(f"{table.where(first)}: column {spec['name']!r}: {values[first]!r} is not among the categories of "
+             f"{seen_in} ({_listing(spec['categories'])}); encoded as unknown (all zeros){more}")
+
+
+def _listing(names: list[str], most: int = 10) -> str:
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown}, ... ({len(names)} in all)"
+
+
 def _column_names(spec: dict[str, Any]) -> list[str]:
     if spec["kind"] == "categorical":
         return [f"{spec['name']}={c}" for c in spec["categories"]]
@@ -367,6 +391,7 @@ def prepare_inputs(preprocessing: dict[str, Any], path: str | Path,
         name = spec["name"]
         table.require(name, "feature")
         raw[name] = numeric_values(table, name) if spec["kind"] == "numeric" else text_values(table, name)
+    warn_unseen_categories(table, raw, preprocessing["features"], range(len(table)), "training")
     x = torch.from_numpy(_encode(raw, preprocessing["features"]))
     target = preprocessing["target"]
     y = _target_tensor(table, preprocessing) if with_target and target in table.columns else None

@@ -21,6 +21,7 @@ original units; Hyndman & Koehler 2006) are what `TaskMetrics("forecast")` score
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -29,7 +30,8 @@ from pydantic import Field, model_validator
 
 from dlforge.config import DataConfig
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
-from dlforge.data.series_reader import Series, read_series, regularize
+from dlforge.data.series_reader import Series, read_series, regularize, series_of_table, times_after, when
+from dlforge.data.table_reader import read_table
 from dlforge.errors import ConfigError, DataError
 from dlforge.registry import register_dataset
 
@@ -83,7 +85,8 @@ def co2(config: TimeSeriesConfig) -> DataBundle:
     """Mauna Loa CO2 (statsmodels), weekly 1958-2001: 2284 steps, 59 missing; season 52."""
     frame = _statsmodels("co2").co2.load_pandas().data
     times = frame.index.to_numpy().astype("datetime64[ns]")
-    return build_forecast(Series("co2", times, frame["co2"].to_numpy(float)[:, None], ["co2"], ["co2"]), config)
+    series = Series("co2", times, frame["co2"].to_numpy(float)[:, None], ["co2"], ["co2"], "date")
+    return build_forecast(series, config)
 
 
 @register_dataset(TimeSeriesConfig)
@@ -266,3 +269,26 @@ def unscale_forecast(preprocessing: dict[str, Any], logits: torch.Tensor) -> tor
     offset = torch.tensor(preprocessing["offset"][:t], dtype=torch.float32)
     scale = torch.tensor(preprocessing["scale_factor"][:t], dtype=torch.float32)
     return logits.detach().float().reshape(len(logits), -1, t) * scale + offset
+
+
+def prepare_recent(preprocessing: dict[str, Any], path: str | Path) -> tuple[torch.Tensor, list[str] | None]:
+    """A forecast's input from a CSV/Parquet file of the series' latest values: x (1, window, F), the file's last
+    `window` steps scaled as in training, and the times of the `horizon` steps that follow (None without a time
+    column). The value columns are those of training; with the time column the rows go on the training grid, gaps
+    handled as `fill` says; without it the rows are consecutive steps."""
+    table = read_table(path)
+    time_column = preprocessing.get("time_column")
+    if time_column not in table.columns:
+        time_column = None
+    series = series_of_table(table, time_column, preprocessing["value_columns"], preprocessing["target_columns"])
+    grid = regularize(series, preprocessing["freq"] if time_column else None, preprocessing["fill"])
+    window = preprocessing["window"]
+    if len(grid.values) < window:
+        raise DataError(f"{table.source}: the model reads the last {window} steps of {', '.join(series.columns)} to "
+                        f"forecast, the file has {len(grid.values)}; give at least {window} rows")
+    recent = grid.values[-window:]  # (window, F)
+    gaps = np.flatnonzero(~np.isfinite(recent).all(axis=1))
+    if len(gaps):
+        raise DataError(f"{table.source}: no value at {when(grid, len(grid.values) - window + int(gaps[0]))}, one of "
+                        f"the last {window} steps the model reads; fill the gap")
+    return scale_values(preprocessing, recent)[None], times_after(grid, preprocessing["horizon"])

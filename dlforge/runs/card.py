@@ -166,9 +166,9 @@ def _limitations(info: dict[str, Any], metrics: dict[str, dict[str, float]]) -> 
     return lines
 
 
-def _how_to_load(run_dir: Path) -> list[str]:
+def _how_to_load(run_dir: Path, predict: tuple[str, str] | None) -> list[str]:
     run = run_dir.as_posix()
-    return [
+    lines = [
         "## How to load",
         "",
         "```python",
@@ -177,10 +177,11 @@ def _how_to_load(run_dir: Path) -> list[str]:
         f'model = dlforge.load("{run}/model")',
         "```",
         "",
-        "```bash",
-        f"dlforge predict {run} input.csv",
-        "```",
     ]
+    if predict is None:
+        return [*lines, "`dlforge predict` does not read new inputs for this kind of model."]
+    example, holds = predict
+    return [*lines, "```bash", f"dlforge predict {run} {example}", "```", "", f"`{example}`: {holds}."]
 
 
 def write_model_card(
@@ -192,13 +193,15 @@ def write_model_card(
     metrics: dict[str, dict[str, float]],
     params: int,
     wall_s: float,
+    predict: tuple[str, str] | None = None,
 ) -> Path:
     """Write `run_dir/README.md`, the run's model card, and return its path.
 
     `config` is the resolved config (sections name, data, model, train); `info` is the data's info dict, of which
     `source`, `task`, `num_classes`, `label_names`, `feature_names` / `num_features` and `split_sizes` (split ->
     count) are used; `metrics` maps a split to its final metrics; `params` counts the model's parameters and
-    `wall_s` is the training time in seconds.
+    `wall_s` is the training time in seconds. `predict` is what `dlforge predict` reads for this model (the task's
+    `predict_input`): an example file name and what it holds; None when the task has no predict.
     """
     run_dir = Path(run_dir)
     header = [
@@ -214,7 +217,7 @@ def write_model_card(
         _metrics_section(metrics),
         _intended_use(config, info),
         _limitations(info, metrics),
-        _how_to_load(run_dir),
+        _how_to_load(run_dir, predict),
     ]
     text = "\n\n".join("\n".join(lines) for lines in sections) + "\n"
     path = run_dir / "README.md"

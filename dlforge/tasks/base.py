@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from dlforge.data.dataset import DataBundle, collate_batch
-from dlforge.data.imagefiles import IMAGE_SUFFIXES
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.eval.metrics import TaskMetrics
 from dlforge.layers.losses import CLASSIFICATION_LOSSES
@@ -76,6 +75,12 @@ class Task:
         """Predictions for the inputs at `input_path` (read as this task's models read inputs), one row each."""
         raise DlforgeError(f"dlforge predict: not available for {self.name} models")
 
+    def predict_input(self, preprocessing: dict[str, Any]) -> tuple[str, str] | None:
+        """What `dlforge predict RUN FILE` reads for a model with this `preprocessing` (its preprocessing.json), as
+        the model card shows it: an example file name, and a sentence on what that file holds and what comes out;
+        None when the task has no predict."""
+        return None
+
     def signature(self, data: DataBundle, model: torch.nn.Module) -> dict[str, Any]:
         """The model's inputs and outputs, as export and serving see them: {"task", "inputs": [...], "outputs":
         [...]}, each a {"name", "dtype", "shape"} with -1 for the batch and for any length that varies."""
@@ -110,28 +115,6 @@ def choose_loss(task: str, user: dict[str, Any], fields: set[str], info: dict[st
     if loss == "bce" and info.get("num_classes") != 2:
         raise ConfigError(f"model.loss: 'bce' needs two classes, the data has {info.get('num_classes')}")
     return {**user, "loss": loss}
-
-
-def feature_inputs(pre: dict[str, Any], path: Path) -> tuple[torch.Tensor, list[str]]:
-    """The model input `x` for new inputs, prepared as the training inputs were (from the model folder's
-    preprocessing.json), and a name for each row: the rows of a CSV/Parquet file (a target column, if any, is not
-    read) or, for an image model, an image file or every image file under a folder (sorted)."""
-    if pre.get("kind") != "image":
-        from dlforge.data.tabular import prepare_inputs
-
-        x, _, lines = prepare_inputs(pre, path, with_target=False)
-        return x, lines
-    from dlforge.data.images import prepare_images
-
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise DlforgeError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise DlforgeError(f"{path}: no such file or folder")
-    return prepare_images(pre, files), [str(f) for f in files]
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

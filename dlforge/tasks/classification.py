@@ -2,7 +2,8 @@
 
 Metrics: accuracy, macro precision/recall/F1, AUROC, top-5 (`dlforge.eval.metrics.ClassificationMetrics`). Report:
 the test confusion matrix (PNG), per-class precision/recall/F1, and for images a grid of misclassified examples.
-Predict: a CSV/Parquet file of feature rows, or image files, to a label and class probabilities per row.
+Predict: a label and class probabilities for each new input, read as the model's training inputs were: rows of a
+CSV/Parquet file, image files, runs of consecutive days, texts (`dlforge.tasks.inputs`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import torch
 from dlforge.eval.metrics import ClassificationMetrics
 from dlforge.layers.losses import to_probabilities
 from dlforge.registry import register_task
-from dlforge.tasks.base import RunReport, Task, choose_loss, feature_inputs
+from dlforge.tasks.base import RunReport, Task, choose_loss
+from dlforge.tasks.inputs import input_usage, predict_logits
 
 
 @register_task("classification")
@@ -58,19 +60,22 @@ class Classification(Task):
         return reports
 
     def predict(self, model: torch.nn.Module, input_path: Path) -> list[dict[str, Any]]:
-        """Label and class probabilities for each row of a CSV/Parquet file, or each image file."""
+        """Label and class probabilities for each input: a row of a table, an image file, a run of days, a text."""
         from dlforge.data.tabular import decode_labels
 
         pre = model.meta["extra"]["preprocessing.json"]
-        x, lines = feature_inputs(pre, input_path)
-        with torch.no_grad():
-            logits = model({"x": x}).logits
-        probs = to_probabilities(logits, model.config.loss)
-        ids = probs.argmax(dim=1).tolist()
-        labels = [pre["label_names"][i] for i in ids] if pre.get("kind") == "image" else decode_labels(pre, ids)
+        logits, keys = predict_logits(model, input_path)
+        probs = to_probabilities(logits, getattr(model.config, "loss", "cross_entropy"))
+        labels = decode_labels(pre, probs.argmax(dim=1))
         names = pre["label_names"]
         rows = []
-        for line, label, p in zip(lines, labels, probs.tolist(), strict=True):
+        for key, label, p in zip(keys, labels, probs.tolist(), strict=True):
             probs_by_name = {f"p({n})": round(v, 6) for n, v in zip(names, p, strict=True)}
-            rows.append({"line": line, "prediction": label, **probs_by_name})
+            rows.append({**key, "prediction": label, **probs_by_name})
         return rows
+
+    def predict_input(self, preprocessing: dict[str, Any]) -> tuple[str, str] | None:
+        usage = input_usage(preprocessing)
+        if usage is None:
+            return None
+        return usage[0], f"{usage[1]}; gives a label and the probability of each class per input"

@@ -13,7 +13,8 @@ import torch
 
 from dlforge.eval.metrics import RegressionMetrics
 from dlforge.registry import register_task
-from dlforge.tasks.base import Task, choose_loss, feature_inputs
+from dlforge.tasks.base import Task, choose_loss
+from dlforge.tasks.inputs import input_usage, predict_logits
 
 
 @register_task("regression")
@@ -38,8 +39,12 @@ class Regression(Task):
         from dlforge.data.tabular import unscale_target
 
         pre = model.meta["extra"]["preprocessing.json"]
-        x, lines = feature_inputs(pre, input_path)
-        with torch.no_grad():
-            logits = model({"x": x}).logits
+        logits, keys = predict_logits(model, input_path)
         values = unscale_target(pre, logits.squeeze(-1))
-        return [{"line": line, "prediction": float(v)} for line, v in zip(lines, list(values), strict=True)]
+        return [{**key, "prediction": float(v)} for key, v in zip(keys, values.tolist(), strict=True)]
+
+    def predict_input(self, preprocessing: dict[str, Any]) -> tuple[str, str] | None:
+        usage = input_usage(preprocessing)
+        if usage is None:
+            return None
+        return usage[0], f"{usage[1]}; gives the predicted {preprocessing.get('target', 'value')} per row"

@@ -2,11 +2,12 @@
 
 Metrics: the teacher-forced target tokens' accuracy and perplexity (`dlforge.eval.metrics.TokenMetrics`), and on the
 validation and test splits BLEU and chrF of beam search and greedy decoding (`dlforge.llm.translate`), with the
-tokenizers of the model folder.
+tokenizers of the model folder. Predict: a file of source sentences to their translations (beam search).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,3 +39,20 @@ class Translation(Task):
         from dlforge.llm.translate import evaluate_translation
 
         return evaluate_translation(model, *translation_tokenizers(model_meta, where="model"), dataset)
+
+    def predict(self, model: torch.nn.Module, input_path: Path) -> list[dict[str, Any]]:
+        """The translation (beam search) of each sentence of a text file (one per line) or a .jsonl file
+        ({"source": ...} or {"text": ...} records)."""
+        from dlforge.data.corpus import read_text_lines
+        from dlforge.data.translation import translation_tokenizers
+        from dlforge.llm.translate import translate
+
+        sentences = read_text_lines(input_path, ("source", "text"))
+        tokenizers = translation_tokenizers(model.meta, where="the model folder")
+        out = translate(model, *tokenizers, [text for _, text in sentences])
+        return [{"line": number, "source": t.source, "translation": t.translation, "finished": t.finished}
+                for (number, _), t in zip(sentences, out, strict=True)]
+
+    def predict_input(self, preprocessing: dict[str, Any]) -> tuple[str, str] | None:
+        return ("sentences.txt", 'source sentences, one per line, or a .jsonl file of {"source": ...} records; gives '
+                                 "the translation of each (beam search; dlforge translate sets the beam)")

@@ -229,11 +229,14 @@ def test_run_folder_plots_checkpoints_and_model(trained):
     assert json.loads((model / "preprocessing.json").read_text())["target"] == "label"
 
 
-def test_model_card_shows_the_test_accuracy(trained):
+def test_model_card_shows_the_test_accuracy_and_what_predict_reads(trained):
     card = (trained.run / "README.md").read_text()
     assert trained.run.name in card
     accuracy = f"{trained.eval['test']['accuracy']:.4f}"
     assert any(line.startswith("| accuracy") and line.rstrip(" |").endswith(accuracy) for line in card.splitlines())
+    assert f"dlforge predict runs/{trained.run.name} input.csv\n" in card  # as trained: runs/ under the cwd
+    assert "`input.csv`: a CSV or Parquet file with the feature columns f0, f1, f2, f3, f4, f5 (a label column may " \
+           "be there; it is not read); gives a label and the probability of each class per input." in card
 
 
 # --- eval ------------------------------------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def test_the_one_class_weight_function_is_sklearns_and_names_a_class_without_tra
 # --- files, encoding, new inputs -------------------------------------------------------------------------------
 
 
-def test_csv_one_hot_categories_come_from_train_and_unseen_is_zeros(tmp_path):
+def test_csv_one_hot_categories_come_from_train_and_an_unseen_one_is_zeros_with_a_warning(tmp_path, capsys):
     path = people_csv(tmp_path)
     bundle = csv_dataset(TabularConfig(name="csv", path=str(path), target="label"))
     names = bundle.info["feature_names"]
@@ -179,18 +179,27 @@ def test_csv_one_hot_categories_come_from_train_and_unseen_is_zeros(tmp_path):
     assert bundle.info["label_names"] == ["no", "yes"] and bundle.info["source"] == str(path)
     one_hot = rows(bundle, "train")[0][:, 2:]
     assert torch.equal(one_hot.sum(1), torch.ones(len(one_hot)))
+    assert capsys.readouterr().err == ""  # every color of the val and test rows is among the training rows'
 
-    new = write(tmp_path, "color,income,age\npurple,50,30\nred,40,20\n", "new.csv")
+    new = write(tmp_path, "color,income,age\nred,50,30\npurple,50,30\nred,40,20\nteal,1,2\n", "new.csv")
     x, y, lines = prepare_inputs(bundle.preprocessing, new)
-    assert y is None and lines == [2, 3] and x.shape == (2, 5)
-    assert x[0, 2:].tolist() == [0, 0, 0] and x[1, 2:].tolist() == [0, 0, 1]
+    assert y is None and lines == [2, 3, 4, 5] and x.shape == (4, 5)
+    assert x[1, 2:].tolist() == [0, 0, 0] and x[2, 2:].tolist() == [0, 0, 1]
+    # as scikit-learn's OneHotEncoder(handle_unknown="ignore") and Ludwig's <UNK>, but said: one line per column
+    assert capsys.readouterr().err == (
+        f"warning: {new}:3: column 'color': 'purple' is not among the categories of training (blue, green, red); "
+        "encoded as unknown (all zeros); 2 rows hold such values\n")
 
 
-def test_categories_are_learned_on_the_train_split_only(tmp_path):
+def test_categories_are_learned_on_the_train_split_only(tmp_path, capsys):
     text = "code,y\n" + "".join(f"c{i},{i % 2}\n" for i in range(40))
     bundle = csv_dataset(TabularConfig(name="csv", path=str(write(tmp_path, text)), target="y"))
     assert len(bundle.info["feature_names"]) == bundle.info["n_train"]
     assert rows(bundle, "val")[0].sum().item() == 0  # every val code is unseen in train
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: ") and warning.count("\n") == 1
+    assert "column 'code': " in warning and "is not among the categories of the training rows (c" in warning
+    assert "encoded as unknown (all zeros); 12 rows hold such values" in warning  # the 6 val and 6 test rows
 
 
 def test_prepare_inputs_reproduces_the_training_tensors(tmp_path):

@@ -207,6 +207,11 @@ def test_sft_run_from_a_base_learns_the_answers_and_chat_stops_at_the_end_of_tur
         assert (reply.completion, reply.stop_reason) == (answer, "eos")
     ev = json.loads((result.run_dir / "eval.json").read_text())
     assert ev["val"]["exact_match"] == 1.0 and ev["answers"]["val"]["by_template"]["t"]["n"] == 4
+    questions = tmp_path / "questions.txt"  # `dlforge predict`: each line asked as a chat message
+    questions.write_text("".join(f"{question}\n" for question, _ in QA))
+    rows = api.predict(result.run_dir, questions)
+    assert [(r["prompt"], r["completion"], r["stop_reason"]) for r in rows] == [(q, a, "eos") for q, a in QA]
+    assert "prompts.txt`: prompts, one per line" in (result.run_dir / "README.md").read_text()
     out = ok_json(run_cli("generate", str(result.run_dir), "--chat", QA[0][0], "--temperature", "0", "--json"))
     assert out["completion"] == QA[0][1] and out["stop_reason"] == "eos"
     assert out["prompt"] == f"Question: {QA[0][0]}\nAnswer:"

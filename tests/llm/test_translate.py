@@ -7,7 +7,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from clitools import run_cli
+from clitools import ok_json, run_cli, run_here
 
 import dlforge
 from dlforge.api import build_data
@@ -144,6 +144,24 @@ def test_cli_translate_and_eval_json(smoke_run):
     for key in ("bleu", "chrf", "bleu_greedy", "loss"):
         assert evaluated[key] == pytest.approx(recorded[key], abs=1e-4)
     assert procs["empty"].returncode == 2 and "give sentences" in procs["empty"].stderr
+
+
+def test_predict_translates_each_sentence_of_a_file(capsys, smoke_run, tmp_path):
+    from dlforge.llm.translate import load_translator
+
+    result, _ = smoke_run
+    verses = ["Jesus wept.", "In the beginning was the Word."]
+    lines = tmp_path / "sentences.txt"
+    lines.write_text(f"{verses[0]}\n\n{verses[1]}\n")
+    rows = ok_json(run_here(capsys, "predict", str(result.run_dir), str(lines), "--json"))
+    expected = translate(*load_translator(result.run_dir), verses)  # beam search, as `dlforge translate`
+    assert [(r["line"], r["source"], r["translation"]) for r in rows] == [
+        (1, verses[0], expected[0].translation), (3, verses[1], expected[1].translation)]
+    records = tmp_path / "sentences.jsonl"
+    records.write_text("".join(json.dumps({"source": v}) + "\n" for v in verses))
+    assert [r["translation"] for r in dlforge.predict(result.run_dir, records)] == [r["translation"] for r in rows]
+    card = (result.run_dir / "README.md").read_text()
+    assert f"dlforge predict {result.run_dir.as_posix()} sentences.txt\n" in card
 
 
 def test_length_grouped_batches_of_the_bible_are_less_padded(bible):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from clitools import run_cli
+from clitools import ok_json, run_cli, run_here
 
 from dlforge import api
 from dlforge.artifacts import load_model, save_model
@@ -189,6 +189,56 @@ def test_genre_comparison_refuses_runs_on_other_passages(mlm_run, genre_run):
         genre_comparison([str(other.run_dir)], runs_dir=other.run_dir.parent)
     with pytest.raises(DlforgeError, match="ran with data.limit=48, on part of the passages only"):
         genre_comparison([str(genre_run.run_dir)], runs_dir=genre_run.run_dir.parent)
+
+
+PASSAGES = ["To be, or not to be, that is the question", "My lord, the king your father is dead",
+            " ".join(["Now is the winter of our discontent made glorious summer by this sun of York"] * 3)]
+
+
+def test_a_genre_run_predicts_the_genre_of_each_text_of_a_file(capsys, genre_run, tmp_path):
+    from dlforge.data.masked_lm import frame
+    from dlforge.text.tokenizer import model_tokenizer
+
+    texts = tmp_path / "passages.txt"
+    texts.write_text(f"{PASSAGES[0]}\n\n{PASSAGES[1]}\n{PASSAGES[2]}\n")  # a blank line: no text there
+    proc = run_here(capsys, "predict", str(genre_run.run_dir), str(texts), "--json")
+    rows = ok_json(proc)
+    assert "1 of 3 texts are longer than the 24 tokens the model reads" in proc.stderr  # and cut, as in training
+    model = api.load(genre_run.run_dir)
+    tokenizer = model_tokenizer(model.meta, "test")
+    with torch.no_grad():
+        expected = model(frame(tokenizer.encode_batch(PASSAGES), tokenizer, 24)).logits.softmax(-1)
+    assert [r["line"] for r in rows] == [1, 3, 4]
+    got = torch.tensor([[r[f"p({genre})"] for genre in ("comedy", "history", "tragedy")] for r in rows])
+    torch.testing.assert_close(got, expected, atol=2e-6, rtol=0)
+    records = tmp_path / "passages.jsonl"
+    records.write_text("".join(json.dumps({"text": t}) + "\n" for t in PASSAGES))
+    assert [r["prediction"] for r in api.predict(genre_run.run_dir, records)] == [r["prediction"] for r in rows]
+    card = (genre_run.run_dir / "README.md").read_text()
+    assert f"dlforge predict {genre_run.run_dir.as_posix()} texts.txt\n" in card and "one text per line" in card
+
+
+def test_a_masked_lm_run_fills_in_the_masks_of_each_text(mlm_run, tmp_path):
+    from dlforge.text.tokenizer import model_tokenizer
+
+    texts = tmp_path / "masked.txt"
+    texts.write_text("the king is [MASK]\n[MASK] lord, [MASK] is the question\n")
+    rows = api.predict(mlm_run.run_dir, texts)
+    model = api.load(mlm_run.run_dir)
+    tokenizer = model_tokenizer(model.meta, "test")
+    ids = torch.tensor([[tokenizer.cls_id, *tokenizer.encode("the king is [MASK]"), tokenizer.sep_id]])
+    with torch.no_grad():
+        best = model({"input_ids": ids, "attention_mask": torch.ones_like(ids)}).logits[0, -2].argmax().item()
+    assert [(r["line"], r["text"]) for r in rows] == [(1, "the king is [MASK]"), (2, "[MASK] lord, [MASK] is the "
+                                                                                      "question")]
+    assert rows[0]["candidates"].startswith(f"{tokenizer.id_to_token(best)} ") and "[MASK]" not in rows[0]["prediction"]
+    assert len(rows[1]["candidates"].split(" | ")) == 2 and len(rows[1]["candidates"].split(", ")) == 2 * 3 - 1
+    unmasked = tmp_path / "unmasked.jsonl"
+    unmasked.write_text(json.dumps({"text": "the king is [MASK]"}) + "\n" + json.dumps({"text": "the king"}) + "\n")
+    with pytest.raises(DlforgeError, match=rf"^{unmasked}:2: no \[MASK\] among the tokens the model reads"):
+        api.predict(mlm_run.run_dir, unmasked)
+    card = (mlm_run.run_dir / "README.md").read_text()
+    assert f"dlforge predict {mlm_run.run_dir.as_posix()} masked.txt\n" in card
 
 
 def test_tfidf_baseline_picks_c_on_validation_and_reports_macro_f1():

@@ -431,8 +431,9 @@ def test_model_card_has_the_sections_and_the_metrics(tmp_path):
     metrics = {"val": {"val/loss": 0.1234, "val/accuracy": 0.9333}, "test": {"loss": 0.2, "accuracy": 0.8667}}
     run_dir = tmp_path / "runs" / f"iris-mlp-{STAMP}"
     run_dir.mkdir(parents=True)
+    usage = ("input.csv", "a CSV file of the four measurements")
     path = write_model_card(
-        run_dir, name="iris-mlp", config=config, info=info, metrics=metrics, params=4_867, wall_s=83.2
+        run_dir, name="iris-mlp", config=config, info=info, metrics=metrics, params=4_867, wall_s=83.2, predict=usage
     )
     assert path == run_dir / "README.md"
     text = path.read_text()
@@ -449,4 +450,9 @@ def test_model_card_has_the_sections_and_the_metrics(tmp_path):
     assert "- Wall clock: 1 min 23 s" in text
     assert "fairness" in text
     assert f'dlforge.load("{run_dir.as_posix()}/model")' in text
-    assert f"dlforge predict {run_dir.as_posix()} input.csv" in text
+    assert f"dlforge predict {run_dir.as_posix()} input.csv\n" in text
+    assert "`input.csv`: a CSV file of the four measurements.\n" in text
+    no_predict = write_model_card(run_dir, name="iris-mlp", config=config, info=info, metrics=metrics, params=1,
+                                  wall_s=1.0).read_text()  # a task without predict (a plug-in's, say)
+    assert "`dlforge predict` does not read new inputs for this kind of model." in no_predict
+    assert "```bash" not in no_predict

@@ -22,7 +22,7 @@ from dlforge.registry import create_model
 from dlforge.train import transfer
 from dlforge.train.optim import build_optimizer, build_schedule
 from dlforge.train.trainer import Trainer
-from tests.clitools import run_cli
+from tests.clitools import run_here
 
 
 def small_cnn(num_classes: int = 5, seed: int = 0, **kw) -> torch.nn.Module:
@@ -226,7 +226,7 @@ def test_image_run_writes_per_class_report_confusion_and_misclassified_grid(digi
         assert (src.run_dir / "plots" / name).read_bytes().startswith(b"\x89PNG")
 
 
-def test_predict_on_image_files_through_the_cli(digits_runs, tmp_path):
+def test_predict_on_image_files_through_the_cli(capsys, digits_runs, tmp_path):
     from PIL import Image
     from sklearn.datasets import load_digits
 
@@ -237,7 +237,7 @@ def test_predict_on_image_files_through_the_cli(digits_runs, tmp_path):
     picks = [i for i in range(60) if digits.target[i] < 5][:6]
     for i in picks:
         Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(folder / f"{i:03d}.png")
-    proc = run_cli("predict", str(src.run_dir), str(folder), "--json")
+    proc = run_here(capsys, "predict", str(src.run_dir), str(folder), "--json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     rows = rows["predictions"] if isinstance(rows, dict) else rows
@@ -246,5 +246,13 @@ def test_predict_on_image_files_through_the_cli(digits_runs, tmp_path):
         probs = [v for k, v in r.items() if k.startswith("p(")]
         assert len(probs) == 5 and sum(probs) == pytest.approx(1.0, abs=1e-4)
         assert r["prediction"] in {"0", "1", "2", "3", "4"}
-    missing = run_cli("predict", str(src.run_dir), str(tmp_path / "nope.png"))
+    missing = run_here(capsys, "predict", str(src.run_dir), str(tmp_path / "nope.png"))
     assert missing.returncode == 2 and "nope.png: no such file or folder" in missing.stderr
+
+    # the table: the label, then the likeliest classes best first, readable in 80 columns (--json keeps them all)
+    shown = run_here(capsys, "predict", str(src.run_dir), str(folder), "--top-k", "2").stdout
+    assert max(len(line) for line in shown.splitlines()) <= 80
+    header = next(line for line in shown.splitlines() if "top 1" in line)
+    assert "prediction" in header and "top 2" in header and "top 3" not in header and "p(" not in shown
+    best = max((v, k[2:-1]) for k, v in rows[0].items() if k.startswith("p("))
+    assert f"{best[1]} {best[0]:.4f}" in shown
