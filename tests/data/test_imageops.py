@@ -197,8 +197,15 @@ def test_parse_op_reads_names_and_yaml_values():
     assert parse_op("threshold:value=otsu,mode=binary_inv") == {"op": "threshold", "value": "otsu",
                                                                "mode": "binary_inv"}
     assert parse_op("canny:l2_gradient=true")["l2_gradient"] is True
+    # a first value without a key is the op's first parameter, as `dlforge image ops --help` lists them (issue 13,
+    # defect 19): threshold:otsu
+    assert parse_op("threshold:otsu") == {"op": "threshold", "value": "otsu"}
+    assert parse_op("resize:[32,48],interpolation=cubic") == {"op": "resize", "size": [32, 48],
+                                                             "interpolation": "cubic"}
     with pytest.raises(ConfigError, match="key=value"):
-        parse_op("canny:low")
+        parse_op("canny:50,150")  # only the first value goes without its key
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_op("grayscale:1")  # an op without parameters
 
 
 # --- files and the CLI -----------------------------------------------------------------------------------------
