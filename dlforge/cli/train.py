@@ -88,7 +88,7 @@ def predict_cmd(
     """Predict labels and probabilities (or values) for new rows."""
     from dlforge.paths import existing, output_file
 
-    existing(input_path, "the inputs to predict: a CSV or Parquet file of rows, or image files")
+    existing(input_path, "a file or folder of inputs to predict")
     if out is not None:
         output_file(out, "the CSV file to write the predictions to (--out)")
     from dlforge.api import predict
