@@ -256,3 +256,14 @@ def test_cli_ops_errors_name_the_missing_file_or_the_bad_op(tmp_path):
     result = CliRunner().invoke(app, ["ops", str(src), str(tmp_path / "out.png"), "--op", "blur"])
     assert isinstance(result.exception, ConfigError) and "'blur'" in str(result.exception)
     assert not (tmp_path / "out.png").exists()
+
+
+def test_cli_ops_takes_threshold_otsu_as_its_help_lists_it(tmp_path):
+    """`--op threshold:otsu` failed though `dlforge image ops --help` listed it (issue 13, defect 19)."""
+    src = write_image(tmp_path / "in.png", scene())
+    result = CliRunner().invoke(app, ["ops", str(src), str(tmp_path / "out.png"), "--op", "grayscale", "--op",
+                                      "threshold:otsu"])
+    assert result.exit_code == 0, result.output
+    expected = apply_ops(scene(), [{"op": "grayscale"}, {"op": "threshold", "value": "otsu"}])
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED), expected)
+    assert "threshold:otsu" in " ".join(CliRunner().invoke(app, ["ops", "--help"]).output.split())
