@@ -14,10 +14,10 @@ app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": [
 @app.command("list")
 def list_cmd(runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"), as_json: bool = typer.Option(False, "--json")):
     """Runs recorded in the run registry, newest first."""
-    from dlforge.paths import existing_dir
+    from dlforge.paths import existing_dir, exists
     from dlforge.runs.history import list_runs
 
-    if runs_dir.exists():  # none yet is an empty list; a file is a mistake
+    if exists(runs_dir):  # none yet is an empty list; a file is a mistake
         existing_dir(runs_dir, "the folder of runs (--runs-dir)")
 
     rows = list_runs(runs_dir)
