@@ -26,6 +26,7 @@ from dlforge.config import Config, dump_config, load_config
 from dlforge.data.dataset import DataBundle
 from dlforge.errors import ConfigError, DlforgeError, warn
 from dlforge.eval.evaluate import evaluate_model
+from dlforge.paths import output_file, output_folder
 from dlforge.registry import create_model, create_task, dataset_entry
 from dlforge.runs.history import compare_runs, list_runs, show_run  # noqa: F401  (the public API)
 from dlforge.runs.registry import RunRegistry, git_revision
@@ -98,6 +99,8 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
           resume: str | Path | None = None) -> RunResult:
     """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name)."""
     start = time.perf_counter()
+    if run_dir is not None:
+        output_folder(run_dir, "the run folder (run_dir)")
     if resume is not None:
         run_path = resolve_run(str(resume), _runs_dir(config), finished=False)  # latest: finished or not
         cfg = load_config(run_path / "config.yaml", overrides)
@@ -182,7 +185,9 @@ def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, tok
         try:
             source, source_tokenizer = _transfer_source(tcfg.init_from, runs_dir)
         except DlforgeError as exc:
-            raise ConfigError(f"train.transfer.init_from: {exc}") from None
+            from dlforge.text.minilm import minilm_hint
+
+            raise ConfigError(f"train.transfer.init_from: {exc}{minilm_hint(tcfg.init_from)}") from None
         if tokenizer is not None and source_tokenizer is not None:
             from dlforge.text.tokenizer import check_tokenizer
 
@@ -359,6 +364,8 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path | None = No
     """Predictions of a run's model for new inputs, read as its task reads them: one row each, e.g. a label and class
     probabilities for rows of a CSV file, image files or texts, a forecast's steps after a file of recent values,
     the continuation of each prompt, the translation of each sentence (the model card names the file it reads)."""
+    if out is not None:  # before any work
+        output_file(out, "the CSV file to write the predictions to (out)")
     model = load(run)
     extra = model.meta["extra"]
     task_name = (extra.get("data_info.json") or {}).get("task") or extra["preprocessing.json"].get("task")
@@ -372,8 +379,6 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     import csv
     import io
 
-    if not path.parent.is_dir():
-        raise DlforgeError(f"--out {path}: folder {path.parent} does not exist")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["line", "prediction"])
     writer.writeheader()

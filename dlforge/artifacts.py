@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dlforge.aliases import model_keys
-from dlforge.errors import CheckpointError, DataError, DlforgeError
+from dlforge.errors import CheckpointError, DlforgeError
 from dlforge.registry import config_fields, create_model, model_entry
 from dlforge.runs.rundir import model_dir
 
@@ -42,19 +42,6 @@ _RESERVED = frozenset({"manifest.json", "config.json", "model.safetensors"})  # 
 
 
 # --- atomic folders with a manifest ----------------------------------------------------------------------------------
-
-
-def refuse_existing(out: str | Path, overwrite: bool) -> Path:
-    """The one rule for every command that writes an output: an existing `out` (a folder, or a file where a folder
-    would go) is replaced only with `--overwrite`. Checked before any work, so nothing is lost and nothing is
-    half-done."""
-    out = Path(out)
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        kind = "folder" if out.is_dir() else "file"
-        raise DataError(f"{out}: already exists; pass --overwrite to replace it (it is a {kind})")
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: is a file; the output is a folder: give another path")
-    return out
 
 
 def write_folder(directory: Path, fmt: str, fill: Callable[[Path], None]) -> Path:

@@ -22,11 +22,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dlforge import aliases
-from dlforge.errors import ConfigError
+from dlforge.errors import ConfigError, clip, clip_repr
 from dlforge.errors import validation_to_config_error as _to_config_error
+from dlforge.paths import RUN_NAME_MAX, existing_file, exists, fitting_name
 
 # The folder of YAML presets, both inside the package (package data) and in the working directory, where it adds
 # presets or replaces built-in ones of the same name.
@@ -163,20 +173,30 @@ class Config(Section):
     model: dict[str, Any]
     train: TrainConfig
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        return fitting_name(v, "name", RUN_NAME_MAX)
+
     @field_validator("data")
     @classmethod
-    def _check_data(cls, v: dict[str, Any]) -> dict[str, Any]:
+    def _check_data(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         from dlforge.registry import dataset_entry
 
-        entry = dataset_entry(_section_name(v, "data", "datasets"))  # an old name finds its entry (with a warning)
+        name = _section_name(v, "data", "datasets")
+        if info.context == OUTLINE:
+            return v
+        entry = dataset_entry(name)  # an old name finds its entry (with a warning)
         return _validate_section(entry.config_cls, {**v, "name": entry.name}, "data")  # the current name
 
     @field_validator("model")
     @classmethod
-    def _check_model(cls, v: dict[str, Any]) -> dict[str, Any]:
+    def _check_model(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         from dlforge.registry import model_entry
 
         name = _section_name(v, "model", "models")
+        if info.context == OUTLINE:
+            return v
         config_cls = model_entry(name).config_cls
         rest = aliases.model_keys({k: w for k, w in v.items() if k != "name"}, _field_names(config_cls))
         # types and ranges of the keys given; data-derived fields (in_features...) are filled in at build time
@@ -198,6 +218,9 @@ class Config(Section):
         resolved["model"] = {"name": self.model["name"], **TypeAdapter(cls).dump_python(cls(**given), mode="json")}
         blob = json.dumps(resolved, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+OUTLINE = "outline"  # validation context: every key but those of the data and model sections, which need the zoo
 
 
 def _section_name(values: dict[str, Any], section: str, listing: str) -> str:
@@ -273,25 +296,32 @@ def list_presets() -> dict[str, Traversable]:
 
 
 def resolve_preset(name_or_path: str) -> Traversable:
-    """A YAML file given by path (`.yaml`/`.yml`, or any existing file), else the preset of that name."""
+    """A YAML file given by path (`.yaml`/`.yml`, or any existing file or folder), else the preset of that name."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise ConfigError(f"{name_or_path}: config file not found")
-        return p
+    if p.suffix in (".yaml", ".yml") or exists(p):
+        return existing_file(p, "a YAML config file (or a preset name: see `dlforge presets`)", ConfigError)
     presets = list_presets()
     if name_or_path not in presets and name_or_path in aliases.PRESETS:
         name_or_path = aliases.preset_name(name_or_path)
     if name_or_path not in presets:
         close = difflib.get_close_matches(name_or_path, list(presets), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else "; see `dlforge presets`"
-        raise ConfigError(f"{name_or_path}: no such preset or YAML file{hint}")
+        raise ConfigError(f"{clip(name_or_path)}: no such preset or YAML file{hint}")
     return presets[name_or_path]
+
+
+YAML_MAX_BYTES = 1 << 20  # a config file; a larger one is refused unread
+YAML_MAX_VALUES = 100_000  # values once aliases are expanded: a few lines of aliases can stand for billions
+YAML_MAX_DEPTH = 50  # levels of nesting, aliases expanded
 
 
 def read_yaml(path: Path | Traversable) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            data = f.read(YAML_MAX_BYTES + 1)
+        if len(data) > YAML_MAX_BYTES:
+            raise ConfigError(f"{path}: larger than {YAML_MAX_BYTES >> 20} MiB; a config file is a few kilobytes")
+        data = load_yaml(data.decode("utf-8"), str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -304,14 +334,65 @@ def read_yaml(path: Path | Traversable) -> dict[str, Any]:
     return data
 
 
+def load_yaml(text: str, where: str) -> Any:
+    """YAML text as Python values, like `yaml.safe_load`, refusing (one ConfigError naming `where`) what would blow
+    up once read: more than YAML_MAX_VALUES values with aliases expanded (the "billion laughs"), nesting deeper than
+    YAML_MAX_DEPTH, an alias inside its own anchor. A syntax error is a yaml.YAMLError, as from `yaml.safe_load`."""
+    loader = _BoundedLoader(text, where)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    def __init__(self, text: str, where: str):
+        super().__init__(text)
+        self.where, self.depth = where, 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1  # the composer recurses once per level: stop it before Python's recursion limit does
+        try:
+            if self.depth > YAML_MAX_DEPTH:
+                self._refuse(f"nested deeper than {YAML_MAX_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        if self._expanded(node, {}, set(), 1) > YAML_MAX_VALUES:
+            self._refuse(f"more than {YAML_MAX_VALUES} values once its aliases are expanded", node.start_mark)
+        return node
+
+    def _expanded(self, node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], depth: int) -> int:
+        """How many values `node` stands for, aliases expanded; each distinct node is counted once (`sizes`)."""
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            self._refuse("an alias refers to the value that holds it", node.start_mark)
+        if depth > YAML_MAX_DEPTH:
+            self._refuse(f"nested deeper than {YAML_MAX_DEPTH} levels once its aliases are expanded", node.start_mark)
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        open_nodes.add(id(node))
+        sizes[id(node)] = 1 + sum(self._expanded(c, sizes, open_nodes, depth + 1) for c in children)
+        open_nodes.discard(id(node))
+        return sizes[id(node)]
+
+    def _refuse(self, problem: str, mark: yaml.Mark) -> None:
+        raise ConfigError(f"{self.where}:{mark.line + 1}: {problem}; refused")
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `key.sub=value` overrides (values parsed as YAML) to a nested dict, in place."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-3")
+            raise ConfigError(f"override {clip_repr(item)}: expected key=value, e.g. train.lr=3e-3")
         key, _, text = item.partition("=")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = load_yaml(text, f"override {clip_repr(item)}") if text.strip() else ""
         except yaml.YAMLError:
             value = text
         if isinstance(value, str):
@@ -342,8 +423,9 @@ def load_config(preset: str | Path | dict[str, Any], overrides: list[str] | None
         path = resolve_preset(str(preset))
         raw, source = read_yaml(path), Path(path.name).stem
     raw.setdefault("name", source)
+    check_outline(apply_overrides(copy.deepcopy(raw), overrides or []))  # before the zoo: see check_outline
     apply_overrides(raw, _new_model_keys(raw, overrides or []))
-    return validate_config(raw)
+    return _validate(raw)
 
 
 def _new_model_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
@@ -372,8 +454,20 @@ def _new_model_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
 
 
 def validate_config(raw: dict[str, Any]) -> Config:
+    check_outline(raw)
+    return _validate(raw)
+
+
+def check_outline(raw: dict[str, Any]) -> None:
+    """Validate every key that needs no model or dataset: the top level, the train section, the sections' names.
+    Checked first, because the data and model sections import the zoo (and torch): a mistake elsewhere is told
+    before that, in a fraction of a second."""
+    _validate(raw, context=OUTLINE)
+
+
+def _validate(raw: dict[str, Any], context: str | None = None) -> Config:
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(raw, context=context)
     except ValidationError as exc:  # a ConfigError from a section validator is not wrapped: it passes through
         raise validation_to_config_error(exc, prefix="") from None
 

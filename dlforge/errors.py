@@ -8,9 +8,13 @@ the file and line, the config key or the field that is wrong, and what was expec
 from __future__ import annotations
 
 import difflib
+import reprlib
 import sys
+from typing import Any
 
 from pydantic import ValidationError
+
+ECHO_LIMIT = 200  # characters of a person's input that an error message repeats; the rest becomes "..."
 
 
 class DlforgeError(Exception):
@@ -41,6 +45,21 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text` as an error message repeats it: at most `limit` characters, the cut marked with "..."."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, ECHO_LIMIT, ECHO_LIMIT
+
+
+def clip_repr(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """`repr(value)` for an error message, cut to `limit` characters: built by `reprlib`, which stops after a few
+    items and levels, so a huge or deeply nested value costs no more than a short one."""
+    return clip(_REPR.repr(value), limit)
+
+
 # --- config errors, worded for people (shared by the config schema, the registry and every config class) ---
 
 
@@ -52,13 +71,13 @@ def validation_to_config_error(exc: Exception, prefix: str, fields: list[str] | 
         msg = str(exc)
         if "unexpected keyword argument" in msg:
             bad = msg.split("'")[-2]
-            return ConfigError(f"{prefix}.{bad}: unknown key{_suggest(bad, fields or [])}")
+            return ConfigError(f"{prefix}.{clip(bad)}: unknown key{_suggest(bad, fields or [])}")
         return None
     if not isinstance(exc, ValidationError):
         return None
     e = exc.errors()[0]
     loc = _clean_loc(e["loc"])
-    key = ".".join([prefix, *loc]) if prefix else ".".join(loc)
+    key = clip(".".join([prefix, *loc]) if prefix else ".".join(loc))
     if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         candidates = [f"{prefix}.{f}" if prefix else f for f in (fields or [])]
         return ConfigError(f"{key}: unknown key{_suggest(key, candidates)}")
@@ -69,7 +88,7 @@ def validation_to_config_error(exc: Exception, prefix: str, fields: list[str] | 
     same = [x for x in exc.errors() if _clean_loc(x["loc"]) == _clean_loc(e["loc"])]
     if len(same) > 1:  # a union (int | 'full', say): name every form it accepts
         msg = "expected " + " or ".join(dict.fromkeys(_expected(x) for x in same))
-    got_txt = f", got {got!r}" if not isinstance(got, dict) else ""
+    got_txt = f", got {clip_repr(got)}" if not isinstance(got, dict) else ""
     return ConfigError(f"{key}: {msg}{got_txt}")
 
 

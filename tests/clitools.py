@@ -49,6 +49,43 @@ def run_all(commands: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.C
         return {key: future.result() for key, future in futures.items()}
 
 
+# What a command that fails on its arguments must not have imported yet: the heavy libraries (seconds to load)
+HEAVY_MODULES = frozenset({"torch", "torchmetrics", "scipy", "sklearn", "transformers", "matplotlib", "cv2", "pandas"})
+
+_ONE_PROCESS = """
+import contextlib, io, json, sys
+from dlforge.cli.main import main
+
+startup = sorted({name.split(".")[0] for name in sys.modules})
+results = {}
+for key, args in json.load(sys.stdin).items():
+    out, err, before = io.StringIO(), io.StringIO(), set(sys.modules)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    loaded = sorted({name.split(".")[0] for name in set(sys.modules) - before})
+    results[key] = {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(), "loaded": loaded}
+sys.__stdout__.write(json.dumps({"startup": startup, "results": results}))
+"""
+
+
+def run_in_one_process(commands: dict[str, list[str]], cwd: Path, timeout: float = 300
+                       ) -> tuple[dict[str, tuple[subprocess.CompletedProcess, list[str]]], list[str]]:
+    """Run `dlforge` commands one after the other in one fresh Python process, through the CLI's `main` (one
+    interpreter start for them all: cheap when they fail early). Returns key -> (the command as a finished process,
+    for `one_line_error`; the top-level modules it imported), and the modules imported with the CLI itself."""
+    proc = subprocess.run([sys.executable, "-c", _ONE_PROCESS], input=json.dumps(commands), cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"the commands' process failed:\n{proc.stderr}"
+    report = json.loads(proc.stdout)
+    results = {key: (subprocess.CompletedProcess(["dlforge", *commands[key]], r["code"], r["stdout"], r["stderr"]),
+                     r["loaded"]) for key, r in report["results"].items()}
+    return results, report["startup"]
+
+
 def ok_json(proc: subprocess.CompletedProcess):
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return json.loads(proc.stdout)

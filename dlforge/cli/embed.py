@@ -23,6 +23,10 @@ def embed_cmd(
     as_json: bool = typer.Option(False, "--json", help="print a summary as JSON"),
 ) -> None:
     """Embed texts: `dlforge embed minilm --input questions.txt --out questions.npy` (mean pooled, normalized)."""
+    from dlforge.paths import existing_file, output_file
+
+    existing_file(input_path, "a .txt or .jsonl file of texts (--input)")
+    output_file(out, "the file to write the embeddings to (--out)", suffixes=(".npy", ".jsonl"))
     from dlforge.llm.embed import embed_file
 
     summary = embed_file(model, input_path, out, text_field=text_field, batch_size=batch_size)

@@ -45,6 +45,10 @@ def merge_lora_cmd(
 ) -> None:
     """Merge a LoRA adapter into its base model (W + alpha/r B A): a plain model folder that generates, evaluates
     and exports like any other. An adapter trained over another base is refused."""
+    from dlforge.paths import existing_dir, refuse_existing
+
+    existing_dir(adapter, "a LoRA adapter folder (adapter_config.json, adapter_model.safetensors)")
+    refuse_existing(out, overwrite)
     from dlforge.llm.lora import merge_adapter, read_adapter
 
     config = read_adapter(adapter)[0]

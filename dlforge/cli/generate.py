@@ -37,16 +37,17 @@ def generate_cmd(
     stderr what ended it (max_new_tokens, stop or eos). `--chat "Who speaks first in Hamlet?"` asks an
     instruction-tuned model."""
     from dlforge.errors import DlforgeError
+
+    if chat and prompt:
+        raise DlforgeError("--chat and --prompt: give one (--chat renders the message with the chat template)")
+    if system is not None and not chat:
+        raise DlforgeError("--system: only with --chat")
     from dlforge.llm.generate import GenerationConfig, generate_batch, generate_stream, load_language_model
     from dlforge.text.chat import as_messages, render_chat
 
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None,
                               top_p=top_p, repetition_penalty=repetition_penalty, stop=tuple(stop or ()), seed=seed,
                               on_long_prompt=on_long_prompt)
-    if chat and prompt:
-        raise DlforgeError("--chat and --prompt: give one (--chat renders the message with the chat template)")
-    if system is not None and not chat:
-        raise DlforgeError("--system: only with --chat")
     model, tokenizer = load_language_model(run)
     if chat:
         prompts = [render_chat(tokenizer, as_messages(m, system), add_generation_prompt=True) for m in chat]

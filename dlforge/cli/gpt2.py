@@ -22,6 +22,10 @@ def import_cmd(
     as_json: bool = typer.Option(False, "--json", help="print {model_dir, parameters} as JSON"),
 ) -> None:
     """Convert GPT-2 weights into a dlforge model folder (dlforge.load, dlforge generate read it)."""
+    from dlforge.paths import existing_dir, refuse_existing
+
+    existing_dir(folder, "a transformers GPT-2 folder (config.json, model.safetensors)")
+    refuse_existing(out, overwrite)
     from dlforge.llm.gpt2 import import_gpt2, load_gpt2
 
     path = import_gpt2(folder, out, overwrite)
@@ -39,6 +43,9 @@ def export_cmd(
     as_json: bool = typer.Option(False, "--json", help="print {folder} as JSON"),
 ) -> None:
     """Write a GPT (learned positions, LayerNorm, GELU MLP, biases) as a transformers GPT-2 folder."""
+    from dlforge.paths import refuse_existing
+
+    refuse_existing(out, overwrite)
     from dlforge.llm.gpt2 import export_gpt2
 
     path = export_gpt2(run, out, overwrite)

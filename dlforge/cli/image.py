@@ -20,19 +20,24 @@ def image() -> None:
 def ops_cmd(
     input_path: Path = typer.Argument(..., help="image file to read (.png, .jpg, .bmp, ...)"),
     output_path: Path = typer.Argument(..., help="image file to write; the extension picks the format"),
-    op: list[str] = typer.Option(None, "--op", help="name or name:key=value,key=value; repeat, applied in order"),
+    op: list[str] = typer.Option(None, "--op", help="name, name:key=value,key=value, or name:VALUE for the op's "
+                                                     "first parameter (threshold:otsu); repeat, applied in order"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Apply image ops in order: `dlforge image ops in.png out.png --op grayscale --op canny:low=50,high=150`.
 
-    Ops: grayscale, resize (size, interpolation), gaussian_blur (ksize, sigma), canny (low, high, aperture,
-    l2_gradient), threshold (value or otsu, mode binary|binary_inv, max_value), equalize.
+    Ops and their parameters, the first one's name optional (`threshold:otsu`, `resize:64`): grayscale, resize
+    (size, interpolation), gaussian_blur (ksize, sigma), canny (low, high, aperture, l2_gradient), threshold (value:
+    a number or otsu, mode: binary or binary_inv, max_value), equalize.
     """
-    from dlforge.data.imageops import apply_ops, parse_op, read_image, write_image
+    from dlforge.data.imageops import parse_op, read_image, run_ops, validate_ops, write_image
+    from dlforge.paths import output_file
 
+    output_file(output_path, "an image file to write")  # checked, as the ops are, before OpenCV loads
     ops = [parse_op(text) for text in op or []]
+    checked = validate_ops(ops, where="--op")
     img = read_image(input_path)
-    out = apply_ops(img, ops, where="--op")
+    out = run_ops(img, checked)
     write_image(output_path, out)
     summary = {"input": str(input_path), "output": str(output_path), "input_shape": list(img.shape),
                "output_shape": list(out.shape), "ops": ops}

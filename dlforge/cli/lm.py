@@ -28,6 +28,11 @@ def prepare_cmd(
     as_json: bool = typer.Option(False, "--json", help="print meta.json and timings as JSON"),
 ) -> None:
     """Tokenize a corpus into train.bin / val.bin / test.bin (uint16 or uint32) with meta.json and the tokenizer."""
+    from dlforge.paths import refuse_existing
+    from dlforge.text.tokenizer import tokenizer_spec
+
+    refuse_existing(out, overwrite)
+    tokenizer_spec(tokenizer)  # a wrong spec is told before torch loads
     from dlforge.llm.prepare import prepare_shards
 
     meta = prepare_shards(corpus, tokenizer, out, overwrite, text_field, val_fraction, test_fraction)

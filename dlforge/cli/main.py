@@ -1,18 +1,21 @@
 """`dlforge` entry point: the typer app, and the error policy.
 
 A `DlforgeError` (bad config key, broken CSV, damaged checkpoint...) prints one line and exits with code 2; the
-traceback is shown only with `--debug`.
+traceback is shown only with `--debug`. The scripts in scripts/ follow the same policy through `run_script`.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 import typer
 
 from dlforge.cli import embed, finetune, generate, gpt2, image, info, lm, rag, runs, tokenizer, train, translate
-from dlforge.errors import DlforgeError
+from dlforge.errors import DlforgeError, clip
 
+LINE_LIMIT = 1000  # characters of an error line; what a message repeats of its input is cut shorter where it is made
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # -h as well, for the app and every subcommand
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings=HELP_OPTIONS)  # the app's help is `_top`'s docstring
@@ -57,13 +60,36 @@ def main(argv: list[str] | None = None) -> None:
     except DlforgeError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        fail(exc)
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
         if debug:
             raise
-        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"error: {_one_line(f'{type(exc).__name__}: {exc}')} (run with --debug for the traceback)",
+              file=sys.stderr)
         sys.exit(1)
+
+
+def fail(exc: DlforgeError) -> NoReturn:
+    """The error policy for a person's mistake: `error: MESSAGE` on stderr, one line, and the error's exit code."""
+    print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+    sys.exit(exc.exit_code)
+
+
+def run_script(script_main: Callable[[], None]) -> None:
+    """Run a script's `main()` (scripts/) under the CLI's error policy: a `DlforgeError` is one line and exit code 2,
+    the traceback only with `--debug` among the arguments."""
+    debug = "--debug" in sys.argv
+    sys.argv = [a for a in sys.argv if a != "--debug"]
+    try:
+        script_main()
+    except DlforgeError as exc:
+        if debug:
+            raise
+        fail(exc)
+
+
+def _one_line(text: str) -> str:
+    return clip(" ".join(text.splitlines()), LINE_LIMIT)

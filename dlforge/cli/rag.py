@@ -33,6 +33,10 @@ def index_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Index a folder, incrementally: new and changed files are read, deleted ones removed, the rest skipped."""
+    from dlforge.paths import existing_dir, output_file
+
+    existing_dir(folder, "a folder of documents to index")
+    output_file(db, "the index file (--db)", parents=True)
     from dlforge.rag.ingest import index_folder
 
     r = index_folder(folder, db, model=model, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
@@ -112,6 +116,9 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Retrieval quality: recall@1/5/10, MRR, nDCG@10 and query latency p50/p95 per retrieval mode."""
+    from dlforge.paths import existing_file
+
+    existing_file(questions, "a JSONL file of questions")
     from dlforge.rag.evaluate import evaluate, parse_modes
 
     report = evaluate(questions, db, modes=parse_modes(mode), k=k, model=model, filters=_filters(path, types),

@@ -14,7 +14,11 @@ app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": [
 @app.command("list")
 def list_cmd(runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"), as_json: bool = typer.Option(False, "--json")):
     """Runs recorded in the run registry, newest first."""
+    from dlforge.paths import existing_dir, exists
     from dlforge.runs.history import list_runs
+
+    if exists(runs_dir):  # none yet is an empty list; a file is a mistake
+        existing_dir(runs_dir, "the folder of runs (--runs-dir)")
 
     rows = list_runs(runs_dir)
     if as_json:
@@ -46,7 +50,11 @@ def compare_cmd(runs: list[str] = typer.Argument(..., help="two or more runs"),
                 out: Path = typer.Option(None, "--out", help="PNG of the overlaid curves"),
                 as_json: bool = typer.Option(False, "--json")):
     """A table of final metrics side by side, and one PNG with the curves overlaid."""
+    from dlforge.paths import output_file
     from dlforge.runs.history import compare_runs
+
+    if out is not None:
+        output_file(out, "the PNG of the curves (--out)", suffixes=(".png",), parents=True)
 
     result = compare_runs(runs, runs_dir, out)
     if as_json:

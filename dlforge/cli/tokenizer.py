@@ -32,6 +32,9 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Train a tokenizer on a corpus's training split; report it on the validation split."""
+    from dlforge.paths import refuse_existing
+
+    refuse_existing(out, overwrite)
     from dlforge.llm.prepare import train_corpus_tokenizer
 
     report = train_corpus_tokenizer(corpus, kind, vocab_size, out, special or None, lowercase, min_frequency,
@@ -82,6 +85,9 @@ def report_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Vocabulary size, characters per token and the share of unknown tokens on held-out text."""
+    from dlforge.paths import existing
+
+    existing(tokenizer, "a tokenizer folder (or tokenizer.json / vocab.txt)")
     from dlforge.llm.prepare import tokenizer_report
 
     _report(f"tokenizer {tokenizer} on {corpus}", tokenizer_report(tokenizer, corpus, split, text_field), as_json)

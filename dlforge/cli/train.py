@@ -23,8 +23,10 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Train a model: `dlforge train breast-cancer-mlp train.lr=3e-3`."""
-    from dlforge.api import train
+    from dlforge.config import load_config
     from dlforge.errors import ConfigError
+    from dlforge.paths import output_folder
+    from dlforge.runs.rundir import resolve_run
 
     overrides = list(overrides or [])
     if resume is None and preset is None:
@@ -34,7 +36,14 @@ def train_cmd(
             raise ConfigError(f"train: --resume continues a run with its saved config; drop the preset {preset!r}")
         overrides = [preset, *overrides]
         preset = None
-    result = train(preset, overrides, run_dir=run_dir, resume=resume)
+    if run_dir is not None:
+        output_folder(run_dir, "the run folder (--run-dir)")
+    if resume is not None:
+        resume = resolve_run(resume, finished=False)  # `latest`: the newest run, finished or not
+    config = load_config(preset, overrides) if resume is None else None  # a config error comes before torch loads
+    from dlforge.api import train
+
+    result = train(config, overrides, run_dir=run_dir, resume=resume)
     if result.run_dir is None:
         return
     summary = {"run_dir": str(result.run_dir), "status": result.status, "stop_reason": result.stop_reason,
@@ -58,10 +67,11 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Evaluate a run's final model on a split of its data."""
-    from dlforge.api import evaluate
     from dlforge.runs.rundir import resolve_run
 
     run_path = resolve_run(run)  # `latest` or a name: report the run it is
+    from dlforge.api import evaluate
+
     metrics = evaluate(run_path, split)
     if as_json:
         emit_json({"run": str(run_path), "split": split, "metrics": metrics})
@@ -80,6 +90,11 @@ def predict_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Predict for new inputs: labels and probabilities, values, forecasts, continuations or translations."""
+    from dlforge.paths import existing, output_file
+
+    existing(input_path, "a file or folder of inputs to predict")
+    if out is not None:
+        output_file(out, "the CSV file to write the predictions to (--out)")
     from dlforge.api import predict
 
     rows = predict(run, input_path, out)

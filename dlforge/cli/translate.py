@@ -27,13 +27,16 @@ def translate_cmd(
     """Translate: `dlforge translate RUN "In the beginning was the Word." --beam 4`, or --file sentences.txt."""
     from dlforge.data.corpus import read_utf8
     from dlforge.errors import ConfigError
-    from dlforge.llm.translate import translate_from_run
+    from dlforge.paths import existing_file
 
     sentences = list(texts or [])
     if file is not None:
+        file = existing_file(file, "a text file of sentences, one per line (--file)")
         sentences += [line.strip() for line in read_utf8(file).splitlines() if line.strip()]
     if not sentences:
         raise ConfigError("translate: give sentences as arguments or --file FILE")
+    from dlforge.llm.translate import translate_from_run
+
     rows = translate_from_run(run, sentences, beam_size=beam, length_penalty=length_penalty, max_len=max_len)
     if as_json:
         emit_json(rows)

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlforge.errors import ConfigError, DataError
+from dlforge.errors import ConfigError, DataError, clip
+from dlforge.paths import exists
 
 SPLITS = ("train", "val", "test")
 TEXT_SUFFIXES = (".txt", ".md", ".jsonl")
@@ -118,12 +119,12 @@ def load_corpus(source: str | Path, text_field: str = "text", val_fraction: floa
     if str(source) in BUILTIN:
         return BUILTIN[str(source)]()
     path = Path(source)
-    if not path.exists():
+    if not exists(path):
         from difflib import get_close_matches
 
         close = get_close_matches(str(source), list(BUILTIN), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; built-in corpora: {', '.join(corpus_names())}"
-        raise DataError(f"{source}: no such file or folder, and not a built-in corpus{hint}")
+        raise DataError(f"{clip(str(source))}: no such file or folder, and not a built-in corpus{hint}")
     for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 0.5:
             raise ConfigError(f"{key}: expected a number in [0, 0.5), got {value}")

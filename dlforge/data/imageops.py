@@ -20,7 +20,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dlforge.errors import ConfigError, DataError
+from dlforge.config import load_yaml
+from dlforge.errors import ConfigError, DataError, clip, clip_repr
+from dlforge.paths import existing_file, output_file
 
 
 def _cv2():
@@ -156,29 +158,29 @@ OPS: dict[str, Op] = {
 def validate_ops(ops: list[dict[str, Any]], where: str = "ops") -> list[tuple[Op, _Params]]:
     """Each `{"op": name, **params}` checked against the table; errors name `where[i]` and list what is known."""
     if not isinstance(ops, list):
-        raise ConfigError(f"{where}: expected a list of {{op: name, ...}} mappings, got {ops!r}")
+        raise ConfigError(f"{where}: expected a list of {{op: name, ...}} mappings, got {clip_repr(ops)}")
     checked = []
     for i, spec in enumerate(ops):
         key = f"{where}[{i}]"
         if not isinstance(spec, dict) or "op" not in spec:
-            raise ConfigError(f"{key}: expected a mapping with 'op' (one of {', '.join(OPS)}), got {spec!r}")
+            raise ConfigError(f"{key}: expected a mapping with 'op' (one of {', '.join(OPS)}), got {clip_repr(spec)}")
         name = spec["op"]
         if name not in OPS:
-            raise ConfigError(f"{key}.op: unknown image op {name!r}; known: {', '.join(OPS)}")
+            raise ConfigError(f"{key}.op: unknown image op {clip_repr(name)}; known: {', '.join(OPS)}")
         op = OPS[name]
         params = {k: v for k, v in spec.items() if k != "op"}
         known = list(op.params.model_fields)
         for k in params:
             if k not in known:
                 listing = ", ".join(known) if known else "none"
-                raise ConfigError(f"{key}.{k}: unknown parameter of {name!r}; known: {listing}")
+                raise ConfigError(f"{key}.{clip(str(k))}: unknown parameter of {name!r}; known: {listing}")
         try:
             checked.append((op, op.params.model_validate(params)))
         except ValidationError as exc:
             e = exc.errors()[0]
             field = ".".join(str(p) for p in e["loc"][:1])
             msg = e["msg"].removeprefix("Value error, ")
-            raise ConfigError(f"{key}.{field}: {msg}, got {e.get('input')!r}") from None
+            raise ConfigError(f"{key}.{field}: {msg}, got {clip_repr(e.get('input'))}") from None
     return checked
 
 
@@ -210,10 +212,8 @@ def _as_image(img: np.ndarray) -> np.ndarray:
 
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as uint8 (H, W) or RGB (H, W, 3) through OpenCV; alpha is dropped, 16-bit scaled to 8."""
+    path = existing_file(path, "an image file")
     cv2 = _cv2()
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DataError(f"{path}: OpenCV cannot read this file as an image")
@@ -231,13 +231,11 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def write_image(path: str | Path, img: np.ndarray) -> Path:
     """Write a uint8 (H, W) or RGB (H, W, 3) image; the extension picks the format (.png, .jpg, .bmp, ...)."""
+    path = output_file(path, "an image file to write")
     cv2 = _cv2()
-    path = Path(path)
     img = _as_image(img)
     if img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    if not path.parent.is_dir():
-        raise DataError(f"{path}: the folder {path.parent} does not exist")
     try:
         written = cv2.imwrite(str(path), img)
     except cv2.error:
@@ -253,18 +251,22 @@ def write_image(path: str | Path, img: np.ndarray) -> Path:
 def parse_op(text: str) -> dict[str, Any]:
     """`"gaussian_blur:ksize=5,sigma=1.5"` -> `{"op": "gaussian_blur", "ksize": 5, "sigma": 1.5}` (values as YAML).
 
-    A bracketed value may hold commas: `resize:size=[32,48]`.
+    A first value without a key is the op's first parameter: `threshold:otsu` is `threshold:value=otsu`, `resize:64`
+    is `resize:size=64`. A bracketed value may hold commas: `resize:size=[32,48]`.
     """
     name, _, rest = text.partition(":")
     spec: dict[str, Any] = {"op": name.strip()}
-    for item in _split_top_level(rest):
+    first = next(iter(OPS[spec["op"]].params.model_fields), None) if spec["op"] in OPS else None
+    for i, item in enumerate(_split_top_level(rest)):
         if not item.strip():
             continue
         if "=" not in item:
-            raise ConfigError(f"--op {text}: expected name:key=value,key=value, got {item!r}")
+            if i > 0 or first is None:
+                raise ConfigError(f"--op {clip(text)}: expected name:key=value,key=value, got {clip_repr(item)}")
+            item = f"{first}={item}"
         key, _, value = item.partition("=")
         try:
-            spec[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            spec[key.strip()] = load_yaml(value, f"--op {clip(text)}") if value.strip() else ""
         except yaml.YAMLError:
             spec[key.strip()] = value
     return spec

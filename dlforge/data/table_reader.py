@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from dlforge.errors import DataError
+from dlforge.paths import existing_file
 
 # Cell texts that mean "no value" in a numeric column. A text column keeps them as categories ("none" may be one).
 MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none"})
@@ -68,8 +69,7 @@ def read_table(path: str | Path) -> Table:
 
 def read_csv(path: str | Path) -> Table:
     """Read a UTF-8 CSV (a BOM and quoted fields are fine) with a header line; every cell stays a stripped string."""
-    path = Path(path)
-    _require_file(path)
+    path = existing_file(path, "a CSV file")
     data = path.read_bytes()
     if not data.strip():
         raise DataError(f"{path}: empty file; expected a header line and data rows")
@@ -103,8 +103,7 @@ def read_csv(path: str | Path) -> Table:
 
 def read_parquet(path: str | Path) -> Table:
     """Read a Parquet file with pyarrow (the `parquet` extra); rows are numbered from 1 in errors."""
-    path = Path(path)
-    _require_file(path)
+    path = existing_file(path, "a Parquet file")
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -123,13 +122,6 @@ def read_parquet(path: str | Path) -> Table:
     if table.num_rows == 0:
         raise DataError(f"{path}: no data rows")
     return Table(str(path), table.to_pydict(), list(range(1, table.num_rows + 1)), unit="row")
-
-
-def _require_file(path: Path) -> None:
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder; expected a file")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
 
 
 def _decode_utf8(path: Path, data: bytes) -> str:

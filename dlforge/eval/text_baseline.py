@@ -60,9 +60,7 @@ def classification_metrics(y_true: list[int], y_pred: np.ndarray) -> dict[str, f
 def genre_comparison(runs: list[str], runs_dir: str | Path = "runs", preset: str = "genre-minilm") -> dict[str, Any]:
     """The TF-IDF baseline on the genre task's passages (those of `preset`'s data config), beside the test metrics
     of each run in `runs`. A run evaluated on other passages (or on a `data.limit` of them) is an error."""
-    import yaml
-
-    from dlforge.config import load_config
+    from dlforge.config import load_config, read_yaml
     from dlforge.data.genre import GenreConfig, genre_passages, passages_sha256
     from dlforge.runs.rundir import resolve_run
 
@@ -76,7 +74,7 @@ def genre_comparison(runs: list[str], runs_dir: str | Path = "runs", preset: str
         if info.get("passages_sha256") != fingerprint:
             raise DlforgeError(f"{run}: was not evaluated on the passages of {preset!r} (passages_sha256 differs); "
                                "compare runs of the same genre data")
-        limit = (yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}).get("data", {}).get("limit")
+        limit = read_yaml(run / "config.yaml").get("data", {}).get("limit")
         if limit is not None:
             raise DlforgeError(f"{run}: ran with data.limit={limit}, on part of the passages only")
         test = _read(run / "eval.json").get("test", {})

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from dlforge.artifacts import load_trained
-from dlforge.errors import ConfigError
+from dlforge.errors import ConfigError, DlforgeError
 from dlforge.models.bert import Bert
+from dlforge.text.minilm import minilm_hint
 from dlforge.text.tokenizer import Tokenizer, load_tokenizer, model_tokenizer
 
 
@@ -75,7 +76,12 @@ def load_sentence_embedder(model: str | Path = "minilm", runs_dir: str | Path = 
         max_length = json.loads(st.read_text(encoding="utf-8")).get("max_seq_length") if st.is_file() else None
         return SentenceEmbedder(bert, load_tokenizer(folder), max_length or bert.config.context, name=str(model))
 
-    bert = load_trained(model, device=device, runs_dir=runs_dir)  # a model folder, or a run's
+    try:
+        bert = load_trained(model, device=device, runs_dir=runs_dir)  # a model folder, or a run's
+    except DlforgeError as exc:  # nothing of that name: a misspelt minilm?
+        if hint := minilm_hint(model):
+            raise ConfigError(f"{exc}{hint}") from None
+        raise
     if not isinstance(bert, Bert):
         raise ConfigError(f"{model}: holds a {type(bert).__name__}; sentence embeddings need a BERT")
     pre = bert.meta.get("extra", {}).get("preprocessing.json") or {}
@@ -123,15 +129,11 @@ def embed_file(model: str | Path | SentenceEmbedder, input_path: str | Path, out
 
     from dlforge.data.corpus import read_jsonl, read_utf8
     from dlforge.errors import DataError
+    from dlforge.paths import existing_file, output_file
     from dlforge.runs.rundir import atomic_write_bytes, atomic_write_text
 
-    input_path, out = Path(input_path), Path(out)
-    if out.suffix not in (".npy", ".jsonl"):
-        raise ConfigError(f"--out {out}: expected a .npy or .jsonl file name")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
-    if not input_path.is_file():
-        raise DataError(f"{input_path}: file not found")
+    out = output_file(out, "the file to write the embeddings to (--out)", suffixes=(".npy", ".jsonl"))
+    input_path = existing_file(input_path, "a .txt or .jsonl file of texts (--input)")
     if input_path.suffix == ".jsonl":
         texts = read_jsonl(input_path, text_field)
     else:

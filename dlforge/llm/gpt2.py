@@ -170,7 +170,8 @@ def import_gpt2(folder: str | Path, out: str | Path, overwrite: bool = False) ->
     """Convert a local transformers GPT-2 folder into a dlforge model folder at `out` (read by `dlforge.load`; an
     existing `out` only with `overwrite`). The folder's tokenizer (tokenizer.json, with tokenizer_config.json if any)
     travels along when there is one."""
-    from dlforge.artifacts import refuse_existing, save_model
+    from dlforge.artifacts import save_model
+    from dlforge.paths import refuse_existing
 
     refuse_existing(out, overwrite)
 
@@ -234,7 +235,7 @@ def to_gpt2(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 def export_gpt2(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Write a run's GPT (or a model folder's) as a transformers GPT-2 folder: config.json + model.safetensors (an
     existing `out` only with `overwrite`)."""
-    from dlforge.artifacts import refuse_existing
+    from dlforge.paths import refuse_existing
 
     refuse_existing(out, overwrite)
 

@@ -243,7 +243,8 @@ def merged_meta(meta: dict[str, Any], adapter: str | Path) -> dict[str, Any]:
 def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Write the base model (a run or model folder) with the adapter merged in as a model folder at `out` (an
     existing one only with `overwrite`): loads, generates, evaluates and exports like any other."""
-    from dlforge.artifacts import refuse_existing, save_model
+    from dlforge.artifacts import save_model
+    from dlforge.paths import refuse_existing
 
     refuse_existing(out, overwrite)
 

@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dlforge.artifacts import refuse_existing, write_folder
+from dlforge.artifacts import write_folder
 from dlforge.data.corpus import DOC_SEPARATOR, SPLITS, Corpus, load_corpus
 from dlforge.data.tokens import META_FILE, SHARD_FORMAT, separator_ids, token_dtype, tokenize_documents
 from dlforge.errors import DataError
+from dlforge.paths import refuse_existing
 from dlforge.text.tokenizer import (
     Tokenizer,
     TokenizerSpec,

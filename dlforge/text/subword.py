@@ -30,6 +30,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from dlforge.errors import ConfigError, DataError
+from dlforge.paths import existing_file
 from dlforge.text.tokenizer_base import CONVENTIONAL, Tokenizer, ids_list, roles_from_names
 
 BPE_SPECIALS = ("<|endoftext|>",)
@@ -112,11 +113,9 @@ class SubwordTokenizer(Tokenizer):
     @classmethod
     def from_vocab_txt(cls, path: str | Path, lowercase: bool = True) -> SubwordTokenizer:
         """A BERT tokenizer from its vocab.txt (one token per line, the line number is the id)."""
-        path = Path(path)
+        path = existing_file(path, "a vocabulary file (vocab.txt)")
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise DataError(f"{path}: vocabulary file not found") from None
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text (byte offset {exc.start})") from None
         vocab: dict[str, int] = {}

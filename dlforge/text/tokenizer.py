@@ -31,7 +31,8 @@ import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
 from dlforge.config import Section, validation_to_config_error
-from dlforge.errors import CheckpointError, ConfigError, DataError, DlforgeError
+from dlforge.errors import CheckpointError, ConfigError, DataError, DlforgeError, clip_repr
+from dlforge.paths import exists
 from dlforge.text.subword import BERT_SPECIALS, BPE_SPECIALS, SubwordTokenizer
 from dlforge.text.tokenizer_base import (
     CONFIG_FILE,
@@ -236,12 +237,18 @@ class TokenizerSpec(Section):
 
 
 _SPEC = re.compile(r"(char|bpe|wordpiece)(?::(\d+))?")
+_SIZED = re.compile(r"(bpe|wordpiece):.*")
 
 
 def parse_spec(value: str) -> dict[str, Any]:
-    """`char`, `bpe:4096`, `wordpiece:8000` -> {type, vocab_size}; any other string -> {path}."""
+    """`char`, `bpe:4096`, `wordpiece:8000` -> {type, vocab_size}; any other string -> {path}, but for `bpe:abc`,
+    which no folder is called: that is a size that is not a number."""
     match = _SPEC.fullmatch(value)
     if match is None:
+        sized = _SIZED.fullmatch(value)
+        if sized and not exists(value):
+            raise ConfigError(f"tokenizer {clip_repr(value)}: in {sized[1]}:N, N is the vocabulary size, a positive "
+                              f"whole number (e.g. {sized[1]}:4096)")
         return {"path": value}
     return {"type": match[1], **({"vocab_size": int(match[2])} if match[2] else {})}
 

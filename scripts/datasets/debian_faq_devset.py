@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from dlforge.cli.main import run_script
 from dlforge.rag.evaluate import evaluate
 from dlforge.rag.faq import FAQ_DIR, faq_questions, write_blanked_corpus
 from dlforge.rag.ingest import index_folder
@@ -68,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a DlforgeError: one line and exit code 2, as in the CLI

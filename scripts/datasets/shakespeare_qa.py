@@ -39,6 +39,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dlforge.cli.main import run_script
 from dlforge.data.corpus import find_plays, markdown_to_plain, read_utf8, split_plays
 
 OUT = Path(__file__).resolve().parents[2] / "dlforge" / "data" / "instructions" / "shakespeare_qa"
@@ -181,4 +182,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a DlforgeError: one line and exit code 2, as in the CLI

@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dlforge.cli.main import run_script
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for resultstools: scripts/README.md
 import resultstools  # noqa: E402
 
@@ -219,4 +221,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a DlforgeError: one line and exit code 2, as in the CLI

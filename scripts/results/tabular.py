@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from dlforge.cli.main import run_script
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for resultstools: scripts/README.md
 import resultstools  # noqa: E402
 
@@ -113,4 +115,4 @@ def write(rows: list[dict], bench: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a DlforgeError: one line and exit code 2, as in the CLI

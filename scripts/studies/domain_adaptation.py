@@ -26,6 +26,8 @@ import json
 import sys
 from pathlib import Path
 
+from dlforge.cli.main import run_script
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for resultstools: scripts/README.md
 import resultstools  # noqa: E402
 
@@ -109,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a DlforgeError: one line and exit code 2, as in the CLI

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from dlforge.cli.main import run_script
 from dlforge.eval.text_baseline import genre_comparison
 
 
@@ -40,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a DlforgeError: one line and exit code 2, as in the CLI

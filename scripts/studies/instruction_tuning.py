@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from dlforge.cli.main import run_script
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for resultstools: scripts/README.md
 import resultstools  # noqa: E402
 
@@ -140,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a DlforgeError: one line and exit code 2, as in the CLI

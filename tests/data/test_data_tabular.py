@@ -286,7 +286,7 @@ def load(path, **fields):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(DataError, match=f"^{tmp_path / 'nope.csv'}: file not found$"):
+    with pytest.raises(DataError, match=f"^{tmp_path / 'nope.csv'}: not found; expected a CSV file$"):
         load(tmp_path / "nope.csv", target="y")
 
 

@@ -197,8 +197,15 @@ def test_parse_op_reads_names_and_yaml_values():
     assert parse_op("threshold:value=otsu,mode=binary_inv") == {"op": "threshold", "value": "otsu",
                                                                "mode": "binary_inv"}
     assert parse_op("canny:l2_gradient=true")["l2_gradient"] is True
+    # a first value without a key is the op's first parameter, as `dlforge image ops --help` lists them (issue 13,
+    # defect 19): threshold:otsu
+    assert parse_op("threshold:otsu") == {"op": "threshold", "value": "otsu"}
+    assert parse_op("resize:[32,48],interpolation=cubic") == {"op": "resize", "size": [32, 48],
+                                                             "interpolation": "cubic"}
     with pytest.raises(ConfigError, match="key=value"):
-        parse_op("canny:low")
+        parse_op("canny:50,150")  # only the first value goes without its key
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_op("grayscale:1")  # an op without parameters
 
 
 # --- files and the CLI -----------------------------------------------------------------------------------------
@@ -249,3 +256,14 @@ def test_cli_ops_errors_name_the_missing_file_or_the_bad_op(tmp_path):
     result = CliRunner().invoke(app, ["ops", str(src), str(tmp_path / "out.png"), "--op", "blur"])
     assert isinstance(result.exception, ConfigError) and "'blur'" in str(result.exception)
     assert not (tmp_path / "out.png").exists()
+
+
+def test_cli_ops_takes_threshold_otsu_as_its_help_lists_it(tmp_path):
+    """`--op threshold:otsu` failed though `dlforge image ops --help` listed it (issue 13, defect 19)."""
+    src = write_image(tmp_path / "in.png", scene())
+    result = CliRunner().invoke(app, ["ops", str(src), str(tmp_path / "out.png"), "--op", "grayscale", "--op",
+                                      "threshold:otsu"])
+    assert result.exit_code == 0, result.output
+    expected = apply_ops(scene(), [{"op": "grayscale"}, {"op": "threshold", "value": "otsu"}])
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED), expected)
+    assert "threshold:otsu" in " ".join(CliRunner().invoke(app, ["ops", "--help"]).output.split())

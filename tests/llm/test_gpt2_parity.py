@@ -178,7 +178,8 @@ def test_import_and_export_commands(tmp_path):
     assert_same_model(transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "back").eval(),
                       load_gpt2(tmp_path / "gpt2"))
     bad = runner.invoke(app, ["lm", "import-gpt2", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
-    assert isinstance(bad.exception, CheckpointError) and "no such folder" in str(bad.exception)  # exit code 2
+    assert isinstance(bad.exception, DlforgeError) and "not found; expected a transformers GPT-2 folder" in str(
+        bad.exception)  # exit code 2, told before torch loads (issue 13, defect 9)
 
 
 def test_an_imported_folder_with_a_tokenizer_generates_text(tmp_path):

@@ -247,7 +247,7 @@ def test_predict_on_image_files_through_the_cli(capsys, digits_runs, tmp_path):
         assert len(probs) == 5 and sum(probs) == pytest.approx(1.0, abs=1e-4)
         assert r["prediction"] in {"0", "1", "2", "3", "4"}
     missing = run_here(capsys, "predict", str(src.run_dir), str(tmp_path / "nope.png"))
-    assert missing.returncode == 2 and "nope.png: no such file or folder" in missing.stderr
+    assert missing.returncode == 2 and "nope.png: not found" in missing.stderr
 
     # the table: the label, then the likeliest classes best first, readable in 80 columns (--json keeps them all)
     shown = run_here(capsys, "predict", str(src.run_dir), str(folder), "--top-k", "2").stdout
