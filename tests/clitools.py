@@ -27,6 +27,21 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, check: bo
     return proc
 
 
+def run_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`dlforge ARGS` called in this process (no torch import to pay for), as a finished process: its exit code,
+    stdout and stderr, for `ok_json` and `one_line_error`. `capsys` is pytest's fixture."""
+    from dlforge.cli.main import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["dlforge", *args], code, out.out, out.err)
+
+
 def run_all(commands: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.CompletedProcess]:
     """Run independent `dlforge` commands side by side; key -> finished process."""
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
