@@ -10,7 +10,21 @@ import sys
 
 import typer
 
-from dlforge.cli import embed, finetune, generate, gpt2, image, info, lm, rag, runs, tokenizer, train, translate
+from dlforge.cli import (
+    embed,
+    finetune,
+    generate,
+    gpt2,
+    image,
+    info,
+    lm,
+    lr_find,
+    rag,
+    runs,
+    tokenizer,
+    train,
+    translate,
+)
 from dlforge.errors import DlforgeError
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # -h as well, for the app and every subcommand
@@ -34,6 +48,7 @@ def _top(version: bool = typer.Option(False, "--version", "-V", help="print dlfo
 
 
 train.register(app)
+lr_find.register(app)
 info.register(app)
 generate.register(app)
 translate.register(app)
