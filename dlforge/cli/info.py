@@ -19,7 +19,7 @@ def _show(rows: list[dict], as_json: bool, title: str) -> None:
     if as_json:
         emit_json(rows)
     else:
-        table(title, list(rows[0]) if rows else [], [list(r.values()) for r in rows])
+        table(title, list(rows[0]) if rows else [], [list(r.values()) for r in rows], keep=("name",))
 
 
 def models_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
