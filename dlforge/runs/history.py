@@ -104,7 +104,7 @@ def open_in_viewer(path: str | Path) -> bool:
     no viewer: a headless machine is no error."""
     try:
         if sys.platform == "win32":
-            os.startfile(path)  # noqa: S606 (the user's own run folder, with the program they chose for it)
+            os.startfile(path)  # the program the user chose for the file type
             return True
         if sys.platform == "darwin":
             command = ["open", str(path)]
