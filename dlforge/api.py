@@ -107,19 +107,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
     info = distributed.setup(cfg.train.device)
-    seed_everything(cfg.train.seed)
-    data = build_data(cfg)  # before the run folder exists: bad data leaves nothing behind
-    model = build_model(cfg, data)
-    if cfg.train.mfu and not callable(getattr(model, "flops_per_token", None)):
-        raise ConfigError(f"train.mfu: model {cfg.model['name']!r} does not report its FLOPs per token")
-    if cfg.train.transfer is not None:
-        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None, tokenizer=data.tokenizer)
-    if cfg.train.init_from is not None and resume is None:  # a resume has every weight in its checkpoint
-        init_from(model, cfg.train.init_from, cfg.runs_dir, tokenizer=data.tokenizer)
-    if cfg.train.lora is not None:
-        from dlforge.llm.lora import add_lora
-
-        add_lora(model, cfg.train.lora)
+    data, model = _data_and_model(cfg, fresh=resume is None)  # before the run folder: bad data leaves nothing behind
     t = cfg.train
     loss_name = getattr(model.config, "loss", "")
     # before the run folder exists too: a setting the Trainer refuses (a warmup longer than the run...) leaves nothing
@@ -174,6 +162,43 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     registry.finish(run_path.name, "completed", {f"{s}/{k}": v for s, m in result.metrics.items() for k, v in m.items()
                                                  if isinstance(v, int | float)})
     return result
+
+
+def _data_and_model(cfg: Config, fresh: bool) -> tuple[DataBundle, torch.nn.Module]:
+    """The data and the model ready to train: seeded, built, with the transfer backbone or the init_from weights
+    loaded (a fresh run only: a resume has every weight in its checkpoint) and LoRA adapters added."""
+    seed_everything(cfg.train.seed)
+    data = build_data(cfg)
+    model = build_model(cfg, data)
+    if cfg.train.mfu and not callable(getattr(model, "flops_per_token", None)):
+        raise ConfigError(f"train.mfu: model {cfg.model['name']!r} does not report its FLOPs per token")
+    if cfg.train.transfer is not None:
+        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=fresh, tokenizer=data.tokenizer)
+    if cfg.train.init_from is not None and fresh:
+        init_from(model, cfg.train.init_from, cfg.runs_dir, tokenizer=data.tokenizer)
+    if cfg.train.lora is not None:
+        from dlforge.llm.lora import add_lora
+
+        add_lora(model, cfg.train.lora)
+    return data, model
+
+
+def lr_find(config: Config | str | Path | dict, overrides: list[str] | None = None, start: float = 1e-7,
+            end: float = 10.0, steps: int = 100) -> dict[str, Any]:
+    """The learning-rate range test (`dlforge.train.lr_find`) on a preset's data and model, as training would build
+    them; nothing is saved as a run. The plot goes to `<runs_dir>/lr-find-<name>.png`."""
+    from dlforge.runs.plots import plot_lr_range
+    from dlforge.train.lr_find import lr_range_test
+
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    data, model = _data_and_model(cfg, fresh=True)
+    result = lr_range_test(model, cfg.train, data.train, start, end, steps, num_workers=cfg.data_config().num_workers,
+                           batch_transform=data.augment)
+    plot = plot_lr_range(result.lrs, result.losses, result.smoothed, result.suggestion,
+                         Path(cfg.runs_dir) / f"lr-find-{cfg.name}.png")
+    return {"suggestion": result.suggestion, "min_loss_lr": result.min_loss_lr, "diverged_at": result.diverged_at,
+            "start": start, "end": end, "steps": len(result.lrs), "plot": str(plot), "lrs": result.lrs,
+            "losses": result.losses, "smoothed": result.smoothed}
 
 
 def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, tokenizer: Any = None) -> None:

@@ -57,9 +57,9 @@ class DataConfig(Section):
 
 class EarlyStopping(Section):
     metric: str | None = Field(None, description="metric to watch, e.g. 'val/accuracy'; default: train.monitor")
-    mode: Literal["auto", "min", "max"] = "auto"
+    mode: Literal["auto", "min", "max"] = Field("auto", description="auto: min for losses, max for other metrics")
     patience: int = Field(10, ge=1, description="evaluations without improvement before stopping")
-    min_delta: float = Field(0.0, ge=0)
+    min_delta: float = Field(0.0, ge=0, description="the least change that counts as an improvement")
 
 
 class TransferConfig(Section):
@@ -87,23 +87,23 @@ class LoRAConfig(Section):
 class TrainConfig(Section):
     """The Trainer's knobs. Training stops at `max_steps` or `max_epochs`, whichever comes first."""
 
-    max_steps: int | None = Field(None, ge=1)
-    max_epochs: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps to train for")
+    max_epochs: int | None = Field(None, ge=1, description="passes over the training split to train for")
     batch_size: int | Literal["full"] = Field(32, description="samples per step; 1 = stochastic GD, 'full' = batch GD")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     group_by_length: bool = Field(False, description="batch samples of similar length together (less padding); "
                                   "for datasets that know their sample lengths, e.g. bible_translation")
     # optimizer
-    optimizer: Literal["sgd", "adam", "adamw", "adagrad", "rmsprop"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["sgd", "adam", "adamw", "adagrad", "rmsprop"] = Field("adamw", description="torch.optim's")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (`dlforge lr-find` suggests one)")
     weight_decay: float = Field(0.0, ge=0, description="not applied to biases and norm weights")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd and rmsprop")
-    nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
+    nesterov: bool = Field(False, description="Nesterov momentum (sgd)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam and adamw: decay of the moment estimates")
     # schedule
     scheduler: Literal[
         "constant", "step", "multistep", "exponential", "cosine", "linear", "onecycle", "plateau"
-    ] = "constant"
+    ] = Field("constant", description="learning-rate schedule over the run's steps")
     warmup_steps: int = Field(0, ge=0, description="linear warmup before cosine, linear or constant")
     min_lr: float = Field(0.0, ge=0, description="floor of cosine and linear decay")
     step_size: int = Field(1000, ge=1, description="steps between decays of 'step'")
@@ -111,29 +111,30 @@ class TrainConfig(Section):
     gamma: float = Field(0.1, gt=0, description="decay factor of step, multistep, exponential (per step), plateau")
     plateau_patience: int = Field(5, ge=0, description="evaluations without improvement before 'plateau' decays")
     # mechanics
-    grad_clip: float | None = Field(None, gt=0)
-    grad_clip_mode: Literal["norm", "value"] = "norm"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    activation_checkpointing: bool = False
-    compile: bool = False
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradients' global norm (or each value) to this")
+    grad_clip_mode: Literal["norm", "value"] = Field("norm", description="what train.grad_clip bounds")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype (fp16 with loss scaling)")
+    activation_checkpointing: bool = Field(False, description="recompute activations in backward: less memory")
+    compile: bool = Field(False, description="torch.compile the model")
     channels_last: bool = Field(False, description="4-D weights and image batches in channels-last memory format")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    seed: int = 0
+    seed: int = Field(0, description="seeds weights, data order, dropout and augmentation")
     nan_policy: Literal["stop", "skip"] = Field("stop", description="on a NaN/inf loss: stop, or skip the step")
     # evaluation, logging, checkpoints
-    log_every: int = Field(10, ge=1)
-    eval_every: int | Literal["epoch"] = "epoch"
-    checkpoint_every: int | Literal["epoch"] | None = "epoch"
+    log_every: int = Field(10, ge=1, description="steps between rows of metrics.jsonl (mean loss, lr, speed)")
+    eval_every: int | Literal["epoch"] = Field("epoch", description="steps between evaluations on val, or epoch")
+    checkpoint_every: int | Literal["epoch"] | None = Field("epoch", description="steps between checkpoints, epoch, "
+                                                            "or null for none")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept (the best one is kept besides)")
     monitor: str = Field("val/loss", description="metric for best-checkpoint tracking")
-    monitor_mode: Literal["auto", "min", "max"] = "auto"
-    early_stopping: EarlyStopping | None = None
-    transfer: TransferConfig | None = None
+    monitor_mode: Literal["auto", "min", "max"] = Field("auto", description="auto: min for losses, max otherwise")
+    early_stopping: EarlyStopping | None = Field(None, description="stop when a metric stops improving")
+    transfer: TransferConfig | None = Field(None, description="start from another run's backbone, new head")
     init_from: str | None = Field(None, description="start from all the weights of this run (folder, name, 'latest', "
                                   "'latest:NAME') or model folder: continued pretraining, fine-tuning")
     lora: LoRAConfig | None = Field(None, description="train LoRA adapters over the init_from model, frozen")
-    progress: bool = True
-    tensorboard: bool = True
+    progress: bool = Field(True, description="show progress while training")
+    tensorboard: bool = Field(True, description="TensorBoard events in the run's tensorboard/ folder")
     mfu: bool = Field(False, description="log model-FLOPs utilization: tokens/s x the model's FLOPs per token over "
                       "a matmul peak measured at the start (models with flops_per_token, e.g. gpt)")
 
@@ -168,7 +169,7 @@ class Config(Section):
     """A whole run: what data, which model, how to train."""
 
     name: str = Field("run", description="run name; the run folder is <runs_dir>/<name>-<timestamp>")
-    runs_dir: str = "runs"
+    runs_dir: str = Field("runs", description="the folder that holds the run folders and registry.db")
     data: dict[str, Any]
     model: dict[str, Any]
     train: TrainConfig
@@ -499,3 +500,88 @@ def json_schema() -> dict[str, Any]:
     schema["properties"]["data"] = {"oneOf": variants(dataset_entries()), "description": "see `dlforge datasets`"}
     schema["properties"]["model"] = {"oneOf": variants(model_entries()), "description": "see `dlforge models`"}
     return schema
+
+
+# --- the reference: every key of a section, its type, default and allowed values ----------------------------------
+
+_BOUNDS = {"Gt": ">", "Ge": ">=", "Lt": "<", "Le": "<=", "MinLen": "length >=", "MaxLen": "length <="}
+
+
+def config_keys(section: str, name: str | None = None) -> list[dict[str, Any]]:
+    """One row per key of a config section (`dlforge config keys`): `run` (the top level), `train`, or the config
+    class of a dataset (`data`, `name` a dataset) or a model (`model`, `name` a model), nested sections flattened
+    into dotted keys. Each row: key, type, default (JSON; "required" when there is none), allowed, description."""
+    from dlforge.registry import dataset_entry, model_entry
+
+    if section == "run":
+        return _key_rows(Config, "", skip={"data", "model", "train"})
+    if section == "train":
+        return _key_rows(TrainConfig, "train.")
+    if section in ("data", "model"):
+        if name is None:
+            listing = "datasets" if section == "data" else "models"
+            raise ConfigError(f"config keys {section}: give a name too, e.g. `dlforge config keys {section} "
+                              f"{'csv' if section == 'data' else 'mlp'}` (see `dlforge {listing}`)")
+        entry = dataset_entry(name) if section == "data" else model_entry(name)
+        return _key_rows(entry.config_cls, f"{section}.", skip={"name"})
+    raise ConfigError(f"config keys {section}: unknown section; expected run, train, data NAME or model NAME")
+
+
+def _key_rows(config_cls: type, prefix: str, skip: set[str] = frozenset()) -> list[dict[str, Any]]:
+    fields = config_cls.model_fields if issubclass(config_cls, BaseModel) else config_cls.__pydantic_fields__
+    rows = []
+    for key, field in fields.items():
+        if key in skip:
+            continue
+        sections = [a for a in getattr(field.annotation, "__args__", (field.annotation,))
+                    if isinstance(a, type) and issubclass(a, BaseModel)]  # e.g. train.early_stopping
+        description = field.description or ""
+        if sections and not description:  # the section's docstring, first line
+            description = (sections[0].__doc__ or "").strip().split("\n")[0]
+        bounds = [f"{_BOUNDS[type(m).__name__]} {_bound(m)}" for m in field.metadata if type(m).__name__ in _BOUNDS]
+        rows.append({"key": prefix + key, "type": _type_text(field.annotation),
+                     "default": "required" if field.is_required() else _jsonable(field.get_default(
+                         call_default_factory=True)),
+                     "allowed": ", ".join(_allowed(field.annotation) + bounds), "description": description})
+        for section in sections:
+            rows += _key_rows(section, f"{prefix}{key}.")
+    return rows
+
+
+def _type_text(annotation: Any) -> str:
+    """`int | None` -> "int | null", `Literal['a', 'b']` -> "str", `list[int]` -> "list[int]", a section ->
+    "mapping"."""
+    origin, args = getattr(annotation, "__origin__", None), getattr(annotation, "__args__", ())
+    if annotation is type(None):
+        return "null"
+    if origin is Literal:
+        return " | ".join(dict.fromkeys(type(a).__name__ for a in args))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "mapping"
+    if origin in (list, tuple, dict):
+        return f"{origin.__name__}[{', '.join(_type_text(a) for a in args)}]"
+    if args:  # a union
+        return " | ".join(dict.fromkeys(_type_text(a) for a in args))
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _allowed(annotation: Any) -> list[str]:
+    """The literal values a type allows: `Literal['a', 'b']`, also inside a union."""
+    if getattr(annotation, "__origin__", None) is Literal:
+        return [str(a) for a in annotation.__args__]
+    return [v for a in getattr(annotation, "__args__", ()) for v in _allowed(a)]
+
+
+def _bound(constraint: Any) -> Any:
+    return next(iter(dataclasses.asdict(constraint).values()))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return list(value) if isinstance(value, tuple) else value
+
+
+def value_text(value: Any) -> str:
+    """A default as a person writes it in YAML or an override: `adamw`, `null`, `[64, 64]`, `0.001`."""
+    return value if isinstance(value, str) else json.dumps(value)

@@ -37,7 +37,7 @@ def run_here(capsys, *args: str) -> subprocess.CompletedProcess:
         main(list(args))
         code = 0
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     out = capsys.readouterr()
     return subprocess.CompletedProcess(["dlforge", *args], code, out.out, out.err)
 

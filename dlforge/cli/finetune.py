@@ -39,7 +39,7 @@ def merge_lora_cmd(
     base: str = typer.Argument(..., help="the base model: a run (folder, name, latest:NAME) or model folder"),
     adapter: str = typer.Argument(..., help="the adapter folder (adapter_config.json, adapter_model.safetensors); "
                                             "a LoRA run's is RUN/adapter"),
-    out: str = typer.Option(..., "--out", help="the model folder to write"),
+    out: str = typer.Option(None, "--out", help="the model folder to write (default: runs/merged/ADAPTER'S RUN)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print {model_dir, merged} as JSON"),
 ) -> None:
@@ -48,7 +48,8 @@ def merge_lora_cmd(
     from dlforge.paths import existing_dir, refuse_existing
 
     existing_dir(adapter, "a LoRA adapter folder (adapter_config.json, adapter_model.safetensors)")
-    refuse_existing(out, overwrite)
+    if out is not None:  # the default under runs/ is checked where it is named
+        refuse_existing(out, overwrite)
     from dlforge.llm.lora import merge_adapter, read_adapter
 
     config = read_adapter(adapter)[0]

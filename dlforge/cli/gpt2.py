@@ -17,7 +17,7 @@ def register(lm_app: typer.Typer) -> None:
 def import_cmd(
     folder: str = typer.Argument(..., help="a local transformers GPT-2 folder: config.json + model.safetensors "
                                            "(or pytorch_model.bin)"),
-    out: str = typer.Option(..., "--out", help="the dlforge model folder to write"),
+    out: str = typer.Option(None, "--out", help="the dlforge model folder to write (default: runs/models/FOLDER)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print {model_dir, parameters} as JSON"),
 ) -> None:
@@ -25,7 +25,8 @@ def import_cmd(
     from dlforge.paths import existing_dir, refuse_existing
 
     existing_dir(folder, "a transformers GPT-2 folder (config.json, model.safetensors)")
-    refuse_existing(out, overwrite)
+    if out is not None:  # the default under runs/ is checked where it is named
+        refuse_existing(out, overwrite)
     from dlforge.llm.gpt2 import import_gpt2, load_gpt2
 
     path = import_gpt2(folder, out, overwrite)
@@ -38,14 +39,16 @@ def import_cmd(
 
 def export_cmd(
     run: str = typer.Argument(..., help="run folder, name or 'latest' (or a model folder) of a GPT-2-style gpt"),
-    out: str = typer.Option(..., "--out", help="the folder to write (GPT2LMHeadModel.from_pretrained reads it)"),
+    out: str = typer.Option(None, "--out", help="the folder to write (GPT2LMHeadModel.from_pretrained reads it; "
+                                                "default: runs/exports/RUN-gpt2)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print {folder} as JSON"),
 ) -> None:
     """Write a GPT (learned positions, LayerNorm, GELU MLP, biases) as a transformers GPT-2 folder."""
     from dlforge.paths import refuse_existing
 
-    refuse_existing(out, overwrite)
+    if out is not None:  # the default under runs/ is checked where it is named
+        refuse_existing(out, overwrite)
     from dlforge.llm.gpt2 import export_gpt2
 
     path = export_gpt2(run, out, overwrite)

@@ -1,4 +1,4 @@
-"""`dlforge models`, `dlforge datasets`, `dlforge presets`, `dlforge config schema`."""
+"""`dlforge models`, `dlforge datasets`, `dlforge presets`, `dlforge config schema|show|keys`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _show(rows: list[dict], as_json: bool, title: str) -> None:
     if as_json:
         emit_json(rows)
     else:
-        table(title, list(rows[0]) if rows else [], [list(r.values()) for r in rows])
+        table(title, list(rows[0]) if rows else [], [list(r.values()) for r in rows], keep=("name",))
 
 
 def models_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
@@ -61,7 +61,7 @@ def schema_cmd() -> None:
 @config_app.command("show")
 def show_cmd(preset: str = typer.Argument(...), overrides: list[str] = typer.Argument(None),
              as_json: bool = typer.Option(False, "--json")) -> None:
-    """Print a preset resolved with overrides, validated."""
+    """Print a preset resolved with overrides, validated (what each key means: `dlforge config keys`)."""
     from dlforge.config import dump_config, load_config
 
     cfg = load_config(preset, list(overrides or []))
@@ -69,3 +69,20 @@ def show_cmd(preset: str = typer.Argument(...), overrides: list[str] = typer.Arg
         emit_json(cfg.model_dump(mode="json"))
     else:
         print(dump_config(cfg), end="")
+
+
+@config_app.command("keys")
+def keys_cmd(section: str = typer.Argument(..., help="run, train, data or model"),
+             name: str = typer.Argument(None, help="with data or model: the dataset's or the model's name"),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every key of a config section: type, default, allowed values, description. `dlforge config keys train`,
+    `dlforge config keys data csv`, `dlforge config keys model gpt` (a named model may set other defaults)."""
+    from dlforge.config import config_keys, value_text
+
+    rows = config_keys(section, name)
+    if as_json:
+        emit_json(rows)
+        return
+    title = f"{section} {name}" if name else section
+    cells = [[r["key"], r["type"], value_text(r["default"]), r["allowed"], r["description"]] for r in rows]
+    table(title, ["key", "type", "default", "allowed", "description"], cells, keep=("key",))

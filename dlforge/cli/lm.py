@@ -20,7 +20,7 @@ def lm() -> None:
 def prepare_cmd(
     corpus: str = typer.Argument(..., help="a built-in corpus (shakespeare, bible_web, ...) or a text file / folder"),
     tokenizer: str = typer.Option(..., "--tokenizer", help="char, bpe:N, wordpiece:N (trained here) or a folder"),
-    out: Path = typer.Option(..., "--out", help="the shard folder to write"),
+    out: Path = typer.Option(None, "--out", help="the shard folder to write (default: runs/shards/CORPUS-TOKENIZER)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
     text_field: str = typer.Option("text", "--text-field", help="the field holding the text in .jsonl files"),
     val_fraction: float = typer.Option(0.05, "--val-fraction", help="a file / folder: share of characters for val"),
@@ -31,7 +31,8 @@ def prepare_cmd(
     from dlforge.paths import refuse_existing
     from dlforge.text.tokenizer import tokenizer_spec
 
-    refuse_existing(out, overwrite)
+    if out is not None:  # the default under runs/ is checked where it is named
+        refuse_existing(out, overwrite)
     tokenizer_spec(tokenizer)  # a wrong spec is told before torch loads
     from dlforge.llm.prepare import prepare_shards
 
@@ -40,5 +41,5 @@ def prepare_cmd(
         emit_json(meta)
         return
     rows = [[s, m["tokens"], m["documents"], m["chars"], m["chars_per_token"]] for s, m in meta["splits"].items()]
-    table(f"{out}: {meta['tokenizer']['type']} tokenizer, vocabulary {meta['vocab_size']}, {meta['dtype']}",
+    table(f"{meta['out']}: {meta['tokenizer']['type']} tokenizer, vocabulary {meta['vocab_size']}, {meta['dtype']}",
           ["split", "tokens", "documents", "chars", "chars/token"], rows)

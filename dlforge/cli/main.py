@@ -12,7 +12,21 @@ from typing import NoReturn
 
 import typer
 
-from dlforge.cli import embed, finetune, generate, gpt2, image, info, lm, rag, runs, tokenizer, train, translate
+from dlforge.cli import (
+    embed,
+    finetune,
+    generate,
+    gpt2,
+    image,
+    info,
+    lm,
+    lr_find,
+    rag,
+    runs,
+    tokenizer,
+    train,
+    translate,
+)
 from dlforge.errors import DlforgeError, clip
 
 LINE_LIMIT = 1000  # characters of an error line; what a message repeats of its input is cut shorter where it is made
@@ -37,6 +51,7 @@ def _top(version: bool = typer.Option(False, "--version", "-V", help="print dlfo
 
 
 train.register(app)
+lr_find.register(app)
 info.register(app)
 generate.register(app)
 translate.register(app)

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -22,14 +23,23 @@ def fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def table(title: str, columns: list[str], rows: list[list[Any]], overflow: str = "ellipsis") -> None:
-    """A rich table; a cell too long for its column is cut with an ellipsis, or folded onto more lines."""
-    t = Table(title=title, title_justify="left")
-    for c in columns:
-        t.add_column(c, overflow=overflow)
-    for r in rows:
-        t.add_row(*[fmt(v) for v in r])
-    console.print(t)
+def table(title: str, columns: list[str], rows: list[list[Any]], keep: tuple[str, ...] = ()) -> None:
+    """A table whose cells are never cut: on a narrow terminal the columns in `keep` (names that other commands
+    take) keep their width and the others wrap; in a pipe every line is as long as its content. Text is shown as
+    is ("[64, 64]" is no markup)."""
+    t = Table(title=escape(title), title_justify="left")
+    cells = [[fmt(v) for v in r] for r in rows]
+    for i, c in enumerate(columns):
+        if c in keep:
+            t.add_column(escape(c), no_wrap=True, min_width=max([len(c)] + [len(r[i]) for r in cells]))
+        else:
+            t.add_column(escape(c), overflow="fold")
+    for r in cells:
+        t.add_row(*[escape(v) for v in r])
+    if console.is_terminal:
+        console.print(t)
+    else:  # a pipe or a file: as wide as the content (a console's print never goes past its own width)
+        Console(width=console.measure(t, options=console.options.update_width(10_000)).maximum).print(t)
 
 
 def metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> None:
@@ -52,7 +62,7 @@ def prediction_table(title: str, rows: list[dict[str, Any]], top_k: int = 3) -> 
         probs = [(c[2:-1], v) for c, v in row.items() if _is_probability(c)]
         best = sorted(probs, key=lambda pair: -pair[1])[:k]
         cells.append([row[c] for c in columns] + [f"{name} {fmt(p)}" for name, p in best])
-    table(title, columns + [f"top {i + 1}" for i in range(k)], cells, overflow="fold")  # a file's name stays whole
+    table(title, columns + [f"top {i + 1}" for i in range(k)], cells)  # a long file name wraps, never cut
 
 
 def _is_probability(column: str) -> bool:

@@ -21,7 +21,8 @@ def _report(title: str, report: dict, as_json: bool) -> None:
 @app.command("train")
 def train_cmd(
     corpus: str = typer.Argument(..., help="a built-in corpus (shakespeare, bible_web, ...) or a text file / folder"),
-    out: Path = typer.Option(..., "--out", help="folder to write tokenizer.json and tokenizer_config.json into"),
+    out: Path = typer.Option(None, "--out", help="folder to write tokenizer.json and tokenizer_config.json into "
+                                                 "(default: runs/tokenizers/CORPUS-TYPEVOCAB)"),
     kind: str = typer.Option("bpe", "--type", help="bpe (byte-level), wordpiece (BERT) or char"),
     vocab_size: int = typer.Option(None, "--vocab-size", help="vocabulary size, special tokens included"),
     special: list[str] = typer.Option(None, "--special", help="a special token (repeat); default by --type"),
@@ -34,12 +35,13 @@ def train_cmd(
     """Train a tokenizer on a corpus's training split; report it on the validation split."""
     from dlforge.paths import refuse_existing
 
-    refuse_existing(out, overwrite)
+    if out is not None:  # the default under runs/ is checked where it is named
+        refuse_existing(out, overwrite)
     from dlforge.llm.prepare import train_corpus_tokenizer
 
     report = train_corpus_tokenizer(corpus, kind, vocab_size, out, special or None, lowercase, min_frequency,
                                     text_field, overwrite)
-    _report(f"tokenizer {out}", report, as_json)
+    _report(f"tokenizer {report['out']}", report, as_json)
 
 
 @app.command("encode")

@@ -1,8 +1,8 @@
 """GPT-2 weights in and out: transformers' GPT2LMHeadModel folders <-> dlforge GPT models.
 
     model = load_gpt2("gpt2-folder/")                     # config.json + model.safetensors (or pytorch_model.bin)
-    import_gpt2("gpt2-folder/", "models/gpt2")            # ... as a dlforge model folder: dlforge.load, generate
-    export_gpt2("runs/gpt-shakespeare-char-...", "out/")  # a folder GPT2LMHeadModel.from_pretrained reads
+    import_gpt2("gpt2-folder/")               # ... as a dlforge model folder, runs/models/gpt2-folder: dlforge.load
+    export_gpt2("runs/models/gpt2-folder")    # runs/exports/gpt2-folder-gpt2: GPT2LMHeadModel.from_pretrained reads it
 
 The two layouts hold the same numbers. transformers keeps GPT-2's original Conv1D layers, whose weights are stored
 (in, out), the transpose of nn.Linear's (out, in); the fused query-key-value projection `c_attn` is ours `qkv`, q, k
@@ -25,6 +25,7 @@ from dlforge.artifacts import load_trained, save_foreign_folder
 from dlforge.errors import CheckpointError, DlforgeError
 from dlforge.models.gpt import GPT
 from dlforge.registry import create_model
+from dlforge.runs.rundir import source_name, workspace_path
 
 # transformers' activation_function <-> dlforge's activation names
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu",
@@ -166,14 +167,14 @@ def load_gpt2(folder: str | Path) -> GPT:
     return model.eval()
 
 
-def import_gpt2(folder: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+def import_gpt2(folder: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
     """Convert a local transformers GPT-2 folder into a dlforge model folder at `out` (read by `dlforge.load`; an
-    existing `out` only with `overwrite`). The folder's tokenizer (tokenizer.json, with tokenizer_config.json if any)
-    travels along when there is one."""
+    existing `out` only with `overwrite`; by default `runs/models/<folder's name>`). The folder's tokenizer
+    (tokenizer.json, with tokenizer_config.json if any) travels along when there is one."""
     from dlforge.artifacts import save_model
     from dlforge.paths import refuse_existing
 
-    refuse_existing(out, overwrite)
+    out = refuse_existing(out or workspace_path("models", Path(folder).resolve().name), overwrite)
 
     model = load_gpt2(folder)
     extra: dict[str, dict] = {"source.json": {"format": GPT2_FORMAT, "folder": str(Path(folder).resolve())}}
@@ -232,12 +233,12 @@ def to_gpt2(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return hf_config, tensors
 
 
-def export_gpt2(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+def export_gpt2(run: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
     """Write a run's GPT (or a model folder's) as a transformers GPT-2 folder: config.json + model.safetensors (an
-    existing `out` only with `overwrite`)."""
+    existing `out` only with `overwrite`; by default `runs/exports/<run>-gpt2`)."""
     from dlforge.paths import refuse_existing
 
-    refuse_existing(out, overwrite)
+    out = refuse_existing(out or workspace_path("exports", f"{source_name(run)}-gpt2"), overwrite)
 
     hf_config, tensors = to_gpt2(load_trained(run))
     return save_foreign_folder(Path(out), GPT2_FORMAT, {"config.json": hf_config}, "model.safetensors", tensors,

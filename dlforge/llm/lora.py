@@ -5,6 +5,7 @@
     model = load_with_adapter("runs/gpt-.../model", "adapter/")       # a fresh base with the adapter over it
     merge_lora(model)                                                 # W + (alpha / r) B A: plain nn.Linear again
     merge_adapter("runs/gpt-.../model", "adapter/", "merged/")        # the same, as a model folder on disk
+                                                                      # (no out: runs/merged/<the adapter's run>)
 
 `add_lora` swaps every linear layer whose name is a target, or ends with "." + a target (peft's `target_modules`
 rule), for a `dlforge.layers.lora.LoRALinear` and freezes every other parameter, so only the adapters train. A
@@ -35,6 +36,7 @@ from dlforge.artifacts import load_trained, save_foreign_folder
 from dlforge.config import LoRAConfig, validation_to_config_error
 from dlforge.errors import CheckpointError, ConfigError
 from dlforge.layers.lora import LoRALinear
+from dlforge.runs.rundir import source_name, workspace_path
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -240,13 +242,15 @@ def merged_meta(meta: dict[str, Any], adapter: str | Path) -> dict[str, Any]:
     return {**meta, "extra": extra}
 
 
-def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path | None = None,
+                  overwrite: bool = False) -> Path:
     """Write the base model (a run or model folder) with the adapter merged in as a model folder at `out` (an
-    existing one only with `overwrite`): loads, generates, evaluates and exports like any other."""
+    existing one only with `overwrite`; by default `runs/merged/<the adapter's run>`): loads, generates, evaluates
+    and exports like any other."""
     from dlforge.artifacts import save_model
     from dlforge.paths import refuse_existing
 
-    refuse_existing(out, overwrite)
+    out = refuse_existing(out or workspace_path("merged", source_name(adapter)), overwrite)
 
     model = load_with_adapter(base, adapter, merge=True)
     return save_model(model, Path(out), extra_files=model.meta["extra"])

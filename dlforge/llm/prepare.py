@@ -1,8 +1,8 @@
 """Corpus -> tokenizer and token shards: what `dlforge tokenizer train|report` and `dlforge lm prepare` do.
 
-    report = train_corpus_tokenizer("shakespeare", "bpe", 4096, "tokenizers/bpe4k")   # trained on the train split
-    report = tokenizer_report("tokenizers/bpe4k", "shakespeare")                       # on the held-out plays
-    report = prepare_shards("shakespeare", "bpe:4096", "shards/shakespeare-bpe")
+    report = train_corpus_tokenizer("shakespeare", "bpe", 4096, None)  # -> runs/tokenizers/shakespeare-bpe4096
+    report = tokenizer_report(report["out"], "shakespeare")                # on the held-out plays
+    report = prepare_shards("shakespeare", "bpe:4096")                     # -> runs/shards/shakespeare-bpe4096
 
 The shard folder that `prepare_shards` writes and the `token_shards` dataset reads is written whole into a hidden
 temp sibling, fsynced, then renamed into place, so a kill never leaves a half-written folder under the final name:
@@ -28,6 +28,7 @@ from dlforge.data.corpus import DOC_SEPARATOR, SPLITS, Corpus, load_corpus
 from dlforge.data.tokens import META_FILE, SHARD_FORMAT, separator_ids, token_dtype, tokenize_documents
 from dlforge.errors import DataError
 from dlforge.paths import refuse_existing
+from dlforge.runs.rundir import workspace_path
 from dlforge.text.tokenizer import (
     Tokenizer,
     TokenizerSpec,
@@ -43,13 +44,15 @@ def _corpus(corpus: str | Path | Corpus, text_field: str = "text", val_fraction:
     return corpus if isinstance(corpus, Corpus) else load_corpus(corpus, text_field, val_fraction, test_fraction)
 
 
-def train_corpus_tokenizer(corpus: str | Path | Corpus, type: str, vocab_size: int | None, out: str | Path,
+def train_corpus_tokenizer(corpus: str | Path | Corpus, type: str, vocab_size: int | None, out: str | Path | None,
                            special_tokens: list[str] | None = None, lowercase: bool | None = None,
                            min_frequency: int = 2, text_field: str = "text", overwrite: bool = False
                            ) -> dict[str, Any]:
     """Train a tokenizer on the training split of `corpus`, save it in the folder `out` (an existing one only with
-    `overwrite`), and report it on the validation split (see `tokenizer_report`) with the training time."""
-    refuse_existing(out, overwrite)
+    `overwrite`; by default `runs/tokenizers/<corpus>-<type><vocab_size>`), and report it on the validation split
+    (see `tokenizer_report`) with the training time."""
+    out = refuse_existing(out or workspace_path("tokenizers", f"{_corpus_slug(corpus)}-{type}{vocab_size or ''}"),
+                          overwrite)
     corpus = _corpus(corpus, text_field)
     texts = corpus.documents("train") + ([DOC_SEPARATOR] if type == "char" else [])
     start = time.perf_counter()
@@ -83,12 +86,13 @@ def tokenizer_report(tokenizer: str | Path | Tokenizer, corpus: str | Path | Cor
             "encode_s": round(encode_s, 3)}
 
 
-def prepare_shards(corpus: str | Path | Corpus, tokenizer: str | dict | TokenizerSpec | Tokenizer, out: str | Path,
-                   overwrite: bool = False, text_field: str = "text", val_fraction: float = 0.05,
-                   test_fraction: float = 0.05) -> dict[str, Any]:
+def prepare_shards(corpus: str | Path | Corpus, tokenizer: str | dict | TokenizerSpec | Tokenizer,
+                   out: str | Path | None = None, overwrite: bool = False, text_field: str = "text",
+                   val_fraction: float = 0.05, test_fraction: float = 0.05) -> dict[str, Any]:
     """Tokenize every split of `corpus` (a name, a path or a Corpus) with `tokenizer` (a spec: trained on the
-    training split; or a Tokenizer) and write the shard folder `out`. Returns meta.json plus timings."""
-    out = refuse_existing(out, overwrite)
+    training split; or a Tokenizer) and write the shard folder `out` (by default `runs/shards/<corpus>-<tokenizer>`).
+    Returns meta.json plus timings."""
+    out = refuse_existing(out or workspace_path("shards", _shards_name(corpus, tokenizer)), overwrite)
     corpus = _corpus(corpus, text_field, val_fraction, test_fraction)
     start = time.perf_counter()
     if isinstance(tokenizer, Tokenizer):
@@ -121,6 +125,25 @@ def prepare_shards(corpus: str | Path | Corpus, tokenizer: str | dict | Tokenize
 
     write_folder(out, SHARD_FORMAT, fill)
     return {**meta, "out": str(out), "tokenizer_s": round(tokenizer_s, 3), "tokenize_s": round(tokenize_s, 3)}
+
+
+def _corpus_slug(corpus: str | Path | Corpus) -> str:
+    """A corpus's name in a default output path: a built-in corpus's name, a file's or folder's name."""
+    if isinstance(corpus, Corpus):
+        return corpus.name
+    return Path(corpus).stem if Path(corpus).exists() else str(corpus)
+
+
+def _shards_name(corpus: str | Path | Corpus, tokenizer: str | dict | TokenizerSpec | Tokenizer) -> str:
+    """`shakespeare-bpe4096` for (shakespeare, bpe:4096); a tokenizer folder gives its name, after the corpus's
+    unless it starts with it."""
+    if isinstance(tokenizer, Tokenizer):
+        kind = f"{tokenizer.type}{tokenizer.vocab_size}"
+    else:
+        spec = tokenizer_spec(tokenizer)
+        kind = Path(spec.path).name if spec.path else f"{spec.type}{spec.vocab_size or ''}"
+    corpus_name = _corpus_slug(corpus)
+    return kind if kind.startswith(corpus_name) else f"{corpus_name}-{kind}"
 
 
 def _write_json(path: Path, content: Any) -> None:

@@ -226,3 +226,24 @@ def plot_compare(runs: list[tuple[str, Path]], path: Path, keys: list[str] | Non
     handles = [Line2D([], [], color=color, label=name) for color, (name, *_) in zip(colors, loaded, strict=True)]
     fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 4))
     return _save(fig, path)
+
+
+def plot_lr_range(lrs: list[float], losses: list[float], smoothed: list[float], suggestion: float | None,
+                  path: Path) -> Path:
+    """The learning-rate range test (`dlforge lr-find`): loss against learning rate on a log axis, raw and
+    smoothed, with the suggested rate marked; returns `path`."""
+    fig = _figure(6.5, 4.2)
+    ax = fig.subplots()
+    finite = [(lr, s) for lr, s in zip(lrs, smoothed, strict=True) if math.isfinite(s)]
+    ax.plot(lrs, losses, lw=0.8, alpha=0.35, color="C0", label="loss")
+    if finite:
+        ax.plot([lr for lr, _ in finite], [s for _, s in finite], lw=1.6, color="C0", label="smoothed")
+        low, high = min(s for _, s in finite), finite[0][1]
+        margin = high - low + 1e-12
+        ax.set_ylim(low - 0.1 * margin, high + 0.5 * margin)  # the diverging tail would squash the rest
+    if suggestion is not None:
+        ax.axvline(suggestion, color="C3", ls="--", lw=1, label=f"suggestion {suggestion:.2g}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="learning-rate range test")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return _save(fig, path)

@@ -151,6 +151,10 @@ class RunRegistry:
             raise ValueError(f"status {status!r}: expected one of {', '.join(STATUSES)}")
         self._update(name, "UPDATE runs SET status = ? WHERE name = ?", (status, name))
 
+    def delete(self, name: str) -> bool:
+        """Forget a run (`dlforge runs rm`); True when it had a row."""
+        return self._write(lambda conn: conn.execute("DELETE FROM runs WHERE name = ?", (name,)).rowcount) > 0
+
     def _update(self, name: str, sql: str, params: tuple[Any, ...]) -> None:
         changed = self._write(lambda conn: conn.execute(sql, params).rowcount)
         if changed == 0:

@@ -27,6 +27,7 @@ from typing import Any
 from dlforge.errors import DlforgeError, clip, clip_repr
 from dlforge.paths import exists
 
+WORKSPACE = Path("runs")  # the default runs_dir, and where every command's default output goes (git ignores it)
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 LEADING_COLUMNS = ("step", "epoch", "split")
@@ -58,6 +59,20 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
             return path
         except FileExistsError:
             attempt += 1
+
+
+def workspace_path(kind: str, name: str) -> Path:
+    """Where a command writes its output when no --out is given: `runs/<kind>/<name>` (`runs/tokenizers/...`,
+    `runs/shards/...`, `runs/models/...`, `runs/merged/...`, `runs/exports/...`), inside the workspace beside the
+    runs, so that nothing lands in a source tree. Such folders hold no config.yaml: they are never taken for runs."""
+    return WORKSPACE / kind / name
+
+
+def source_name(ref: str | Path) -> str:
+    """The name a default output is named after: the run of `RUN/model` or `RUN/adapter`, a run reference
+    (`latest` resolved to its folder), or a folder's own name."""
+    path = Path(ref).resolve() if Path(ref).exists() else resolve_run(str(ref))
+    return path.parent.name if path.name in ("model", "adapter") else path.name
 
 
 def is_run_dir(path: Path) -> bool:

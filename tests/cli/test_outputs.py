@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from clitools import run_cli
 
@@ -54,3 +56,25 @@ def test_tokenizer_train_through_the_cli_keeps_an_existing_folder_unless_told(tm
                    cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (out / "tokenizer.json").is_file()
+
+
+def test_outputs_default_to_the_workspace(tmp_path, monkeypatch):
+    """Without --out, every writer puts its output under runs/ (ignored by git), named after what it came from
+    (issue 13, defect 17)."""
+    import transformers
+
+    monkeypatch.chdir(tmp_path)
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("to be or not to be, that is the question\n" * 200)
+    report = train_corpus_tokenizer(str(corpus), "bpe", 300, None)
+    assert report["out"] == "runs/tokenizers/notes-bpe300" and (tmp_path / report["out"] / "tokenizer.json").is_file()
+    assert prepare_shards(str(corpus), report["out"])["out"] == "runs/shards/notes-bpe300"  # not notes-notes-...
+    assert prepare_shards(str(corpus), "char")["out"] == "runs/shards/notes-char"
+    with pytest.raises(DataError, match="^runs/shards/notes-char: already exists; pass --overwrite"):
+        prepare_shards(str(corpus), "char")  # the same command twice: the rule for an existing output holds
+
+    config = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "my-gpt2")
+    imported = import_gpt2(tmp_path / "my-gpt2")
+    assert imported == Path("runs/models/my-gpt2") and (tmp_path / imported / "model.safetensors").is_file()
+    assert export_gpt2(imported) == Path("runs/exports/my-gpt2-gpt2")
