@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from copy import deepcopy
 
 import numpy as np
 
@@ -36,10 +37,10 @@ def _random_box(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def synthetic_coco(n_images: int, seed: int, segm: bool = False, crowd_rate: float = 0.1, empty_rate: float = 0.15,
-                   crowded_images: int = 2) -> tuple[dict, list[dict]]:
+                   crowded_images: int = 2, false_positives: int = 4) -> tuple[dict, list[dict]]:
     """A COCO instances dict and a results list: truths of 4 categories (some crowd, some images without any),
-    detections near most truths plus false positives, scores with ties, a category the truth doesn't know, and
-    `crowded_images` images with over 100 detections of one category (COCOeval keeps 100)."""
+    detections near most truths plus up to `false_positives` per image, scores with ties, a category the truth
+    doesn't know, and `crowded_images` images with over 100 detections of one category (COCOeval keeps 100)."""
     rng = np.random.default_rng(seed)
     images, anns, results = [], [], []
     for i in range(n_images):
@@ -65,7 +66,7 @@ def synthetic_coco(n_images: int, seed: int, segm: bool = False, crowd_rate: flo
             for _ in range(int(rng.integers(0, 3))):  # detections near the truth
                 results.append(_detection(rng, image_id, cat, box + rng.normal(0, box[2:].mean() * 0.1, 4), h, w,
                                           segm))
-        for _ in range(int(rng.integers(0, 5))):  # false positives, some of an unknown category
+        for _ in range(int(rng.integers(0, false_positives + 1))):  # false positives, some of an unknown category
             cat = int(rng.choice(CATEGORIES + [99]))
             results.append(_detection(rng, image_id, cat, _random_box(rng, h, w), h, w, segm))
         if i < crowded_images:
@@ -89,20 +90,21 @@ def _detection(rng: np.random.Generator, image_id: int, cat: int, box: np.ndarra
     return det
 
 
-def pycocotools_eval(gt: dict, results: list[dict], iou_type: str):
+def pycocotools_eval(gt: dict, results: list[dict], iou_type: str, copy: bool = True):
     """COCOeval's summary (12 floats) and its precision/recall arrays; an empty results list is a results COCO with
-    no annotations (COCO.loadRes cannot read an empty list)."""
-    import copy
-
+    no annotations (COCO.loadRes cannot read an empty list). pycocotools writes into the dicts it is given: they
+    are copied first unless `copy` is False."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    if copy:
+        gt, results = deepcopy(gt), deepcopy(results)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
+        coco_gt.dataset = gt
         coco_gt.createIndex()
         if results:
-            coco_dt = coco_gt.loadRes(copy.deepcopy(results))
+            coco_dt = coco_gt.loadRes(results)
         else:
             coco_dt = COCO()
             coco_dt.dataset = {"images": gt["images"], "categories": gt["categories"], "annotations": []}

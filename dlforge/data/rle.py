@@ -54,6 +54,16 @@ def runs_to_mask(runs: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.repeat(values, runs).reshape(width, height).T
 
 
+def runs_to_columns(runs: Sequence[np.ndarray]) -> np.ndarray:
+    """Masks of one size from their runs, flattened column-major: (n, H*W) bool, decoded in one pass."""
+    if not runs:
+        return np.zeros((0, 0), dtype=bool)
+    lengths = np.array([len(r) for r in runs])
+    flat = np.concatenate(runs).astype(np.int64)
+    values = (np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)) % 2 == 1
+    return np.repeat(values, flat).reshape(len(runs), -1)
+
+
 # --- the compressed string --------------------------------------------------------------------------------------
 
 
@@ -78,22 +88,45 @@ def runs_to_string(runs: np.ndarray) -> str:
 
 def string_to_runs(counts: str | bytes) -> np.ndarray:
     """pycocotools' rleFrString: the runs of a compressed `counts` string; uint32."""
-    raw = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
-    c = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
-    if len(c) == 0:
-        return np.zeros(0, dtype=np.uint32)
-    if c.min() < 0 or c.max() > 63 or c[-1] & 0x20:
-        raise DataError(f"invalid RLE counts string {raw[:40]!r}: characters must be in '0'..'o' and end a number")
-    last = (c & 0x20) == 0
-    starts = np.concatenate([[0], np.flatnonzero(last)[:-1] + 1])
-    k = np.arange(len(c)) - np.repeat(starts, np.diff(np.concatenate([starts, [len(c)]])))
-    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
-    n_groups = np.diff(np.concatenate([starts, [len(c)]]))
+    return strings_to_runs([counts])[0]
+
+
+def strings_to_runs(strings: Sequence[str | bytes]) -> list[np.ndarray]:
+    """The runs of many compressed `counts` strings, decoded in one vectorised pass (a Python loop over the
+    characters, or a numpy pass per string, is what would make reading thousands of masks slow)."""
+    raws = [s.encode("ascii") if isinstance(s, str) else bytes(s) for s in strings]
+    c = np.frombuffer(b"".join(raws), dtype=np.uint8).astype(np.int64) - 48
+    ends = np.cumsum([len(r) for r in raws])
+    if len(c) and (c.min() < 0 or c.max() > 63 or (c[ends[ends > 0] - 1] & 0x20).any()):
+        bad = next(r for r in raws if r and (min(r) < 48 or max(r) > 111 or r[-1] - 48 & 0x20))
+        raise DataError(f"invalid RLE counts string {bad[:40]!r}: characters must be in '0'..'o' and end a number")
+    last = (c & 0x20) == 0  # the last character (group) of a number; no number spans two strings
+    starts = np.concatenate([[0], np.flatnonzero(last)[:-1] + 1]) if len(c) else np.zeros(0, dtype=np.int64)
+    n_groups = np.diff(np.append(starts, len(c)))
+    if len(c) and n_groups.max() > 12:
+        raise DataError(f"invalid RLE counts string: a number of {n_groups.max()} characters (at most 12)")
+    k = np.arange(len(c)) - np.repeat(starts, n_groups)
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts) if len(c) else np.zeros(0, dtype=np.int64)
     x -= np.where(c[last] & 0x10, 1 << (5 * n_groups), 0)  # the sign of the last group
-    runs = x.copy()  # undo the deltas: run i (i >= 3) = x[i] + run i-2
-    runs[1::2] = np.cumsum(x[1::2])
-    runs[2::2] = np.cumsum(x[2::2])
-    return runs.astype(np.uint32)
+    per_string = np.diff(np.searchsorted(np.flatnonzero(last), np.append(0, ends), side="left"))
+    string = np.repeat(np.arange(len(raws)), per_string)
+    pos = np.arange(len(x)) - np.repeat(np.cumsum(per_string) - per_string, per_string)
+    # undo the deltas: run i (i >= 3) = x[i] + run i-2, i.e. a running sum along the odd runs (from run 1) and along
+    # the even runs from run 2 on, within each string
+    runs = x.copy()
+    for chain in ((pos % 2 == 1), (pos % 2 == 0) & (pos >= 2)):
+        runs[chain] = _segmented_cumsum(x[chain], string[chain])
+    return np.split(runs.astype(np.uint32), np.cumsum(per_string)[:-1])
+
+
+def _segmented_cumsum(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """Running sums of `values` restarting wherever the (sorted) `segment` id changes."""
+    total = np.cumsum(values)
+    if len(values) == 0:
+        return total
+    first = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])
+    before = total[first] - values[first]
+    return total - np.repeat(before, np.diff(np.append(first, len(values))))
 
 
 # --- RLE dicts --------------------------------------------------------------------------------------------------
@@ -171,24 +204,47 @@ def merge(rles: Sequence[RLE], intersect: bool = False) -> RLE:
 
 def polygon_runs(xy: Sequence[float], height: int, width: int) -> np.ndarray:
     """pycocotools' rleFrPoly: the runs of one polygon [x0, y0, x1, y1, ...] in pixel coordinates."""
-    pts = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    return polygons_runs_many([xy], [(height, width)])[0]
+
+
+def polygons_runs_many(polygons: Sequence[Sequence[float]], sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """rleFrPoly for many polygons at once (polygon i in an image of sizes[i] = (height, width)): the boundary is
+    walked in 5x upsampled integer steps; where it moves to another column, the crossing of a pixel centre column
+    starts or ends a run of that column."""
+    for xy in polygons:
+        if len(xy) < 6 or len(xy) % 2:
+            raise DataError(f"a polygon needs x, y pairs of at least 3 points, got {len(xy)} numbers")
+    n_points = np.array([len(xy) // 2 for xy in polygons])
+    pts = np.concatenate([np.asarray(xy, dtype=np.float64).reshape(-1, 2) for xy in polygons])
     x = np.trunc(POLY_SCALE * pts[:, 0] + 0.5).astype(np.int64)  # C's (int) cast truncates toward zero
     y = np.trunc(POLY_SCALE * pts[:, 1] + 0.5).astype(np.int64)
-    u, v = _boundary_points(np.append(x, x[:1]), np.append(y, y[:1]))
-    # where the boundary moves to another (upsampled) column, a pixel centre may be crossed: keep those crossings
-    j = np.flatnonzero(u[1:] != u[:-1]) + 1
+    first = np.cumsum(n_points) - n_points
+    after = np.arange(len(x)) + 1  # each vertex's edge goes to the next vertex, the last one back to the first
+    after[first + n_points - 1] = first
+    u, v, edge = _boundary_points(x, x[after], y, y[after])
+    poly = np.repeat(np.arange(len(polygons)), n_points)[edge]
+    height, width = (np.array([s[i] for s in sizes], dtype=np.int64) for i in (0, 1))
+    j = np.flatnonzero((u[1:] != u[:-1]) & (poly[1:] == poly[:-1])) + 1
+    h, w = height[poly[j]], width[poly[j]]
     xd = (np.where(u[j] < u[j - 1], u[j], u[j] - 1) + 0.5) / POLY_SCALE - 0.5
-    keep = (np.floor(xd) == xd) & (xd >= 0) & (xd <= width - 1)
-    yd = (np.minimum(v[j], v[j - 1]) + 0.5) / POLY_SCALE - 0.5
-    yd = np.ceil(np.clip(yd, 0, height))
-    points = np.sort(np.append(xd[keep].astype(np.int64) * height + yd[keep].astype(np.int64), height * width))
-    return _collapse_zero_runs(np.diff(points, prepend=0))
+    keep = (np.floor(xd) == xd) & (xd >= 0) & (xd <= w - 1)
+    yd = np.ceil(np.minimum(np.maximum((np.minimum(v[j], v[j - 1]) + 0.5) / POLY_SCALE - 0.5, 0), h))
+    # run boundaries as pixel indices (column-major), each polygon closed by its pixel count
+    where = np.concatenate([xd[keep].astype(np.int64) * h[keep] + yd[keep].astype(np.int64), height * width])
+    owner = np.concatenate([poly[j][keep], np.arange(len(polygons))])
+    order = np.lexsort((where, owner))
+    where, owner = where[order], owner[order]
+    runs = np.diff(where, prepend=0)
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    runs[starts] = where[starts]
+    return [_collapse_zero_runs(r) for r in np.split(runs, starts[1:])]
 
 
-def _boundary_points(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer points along every edge (x[j], y[j]) -> (x[j+1], y[j+1]), stepping one unit along the edge's longer
-    axis (traversed from its lower end, then listed in the edge's direction), the other coordinate rounded."""
-    xs, xe, ys, ye = x[:-1], x[1:], y[:-1], y[1:]
+def _boundary_points(xs: np.ndarray, xe: np.ndarray, ys: np.ndarray, ye: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer points (u, v) along every edge (xs, ys) -> (xe, ye), and the edge of each: one unit step at a time
+    along the edge's longer axis (walked from its lower end, listed in the edge's direction), the other coordinate
+    rounded as frPoly rounds it."""
     dx, dy = np.abs(xe - xs), np.abs(ys - ye)
     along_x = dx >= dy
     flip = (along_x & (xs > xe)) | (~along_x & (ys > ye))
@@ -197,13 +253,14 @@ def _boundary_points(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
     edge = np.repeat(np.arange(len(xs)), steps + 1)
     d = np.arange(len(edge)) - np.repeat(np.cumsum(steps + 1) - (steps + 1), steps + 1)
     t = np.where(flip[edge], steps[edge] - d, d)
-    with np.errstate(divide="ignore", invalid="ignore"):  # a repeated vertex: C divides 0 by 0 (see below)
-        slope = np.where(along_x, (ye - ys) / dx, (xe - xs) / dy)[edge]
-        other = np.trunc(np.where(along_x, ys, xs)[edge] + slope * t + 0.5)
-    other = np.where(np.isnan(other), INT_MIN, other).astype(np.int64)  # C's (int) NaN on x86
+    rise = np.where(along_x, ye - ys, xe - xs).astype(np.float64)
+    slope = np.divide(rise, steps, out=np.full(len(steps), np.nan), where=steps > 0)[edge]
+    other = np.trunc(np.where(along_x, ys, xs)[edge] + slope * t + 0.5)
+    # a repeated vertex: C divides 0 by 0 and casts the NaN to int, which x86 makes INT_MIN
+    other = np.where(np.isnan(other), INT_MIN, other).astype(np.int64)
     u = np.where(along_x[edge], t + xs[edge], other)
     v = np.where(along_x[edge], other, t + ys[edge])
-    return u, v
+    return u, v, edge
 
 
 def _collapse_zero_runs(a: np.ndarray) -> np.ndarray:
@@ -226,12 +283,7 @@ def _collapse_zero_runs(a: np.ndarray) -> np.ndarray:
 
 def polygons_runs(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
     """The runs of the union of one or more polygons (one object in parts)."""
-    if not polygons:
-        raise DataError("a polygon segmentation needs at least one polygon")
-    runs = [polygon_runs(p, height, width) for p in polygons]
-    if len(runs) == 1:
-        return runs[0]
-    return mask_runs(np.logical_or.reduce([runs_to_mask(r, height, width) for r in runs]))
+    return segmentations_runs([polygons], [(height, width)])[0][0]
 
 
 def from_polygons(polygons: Sequence[Sequence[float]], height: int, width: int) -> RLE:
@@ -242,12 +294,48 @@ def from_polygons(polygons: Sequence[Sequence[float]], height: int, width: int) 
 def segmentation_runs(segmentation: Any, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
     """The runs and (height, width) of a COCO `segmentation`: polygons (in an image of height x width), or an
     uncompressed or compressed RLE (of its own size)."""
-    if isinstance(segmentation, list):
-        return polygons_runs(segmentation, height, width), (height, width)
-    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
-        return rle_runs(segmentation), rle_size(segmentation)
-    raise DataError(f"a segmentation must be a list of polygons or an RLE {{size, counts}}, got "
-                    f"{type(segmentation).__name__}")
+    return segmentations_runs([segmentation], [(height, width)])[0]
+
+
+def segmentations_runs(segmentations: Sequence[Any], sizes: Sequence[tuple[int, int]]
+                       ) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """`segmentation_runs` of many segmentations (in images of `sizes`), their polygons and compressed strings
+    each decoded in one vectorised pass."""
+    polygons, polygon_sizes, strings, out = [], [], [], []
+    for seg, (h, w) in zip(segmentations, sizes, strict=True):
+        if isinstance(seg, list):
+            if not seg:
+                raise DataError("a polygon segmentation needs at least one polygon")
+            out.append(("polygons", len(polygons), len(seg), (int(h), int(w))))
+            polygons.extend(seg)
+            polygon_sizes.extend([(h, w)] * len(seg))
+        elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
+            if isinstance(seg["counts"], (str, bytes)):
+                out.append(("string", len(strings), 1, rle_size(seg)))
+                strings.append(seg["counts"])
+            else:
+                out.append(("runs", rle_runs(seg), 1, rle_size(seg)))
+        else:
+            raise DataError(f"a segmentation must be a list of polygons or an RLE {{size, counts}}, got "
+                            f"{type(seg).__name__}")
+    polygon_runs_ = polygons_runs_many(polygons, polygon_sizes) if polygons else []
+    string_runs = strings_to_runs(strings)
+    result = []
+    for kind, at, n, size in out:
+        if kind == "string":
+            result.append((string_runs[at], size))
+        elif kind == "runs":
+            result.append((at, size))
+        elif n == 1:
+            result.append((polygon_runs_[at], size))
+        else:  # an object in parts: the union of its polygons
+            parts = [runs_to_mask(r, *size) for r in polygon_runs_[at:at + n]]
+            result.append((mask_runs(np.logical_or.reduce(parts)), size))
+    for runs, (h, w) in result:
+        if runs.sum(dtype=np.int64) != h * w:
+            raise DataError(f"invalid RLE: runs sum to {int(runs.sum(dtype=np.int64))} pixels, the size {h}x{w} "
+                            f"has {h * w}")
+    return result
 
 
 def to_rle(segmentation: Any, height: int, width: int) -> RLE:

@@ -154,18 +154,17 @@ def _from_arrays(images: Sequence[dict[str, Any]], iou_type: str, box_format: st
         boxes = _to_xywh(boxes, box_format)
         item_masks = _item_masks(item, n, i) if iou_type == "segm" else []
         masks.extend(item_masks)
+        measured = [_mask_area(m) for m in item_masks] if iou_type == "segm" else boxes[:, 2] * boxes[:, 3]
         if truth:
             crowd = _numpy(item.get("iscrowd", np.zeros(n)), bool).reshape(-1)
-            default = [_mask_area(m) for m in item_masks] if iou_type == "segm" else boxes[:, 2] * boxes[:, 3]
-            area = _numpy(item["area"], np.float64).reshape(-1) if "area" in item else np.asarray(default, float)
+            area = _numpy(item.get("area", measured), np.float64).reshape(-1)
             score = np.zeros(n)
         else:
-            crowd = np.zeros(n, dtype=bool)
-            area = np.asarray([_mask_area(m) for m in item_masks] if iou_type == "segm" else
-                              boxes[:, 2] * boxes[:, 3], dtype=np.float64)
+            crowd, area = np.zeros(n, dtype=bool), np.asarray(measured, dtype=np.float64)
             score = _numpy(item.get("scores", np.zeros(0)), np.float64).reshape(-1)
-            if len(score) != n:
-                raise DataError(f"image {i}: {len(score)} scores for {n} boxes")
+        for name, values in (("iscrowd", crowd), ("area", area), ("scores", score)):
+            if len(values) != n:
+                raise DataError(f"image {i}: {len(values)} {name} for {n} boxes")
         for key, value in zip(parts, (np.full(n, i), labels, boxes, area, score, crowd), strict=True):
             parts[key].append(value)
     joined = {key: np.concatenate(v) for key, v in parts.items()} if images else {}
@@ -186,7 +185,8 @@ def _item_masks(item: dict[str, Any], n: int, i: int) -> list:
         raise DataError(f"image {i}: segm evaluation needs 'masks' (N, H, W) or N RLEs")
     masks = item["masks"]
     if not isinstance(masks, (list, tuple)):
-        masks = list(_numpy(masks, bool).reshape(-1, *np.shape(masks)[-2:])) if n else []
+        array = _numpy(masks, bool)
+        masks = list(array.reshape(-1, *array.shape[-2:])) if array.ndim >= 2 else []
     if len(masks) != n:
         raise DataError(f"image {i}: {len(masks)} masks for {n} boxes")
     # RLEs are read once, into uncompressed RLEs (runs); arrays stay arrays
@@ -196,15 +196,16 @@ def _item_masks(item: dict[str, Any], n: int, i: int) -> list:
 def _from_annotations(anns: list[dict], images: dict, image_index: dict, cat_index: dict, iou_type: str,
                       truth: bool) -> _Objects:
     n = len(anns)
-    boxes = np.zeros((n, 4))
     masks = []
+    if iou_type == "segm":  # every segmentation read once, into an uncompressed RLE (runs)
+        missing = [a.get("id", j) for j, a in enumerate(anns) if "segmentation" not in a]
+        if missing:
+            raise DataError(f"annotation {missing[0]}: segm evaluation needs a 'segmentation'")
+        sizes = [(images[a["image_id"]]["height"], images[a["image_id"]]["width"]) for a in anns]
+        masks = [{"size": list(size), "counts": runs}
+                 for runs, size in rle.segmentations_runs([a["segmentation"] for a in anns], sizes)]
+    boxes = np.zeros((n, 4))
     for j, a in enumerate(anns):
-        if iou_type == "segm":
-            if "segmentation" not in a:
-                raise DataError(f"annotation {a.get('id', j)}: segm evaluation needs a 'segmentation'")
-            img = images[a["image_id"]]
-            runs, size = rle.segmentation_runs(a["segmentation"], img["height"], img["width"])
-            masks.append({"size": list(size), "counts": runs})  # decoded once: an uncompressed RLE
         if "bbox" in a and len(a["bbox"]):
             boxes[j] = a["bbox"]
         elif iou_type == "bbox":
@@ -231,10 +232,6 @@ def _to_xywh(boxes: np.ndarray, box_format: str) -> np.ndarray:
     if box_format == "cxcywh":
         return np.stack([boxes[:, 0] - boxes[:, 2] / 2, boxes[:, 1] - boxes[:, 3] / 2, boxes[:, 2], boxes[:, 3]], 1)
     return np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
-
-
-def _dense(mask: Any) -> np.ndarray:
-    return rle.decode(mask) if isinstance(mask, dict) else np.asarray(mask)
 
 
 def _mask_area(mask: Any) -> float:
@@ -349,13 +346,21 @@ def _pair_ious(truths: _Objects, detections: _Objects, gt: np.ndarray, dt: np.nd
         return ious
     for p in range(len(dt_pos)):
         det, tru = dt[dt_pos[p][dt_pos[p] >= 0]], gt[gt_pos[p][gt_pos[p] >= 0]]
-        d_masks = [_dense(detections.masks[i]) for i in det]
-        g_masks = [_dense(truths.masks[i]) for i in tru]
-        shapes = {m.shape for m in d_masks + g_masks}
+        masks = [detections.masks[i] for i in det] + [truths.masks[i] for i in tru]
+        shapes = {tuple(m["size"]) if isinstance(m, dict) else np.shape(m) for m in masks}
         if len(shapes) != 1:
             raise DataError(f"image {int(truths.image[tru[0]])}: masks of different sizes {sorted(shapes)}")
-        ious[p, :len(det), :len(tru)] = rle.mask_iou(np.stack(d_masks), np.stack(g_masks), truths.crowd[tru])
+        flat = _columns(masks)  # (D + G, H*W)
+        ious[p, :len(det), :len(tru)] = rle.mask_iou(flat[:len(det)], flat[len(det):], truths.crowd[tru])
     return ious
+
+
+def _columns(masks: list) -> np.ndarray:
+    """Masks (uncompressed RLEs or (H, W) arrays) as (n, H*W) bool, column-major as RLEs run."""
+    if all(isinstance(m, dict) for m in masks):
+        return rle.runs_to_columns([m["counts"] for m in masks])
+    return np.stack([rle.decode(m).T.reshape(-1) if isinstance(m, dict) else np.asarray(m).T.reshape(-1) != 0
+                     for m in masks])
 
 
 def _accumulate(score: np.ndarray, truths_of: np.ndarray, category: np.ndarray, image: np.ndarray,

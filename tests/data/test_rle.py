@@ -60,6 +60,7 @@ def test_encode_decode_area_and_bbox_equal_pycocotools():
 
 def test_polygons_rasterise_exactly_as_pycocotools():
     rng = np.random.default_rng(1)
+    objects, sizes, refs = [], [], []
     for i in range(300):
         h, w = (int(v) for v in rng.integers(5, 60, size=2))
         pts = rng.random((int(rng.integers(3, 9)), 2)) * [w * 1.3, h * 1.3] - [w * 0.15, h * 0.15]  # some outside
@@ -73,6 +74,19 @@ def test_polygons_rasterise_exactly_as_pycocotools():
         ref = coco_mask.merge(coco_mask.frPyObjects(polygons, h, w))
         assert rle.from_polygons(polygons, h, w)["counts"] == ref["counts"].decode(), i
         assert rle.to_rle(polygons, h, w)["counts"] == ref["counts"].decode()
+        objects.append(polygons)
+        sizes.append((h, w))
+        refs.append(ref)
+    # all of them at once (one vectorised pass, as the readers and the mAP evaluation do), with RLEs among them
+    objects += [{"size": r["size"], "counts": r["counts"].decode()} for r in refs[:20]]
+    sizes += sizes[:20]
+    refs += refs[:20]
+    for (runs, size), ref in zip(rle.segmentations_runs(objects, sizes), refs, strict=True):
+        assert size == tuple(ref["size"]) and rle.runs_to_string(runs) == ref["counts"].decode()
+    same_size = [runs for runs, size in rle.segmentations_runs(objects, sizes) if size == sizes[0]]
+    columns = rle.runs_to_columns(same_size)
+    for row, runs in zip(columns, same_size, strict=True):
+        np.testing.assert_array_equal(row.reshape(sizes[0][::-1]).T, rle.runs_to_mask(runs, *sizes[0]))
 
 
 def test_iou_of_masks_and_boxes_with_crowds_equals_pycocotools():
@@ -97,3 +111,5 @@ def test_malformed_rles_are_data_errors():
         rle.decode({"size": [2, 3], "counts": "6~"})
     with pytest.raises(DataError, match="a list of polygons or an RLE"):
         rle.to_rle("not a segmentation", 2, 3)
+    with pytest.raises(DataError, match="x, y pairs of at least 3 points, got 5 numbers"):
+        rle.to_rle([[1, 2, 3, 4, 5]], 10, 10)
