@@ -93,7 +93,7 @@ def coco_map(predictions: Sequence[dict[str, Any]], targets: Sequence[dict[str, 
     index = {c: i for i, c in enumerate(categories)}
     for objects in (truths, detections):
         objects.category = np.array([index[c] for c in objects.category.tolist()], dtype=np.int64)
-    return evaluate(truths, detections, categories, len(targets), iou_type, max_dets)
+    return _evaluate(truths, detections, categories, iou_type, max_dets)
 
 
 def coco_eval(ground_truth: str | Path | dict, results: str | Path | list, iou_type: str = "bbox",
@@ -114,7 +114,7 @@ def coco_eval(ground_truth: str | Path | dict, results: str | Path | list, iou_t
         raise DataError(f"results: image_id {unknown[0]!r} is not an image of the ground truth")
     res = [r for r in res if r["category_id"] in cat_index]
     detections = _from_annotations(res, images, image_index, cat_index, iou_type, truth=False)
-    return evaluate(truths, detections, categories, len(images), iou_type, max_dets)
+    return _evaluate(truths, detections, categories, iou_type, max_dets)
 
 
 # --- reading inputs ---------------------------------------------------------------------------------------------
@@ -241,8 +241,8 @@ def _mask_area(mask: Any) -> float:
 # --- the evaluation ---------------------------------------------------------------------------------------------
 
 
-def evaluate(truths: _Objects, detections: _Objects, categories: list[int], n_images: int, iou_type: str,
-             max_dets: Sequence[int] = MAX_DETS) -> CocoMAP:
+def _evaluate(truths: _Objects, detections: _Objects, categories: list[int], iou_type: str,
+              max_dets: Sequence[int] = MAX_DETS) -> CocoMAP:
     """COCOeval's evaluate + accumulate + summarize on truths and detections indexed by image and category."""
     max_dets = tuple(sorted(int(m) for m in max_dets))
     k = len(categories)
@@ -254,12 +254,10 @@ def evaluate(truths: _Objects, detections: _Objects, categories: list[int], n_im
     dt_pair, dt_rank = pair[rank < max_dets[-1]], rank[rank < max_dets[-1]]
     gt = np.lexsort((np.arange(len(truths.score)), truths.category, truths.image))
     gt_pair = truths.image[gt] * k + truths.category[gt]
-    gt_slot = np.arange(len(gt)) - np.searchsorted(gt_pair, gt_pair, side="left")
 
     areas = np.array(list(AREA_RANGES.values()))  # (A, 2)
     gt_ignore = truths.crowd[gt][None, :] | _outside(truths.area[gt], areas)  # (A, n_gt), in gt order
-    matched_gt, dt_ignore = _match_all(truths, detections, gt, gt_pair, gt_slot, dt, dt_pair, dt_rank, gt_ignore,
-                                       iou_type)
+    matched_gt, dt_ignore = _match_all(truths, detections, gt, gt_pair, dt, dt_pair, dt_rank, gt_ignore, iou_type)
     dt_ignore |= (matched_gt < 0) & _outside(detections.area[dt], areas)[:, None, :]
     matched = matched_gt >= 0  # (A, T, n_dt)
 
@@ -277,8 +275,8 @@ def _outside(area: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     return (area[None, :] < ranges[:, :1]) | (area[None, :] > ranges[:, 1:])
 
 
-def _match_all(truths: _Objects, detections: _Objects, gt: np.ndarray, gt_pair: np.ndarray, gt_slot: np.ndarray,
-               dt: np.ndarray, dt_pair: np.ndarray, dt_rank: np.ndarray, gt_ignore: np.ndarray, iou_type: str
+def _match_all(truths: _Objects, detections: _Objects, gt: np.ndarray, gt_pair: np.ndarray, dt: np.ndarray,
+               dt_pair: np.ndarray, dt_rank: np.ndarray, gt_ignore: np.ndarray, iou_type: str
                ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy matching of every (image, category) that has truths and detections. Returns, per area range, IoU
     threshold and detection (in `dt` order), the index into `gt` of its truth (-1: none), and whether it is ignored
@@ -297,10 +295,11 @@ def _match_all(truths: _Objects, detections: _Objects, gt: np.ndarray, gt_pair: 
     where = np.searchsorted(gt_pairs, pairs)
     first_gt, n_gt = gt_start[where], n_gt[where]
     n_pairs, width, depth = len(pairs), int(n_gt.max()), int(n_dt.max())
-    row_of_pair = {p: r for r, p in enumerate(pairs.tolist())}
 
     # padded (pair, rank, slot) tables; slot j of a pair is gt[first_gt + j]
-    dt_rows = np.array([row_of_pair.get(p, -1) for p in dt_pair.tolist()], dtype=np.int64)
+    by_id = np.argsort(pairs)
+    at = by_id[np.searchsorted(pairs, dt_pair, sorter=by_id).clip(max=n_pairs - 1)]
+    dt_rows = np.where(pairs[at] == dt_pair, at, -1)  # each detection's row (-1: its pair has no truth)
     dt_pos = np.full((n_pairs, depth), -1, dtype=np.int64)
     in_pair = dt_rows >= 0
     dt_pos[dt_rows[in_pair], dt_rank[in_pair]] = np.flatnonzero(in_pair)
