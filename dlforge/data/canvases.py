@@ -64,7 +64,6 @@ PLACEMENT_TRIES = 20
 VAL_ITEMS = 5000  # training items set aside for the validation canvases
 SPLITS = ("train", "val", "test")
 CACHED = ("images", "instances", "count", "labels", "boxes", "area")  # what the cache holds of each split
-TASKS = ("detection", "segmentation", "instance_segmentation")
 
 
 class CanvasConfig(DataConfig):

@@ -107,6 +107,13 @@ class DetectionDataset(Dataset):
         return out
 
 
+def unpad(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """A padded batch's objects, image by image, without the padding: what `dlforge.eval.coco_map` takes as targets
+    ({"boxes", "labels", "iscrowd", "area", ["masks"]} per image)."""
+    keys = [k for k in OBJECT_KEYS if k in batch and k != "box_mask"]
+    return [{k: batch[k][b][batch["box_mask"][b]] for k in keys} for b in range(len(batch["box_mask"]))]
+
+
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An (H, W) map of labels or mask values resized to `size` by nearest neighbour (pixel centres)."""
     h, w = labels.shape

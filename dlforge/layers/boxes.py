@@ -14,6 +14,7 @@ used by the mAP evaluation.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
@@ -113,13 +114,12 @@ def _greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
         c = classes[order]
         over &= c[:, None] == c[None, :]  # one IoU matrix; pairs of different classes never suppress
     over = over.cpu().numpy()
-    alive = [True] * len(order)
+    alive = np.ones(len(order), dtype=bool)
     keep = []
-    for i in range(len(order)):  # one pass; row i only matters when box i survives
+    for i in range(len(order)):  # one pass, best first; row i matters only when box i survives
         if alive[i]:
             keep.append(i)
-            for j in over[i, i + 1:].nonzero()[0]:
-                alive[i + 1 + j] = False
+            alive[i + 1:] &= ~over[i, i + 1:]
     return order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
 
 

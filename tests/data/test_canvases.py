@@ -12,9 +12,10 @@ import torch
 from dlforge.data import rle
 from dlforge.data.canvases import PLAIN_LEVELS, CanvasConfig, export_coco, fashion_canvases, load_canvases
 from dlforge.data.coco import read_coco
-from dlforge.data.detection import collate_detection
+from dlforge.data.detection import collate_detection, unpad
 from dlforge.data.images import FASHION_LABELS
 from dlforge.errors import DataError
+from dlforge.eval.coco_map import coco_map
 
 # pycocotools' decode predates numpy 2's copy keyword; its warning is about pycocotools, not about what is tested
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -106,6 +107,13 @@ def test_batches_follow_the_padded_contract(cache):
     assert one_by_one.keys() == batch.keys()
     for key in batch:
         torch.testing.assert_close(one_by_one[key], batch[key])
+    # the objects without padding are COCO targets: predicting them exactly scores AP 1 (boxes and masks)
+    targets = unpad(batch)
+    assert [len(t["labels"]) for t in targets] == raw.count[:4].tolist()
+    perfect = [{**t, "scores": torch.ones(len(t["labels"]))} for t in targets]
+    for iou_type in ("bbox", "segm"):
+        stats = coco_map(perfect, targets, iou_type=iou_type).stats
+        assert stats["map"] == 1 and stats["mar_100"] == 1
     segmentation = fashion_canvases(config(cache, task="segmentation"))  # same canvases: the cache is shared
     assert segmentation.model_defaults["num_classes"] == 11 and "masks" not in segmentation.train[0]
 
