@@ -6,7 +6,9 @@ A new model, dataset or task file is added to its list here.
 """
 
 # datasets
+import dlforge.data.canvases  # noqa: F401  fashion_canvases
 import dlforge.data.chartext  # noqa: F401  shakespeare_char, text_files
+import dlforge.data.coco  # noqa: F401  coco
 import dlforge.data.genre  # noqa: F401  shakespeare_genre
 import dlforge.data.images  # noqa: F401  fashion_mnist, idx, digits, image_folder
 import dlforge.data.masked_lm  # noqa: F401  shakespeare_mlm, text_files_mlm
@@ -15,6 +17,7 @@ import dlforge.data.tabular  # noqa: F401  iris, wine, breast_cancer, diabetes, 
 import dlforge.data.timeseries  # noqa: F401  co2, sunspots, seattle_temps, timeseries_csv
 import dlforge.data.tokens  # noqa: F401  lm_text, token_shards
 import dlforge.data.translation  # noqa: F401  bible_translation
+import dlforge.data.voc  # noqa: F401  voc_masks
 import dlforge.data.weather_sequences  # noqa: F401  seattle_weather
 
 # models

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,6 +85,11 @@ class DataBundle:
         if evaluation and name == "train" and self.eval_train is not None:
             return self.eval_train
         return getattr(self, name)
+
+
+def default_cache_dir() -> Path:
+    """Where datasets that are generated or prepared once are cached unless their config names a folder."""
+    return Path.home() / ".cache" / "dlforge" / "datasets"
 
 
 def fingerprint_tensors(*tensors: torch.Tensor) -> str:
