@@ -13,6 +13,7 @@ differs between tasks is asked of the task (`dlforge.tasks`), never decided here
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -25,12 +26,19 @@ import torch
 from dlforge.artifacts import load_model, load_trained, save_model
 from dlforge.config import Config, dump_config, load_config
 from dlforge.data.dataset import DataBundle
-from dlforge.errors import ConfigError, DlforgeError
+from dlforge.errors import ConfigError, DlforgeError, Interrupted, raising_on_signals
 from dlforge.eval.evaluate import evaluate_model
 from dlforge.registry import create_model, create_task, dataset_entry
 from dlforge.runs.history import compare_runs, list_runs, show_run  # noqa: F401  (the public API)
 from dlforge.runs.registry import RunRegistry, git_revision
-from dlforge.runs.rundir import atomic_write_json, atomic_write_text, model_dir, new_run_dir, resolve_run
+from dlforge.runs.rundir import (
+    atomic_write_json,
+    atomic_write_text,
+    lock_run_dir,
+    model_dir,
+    new_run_dir,
+    resolve_run,
+)
 from dlforge.tasks.base import RunReport, Task
 from dlforge.train import distributed
 from dlforge.train.callbacks import (
@@ -97,7 +105,18 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
 
 def train(config: Config | str | Path | dict, overrides: list[str] | None = None, run_dir: str | Path | None = None,
           resume: str | Path | None = None) -> RunResult:
-    """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name)."""
+    """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name).
+
+    One process writes a run folder at a time (`lock_run_dir`): a second one is refused, naming the first. SIGINT and
+    SIGTERM stop the training loop at a checkpoint; outside the loop (the final evaluation, say) they stop the work
+    where it is. Either way the run is recorded as interrupted and `exit_code` says which signal it was.
+    """
+    with raising_on_signals(), contextlib.ExitStack() as held:  # `held` keeps the run folder locked until the end
+        return _train(config, overrides, run_dir, resume, held)
+
+
+def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_dir: str | Path | None,
+           resume: str | Path | None, held: contextlib.ExitStack) -> RunResult:
     start = time.perf_counter()
     if resume is not None:
         run_path = resolve_run(str(resume), _runs_dir(config), finished=False)  # latest: finished or not
@@ -105,6 +124,8 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
     info = distributed.setup(cfg.train.device)
+    if resume is not None and info.is_main:
+        held.enter_context(lock_run_dir(run_path))  # before any work: a second writer is refused at once
     seed_everything(cfg.train.seed)
     data = build_data(cfg)  # before the run folder exists: bad data leaves nothing behind
     model = build_model(cfg, data)
@@ -125,7 +146,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     trainer = Trainer(model, t, data.train, data.val, metrics=task.metrics(data.info, loss_name),
                       num_workers=cfg.data_config().num_workers, batch_transform=data.augment)
     if resume is None:
-        run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
+        run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir, held))
     registry = RunRegistry(run_path.parent) if info.is_main else None
     if info.is_main:
         atomic_write_text(run_path / "config.yaml", dump_config(cfg))
@@ -144,34 +165,56 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
         callbacks.append(ProgressBar())
     callbacks.append(Plots(run_path))
     trainer.callbacks = callbacks
-    if resume is not None:
-        found = load_latest_checkpoint(ckpt_dir, warn=_warn)
-        if found is not None:
-            trainer.load_state_dict(found[1])
-        else:  # killed before its first checkpoint: start over in the same folder
-            (run_path / "metrics.jsonl").unlink(missing_ok=True)
     try:
-        trainer.fit()
+        if resume is not None:
+            _restore(trainer, ckpt_dir)
+        try:
+            trainer.fit()
+        finally:
+            distributed.cleanup(info)
+        result = RunResult(run_path, "interrupted" if trainer.interrupted else "completed", trainer.stop_reason,
+                           trainer.step, 0.0)
+        if info.is_main and not trainer.interrupted:
+            result.metrics = _finalize(cfg, run_path, model, data, trainer, task)
+            result.wall_s = time.perf_counter() - start
+            _write_card(cfg, run_path, model, data, result)
+    except (Interrupted, KeyboardInterrupt) as exc:  # outside the loop, which stops cleanly: the final evaluation
+        if registry is None:
+            raise
+        signame = exc.signal.name if isinstance(exc, Interrupted) else "SIGINT"
+        result = RunResult(run_path, "interrupted", signame, trainer.step, 0.0)
     except BaseException as exc:
         if registry is not None:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            registry.finish(run_path.name, status, {"error": str(exc)[:500]})
+            _record_failure(registry, run_path.name, exc)
         raise
-    finally:
-        distributed.cleanup(info)
-    result = RunResult(run_path, "interrupted" if trainer.interrupted else "completed", trainer.stop_reason,
-                       trainer.step, time.perf_counter() - start)
-    if not info.is_main:
-        return result
-    if trainer.interrupted:
-        registry.finish(run_path.name, "interrupted", {"step": trainer.step})
-        return result
-    result.metrics = _finalize(cfg, run_path, model, data, trainer, task)
     result.wall_s = time.perf_counter() - start
-    _write_card(cfg, run_path, model, data, result)
-    registry.finish(run_path.name, "completed", {f"{s}/{k}": v for s, m in result.metrics.items() for k, v in m.items()
-                                                 if isinstance(v, int | float)})
+    if registry is not None:
+        registry.finish(run_path.name, result.status, _registry_metrics(result))
     return result
+
+
+def _restore(trainer: Trainer, ckpt_dir: Path) -> None:
+    """Load the run's newest valid checkpoint into `trainer`."""
+    found = load_latest_checkpoint(ckpt_dir, warn=_warn)
+    if found is not None:
+        trainer.load_state_dict(found[1])
+    else:  # killed before its first checkpoint: start over in the same folder
+        (ckpt_dir.parent / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def _record_failure(registry: RunRegistry, name: str, exc: BaseException) -> None:
+    """Mark the run failed. When even that write fails (the full disk that ended the run, say), the error that ended
+    the run is still the one reported; this one is a warning."""
+    try:
+        registry.finish(name, "failed", {"error": str(exc)[:500]})
+    except DlforgeError as also:
+        _warn(f"the run could not be marked failed: {also}")
+
+
+def _registry_metrics(result: RunResult) -> dict[str, Any]:
+    if result.status != "completed":
+        return {"step": result.steps}
+    return {f"{s}/{k}": v for s, m in result.metrics.items() for k, v in m.items() if isinstance(v, int | float)}
 
 
 def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, tokenizer: Any = None) -> None:
@@ -237,13 +280,17 @@ def _runs_dir(config: Any) -> str:
     return config.runs_dir if isinstance(config, Config) else "runs"
 
 
-def _new_run(cfg: Config, run_dir: str | Path | None) -> Path:
+def _new_run(cfg: Config, run_dir: str | Path | None, held: contextlib.ExitStack) -> Path:
+    """A fresh run folder (`run_dir`, or a new one in runs_dir), locked for this process until `held` closes."""
     if run_dir is None:
-        return new_run_dir(cfg.runs_dir, cfg.name)
+        path = new_run_dir(cfg.runs_dir, cfg.name)
+        held.enter_context(lock_run_dir(path))
+        return path
     path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    held.enter_context(lock_run_dir(path))  # before looking: of two processes given one --run-dir, one goes on
     if (path / "config.yaml").exists():
         raise DlforgeError(f"{path}: already holds a run; continue it with --resume {path}")
-    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

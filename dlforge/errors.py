@@ -7,7 +7,10 @@ the file and line, the config key or the field that is wrong, and what was expec
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import signal
+from collections.abc import Iterator
 
 from pydantic import ValidationError
 
@@ -32,6 +35,39 @@ class CheckpointError(DlforgeError):
 
 class TrainingError(DlforgeError):
     """Training cannot go on (for example a NaN loss under `nan_policy: stop`)."""
+
+
+class Interrupted(BaseException):  # noqa: N818 - named for what happened, as KeyboardInterrupt is
+    """SIGINT or SIGTERM, raised while `raising_on_signals` holds: a BaseException, as KeyboardInterrupt is, so that
+    no `except Exception` swallows it. Cleanup runs, a run is recorded as interrupted, and the CLI exits with the
+    shell's code for the signal (128 + its number: 130, 143)."""
+
+    def __init__(self, signum: int):
+        self.signal = signal.Signals(signum)
+        super().__init__(self.signal.name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signal)
+
+
+@contextlib.contextmanager
+def raising_on_signals() -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM raise `Interrupted` (SIGTERM would otherwise end the process on the
+    spot, with no message and nothing recorded). Only the main thread can set handlers; elsewhere nothing changes."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {}
+    with contextlib.suppress(ValueError):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # --- config errors, worded for people (shared by the config schema, the registry and every config class) ---

@@ -1,7 +1,7 @@
 """`dlforge` entry point: the typer app, and the error policy.
 
 A `DlforgeError` (bad config key, broken CSV, damaged checkpoint...) prints one line and exits with code 2; the
-traceback is shown only with `--debug`.
+traceback is shown only with `--debug`. SIGINT and SIGTERM print one line and exit 130 and 143.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import typer
 
 from dlforge.cli import embed, finetune, generate, gpt2, image, info, lm, rag, runs, tokenizer, train, translate
-from dlforge.errors import DlforgeError
+from dlforge.errors import DlforgeError, Interrupted, raising_on_signals
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # -h as well, for the app and every subcommand
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -53,15 +53,16 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="dlforge")  # usage errors exit with code 2 inside, as click does
+        with raising_on_signals():  # Ctrl-C and kill end any command with a line and the shell's exit code
+            app(args=args, prog_name="dlforge")  # usage errors exit with code 2 inside, as click does
     except DlforgeError as exc:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
+    except Interrupted as exc:
+        print(f"aborted ({exc.signal.name})", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except Exception as exc:
         if debug:
             raise

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlforge.errors import DlforgeError
-from dlforge.runs.rundir import METRICS_FILE, read_metrics
+from dlforge.runs.rundir import METRICS_FILE, read_metrics, reporting_full_disk
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -73,7 +73,8 @@ def _figure(width: float, height: float) -> Figure:
 def _save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with reporting_full_disk(path):
+        fig.savefig(path, dpi=100)
     return path
 
 

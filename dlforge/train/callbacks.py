@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 from dlforge.errors import ConfigError
 from dlforge.eval.metrics import lower_is_better
+from dlforge.runs.rundir import reporting_full_disk, trim_metrics, write_metrics_csv
 
 
 class Callback:
@@ -67,6 +69,7 @@ class MetricsLogger(Callback):
         self.run_dir, self.tensorboard = Path(run_dir), tensorboard
         self.file = None
         self.writer = None
+        self.step = 0  # the trainer's step when last told: a checkpoint's step
 
     def on_fit_start(self, trainer) -> None:
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in on_fit_end/on_exception
@@ -84,18 +87,22 @@ class MetricsLogger(Callback):
         # strict JSON: a NaN or infinite value (an AUROC with one class present, a diverged loss) is written as null,
         # and `dlforge.runs.rundir.read_metrics` reads it back as NaN
         strict = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
-        self.file.write(json.dumps(strict, allow_nan=False) + "\n")
-        self.file.flush()
+        line = json.dumps(strict, allow_nan=False) + "\n"
+        with reporting_full_disk(self.path, len(line)):
+            self.file.write(line)
+            self.file.flush()
         if self.writer is not None:
             for k, v in row.items():
                 if k not in ("step", "epoch", "split") and isinstance(v, int | float):
                     self.writer.add_scalar(k if "/" in k else f"train/{k}", v, row["step"])
 
     def on_step_end(self, trainer, logs: dict[str, float]) -> None:
+        self.step = trainer.step
         if logs:
             self._write(logs)
 
     def on_eval_end(self, trainer, metrics: dict[str, float]) -> None:
+        self.step = trainer.step
         self._write({"step": trainer.step, "epoch": trainer.epoch_progress, "split": "val", **metrics})
 
     def _close(self) -> None:
@@ -108,23 +115,22 @@ class MetricsLogger(Callback):
 
     def on_fit_end(self, trainer) -> None:
         self._close()
-        from dlforge.runs.rundir import write_metrics_csv
-
         write_metrics_csv(self.path, self.run_dir / "metrics.csv")
 
     def on_exception(self, trainer, exc: BaseException) -> None:
         self._close()
 
     def state_dict(self) -> dict[str, Any]:
-        if self.file is not None:
+        if self.file is not None:  # a checkpoint is taken: the log must last as far as the checkpoint says it does
             self.file.flush()
-        return {"bytes": self.path.stat().st_size if self.path.exists() else 0}
+            os.fsync(self.file.fileno())
+        return {"bytes": self.path.stat().st_size if self.path.exists() else 0, "step": self.step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # Rows written after the checkpoint are written again by the resumed run: cut them off.
-        if self.path.exists():
-            with open(self.path, "r+b") as f:
-                f.truncate(state["bytes"])
+        # Rows written after the checkpoint are written again by the resumed run: cut them off (and a log cut
+        # shorter than the checkpoint says keeps its valid rows).
+        self.step = state.get("step", 0)
+        trim_metrics(self.path, state["bytes"], state.get("step"))
 
 
 class ProgressBar(Callback):

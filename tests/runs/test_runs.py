@@ -33,6 +33,7 @@ from dlforge.runs import (
     write_model_card,
 )
 from dlforge.runs import rundir as rundir_module
+from dlforge.runs.rundir import lock_run_dir, reporting_full_disk, trim_metrics
 
 REPO_ROOT = Path(dlforge.runs.__file__).resolve().parents[2]
 STAMP = "20250101-120000"
@@ -167,7 +168,53 @@ def test_resolve_run_errors(tmp_path):
         resolve_run("latest", tmp_path / "elsewhere")
 
 
+# --- one writer per run folder (issue 13, defect 27) --------------------------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from dlforge.runs.rundir import lock_run_dir
+with lock_run_dir(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_locked_run_folder_refuses_a_second_writer_naming_the_first_until_it_ends(tmp_path):
+    with lock_run_dir(tmp_path):
+        with pytest.raises(DlforgeError, match=rf"^{tmp_path}: another dlforge process \(pid {os.getpid()}\)"):
+            with lock_run_dir(tmp_path):
+                pass
+    with lock_run_dir(tmp_path):  # released at the end of the block
+        pass
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(DlforgeError, match=rf"\(pid {holder.pid}\)"):
+            with lock_run_dir(tmp_path):
+                pass
+    finally:
+        holder.kill()  # kill -9: the OS releases its lock
+        holder.wait(timeout=30)
+    with lock_run_dir(tmp_path):
+        pass
+
+
 # --- crash-safe writes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),  # Python's own writes
+    RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),  # safetensors' (Rust)
+])
+def test_a_full_disk_is_one_error_naming_the_file_and_the_space_it_needed(tmp_path, failure):
+    target = tmp_path / "checkpoints" / "checkpoint-20"
+    with pytest.raises(DlforgeError, match=rf"^{target}: could not be written: no space left on the device "
+                                           rf"\(needs about 3\.2 MB; [\d.]+ [kMGT]?B free there\); free some space"):
+        with reporting_full_disk(target, 3_200_000):
+            raise failure
+    with pytest.raises(RuntimeError, match="unrelated"):  # anything else passes through untouched
+        with reporting_full_disk(target, 10):
+            raise RuntimeError("unrelated")
 
 
 def test_atomic_write_replaces_the_file(tmp_path):
@@ -207,6 +254,28 @@ def test_read_metrics_names_a_bad_line_in_the_middle(tmp_path):
     path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     with pytest.raises(DlforgeError, match=r"metrics.jsonl:2: not valid JSON"):
         read_metrics(path)
+
+
+def test_trimming_the_log_to_a_checkpoint_never_pads_and_keeps_only_valid_rows(tmp_path):
+    """Issue 13, defect 28: a log shorter than its checkpoint says (trimmed, or cut by a power loss) was padded with
+    NUL bytes on resume, and the run failed on invalid JSON at its end."""
+    rows = [{"step": s, "loss": 1 / s} for s in range(1, 9)]
+    path = write_jsonl(tmp_path / "metrics.jsonl", rows)
+    full = path.stat().st_size
+    trim_metrics(path, full + 500, max_step=8)  # the checkpoint remembers a longer log: nothing is added
+    assert path.stat().st_size == full and read_metrics(path) == rows
+    trim_metrics(path, full, max_step=5)  # rows past the checkpoint's step go
+    assert read_metrics(path) == rows[:5]
+    path.write_bytes(path.read_bytes() + b'{"step": 6, "lo')  # a torn last line
+    trim_metrics(path, full, max_step=8)
+    assert path.read_bytes().endswith(b"\n") and read_metrics(path) == rows[:5]
+    path.write_bytes(b"\0" * 40 + path.read_bytes())  # what the old resume left: NUL padding glued to a row
+    trim_metrics(path, full + 40, max_step=8)
+    assert read_metrics(path) == rows[1:5]
+    kept = path.stat().st_size
+    path.write_bytes(path.read_bytes() + b'{"step": 6}\n')  # the usual case: rows after the checkpoint are cut
+    trim_metrics(path, kept, max_step=5)
+    assert path.stat().st_size == kept
 
 
 def test_metrics_csv_header_is_the_union_of_keys(tmp_path):
@@ -450,3 +519,4 @@ def test_model_card_has_the_sections_and_the_metrics(tmp_path):
     assert "fairness" in text
     assert f'dlforge.load("{run_dir.as_posix()}/model")' in text
     assert f"dlforge predict {run_dir.as_posix()} input.csv" in text
+
