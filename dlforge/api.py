@@ -162,7 +162,7 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
     if t.mfu:
         callbacks.insert(0, FlopsUtilization(model.flops_per_token(data.info.get("context"))))  # before the loggers
     if t.progress:
-        callbacks.append(ProgressBar())
+        callbacks.append(ProgressBar(t.progress_every))
     callbacks.append(Plots(run_path))
     trainer.callbacks = callbacks
     try:
@@ -276,6 +276,10 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _runs_dir(config: Any) -> str:
     return config.runs_dir if isinstance(config, Config) else "runs"
 
@@ -325,10 +329,12 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     metrics: dict[str, Any] = {}
     reports: dict[str, Any] = {}
     loss_name = getattr(model.config, "loss", "")
+    say = _note if cfg.train.progress else lambda message: None
     for split in ("train", "val", "test"):
         ds = data.split(split, evaluation=True)
         if ds is None:
             continue
+        say(f"evaluating the final model on {split} ({len(ds)} samples)")
         tm = task.metrics(data.info, loss_name, split)
         metrics[split] = evaluate_model(model, ds, tm, device=trainer.device, autocast_dtype=trainer.autocast_dtype)
         if split == "test":

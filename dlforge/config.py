@@ -122,7 +122,9 @@ class TrainConfig(Section):
     init_from: str | None = Field(None, description="start from all the weights of this run (folder, name, 'latest', "
                                   "'latest:NAME') or model folder: continued pretraining, fine-tuning")
     lora: LoRAConfig | None = Field(None, description="train LoRA adapters over the init_from model, frozen")
-    progress: bool = True
+    progress: bool = Field(True, description="show progress on stderr: a bar on a terminal, else plain lines")
+    progress_every: float = Field(30.0, gt=0, description="seconds between plain progress lines (steps, rate, ETA) "
+                                  "when stderr is not a terminal: logs, CI, nohup")
     tensorboard: bool = True
     mfu: bool = Field(False, description="log model-FLOPs utilization: tokens/s x the model's FLOPs per token over "
                       "a matmul peak measured at the start (models with flops_per_token, e.g. gpt)")

@@ -25,6 +25,7 @@ from typing import Any
 
 from dlforge.errors import ConfigError
 from dlforge.eval.metrics import lower_is_better
+from dlforge.runs.progress import Progress
 from dlforge.runs.rundir import reporting_full_disk, trim_metrics, write_metrics_csv
 
 
@@ -134,37 +135,33 @@ class MetricsLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """A rich progress bar on a terminal; one line per evaluation otherwise (logs, CI)."""
+    """Training progress on stderr (`dlforge.runs.progress.Progress`): a bar on a terminal, otherwise (logs, CI,
+    nohup) a plain line every `every_s` seconds with the step, the rate, the ETA and the loss; and a line per
+    evaluation either way."""
 
-    def __init__(self):
-        self.progress = None
-        self.task = None
+    def __init__(self, every_s: float = 30.0):
+        self.every_s = every_s
+        self.progress: Progress | None = None
 
     def on_fit_start(self, trainer) -> None:
-        if sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=True)
-            self.task = self.progress.add_task("train", total=trainer.max_steps, completed=trainer.step, info="")
-            self.progress.start()
+        self.progress = Progress("train", trainer.max_steps, done=trainer.step, every_s=self.every_s)
 
     def on_step_end(self, trainer, logs: dict[str, float]) -> None:
         if self.progress is not None:
-            info = f"loss {logs['loss']:.4f}" if logs else None
-            self.progress.update(self.task, completed=trainer.step, **({"info": info} if info else {}))
+            self.progress.update(trainer.step, f"loss {logs['loss']:.4f}" if logs else "")
 
     def on_eval_end(self, trainer, metrics: dict[str, float]) -> None:
         text = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         line = f"epoch {trainer.epoch_progress:>6.2f}  step {trainer.step:>6}  {text}"
         if self.progress is not None:
-            self.progress.console.print(line)
-        else:
+            self.progress.note(line)
+        else:  # an evaluation outside fit()
             print(line, file=sys.stderr, flush=True)
 
     def on_fit_end(self, trainer) -> None:
         if self.progress is not None:
-            self.progress.stop()
+            self.progress.close()
+            self.progress = None
 
     def on_exception(self, trainer, exc: BaseException) -> None:
         self.on_fit_end(trainer)  # the bar goes away; the error is reported by whoever catches it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,9 @@ from dlforge.runs import (
     write_metrics_csv,
     write_model_card,
 )
+from dlforge.runs import progress as progress_module
 from dlforge.runs import rundir as rundir_module
+from dlforge.runs.progress import Progress
 from dlforge.runs.rundir import lock_run_dir, reporting_full_disk, trim_metrics
 
 REPO_ROOT = Path(dlforge.runs.__file__).resolve().parents[2]
@@ -520,3 +524,21 @@ def test_model_card_has_the_sections_and_the_metrics(tmp_path):
     assert f'dlforge.load("{run_dir.as_posix()}/model")' in text
     assert f"dlforge predict {run_dir.as_posix()} input.csv" in text
 
+
+# --- progress of long work (issue 13, defect 10) -------------------------------------------------------------------
+
+
+def test_progress_off_a_terminal_is_a_plain_line_with_rate_and_eta_every_period(monkeypatch):
+    clock = iter([100.0, 110.0, 115.0, 140.0, 140.0, 140.0])  # the start, then each update's readings
+    monkeypatch.setattr(progress_module, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    out = io.StringIO()  # not a terminal
+    progress = Progress("train", total=1000, done=200, every_s=30.0, stream=out)
+    progress.update(300, "loss 0.5000")  # 10 s in: not yet
+    progress.update(320)  # 15 s in: not yet
+    progress.update(500)  # 40 s in: a line; 300 steps in 40 s since the resumed step 200
+    progress.note("epoch 1.00  step 500  val/loss 0.4")
+    progress.close()
+    assert out.getvalue().splitlines() == [
+        "train: 500/1000 steps (50%), 7.5 steps/s, ETA 1 min 07 s, loss 0.5000",
+        "epoch 1.00  step 500  val/loss 0.4",
+    ]

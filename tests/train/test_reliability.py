@@ -134,6 +134,33 @@ def test_nan_loss_stop_names_the_step_and_leaves_no_nan_checkpoint(tmp_path):
 # --- issue 13: nothing is lost, errors stay honest, long work shows progress -----------------------------------------
 
 
+def test_one_process_writes_a_run_and_a_long_training_reports_progress_off_a_terminal(tmp_path):
+    """Defect 27: two --resume of one run, or one --run-dir started twice, interleaved metrics.jsonl. Defect 10:
+    outside a terminal, train printed evaluation lines only."""
+    csv = write_blobs_csv(tmp_path / "b.csv", n=120)
+    cfg = write_config(tmp_path / "c.yaml", csv, max_steps=300, log_every=50, eval_every=100, checkpoint_every=100)
+    run = tmp_path / "r"
+    first = subprocess.Popen(dlforge_cmd("train", str(cfg), "train.progress=true", "train.progress_every=0.3",
+                                         "--run-dir", str(run)),
+                             cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_rows(run, 2, first)
+    first.send_signal(signal.SIGSTOP)  # paused while it holds the run: the others get the CPU
+    try:
+        second = run_cli("train", "--resume", str(run), cwd=tmp_path)
+        assert f"{run}: another dlforge process (pid {first.pid}) is writing this run" in one_line_error(second)
+        with pytest.raises(DlforgeError, match=rf"\(pid {first.pid}\)"):  # the same --run-dir again
+            api.train(str(cfg), run_dir=run)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    steps = [r["step"] for r in train_rows(run) if "split" not in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 300  # each row once, in order: one writer
+    progress = [line for line in err.splitlines() if line.startswith("train: ")]
+    assert progress, err[-2000:]
+    assert re.fullmatch(r"train: \d+/300 steps \(\d+%\), [\d.]+ steps/s, ETA .+, loss \d+\.\d{4}", progress[-1])
+
+
 def test_a_resume_after_the_log_lost_its_tail_keeps_its_valid_rows_and_finishes(tmp_path):
     """Defect 28: a log shorter than the checkpoint says was padded with NUL bytes; the run then failed at its end
     on invalid JSON, and so did every later resume."""
