@@ -57,10 +57,19 @@ from dlforge.train.trainer import Trainer, seed_everything
 class RunResult:
     run_dir: Path
     status: str  # completed | interrupted
-    stop_reason: str
+    stop_reason: str  # max_steps, max_epochs, early_stopping: ..., SIGINT, SIGTERM
     steps: int
     wall_s: float
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metric -> value
+    # the weights `metrics` are of: {"checkpoint": "best", "step", "epoch", "metric", "value"} or
+    # {"checkpoint": "last", "step"}
+    weights: dict[str, Any] = field(default_factory=dict)
+    main_process: bool = True  # False in the other processes of a distributed run, which report nothing
+
+    @property
+    def weights_text(self) -> str:
+        """'best checkpoint (step 40, val/loss 0.3121)' or 'final weights (step 60)'."""
+        return describe_weights(self.weights)
 
     @property
     def exit_code(self) -> int:
@@ -173,9 +182,9 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
         finally:
             distributed.cleanup(info)
         result = RunResult(run_path, "interrupted" if trainer.interrupted else "completed", trainer.stop_reason,
-                           trainer.step, 0.0)
+                           trainer.step, 0.0, main_process=info.is_main)
         if info.is_main and not trainer.interrupted:
-            result.metrics = _finalize(cfg, run_path, model, data, trainer, task)
+            result.metrics, result.weights = _finalize(cfg, run_path, model, data, trainer, task)
             result.wall_s = time.perf_counter() - start
             _write_card(cfg, run_path, model, data, result)
     except (Interrupted, KeyboardInterrupt) as exc:  # outside the loop, which stops cleanly: the final evaluation
@@ -308,13 +317,18 @@ def _broadcast_path(info: distributed.DistInfo, make) -> Path:
 
 
 def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, trainer: Trainer,
-              task: Task) -> dict:
-    """Best weights -> model/ folder; metrics on every split -> eval.json; confusion matrix plot."""
-    from dlforge.artifacts import load_weights
+              task: Task) -> tuple[dict, dict]:
+    """Best weights -> model/ folder; metrics on every split -> eval.json; the task's report and plots. Returns the
+    metrics and which weights they are of."""
+    from dlforge.artifacts import load_weights, read_json
+    from dlforge.runs.plots import plot_scores
 
-    best = run_path / "checkpoints" / "best" / "model.safetensors"
-    if best.exists():
-        load_weights(model, best)
+    best = run_path / "checkpoints" / "best"
+    if (best / "model.safetensors").exists():
+        load_weights(model, best / "model.safetensors")
+        weights = {"checkpoint": "best", **read_json(best / "best.json")}  # step, epoch, metric, value
+    else:
+        weights = {"checkpoint": "last", "step": trainer.step}
     extra = {"preprocessing.json": data.preprocessing, "data_info.json": _jsonable(data.info)}
     if data.tokenizer is not None:  # the tokenizer travels with the model, its hash recorded beside
         extra["preprocessing.json"] = {**data.preprocessing, "tokenizer_hash": data.tokenizer.hash}
@@ -328,13 +342,14 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     save_model(model, run_path / "model", extra_files=extra)
     metrics: dict[str, Any] = {}
     reports: dict[str, Any] = {}
+    scores: dict[str, dict[str, float]] = {}  # measured at the end only (BLEU...): plotted apart
     loss_name = getattr(model.config, "loss", "")
     say = _note if cfg.train.progress else lambda message: None
     for split in ("train", "val", "test"):
         ds = data.split(split, evaluation=True)
         if ds is None:
             continue
-        say(f"evaluating the final model on {split} ({len(ds)} samples)")
+        say(f"evaluating the {describe_weights(weights)} on {split} ({len(ds)} samples)")
         tm = task.metrics(data.info, loss_name, split)
         metrics[split] = evaluate_model(model, ds, tm, device=trainer.device, autocast_dtype=trainer.autocast_dtype)
         if split == "test":
@@ -343,10 +358,22 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
                                                                     {"extra": extra})  # BLEU, exact match...
         if decoded is not None:
             metrics[split].update(decoded[0])
+            scores[split] = decoded[0]
             reports.setdefault(task.report_key, {})[split] = decoded[1]
+    if scores:
+        plot_scores(scores, run_path / "plots" / "scores.png", title=f"{cfg.name}: {describe_weights(weights)}")
     atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason,
-                                               "world_size": trainer.dist.world_size, **metrics, **reports})
-    return metrics
+                                               "weights": weights, "world_size": trainer.dist.world_size,
+                                               **metrics, **reports})
+    return metrics, weights
+
+
+def describe_weights(weights: dict[str, Any]) -> str:
+    """Which weights a run's final metrics are of: 'best checkpoint (step 40, val/loss 0.3121)' or 'final weights
+    (step 60)'."""
+    if weights.get("checkpoint") == "best":
+        return f"best checkpoint (step {weights['step']}, {weights['metric']} {weights['value']:.4g})"
+    return f"final weights (step {weights['step']})"
 
 
 def _base_name(cfg: Config) -> str:
@@ -364,7 +391,7 @@ def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataB
     info = _jsonable(data.info)
     info["split_sizes"] = {s: len(getattr(data, s)) for s in ("train", "val", "test") if getattr(data, s) is not None}
     write_model_card(run_path, name=cfg.name, config=cfg.model_dump(mode="json"), info=info,
-                     metrics=result.metrics, params=params, wall_s=result.wall_s)
+                     metrics=result.metrics, params=params, wall_s=result.wall_s, weights=result.weights_text)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

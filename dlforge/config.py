@@ -111,7 +111,8 @@ class TrainConfig(Section):
     seed: int = 0
     nan_policy: Literal["stop", "skip"] = Field("stop", description="on a NaN/inf loss: stop, or skip the step")
     # evaluation, logging, checkpoints
-    log_every: int = Field(10, ge=1)
+    log_every: int = Field(10, ge=1, description="steps between training log rows; the first and last steps are "
+                           "logged too")
     eval_every: int | Literal["epoch"] = "epoch"
     checkpoint_every: int | Literal["epoch"] | None = "epoch"
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept (the best one is kept besides)")

@@ -123,9 +123,10 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _metrics_section(metrics: dict[str, dict[str, float]]) -> list[str]:
+def _metrics_section(metrics: dict[str, dict[str, float]], weights: str) -> list[str]:
     body = metrics_table(metrics) if any(metrics.values()) else "No evaluation was recorded."
-    return ["## Metrics", "", body]
+    said = [f"Of the {weights}.", ""] if weights else []
+    return ["## Metrics", "", *said, body]
 
 
 def _intended_use(config: dict[str, Any], info: dict[str, Any]) -> list[str]:
@@ -185,13 +186,15 @@ def write_model_card(
     metrics: dict[str, dict[str, float]],
     params: int,
     wall_s: float,
+    weights: str = "",
 ) -> Path:
     """Write `run_dir/README.md`, the run's model card, and return its path.
 
     `config` is the resolved config (sections name, data, model, train); `info` is the data's info dict, of which
     `source`, `task`, `num_classes`, `label_names`, `feature_names` / `num_features` and `split_sizes` (split ->
-    count) are used; `metrics` maps a split to its final metrics; `params` counts the model's parameters and
-    `wall_s` is the training time in seconds.
+    count) are used; `metrics` maps a split to its final metrics, and `weights` says which weights they are of
+    ("best checkpoint (step 40, val/loss 0.31)"); `params` counts the model's parameters and `wall_s` is the
+    training time in seconds.
     """
     run_dir = Path(run_dir)
     header = [
@@ -204,7 +207,7 @@ def write_model_card(
         _model_section(config, params),
         _data_section(config, info),
         _training_section(config, wall_s),
-        _metrics_section(metrics),
+        _metrics_section(metrics, weights),
         _intended_use(config, info),
         _limitations(info, metrics),
         _how_to_load(run_dir),

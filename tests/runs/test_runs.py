@@ -34,8 +34,10 @@ from dlforge.runs import (
     write_metrics_csv,
     write_model_card,
 )
+from dlforge.runs import plots as plots_module
 from dlforge.runs import progress as progress_module
 from dlforge.runs import rundir as rundir_module
+from dlforge.runs.plots import plot_scores
 from dlforge.runs.progress import Progress
 from dlforge.runs.rundir import lock_run_dir, reporting_full_disk, trim_metrics
 
@@ -461,6 +463,55 @@ def test_plot_confusion_matrix(tmp_path):
     assert_png(path)
     with pytest.raises(ValueError, match="2 labels; expected 2x2"):
         plot_confusion_matrix([[1, 2, 3]], ["a", "b"], tmp_path / "bad.png")
+
+
+@pytest.fixture
+def figures(monkeypatch) -> dict[str, object]:
+    """The figures the plot functions save, by file name."""
+    saved = {}
+    save = plots_module._save
+
+    def keep(fig, path):
+        saved[Path(path).name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(plots_module, "_save", keep)
+    return saved
+
+
+def test_the_confusion_matrix_title_is_clear_of_the_colorbar(tmp_path, figures):
+    """Issue 13, defect 23: with 2 classes the title, wider than the matrix, ran under the colorbar."""
+    from matplotlib.text import Text
+
+    title = "breast-cancer-mlp: test confusion matrix"
+    plot_confusion_matrix([[50, 3], [4, 40]], ["benign", "malignant"], tmp_path / "confusion.png", title=title)
+    fig = figures["confusion.png"]
+    renderer = fig.canvas.get_renderer()
+    [text] = [t for t in fig.findobj(Text) if t.get_text() == title]
+    colorbar = fig.axes[-1]
+    assert colorbar is not fig.axes[0]
+    assert not text.get_window_extent(renderer).overlaps(colorbar.get_window_extent(renderer))
+
+
+@pytest.mark.parametrize("train_steps", [[5], [1, 5]])  # one log row (before), the first and last steps (now)
+def test_a_run_of_a_few_steps_is_plotted_with_whole_steps_and_its_lr(tmp_path, figures, train_steps):
+    """Issue 13, defect 23: a run shorter than log_every gave one-point plots with ticks at 4.96, 4.98, ..."""
+    rows = [{"step": s, "epoch": 0.1 * s, "loss": 1 / s, "lr": 0.01} for s in train_steps]
+    rows.append({"step": 5, "epoch": 0.5, "split": "val", "val/loss": 0.3, "val/accuracy": 0.8})
+    write_jsonl(tmp_path / "metrics.jsonl", rows)
+    assert [p.name for p in plot_run(tmp_path)] == ["loss.png", "lr.png", "metrics.png"]
+    for name, fig in figures.items():
+        for ax in fig.axes:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), (name, ticks)
+
+
+def test_final_scores_are_plotted_a_panel_per_metric(tmp_path, figures):
+    scores = {"val": {"bleu": 12.5, "chrf": 40.1}, "test": {"bleu": 10.0, "chrf": 38.0}}
+    assert_png(plot_scores(scores, tmp_path / "scores.png", title="bible: best checkpoint (step 40)"))
+    panels = [ax for ax in figures["scores.png"].axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["bleu", "chrf"]
+    assert [[bar.get_height() for bar in ax.patches] for ax in panels] == [[12.5, 10.0], [40.1, 38.0]]
 
 
 def test_plot_compare_two_runs(tmp_path):
