@@ -198,13 +198,14 @@ def test_a_signal_during_the_final_evaluation_marks_the_run_interrupted_and_a_re
     csv = write_blobs_csv(tmp_path / "b.csv", n=120)
     cfg = write_config(tmp_path / "c.yaml", csv, max_steps=10, checkpoint_every=5, eval_every=5)
     run, registry = tmp_path / "r", RunRegistry(tmp_path)
+    handler = signal.getsignal(signal.SIGTERM)
     for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
         monkeypatch.setattr(api, "evaluate_model", _signalled_during_evaluation(signum))
         result = api.train(str(cfg), run_dir=run) if signum == signal.SIGTERM else api.train(None, resume=run)
         assert (result.status, result.stop_reason, result.exit_code) == ("interrupted", signum.name, code)
         assert registry.get("r")["status"] == "interrupted" and not (run / "eval.json").exists()
     monkeypatch.undo()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
+    assert signal.getsignal(signal.SIGTERM) is handler  # the handlers are put back
     result = api.train(None, resume=run)
     assert result.status == "completed" and (run / "eval.json").exists()
     assert registry.get("r")["status"] == "completed"
