@@ -13,7 +13,9 @@ differs between tasks is asked of the task (`dlforge.tasks`), never decided here
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +26,20 @@ import torch
 from dlforge.artifacts import load_model, load_trained, save_model
 from dlforge.config import Config, dump_config, load_config
 from dlforge.data.dataset import DataBundle
-from dlforge.errors import ConfigError, DlforgeError, warn
+from dlforge.errors import ConfigError, DlforgeError, Interrupted, raising_on_signals, warn
 from dlforge.eval.evaluate import evaluate_model
 from dlforge.paths import output_file, output_folder
 from dlforge.registry import create_model, create_task, dataset_entry
 from dlforge.runs.history import compare_runs, list_runs, show_run  # noqa: F401  (the public API)
 from dlforge.runs.registry import RunRegistry, git_revision
-from dlforge.runs.rundir import atomic_write_json, atomic_write_text, model_dir, new_run_dir, resolve_run
+from dlforge.runs.rundir import (
+    atomic_write_json,
+    atomic_write_text,
+    lock_run_dir,
+    model_dir,
+    new_run_dir,
+    resolve_run,
+)
 from dlforge.tasks.base import RunReport, Task
 from dlforge.train import distributed
 from dlforge.train.callbacks import (
@@ -49,10 +58,19 @@ from dlforge.train.trainer import Trainer, seed_everything
 class RunResult:
     run_dir: Path
     status: str  # completed | interrupted
-    stop_reason: str
+    stop_reason: str  # max_steps, max_epochs, early_stopping: ..., SIGINT, SIGTERM
     steps: int
     wall_s: float
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metric -> value
+    # the weights `metrics` are of: {"checkpoint": "best", "step", "epoch", "metric", "value"} or
+    # {"checkpoint": "last", "step"}
+    weights: dict[str, Any] = field(default_factory=dict)
+    main_process: bool = True  # False in the other processes of a distributed run, which report nothing
+
+    @property
+    def weights_text(self) -> str:
+        """'best checkpoint (step 40, val/loss 0.3121)' or 'final weights (step 60)'."""
+        return describe_weights(self.weights)
 
     @property
     def exit_code(self) -> int:
@@ -97,7 +115,18 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
 
 def train(config: Config | str | Path | dict, overrides: list[str] | None = None, run_dir: str | Path | None = None,
           resume: str | Path | None = None) -> RunResult:
-    """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name)."""
+    """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name).
+
+    One process writes a run folder at a time (`lock_run_dir`): a second one is refused, naming the first. SIGINT and
+    SIGTERM stop the training loop at a checkpoint; outside the loop (the final evaluation, say) they stop the work
+    where it is. Either way the run is recorded as interrupted and `exit_code` says which signal it was.
+    """
+    with raising_on_signals(), contextlib.ExitStack() as held:  # `held` keeps the run folder locked until the end
+        return _train(config, overrides, run_dir, resume, held)
+
+
+def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_dir: str | Path | None,
+           resume: str | Path | None, held: contextlib.ExitStack) -> RunResult:
     start = time.perf_counter()
     if run_dir is not None:
         output_folder(run_dir, "the run folder (run_dir)")
@@ -107,6 +136,8 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
     info = distributed.setup(cfg.train.device)
+    if resume is not None and info.is_main:
+        held.enter_context(lock_run_dir(run_path))  # before any work: a second writer is refused at once
     data, model = _data_and_model(cfg, fresh=resume is None)  # before the run folder: bad data leaves nothing behind
     t = cfg.train
     loss_name = getattr(model.config, "loss", "")
@@ -115,7 +146,7 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     trainer = Trainer(model, t, data.train, data.val, metrics=task.metrics(data.info, loss_name),
                       num_workers=cfg.data_config().num_workers, batch_transform=data.augment)
     if resume is None:
-        run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
+        run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir, held))
     registry = RunRegistry(run_path.parent) if info.is_main else None
     if info.is_main:
         atomic_write_text(run_path / "config.yaml", dump_config(cfg))
@@ -131,37 +162,59 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     if t.mfu:
         callbacks.insert(0, FlopsUtilization(model.flops_per_token(data.info.get("context"))))  # before the loggers
     if t.progress:
-        callbacks.append(ProgressBar())
+        callbacks.append(ProgressBar(t.progress_every))
     callbacks.append(Plots(run_path))
     trainer.callbacks = callbacks
-    if resume is not None:
-        found = load_latest_checkpoint(ckpt_dir, warn=warn)
-        if found is not None:
-            trainer.load_state_dict(found[1])
-        else:  # killed before its first checkpoint: start over in the same folder
-            (run_path / "metrics.jsonl").unlink(missing_ok=True)
     try:
-        trainer.fit()
+        if resume is not None:
+            _restore(trainer, ckpt_dir)
+        try:
+            trainer.fit()
+        finally:
+            distributed.cleanup(info)
+        result = RunResult(run_path, "interrupted" if trainer.interrupted else "completed", trainer.stop_reason,
+                           trainer.step, 0.0, main_process=info.is_main)
+        if info.is_main and not trainer.interrupted:
+            result.metrics, result.weights = _finalize(cfg, run_path, model, data, trainer, task)
+            result.wall_s = time.perf_counter() - start
+            _write_card(cfg, run_path, model, data, result, task)
+    except (Interrupted, KeyboardInterrupt) as exc:  # outside the loop, which stops cleanly: the final evaluation
+        if registry is None:
+            raise
+        signame = exc.signal.name if isinstance(exc, Interrupted) else "SIGINT"
+        result = RunResult(run_path, "interrupted", signame, trainer.step, 0.0)
     except BaseException as exc:
         if registry is not None:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            registry.finish(run_path.name, status, {"error": str(exc)[:500]})
+            _record_failure(registry, run_path.name, exc)
         raise
-    finally:
-        distributed.cleanup(info)
-    result = RunResult(run_path, "interrupted" if trainer.interrupted else "completed", trainer.stop_reason,
-                       trainer.step, time.perf_counter() - start)
-    if not info.is_main:
-        return result
-    if trainer.interrupted:
-        registry.finish(run_path.name, "interrupted", {"step": trainer.step})
-        return result
-    result.metrics = _finalize(cfg, run_path, model, data, trainer, task)
     result.wall_s = time.perf_counter() - start
-    _write_card(cfg, run_path, model, data, result, task)
-    registry.finish(run_path.name, "completed", {f"{s}/{k}": v for s, m in result.metrics.items() for k, v in m.items()
-                                                 if isinstance(v, int | float)})
+    if registry is not None:
+        registry.finish(run_path.name, result.status, _registry_metrics(result))
     return result
+
+
+def _restore(trainer: Trainer, ckpt_dir: Path) -> None:
+    """Load the run's newest valid checkpoint into `trainer`."""
+    found = load_latest_checkpoint(ckpt_dir, warn=warn)
+    if found is not None:
+        trainer.load_state_dict(found[1])
+    else:  # killed before its first checkpoint: start over in the same folder
+        (ckpt_dir.parent / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def _record_failure(registry: RunRegistry, name: str, exc: BaseException) -> None:
+    """Mark the run failed. When even that write fails (the full disk that ended the run, say), the error that ended
+    the run is still the one reported; this one is a warning."""
+    try:
+        registry.finish(name, "failed", {"error": str(exc)[:500]})
+    except DlforgeError as also:
+        warn(f"the run could not be marked failed: {also}")
+
+
+def _registry_metrics(result: RunResult) -> dict[str, Any]:
+    if result.status != "completed":
+        return {"step": result.steps}
+    return {f"{s}/{k}": v for s, m in result.metrics.items() for k, v in m.items() if isinstance(v, int | float)}
 
 
 def _data_and_model(cfg: Config, fresh: bool) -> tuple[DataBundle, torch.nn.Module]:
@@ -258,17 +311,25 @@ def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | No
     return source, _tokenizer_hash(meta["extra"].get("preprocessing.json"))
 
 
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _runs_dir(config: Any) -> str:
     return config.runs_dir if isinstance(config, Config) else "runs"
 
 
-def _new_run(cfg: Config, run_dir: str | Path | None) -> Path:
+def _new_run(cfg: Config, run_dir: str | Path | None, held: contextlib.ExitStack) -> Path:
+    """A fresh run folder (`run_dir`, or a new one in runs_dir), locked for this process until `held` closes."""
     if run_dir is None:
-        return new_run_dir(cfg.runs_dir, cfg.name)
+        path = new_run_dir(cfg.runs_dir, cfg.name)
+        held.enter_context(lock_run_dir(path))
+        return path
     path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    held.enter_context(lock_run_dir(path))  # before looking: of two processes given one --run-dir, one goes on
     if (path / "config.yaml").exists():
         raise DlforgeError(f"{path}: already holds a run; continue it with --resume {path}")
-    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -282,13 +343,18 @@ def _broadcast_path(info: distributed.DistInfo, make) -> Path:
 
 
 def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, trainer: Trainer,
-              task: Task) -> dict:
-    """Best weights -> model/ folder; metrics on every split -> eval.json; confusion matrix plot."""
-    from dlforge.artifacts import load_weights
+              task: Task) -> tuple[dict, dict]:
+    """Best weights -> model/ folder; metrics on every split -> eval.json; the task's report and plots. Returns the
+    metrics and which weights they are of."""
+    from dlforge.artifacts import load_weights, read_json
+    from dlforge.runs.plots import plot_scores
 
-    best = run_path / "checkpoints" / "best" / "model.safetensors"
-    if best.exists():
-        load_weights(model, best)
+    best = run_path / "checkpoints" / "best"
+    if (best / "model.safetensors").exists():
+        load_weights(model, best / "model.safetensors")
+        weights = {"checkpoint": "best", **read_json(best / "best.json")}  # step, epoch, metric, value
+    else:
+        weights = {"checkpoint": "last", "step": trainer.step}
     extra = {"preprocessing.json": data.preprocessing, "data_info.json": _jsonable(data.info)}
     if data.tokenizer is not None:  # the tokenizer travels with the model, its hash recorded beside
         extra["preprocessing.json"] = {**data.preprocessing, "tokenizer_hash": data.tokenizer.hash}
@@ -302,11 +368,14 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     save_model(model, run_path / "model", extra_files=extra)
     metrics: dict[str, Any] = {}
     reports: dict[str, Any] = {}
+    scores: dict[str, dict[str, float]] = {}  # measured at the end only (BLEU...): plotted apart
     loss_name = getattr(model.config, "loss", "")
+    say = _note if cfg.train.progress else lambda message: None
     for split in ("train", "val", "test"):
         ds = data.split(split, evaluation=True)
         if ds is None:
             continue
+        say(f"evaluating the {describe_weights(weights)} on {split} ({len(ds)} samples)")
         tm = task.metrics(data.info, loss_name, split)
         metrics[split] = evaluate_model(model, ds, tm, device=trainer.device, autocast_dtype=trainer.autocast_dtype)
         if split == "test":
@@ -315,10 +384,22 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
                                                                     {"extra": extra})  # BLEU, exact match...
         if decoded is not None:
             metrics[split].update(decoded[0])
+            scores[split] = decoded[0]
             reports.setdefault(task.report_key, {})[split] = decoded[1]
+    if scores:
+        plot_scores(scores, run_path / "plots" / "scores.png", title=f"{cfg.name}: {describe_weights(weights)}")
     atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason,
-                                               "world_size": trainer.dist.world_size, **metrics, **reports})
-    return metrics
+                                               "weights": weights, "world_size": trainer.dist.world_size,
+                                               **metrics, **reports})
+    return metrics, weights
+
+
+def describe_weights(weights: dict[str, Any]) -> str:
+    """Which weights a run's final metrics are of: 'best checkpoint (step 40, val/loss 0.3121)' or 'final weights
+    (step 60)'."""
+    if weights.get("checkpoint") == "best":
+        return f"best checkpoint (step {weights['step']}, {weights['metric']} {weights['value']:.4g})"
+    return f"final weights (step {weights['step']})"
 
 
 def _base_name(cfg: Config) -> str:
@@ -337,7 +418,7 @@ def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataB
     info = _jsonable(data.info)
     info["split_sizes"] = {s: len(getattr(data, s)) for s in ("train", "val", "test") if getattr(data, s) is not None}
     write_model_card(run_path, name=cfg.name, config=cfg.model_dump(mode="json"), info=info,
-                     metrics=result.metrics, params=params, wall_s=result.wall_s,
+                     metrics=result.metrics, params=params, wall_s=result.wall_s, weights=result.weights_text,
                      predict=task.predict_input(data.preprocessing))
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from dlforge.aliases import model_keys
 from dlforge.errors import CheckpointError, DlforgeError
 from dlforge.registry import config_fields, create_model, model_entry
-from dlforge.runs.rundir import model_dir
+from dlforge.runs.rundir import model_dir, pid_running, reporting_full_disk
 
 MODEL_FORMAT = "dlforge-model"
 VERSION = 1
@@ -44,13 +44,20 @@ _RESERVED = frozenset({"manifest.json", "config.json", "model.safetensors"})  # 
 # --- atomic folders with a manifest ----------------------------------------------------------------------------------
 
 
-def write_folder(directory: Path, fmt: str, fill: Callable[[Path], None]) -> Path:
+def write_folder(directory: Path, fmt: str, fill: Callable[[Path], None], size: int | None = None) -> Path:
     """A folder of files written all at once (model folders, checkpoints, token shards): `fill(tmp)` writes plain
     files into a hidden temp sibling, manifest.json (format `fmt`, each file's size and sha256) is added, everything
-    is fsynced and the folder renamed into place, replacing any folder there."""
+    is fsynced and the folder renamed into place, replacing any folder there. `size` (bytes, about) is what a full
+    disk's error says the folder needed."""
     directory = Path(directory)
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
+    with reporting_full_disk(directory, size):
+        return _write_folder(directory, fmt, fill)
+
+
+def _write_folder(directory: Path, fmt: str, fill: Callable[[Path], None]) -> Path:
+    parent = directory.parent
     tmp = scratch_path(directory, "tmp")
     tmp.mkdir()
     old = None
@@ -79,6 +86,11 @@ def write_folder(directory: Path, fmt: str, fill: Callable[[Path], None]) -> Pat
     return directory
 
 
+def tensor_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
+    """What `tensors` take in a safetensors file, headers aside."""
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
 def scratch_path(directory: Path, kind: str) -> Path:
     return directory.parent / f".{directory.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
 
@@ -95,23 +107,13 @@ def clean_stale_folders(parent: Path) -> None:
         return
     for path in parent.iterdir():
         match = _SCRATCH_NAME.fullmatch(path.name)
-        if not match or not path.is_dir() or _is_running(int(match["pid"])):
+        if not match or not path.is_dir() or pid_running(int(match["pid"])):
             continue
         final = parent / match["name"]
         if match["kind"] == "old" and not final.exists():
             os.rename(path, final)  # the old folder is complete: it was renamed aside in one step
         else:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):  # another user's process, or a pid this OS cannot express
-        pass
-    return True
 
 
 def _file_mode() -> int:
@@ -229,7 +231,7 @@ def save_model(model: nn.Module, directory: Path, extra_files: dict[str, dict] |
         for filename, content in extra_files.items():
             write_json(tmp / filename, content)
 
-    return write_folder(directory, MODEL_FORMAT, fill)
+    return write_folder(directory, MODEL_FORMAT, fill, size=tensor_bytes(tensors))
 
 
 def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

@@ -121,7 +121,8 @@ class TrainConfig(Section):
     seed: int = Field(0, description="seeds weights, data order, dropout and augmentation")
     nan_policy: Literal["stop", "skip"] = Field("stop", description="on a NaN/inf loss: stop, or skip the step")
     # evaluation, logging, checkpoints
-    log_every: int = Field(10, ge=1, description="steps between rows of metrics.jsonl (mean loss, lr, speed)")
+    log_every: int = Field(10, ge=1, description="steps between training log rows; the first and last steps are "
+                           "logged too")
     eval_every: int | Literal["epoch"] = Field("epoch", description="steps between evaluations on val, or epoch")
     checkpoint_every: int | Literal["epoch"] | None = Field("epoch", description="steps between checkpoints, epoch, "
                                                             "or null for none")
@@ -133,7 +134,9 @@ class TrainConfig(Section):
     init_from: str | None = Field(None, description="start from all the weights of this run (folder, name, 'latest', "
                                   "'latest:NAME') or model folder: continued pretraining, fine-tuning")
     lora: LoRAConfig | None = Field(None, description="train LoRA adapters over the init_from model, frozen")
-    progress: bool = Field(True, description="show progress while training")
+    progress: bool = Field(True, description="show progress on stderr: a bar on a terminal, else plain lines")
+    progress_every: float = Field(30.0, gt=0, description="seconds between plain progress lines (steps, rate, ETA) "
+                                  "when stderr is not a terminal: logs, CI, nohup")
     tensorboard: bool = Field(True, description="TensorBoard events in the run's tensorboard/ folder")
     mfu: bool = Field(False, description="log model-FLOPs utilization: tokens/s x the model's FLOPs per token over "
                       "a matmul peak measured at the start (models with flops_per_token, e.g. gpt)")

@@ -7,9 +7,12 @@ the file and line, the config key or the field that is wrong, and what was expec
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import reprlib
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -58,6 +61,39 @@ def clip_repr(value: Any, limit: int = ECHO_LIMIT) -> str:
     """`repr(value)` for an error message, cut to `limit` characters: built by `reprlib`, which stops after a few
     items and levels, so a huge or deeply nested value costs no more than a short one."""
     return clip(_REPR.repr(value), limit)
+
+
+class Interrupted(BaseException):  # noqa: N818 - named for what happened, as KeyboardInterrupt is
+    """SIGINT or SIGTERM, raised while `raising_on_signals` holds: a BaseException, as KeyboardInterrupt is, so that
+    no `except Exception` swallows it. Cleanup runs, a run is recorded as interrupted, and the CLI exits with the
+    shell's code for the signal (128 + its number: 130, 143)."""
+
+    def __init__(self, signum: int):
+        self.signal = signal.Signals(signum)
+        super().__init__(self.signal.name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signal)
+
+
+@contextlib.contextmanager
+def raising_on_signals() -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM raise `Interrupted` (SIGTERM would otherwise end the process on the
+    spot, with no message and nothing recorded). Only the main thread can set handlers; elsewhere nothing changes."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {}
+    with contextlib.suppress(ValueError):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # --- config errors, worded for people (shared by the config schema, the registry and every config class) ---

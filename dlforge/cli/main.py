@@ -1,7 +1,8 @@
 """`dlforge` entry point: the typer app, and the error policy.
 
 A `DlforgeError` (bad config key, broken CSV, damaged checkpoint...) prints one line and exits with code 2; the
-traceback is shown only with `--debug`. The scripts in scripts/ follow the same policy through `run_script`.
+traceback is shown only with `--debug`. SIGINT and SIGTERM print one line and exit 130 and 143. The scripts in
+scripts/ follow the same policy through `run_script`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dlforge.cli import (
     train,
     translate,
 )
-from dlforge.errors import DlforgeError, clip
+from dlforge.errors import DlforgeError, Interrupted, clip, raising_on_signals
 
 LINE_LIMIT = 1000  # characters of an error line; what a message repeats of its input is cut shorter where it is made
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # -h as well, for the app and every subcommand
@@ -71,14 +72,15 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="dlforge")  # usage errors exit with code 2 inside, as click does
+        with raising_on_signals():  # Ctrl-C and kill end any command with a line and the shell's exit code
+            app(args=args, prog_name="dlforge")  # usage errors exit with code 2 inside, as click does
     except DlforgeError as exc:
         if debug:
             raise
         fail(exc)
-    except KeyboardInterrupt:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
+    except Interrupted as exc:
+        print(f"aborted ({exc.signal.name})", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except Exception as exc:
         if debug:
             raise

@@ -44,16 +44,18 @@ def train_cmd(
     from dlforge.api import train
 
     result = train(config, overrides, run_dir=run_dir, resume=resume)
-    if result.run_dir is None:
-        return
+    if not result.main_process:  # another process of a distributed run: the first one reports
+        raise typer.Exit(result.exit_code)
     summary = {"run_dir": str(result.run_dir), "status": result.status, "stop_reason": result.stop_reason,
-               "steps": result.steps, "wall_s": round(result.wall_s, 2), "metrics": result.metrics}
+               "steps": result.steps, "wall_s": round(result.wall_s, 2), "metrics": result.metrics,
+               "weights": result.weights}
     if as_json:
         emit_json(summary)
         raise typer.Exit(result.exit_code)
     if result.metrics:
-        console.print(f"{result.run_dir.name}: {result.steps} steps in {result.wall_s:.1f} s ({result.stop_reason})")
-        metrics_table("metrics", result.metrics)
+        console.print(f"{result.run_dir.name}: {result.steps} steps in {result.wall_s:.1f} s ({result.stop_reason}); "
+                      f"metrics of the {result.weights_text}:", soft_wrap=True)
+        metrics_table("", result.metrics)
     if result.status == "interrupted":
         console.print(f"interrupted at step {result.steps}; continue with: dlforge train --resume {result.run_dir}",
                       soft_wrap=True)  # one line whatever the terminal width: it is a command to copy

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from dlforge.runs.progress import format_duration
 from dlforge.runs.rundir import atomic_write_text
 
 NOT_RECORDED = "not recorded"
@@ -28,14 +29,6 @@ def _fmt(value: Any) -> str:
     if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
         return f"{value:.4g}"
     return f"{value:.4f}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
 
 
 def _yaml_block(obj: dict[str, Any]) -> str:
@@ -108,7 +101,7 @@ def _training_section(config: dict[str, Any], wall_s: float) -> list[str]:
         f"- Length: {length}, batch size {train.get('batch_size', NOT_RECORDED)}",
         f"- Precision: {train.get('precision', NOT_RECORDED)}",
         f"- Seed: {train.get('seed', NOT_RECORDED)}",
-        f"- Wall clock: {_duration(wall_s)}",
+        f"- Wall clock: {format_duration(wall_s)}",
     ]
 
 
@@ -130,9 +123,10 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _metrics_section(metrics: dict[str, dict[str, float]]) -> list[str]:
+def _metrics_section(metrics: dict[str, dict[str, float]], weights: str) -> list[str]:
     body = metrics_table(metrics) if any(metrics.values()) else "No evaluation was recorded."
-    return ["## Metrics", "", body]
+    said = [f"Of the {weights}.", ""] if weights else []
+    return ["## Metrics", "", *said, body]
 
 
 def _intended_use(config: dict[str, Any], info: dict[str, Any]) -> list[str]:
@@ -194,13 +188,15 @@ def write_model_card(
     params: int,
     wall_s: float,
     predict: tuple[str, str] | None = None,
+    weights: str = "",
 ) -> Path:
     """Write `run_dir/README.md`, the run's model card, and return its path.
 
     `config` is the resolved config (sections name, data, model, train); `info` is the data's info dict, of which
     `source`, `task`, `num_classes`, `label_names`, `feature_names` / `num_features` and `split_sizes` (split ->
-    count) are used; `metrics` maps a split to its final metrics; `params` counts the model's parameters and
-    `wall_s` is the training time in seconds. `predict` is what `dlforge predict` reads for this model (the task's
+    count) are used; `metrics` maps a split to its final metrics, and `weights` says which weights they are of
+    ("best checkpoint (step 40, val/loss 0.31)"); `params` counts the model's parameters and `wall_s` is the
+    training time in seconds. `predict` is what `dlforge predict` reads for this model (the task's
     `predict_input`): an example file name and what it holds; None when the task has no predict.
     """
     run_dir = Path(run_dir)
@@ -214,7 +210,7 @@ def write_model_card(
         _model_section(config, params),
         _data_section(config, info),
         _training_section(config, wall_s),
-        _metrics_section(metrics),
+        _metrics_section(metrics, weights),
         _intended_use(config, info),
         _limitations(info, metrics),
         _how_to_load(run_dir, predict),

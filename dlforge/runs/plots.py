@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlforge.errors import DlforgeError
-from dlforge.runs.rundir import METRICS_FILE, read_metrics
+from dlforge.runs.rundir import METRICS_FILE, read_metrics, reporting_full_disk
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 TRAIN_LOSS = "loss"  # the key of the training loss in metrics.jsonl; eval losses are "<split>/loss"
@@ -73,8 +74,22 @@ def _figure(width: float, height: float) -> Figure:
 def _save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with reporting_full_disk(path):
+        fig.savefig(path, dpi=100)
     return path
+
+
+def _steps_axis(ax: Axes) -> None:
+    """Whole steps on the x axis: a run of a few steps gets ticks 1, 2, 3, not 4.96, 4.98, 5.00."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def _line_style(steps: list[float]) -> dict[str, Any]:
+    """A line, with markers where the points are few enough to be seen one by one (a single point included)."""
+    return {"lw": 1, "marker": "o" if len(steps) <= 20 else None, "ms": 3}
 
 
 def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
@@ -100,10 +115,11 @@ def plot_run(run_dir: Path) -> list[Path]:
         fig = _figure(7, 4.5)
         ax = fig.subplots()
         if steps:
-            ax.plot(steps, losses, lw=1, label="train")
+            ax.plot(steps, losses, label="train", **_line_style(steps))
         for key in loss_keys:
             ax.plot(*_series(evals, key), "o-", ms=4, label=key.split("/")[0])
-        ax.set(xlabel="step", ylabel="loss", title="loss")
+        ax.set(ylabel="loss", title="loss")
+        _steps_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend()
         written.append(_save(fig, out / "loss.png"))
@@ -112,8 +128,9 @@ def plot_run(run_dir: Path) -> list[Path]:
     if steps:
         fig = _figure(7, 3.5)
         ax = fig.subplots()
-        ax.plot(steps, lrs, lw=1)
-        ax.set(xlabel="step", ylabel="learning rate", title="learning rate")
+        ax.plot(steps, lrs, **_line_style(steps))
+        ax.set(ylabel="learning rate", title="learning rate")
+        _steps_axis(ax)
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
         ax.grid(alpha=0.3)
         written.append(_save(fig, out / "lr.png"))
@@ -130,7 +147,8 @@ def plot_run(run_dir: Path) -> list[Path]:
         for ax, (metric, keys) in zip(axes, panels.items(), strict=False):
             for key in keys:
                 ax.plot(*_series(evals, key), "o-", ms=4, label=key.split("/")[0])
-            ax.set(xlabel="step", title=metric)
+            ax.set(title=metric)
+            _steps_axis(ax)
             ax.grid(alpha=0.3)
             ax.legend()
         for ax in axes[len(panels) :]:
@@ -139,14 +157,41 @@ def plot_run(run_dir: Path) -> list[Path]:
     return written
 
 
+def plot_scores(scores: dict[str, dict[str, float]], path: Path, title: str = "") -> Path:
+    """Final scores as bars, a panel per metric and a bar per split: `{"val": {"bleu": 21.3, "chrf": 48.0},
+    "test": {...}}` (scores measured once, at the end, such as BLEU and chrF); returns `path`."""
+    metrics = list(dict.fromkeys(k for values in scores.values() for k, v in values.items() if _is_number(v)))
+    if not metrics:
+        raise DlforgeError(f"plot_scores: no numeric score to plot for {', '.join(scores) or 'no split'}")
+    rows, cols = _grid(len(metrics), max_cols=4)
+    fig = _figure(2.8 * cols + 0.4, 2.8 * rows + (0.5 if title else 0))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics, strict=False):
+        splits = [s for s, values in scores.items() if _is_number(values.get(metric))]
+        bars = ax.bar(splits, [scores[s][metric] for s in splits], color=[f"C{i}" for i in range(len(splits))])
+        ax.bar_label(bars, fmt="%.4g", fontsize=8)
+        ax.set(title=metric)
+        ax.margins(y=0.15)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str = "") -> Path:
     """Draw `matrix[true][predicted]` as a heat map with the count written in each cell; returns `path`."""
+    return _save(_confusion_figure(matrix, labels, title), path)
+
+
+def _confusion_figure(matrix: list[list[int]], labels: list[str], title: str) -> Figure:
     n = len(labels)
     if len(matrix) != n or any(len(row) != n for row in matrix):
         shape = f"{len(matrix)}x{len(matrix[0]) if matrix else 0}"
         raise ValueError(f"confusion matrix is {shape} but there are {n} labels; expected {n}x{n}")
     size = max(4.0, 0.6 * n + 2)
-    fig = _figure(size, size)
+    fig = _figure(size + 1, size)  # the colorbar's inch on the right
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, shrink=0.8)
@@ -157,8 +202,10 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
             ax.text(j, i, str(count), ha="center", va="center", color=color, fontsize=9)
     ax.set_xticks(range(n), labels, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
     ax.set_yticks(range(n), labels)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    return _save(fig, path)
+    ax.set(xlabel="predicted", ylabel="true")
+    if title:  # above the colorbar too: a title wider than the matrix would run under it
+        fig.suptitle(title)
+    return fig
 
 
 def plot_image_grid(images: Any, titles: list[str], path: Path, title: str = "", max_cols: int = 8) -> Path:
@@ -218,7 +265,8 @@ def plot_compare(runs: list[tuple[str, Path]], path: Path, keys: list[str] | Non
                 ax.plot(*_series(train, key), lw=1, color=color, label=name)
             else:
                 ax.plot(*_series(evals, key), "o-", ms=3, color=color, label=name)
-        ax.set(xlabel="step", title="train loss" if key == TRAIN_LOSS else key)
+        ax.set(title="train loss" if key == TRAIN_LOSS else key)
+        _steps_axis(ax)
         ax.grid(alpha=0.3)
     for ax in axes[len(keys) :]:
         ax.set_visible(False)

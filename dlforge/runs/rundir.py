@@ -1,7 +1,8 @@
-"""The run folder: naming, finding a run again, crash-safe writes and the metrics log.
+"""The run folder: naming, finding a run again, its lock, crash-safe writes and the metrics log.
 
     runs/<name>-<YYYYmmdd-HHMMSS>/
         config.yaml  metrics.jsonl  metrics.csv  plots/  checkpoints/checkpoint-<step>/  model/  README.md  eval.json
+        .lock  (held by the one process writing the run)
 
 A folder is a run when it holds `config.yaml`. `metrics.jsonl` has one JSON object per line: training rows
 (`step`, `epoch`, `loss`, `lr`, ...) and evaluation rows that carry a `split` and metric keys prefixed by it
@@ -13,13 +14,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
+import errno
 import io
 import json
 import os
 import re
 import secrets
+import shutil
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,8 @@ from dlforge.paths import exists
 WORKSPACE = Path("runs")  # the default runs_dir, and where every command's default output goes (git ignores it)
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = ".lock"
+LOCK_WAIT_S = 10.0  # how long a lock left to the DataLoader workers of a killed run may take to go
 LEADING_COLUMNS = ("step", "epoch", "split")
 
 # "<name>-20250101-120000" or, for the second run started in the same second, "<name>-20250101-120000-2"
@@ -184,10 +190,6 @@ def _newest(ref: str, runs: list[Path], finished: bool) -> Path:
     return done[-1]
 
 
-# --- crash-safe writes ------------------------------------------------------------------------------------------
-
-
-
 def model_dir(path: str | Path, runs_dir: str | Path = "runs") -> Path:
     """The model folder (config.json + model.safetensors) of a model folder itself, or of a run reference."""
     p = Path(path)
@@ -197,6 +199,104 @@ def model_dir(path: str | Path, runs_dir: str | Path = "runs") -> Path:
     if not (run / "model" / "config.json").exists():
         raise DlforgeError(f"{run}: has no model/ folder yet (training did not finish); resume it with --resume")
     return run / "model"
+
+
+# --- one writer per run folder ------------------------------------------------------------------------------------
+
+
+def pid_running(pid: int) -> bool:
+    """True when a process with this id exists (it may belong to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or a pid this OS cannot express
+        pass
+    return True
+
+
+@contextlib.contextmanager
+def lock_run_dir(path: str | Path) -> Iterator[None]:
+    """Hold the run folder's lock while the block runs: one process writes a run at a time.
+
+    A second process (a second `--resume`, the same `--run-dir` started twice) is refused with a `DlforgeError`
+    naming the first one's pid. The lock is the OS's (`flock` on `<run>/.lock`), so it goes when its process ends,
+    by kill -9 too; DataLoader workers inherit it and outlive a killed run by a few seconds, which is waited for.
+    Where the OS has no `flock` (Windows) the folder is not locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _lock_holder(fd)
+                if (holder is not None and pid_running(holder)) or time.monotonic() > deadline:
+                    who = f"pid {holder}" if holder is not None else "pid unknown"
+                    raise DlforgeError(f"{path}: another dlforge process ({who}) is writing this run; one process "
+                                       f"writes a run at a time: wait for it to end, or stop it") from None
+                time.sleep(0.1)  # its process is gone (or has not written its pid yet): the lock goes shortly
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock_holder(fd: int) -> int | None:
+    text = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+# --- crash-safe writes ------------------------------------------------------------------------------------------
+
+# errno -> what it means for a write, and what to do; Rust code (safetensors) words an OS error "... (os error 28)"
+_NO_ROOM = {errno.ENOSPC: ("no space left on the device", "free some space and try again"),
+            errno.EDQUOT: ("disk quota exceeded", "free some space and try again"),
+            errno.EFBIG: ("the file size limit was reached", "raise it (ulimit -f) and try again")}
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+@contextlib.contextmanager
+def reporting_full_disk(path: str | Path, needed: int | None = None) -> Iterator[None]:
+    """Turn a full disk (or a quota, or a file size limit) met while writing `path` into one `DlforgeError` line
+    that names `path`, the bytes it needed (`needed`, when known) and the space free there."""
+    try:
+        yield
+    except Exception as exc:
+        code = exc.errno if isinstance(exc, OSError) else None
+        match = _RUST_OS_ERROR.search(str(exc))
+        code = int(match.group(1)) if code is None and match else code
+        if code not in _NO_ROOM:
+            raise
+        reason, fix = _NO_ROOM[code]
+        need = f"needs about {format_bytes(needed)}; " if needed is not None else ""
+        raise DlforgeError(f"{path}: could not be written: {reason} ({need}{format_bytes(_free(path))} free there); "
+                           f"{fix}") from exc
+
+
+def _free(path: str | Path) -> int:
+    folder = Path(path).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 kB'; decimal units, as df -H and file managers show them."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
 
 def _fsync_dir(folder: Path) -> None:
     # Makes the rename itself durable. Not every platform or file system lets a folder be opened or synced.
@@ -220,18 +320,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 honours the umask, as a plain open() would; tempfile.mkstemp would force 0o600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with reporting_full_disk(path, len(data)):
+        # os.open with 0o666 honours the umask, as a plain open() would; tempfile.mkstemp would force 0o600.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     _fsync_dir(path.parent)
 
 
@@ -275,6 +376,33 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             raise DlforgeError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
         rows.append({k: float("nan") if v is None else v for k, v in row.items()})
     return rows
+
+
+def trim_metrics(path: Path, size: int, max_step: int | None = None) -> None:
+    """Cut a metrics log back to what a checkpoint recorded of it: its first `size` bytes, of which only complete
+    lines of valid JSON whose step is at most `max_step` are kept. A log that is shorter (trimmed by hand, or its
+    unsynced tail lost in a power cut) keeps what is valid of it; it is never padded."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        head = f.read(size)
+    kept = b"".join(line for line in head.splitlines(keepends=True) if _row_before(line, max_step))
+    if kept == head:
+        os.truncate(path, len(head))
+    else:
+        atomic_write_bytes(path, kept)
+
+
+def _row_before(line: bytes, max_step: int | None) -> bool:
+    if not line.endswith(b"\n"):
+        return False  # torn
+    try:
+        row = json.loads(line)
+    except ValueError:  # not JSON, not UTF-8, NUL bytes
+        return False
+    return isinstance(row, dict) and (max_step is None or not isinstance(row.get("step"), int)
+                                      or row["step"] <= max_step)
 
 
 def metrics_columns(rows: list[dict[str, Any]]) -> list[str]:

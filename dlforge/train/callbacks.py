@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 
 from dlforge.errors import ConfigError
 from dlforge.eval.metrics import lower_is_better
+from dlforge.runs.progress import Progress
+from dlforge.runs.rundir import reporting_full_disk, trim_metrics, write_metrics_csv
 
 
 class Callback:
@@ -67,6 +70,7 @@ class MetricsLogger(Callback):
         self.run_dir, self.tensorboard = Path(run_dir), tensorboard
         self.file = None
         self.writer = None
+        self.step = 0  # the trainer's step when last told: a checkpoint's step
 
     def on_fit_start(self, trainer) -> None:
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in on_fit_end/on_exception
@@ -84,18 +88,22 @@ class MetricsLogger(Callback):
         # strict JSON: a NaN or infinite value (an AUROC with one class present, a diverged loss) is written as null,
         # and `dlforge.runs.rundir.read_metrics` reads it back as NaN
         strict = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
-        self.file.write(json.dumps(strict, allow_nan=False) + "\n")
-        self.file.flush()
+        line = json.dumps(strict, allow_nan=False) + "\n"
+        with reporting_full_disk(self.path, len(line)):
+            self.file.write(line)
+            self.file.flush()
         if self.writer is not None:
             for k, v in row.items():
                 if k not in ("step", "epoch", "split") and isinstance(v, int | float):
                     self.writer.add_scalar(k if "/" in k else f"train/{k}", v, row["step"])
 
     def on_step_end(self, trainer, logs: dict[str, float]) -> None:
+        self.step = trainer.step
         if logs:
             self._write(logs)
 
     def on_eval_end(self, trainer, metrics: dict[str, float]) -> None:
+        self.step = trainer.step
         self._write({"step": trainer.step, "epoch": trainer.epoch_progress, "split": "val", **metrics})
 
     def _close(self) -> None:
@@ -108,57 +116,52 @@ class MetricsLogger(Callback):
 
     def on_fit_end(self, trainer) -> None:
         self._close()
-        from dlforge.runs.rundir import write_metrics_csv
-
         write_metrics_csv(self.path, self.run_dir / "metrics.csv")
 
     def on_exception(self, trainer, exc: BaseException) -> None:
         self._close()
 
     def state_dict(self) -> dict[str, Any]:
-        if self.file is not None:
+        if self.file is not None:  # a checkpoint is taken: the log must last as far as the checkpoint says it does
             self.file.flush()
-        return {"bytes": self.path.stat().st_size if self.path.exists() else 0}
+            os.fsync(self.file.fileno())
+        return {"bytes": self.path.stat().st_size if self.path.exists() else 0, "step": self.step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # Rows written after the checkpoint are written again by the resumed run: cut them off.
-        if self.path.exists():
-            with open(self.path, "r+b") as f:
-                f.truncate(state["bytes"])
+        # Rows written after the checkpoint are written again by the resumed run: cut them off (and a log cut
+        # shorter than the checkpoint says keeps its valid rows).
+        self.step = state.get("step", 0)
+        trim_metrics(self.path, state["bytes"], state.get("step"))
 
 
 class ProgressBar(Callback):
-    """A rich progress bar on a terminal; one line per evaluation otherwise (logs, CI)."""
+    """Training progress on stderr (`dlforge.runs.progress.Progress`): a bar on a terminal, otherwise (logs, CI,
+    nohup) a plain line every `every_s` seconds with the step, the rate, the ETA and the loss; and a line per
+    evaluation either way."""
 
-    def __init__(self):
-        self.progress = None
-        self.task = None
+    def __init__(self, every_s: float = 30.0):
+        self.every_s = every_s
+        self.progress: Progress | None = None
 
     def on_fit_start(self, trainer) -> None:
-        if sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=True)
-            self.task = self.progress.add_task("train", total=trainer.max_steps, completed=trainer.step, info="")
-            self.progress.start()
+        self.progress = Progress("train", trainer.max_steps, done=trainer.step, every_s=self.every_s)
 
     def on_step_end(self, trainer, logs: dict[str, float]) -> None:
         if self.progress is not None:
-            info = f"loss {logs['loss']:.4f}" if logs else None
-            self.progress.update(self.task, completed=trainer.step, **({"info": info} if info else {}))
+            self.progress.update(trainer.step, f"loss {logs['loss']:.4f}" if logs else "")
 
     def on_eval_end(self, trainer, metrics: dict[str, float]) -> None:
         text = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         line = f"epoch {trainer.epoch_progress:>6.2f}  step {trainer.step:>6}  {text}"
         if self.progress is not None:
-            self.progress.console.print(line)
-        else:
+            self.progress.note(line)
+        else:  # an evaluation outside fit()
             print(line, file=sys.stderr, flush=True)
 
     def on_fit_end(self, trainer) -> None:
         if self.progress is not None:
-            self.progress.stop()
+            self.progress.close()
+            self.progress = None
 
     def on_exception(self, trainer, exc: BaseException) -> None:
         self.on_fit_end(trainer)  # the bar goes away; the error is reported by whoever catches it

@@ -30,6 +30,7 @@ from dlforge.artifacts import (
     load_safetensors,
     read_json,
     scratch_path,
+    tensor_bytes,
     verify_folder,
     write_folder,
 )
@@ -129,11 +130,13 @@ def save_checkpoint(directory: Path, state: dict) -> Path:
     check_finite(state.get("model"), directory.name)
     tensors, tree = flatten_state(state)
 
+    text = json.dumps(tree, allow_nan=False)
+
     def fill(tmp: Path) -> None:
         save_file(tensors, tmp / "state.safetensors")
-        (tmp / "state.json").write_text(json.dumps(tree, allow_nan=False), encoding="utf-8")
+        (tmp / "state.json").write_text(text, encoding="utf-8")
 
-    return write_folder(directory, CHECKPOINT_FORMAT, fill)
+    return write_folder(directory, CHECKPOINT_FORMAT, fill, size=tensor_bytes(tensors) + len(text))
 
 
 def load_checkpoint(directory: Path) -> dict:

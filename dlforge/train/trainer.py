@@ -86,6 +86,7 @@ class Trainer:
         self.steps_per_epoch = self.sampler.batches_per_epoch
         epochs_steps = c.max_epochs * self.steps_per_epoch if c.max_epochs else None
         self.max_steps = min(s for s in (c.max_steps, epochs_steps) if s is not None)
+        self.limit = "max_steps" if self.max_steps == c.max_steps else "max_epochs"  # the stop reason at the end
 
         scales = transfer.lr_scales(model, c.transfer) if c.transfer is not None else None
         self.optimizer = build_optimizer(model, c, lr_scales=scales)
@@ -128,7 +129,7 @@ class Trainer:
         finally:
             self._restore_signal_handlers(previous)
         if not self.stop_reason:
-            self.stop_reason = "interrupted" if self.interrupted else "max_steps"
+            self.stop_reason = "interrupted" if self.interrupted else self.limit
         self._emit("on_fit_end")
         return self.last_eval
 
@@ -181,7 +182,8 @@ class Trainer:
 
         if self.dist.enabled:  # the global mean: a NaN on any rank (whose gradients reach all ranks) is seen by all
             total = distributed.mean_across(self.dist, total)
-        log_step = self.step % c.log_every == 0
+        # the first and last steps too: a run shorter than log_every still has a curve (and an lr) to plot
+        log_step = self.step % c.log_every == 0 or self.step in (1, self.max_steps)
         grad_norm = None
         if not torch.isfinite(total):
             self._nonfinite(total.item())

@@ -185,6 +185,11 @@ def test_train_json_summary(trained):
         assert run.is_dir() and run.parent == trained.dir / "runs"
         assert set(s["metrics"]) == {"train", "val", "test"}
         written = json.loads((run / "eval.json").read_text())
+        # the metrics are of the best checkpoint, and say so (issue 13, defect 23)
+        best = json.loads((run / "checkpoints" / "best" / "best.json").read_text())
+        assert s["weights"] == written["weights"] == {"checkpoint": "best", **best}
+        step, value = best["step"], best["value"]
+        assert f"Of the best checkpoint (step {step}, val/loss {value:.4g})." in (run / "README.md").read_text()
         for split in ("train", "val", "test"):
             assert s["metrics"][split] == written[split]
             assert 0.0 <= s["metrics"][split]["accuracy"] <= 1.0

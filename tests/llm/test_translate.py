@@ -110,6 +110,8 @@ def test_translation_smoke_run_reports_bleu_and_chrf(smoke_run):
         report = ev["translation"][split]
         assert report["sentences"] == 48 and report["decoding"]["beam_size"] == 4
         assert "tok:13a" in report["bleu_signature"] and len(report["samples"]) == 5
+    # BLEU and chrF, measured at the end only, are plotted (issue 13, defect 23)
+    assert (result.run_dir / "plots" / "scores.png").read_bytes().startswith(b"\x89PNG")
     model = dlforge.load(result.run_dir)
     assert model.registry_name == "transformer_seq2seq" and model.config.target_vocab_size is None
 

@@ -168,4 +168,5 @@ def test_a_gpt_run_logs_tokens_per_second_and_mfu(tmp_path):
     result = api.train(config)
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
-    assert len(steps) == 2 and all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 for r in steps)
+    assert [r["step"] for r in steps] == [1, 2, 4]  # the first step, every log_every, the last
+    assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 for r in steps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,12 @@ from dlforge.runs import (
     write_metrics_csv,
     write_model_card,
 )
+from dlforge.runs import plots as plots_module
+from dlforge.runs import progress as progress_module
 from dlforge.runs import rundir as rundir_module
+from dlforge.runs.plots import plot_scores
+from dlforge.runs.progress import Progress
+from dlforge.runs.rundir import lock_run_dir, reporting_full_disk, trim_metrics
 
 REPO_ROOT = Path(dlforge.runs.__file__).resolve().parents[2]
 STAMP = "20250101-120000"
@@ -167,7 +174,53 @@ def test_resolve_run_errors(tmp_path):
         resolve_run("latest", tmp_path / "elsewhere")
 
 
+# --- one writer per run folder (issue 13, defect 27) --------------------------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from dlforge.runs.rundir import lock_run_dir
+with lock_run_dir(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_locked_run_folder_refuses_a_second_writer_naming_the_first_until_it_ends(tmp_path):
+    with lock_run_dir(tmp_path):
+        with pytest.raises(DlforgeError, match=rf"^{tmp_path}: another dlforge process \(pid {os.getpid()}\)"):
+            with lock_run_dir(tmp_path):
+                pass
+    with lock_run_dir(tmp_path):  # released at the end of the block
+        pass
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(DlforgeError, match=rf"\(pid {holder.pid}\)"):
+            with lock_run_dir(tmp_path):
+                pass
+    finally:
+        holder.kill()  # kill -9: the OS releases its lock
+        holder.wait(timeout=30)
+    with lock_run_dir(tmp_path):
+        pass
+
+
 # --- crash-safe writes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),  # Python's own writes
+    RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),  # safetensors' (Rust)
+])
+def test_a_full_disk_is_one_error_naming_the_file_and_the_space_it_needed(tmp_path, failure):
+    target = tmp_path / "checkpoints" / "checkpoint-20"
+    with pytest.raises(DlforgeError, match=rf"^{target}: could not be written: no space left on the device "
+                                           rf"\(needs about 3\.2 MB; [\d.]+ [kMGT]?B free there\); free some space"):
+        with reporting_full_disk(target, 3_200_000):
+            raise failure
+    with pytest.raises(RuntimeError, match="unrelated"):  # anything else passes through untouched
+        with reporting_full_disk(target, 10):
+            raise RuntimeError("unrelated")
 
 
 def test_atomic_write_replaces_the_file(tmp_path):
@@ -207,6 +260,28 @@ def test_read_metrics_names_a_bad_line_in_the_middle(tmp_path):
     path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     with pytest.raises(DlforgeError, match=r"metrics.jsonl:2: not valid JSON"):
         read_metrics(path)
+
+
+def test_trimming_the_log_to_a_checkpoint_never_pads_and_keeps_only_valid_rows(tmp_path):
+    """Issue 13, defect 28: a log shorter than its checkpoint says (trimmed, or cut by a power loss) was padded with
+    NUL bytes on resume, and the run failed on invalid JSON at its end."""
+    rows = [{"step": s, "loss": 1 / s} for s in range(1, 9)]
+    path = write_jsonl(tmp_path / "metrics.jsonl", rows)
+    full = path.stat().st_size
+    trim_metrics(path, full + 500, max_step=8)  # the checkpoint remembers a longer log: nothing is added
+    assert path.stat().st_size == full and read_metrics(path) == rows
+    trim_metrics(path, full, max_step=5)  # rows past the checkpoint's step go
+    assert read_metrics(path) == rows[:5]
+    path.write_bytes(path.read_bytes() + b'{"step": 6, "lo')  # a torn last line
+    trim_metrics(path, full, max_step=8)
+    assert path.read_bytes().endswith(b"\n") and read_metrics(path) == rows[:5]
+    path.write_bytes(b"\0" * 40 + path.read_bytes())  # what the old resume left: NUL padding glued to a row
+    trim_metrics(path, full + 40, max_step=8)
+    assert read_metrics(path) == rows[1:5]
+    kept = path.stat().st_size
+    path.write_bytes(path.read_bytes() + b'{"step": 6}\n')  # the usual case: rows after the checkpoint are cut
+    trim_metrics(path, kept, max_step=5)
+    assert path.stat().st_size == kept
 
 
 def test_metrics_csv_header_is_the_union_of_keys(tmp_path):
@@ -390,6 +465,55 @@ def test_plot_confusion_matrix(tmp_path):
         plot_confusion_matrix([[1, 2, 3]], ["a", "b"], tmp_path / "bad.png")
 
 
+@pytest.fixture
+def figures(monkeypatch) -> dict[str, object]:
+    """The figures the plot functions save, by file name."""
+    saved = {}
+    save = plots_module._save
+
+    def keep(fig, path):
+        saved[Path(path).name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(plots_module, "_save", keep)
+    return saved
+
+
+def test_the_confusion_matrix_title_is_clear_of_the_colorbar(tmp_path, figures):
+    """Issue 13, defect 23: with 2 classes the title, wider than the matrix, ran under the colorbar."""
+    from matplotlib.text import Text
+
+    title = "breast-cancer-mlp: test confusion matrix"
+    plot_confusion_matrix([[50, 3], [4, 40]], ["benign", "malignant"], tmp_path / "confusion.png", title=title)
+    fig = figures["confusion.png"]
+    renderer = fig.canvas.get_renderer()
+    [text] = [t for t in fig.findobj(Text) if t.get_text() == title]
+    colorbar = fig.axes[-1]
+    assert colorbar is not fig.axes[0]
+    assert not text.get_window_extent(renderer).overlaps(colorbar.get_window_extent(renderer))
+
+
+@pytest.mark.parametrize("train_steps", [[5], [1, 5]])  # one log row (before), the first and last steps (now)
+def test_a_run_of_a_few_steps_is_plotted_with_whole_steps_and_its_lr(tmp_path, figures, train_steps):
+    """Issue 13, defect 23: a run shorter than log_every gave one-point plots with ticks at 4.96, 4.98, ..."""
+    rows = [{"step": s, "epoch": 0.1 * s, "loss": 1 / s, "lr": 0.01} for s in train_steps]
+    rows.append({"step": 5, "epoch": 0.5, "split": "val", "val/loss": 0.3, "val/accuracy": 0.8})
+    write_jsonl(tmp_path / "metrics.jsonl", rows)
+    assert [p.name for p in plot_run(tmp_path)] == ["loss.png", "lr.png", "metrics.png"]
+    for name, fig in figures.items():
+        for ax in fig.axes:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), (name, ticks)
+
+
+def test_final_scores_are_plotted_a_panel_per_metric(tmp_path, figures):
+    scores = {"val": {"bleu": 12.5, "chrf": 40.1}, "test": {"bleu": 10.0, "chrf": 38.0}}
+    assert_png(plot_scores(scores, tmp_path / "scores.png", title="bible: best checkpoint (step 40)"))
+    panels = [ax for ax in figures["scores.png"].axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["bleu", "chrf"]
+    assert [[bar.get_height() for bar in ax.patches] for ax in panels] == [[12.5, 10.0], [40.1, 38.0]]
+
+
 def test_plot_compare_two_runs(tmp_path):
     a = write_jsonl(tmp_path / "a" / "metrics.jsonl", synthetic_metrics()).parent
     b = write_jsonl(tmp_path / "b" / "metrics.jsonl", synthetic_metrics(scale=2.0)).parent
@@ -456,3 +580,22 @@ def test_model_card_has_the_sections_and_the_metrics(tmp_path):
                                   wall_s=1.0).read_text()  # a task without predict (a plug-in's, say)
     assert "`dlforge predict` does not read new inputs for this kind of model." in no_predict
     assert "```bash" not in no_predict
+
+
+# --- progress of long work (issue 13, defect 10) -------------------------------------------------------------------
+
+
+def test_progress_off_a_terminal_is_a_plain_line_with_rate_and_eta_every_period(monkeypatch):
+    clock = iter([100.0, 110.0, 115.0, 140.0, 140.0, 140.0])  # the start, then each update's readings
+    monkeypatch.setattr(progress_module, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    out = io.StringIO()  # not a terminal
+    progress = Progress("train", total=1000, done=200, every_s=30.0, stream=out)
+    progress.update(300, "loss 0.5000")  # 10 s in: not yet
+    progress.update(320)  # 15 s in: not yet
+    progress.update(500)  # 40 s in: a line; 300 steps in 40 s since the resumed step 200
+    progress.note("epoch 1.00  step 500  val/loss 0.4")
+    progress.close()
+    assert out.getvalue().splitlines() == [
+        "train: 500/1000 steps (50%), 7.5 steps/s, ETA 1 min 07 s, loss 0.5000",
+        "epoch 1.00  step 500  val/loss 0.4",
+    ]

@@ -21,6 +21,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
            "-m", "dlforge", "train", str(cfg), *overrides, "--run-dir", str(tmp_path / "two")]
     proc = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run: ") == 1, proc.stdout  # rank 0 alone reports (issue 13, defect 23)
 
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert sorted(one) == sorted(two)  # rank 0 alone logged, every step once

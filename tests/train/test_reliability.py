@@ -1,16 +1,33 @@
-"""Crash safety, end to end through the CLI: kill -9 and resume, SIGTERM, damaged checkpoints."""
+"""Crash safety, end to end: kill -9 and resume, SIGTERM (in the loop and after it), damaged checkpoints, a log cut
+short, a full disk, two processes on one run folder."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
+import resource
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from clitools import ENV, dlforge_cmd, losses, run_cli, train_rows, write_blobs_csv, write_config
+from clitools import (
+    ENV,
+    dlforge_cmd,
+    losses,
+    one_line_error,
+    run_cli,
+    train_rows,
+    write_blobs_csv,
+    write_config,
+)
+
+from dlforge import api
+from dlforge.errors import DlforgeError, TrainingError
+from dlforge.runs.registry import RunRegistry
+from dlforge.runs.rundir import read_metrics
 
 MAX_STEPS = 150
 
@@ -112,3 +129,118 @@ def test_nan_loss_stop_names_the_step_and_leaves_no_nan_checkpoint(tmp_path):
     for ck in find_checkpoints(tmp_path / "r" / "checkpoints"):
         state = load_checkpoint(ck)
         assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+# --- issue 13: nothing is lost, errors stay honest, long work shows progress -----------------------------------------
+
+
+def test_one_process_writes_a_run_and_a_long_training_reports_progress_off_a_terminal(tmp_path):
+    """Defect 27: two --resume of one run, or one --run-dir started twice, interleaved metrics.jsonl. Defect 10:
+    outside a terminal, train printed evaluation lines only."""
+    csv = write_blobs_csv(tmp_path / "b.csv", n=120)
+    cfg = write_config(tmp_path / "c.yaml", csv, max_steps=300, log_every=50, eval_every=100, checkpoint_every=100)
+    run = tmp_path / "r"
+    first = subprocess.Popen(dlforge_cmd("train", str(cfg), "train.progress=true", "train.progress_every=0.3",
+                                         "--run-dir", str(run)),
+                             cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_rows(run, 2, first)
+    first.send_signal(signal.SIGSTOP)  # paused while it holds the run: the others get the CPU
+    try:
+        second = run_cli("train", "--resume", str(run), cwd=tmp_path)
+        assert f"{run}: another dlforge process (pid {first.pid}) is writing this run" in one_line_error(second)
+        with pytest.raises(DlforgeError, match=rf"\(pid {first.pid}\)"):  # the same --run-dir again
+            api.train(str(cfg), run_dir=run)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    steps = [r["step"] for r in train_rows(run) if "split" not in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 300  # each row once, in order: one writer
+    progress = [line for line in err.splitlines() if line.startswith("train: ")]
+    assert progress, err[-2000:]
+    assert re.fullmatch(r"train: \d+/300 steps \(\d+%\), [\d.]+ steps/s, ETA .+, loss \d+\.\d{4}", progress[-1])
+
+
+def test_a_resume_after_the_log_lost_its_tail_keeps_its_valid_rows_and_finishes(tmp_path):
+    """Defect 28: a log shorter than the checkpoint says was padded with NUL bytes; the run then failed at its end
+    on invalid JSON, and so did every later resume."""
+    csv = write_blobs_csv(tmp_path / "b.csv", n=120)
+    cfg = write_config(tmp_path / "c.yaml", csv, max_steps=20, checkpoint_every=10, eval_every=10)
+    run = tmp_path / "r"
+    api.train(str(cfg), run_dir=run)
+    for gone in ("checkpoints/checkpoint-20", "model", "eval.json"):  # as if killed between steps 10 and 20
+        os.system(f"rm -r {run / gone}")
+    log = run / "metrics.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:5]) + lines[5][:7])  # a power cut: 5 rows and a torn sixth survived
+    result = api.train(None, resume=run)
+    assert result.status == "completed"
+    rows = read_metrics(log)  # valid JSON, every line
+    assert [r["step"] for r in rows if "split" not in r] == [1, 2, 3, 4, 5, *range(11, 21)]
+    assert b"\0" not in log.read_bytes()
+
+
+def _signalled_during_evaluation(signum: int):
+    """api's evaluate_model, which first sends this process `signum`: a signal in the middle of the final
+    evaluation, after the training loop."""
+    evaluate = api.evaluate_model
+
+    def evaluate_model(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return evaluate(*args, **kwargs)
+
+    return evaluate_model
+
+
+def test_a_signal_during_the_final_evaluation_marks_the_run_interrupted_and_a_resume_finishes_it(tmp_path,
+                                                                                              monkeypatch):
+    """Defect 30: SIGTERM there killed the process (-15) and SIGINT exited 130 silently; the run stayed running."""
+    csv = write_blobs_csv(tmp_path / "b.csv", n=120)
+    cfg = write_config(tmp_path / "c.yaml", csv, max_steps=10, checkpoint_every=5, eval_every=5)
+    run, registry = tmp_path / "r", RunRegistry(tmp_path)
+    handler = signal.getsignal(signal.SIGTERM)
+    for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        monkeypatch.setattr(api, "evaluate_model", _signalled_during_evaluation(signum))
+        result = api.train(str(cfg), run_dir=run) if signum == signal.SIGTERM else api.train(None, resume=run)
+        assert (result.status, result.stop_reason, result.exit_code) == ("interrupted", signum.name, code)
+        assert registry.get("r")["status"] == "interrupted" and not (run / "eval.json").exists()
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGTERM) is handler  # the handlers are put back
+    result = api.train(None, resume=run)
+    assert result.status == "completed" and (run / "eval.json").exists()
+    assert registry.get("r")["status"] == "completed"
+
+
+def test_a_failed_run_that_cannot_be_marked_failed_still_reports_its_own_error(tmp_path, monkeypatch, capsys):
+    """Defect 29: when the disk was full, the error blamed registry.db (which could not record the failure) instead
+    of the write that had failed."""
+    csv = write_blobs_csv(tmp_path / "b.csv", n=120)
+    cfg = write_config(tmp_path / "c.yaml", csv, max_steps=40, lr=1e6, optimizer="sgd", momentum=0.0)
+
+    def disk_full(self, name, status, metrics):
+        raise DlforgeError(f"{self.path}: database or disk is full")
+
+    monkeypatch.setattr(RunRegistry, "finish", disk_full)
+    with pytest.raises(TrainingError, match="loss is"):
+        api.train(str(cfg), ["model.dropout=0.0"], run_dir=tmp_path / "r")
+    assert "warning: the run could not be marked failed" in capsys.readouterr().err
+
+
+def test_a_full_disk_names_the_checkpoint_it_could_not_write_and_marks_the_run_failed(tmp_path):
+    """Defect 29: the error was a generic exit 1 naming no file, and the run stayed running. A file size limit
+    (ulimit -f) fails the checkpoint's write at the OS as a full disk does."""
+    csv = write_blobs_csv(tmp_path / "b.csv", n=120)
+    cfg = write_config(tmp_path / "c.yaml", csv, max_steps=20, checkpoint_every=2, eval_every=100)
+    limit = 1_000_000  # the checkpoint of a 512x512 MLP with Adam's moments takes about 3.2 MB
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: the write fails instead
+
+    run = tmp_path / "r"
+    proc = subprocess.run(dlforge_cmd("train", str(cfg), "model.hidden=[512,512]", "--run-dir", str(run)),
+                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit_file_size)
+    line = one_line_error(proc)
+    assert re.search(rf"{run / 'checkpoints' / 'checkpoint-2'}: could not be written: the file size limit was "
+                     r"reached \(needs about 3\.\d MB; .* free there\); raise it \(ulimit -f\)", line), line
+    assert RunRegistry(tmp_path).get("r")["status"] == "failed"

@@ -265,7 +265,7 @@ def test_clip_by_norm_logs_the_pre_clip_norm_and_steps_along_the_clipped_gradien
 
 
 @pytest.mark.parametrize("log_every", [
-    1000,  # step 1 is not a log step
+    1000,  # step 2 is not a log step (the first and last are)
     1,
 ])
 def test_clip_by_value_bounds_every_gradient_component(log_every, tiny_mlp, train_config):
@@ -273,15 +273,22 @@ def test_clip_by_value_bounds_every_gradient_component(log_every, tiny_mlp, trai
     model = tiny_mlp(loss="mse", out_features=1)
     reference = copy.deepcopy(model)
     lr, clip = 0.1, 1e-3
-    cfg = train_config(max_steps=1, batch_size="full", optimizer="sgd", momentum=0.0, lr=lr, grad_clip=clip,
+    cfg = train_config(max_steps=2, batch_size="full", optimizer="sgd", momentum=0.0, lr=lr, grad_clip=clip,
                        grad_clip_mode="value", log_every=log_every)
-    Trainer(model, cfg, data).fit()
+    steps = Snapshots()
+    Trainer(model, cfg, data, callbacks=[steps]).fit()
 
-    reference(data.tensors).loss.backward()
-    assert any((q.grad.abs() > clip).any() for q in reference.parameters())  # some components are clipped
-    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
-        assert ((p - q).abs() <= lr * clip + 1e-7).all()
-        torch.testing.assert_close(p, q - lr * q.grad.clamp(-clip, clip), atol=1e-7, rtol=0)
+    for step in (1, 2):
+        reference.zero_grad()
+        reference(data.tensors).loss.backward()
+        assert any((q.grad.abs() > clip).any() for q in reference.parameters())  # some components are clipped
+        with torch.no_grad():
+            before = [q.clone() for q in reference.parameters()]
+            for q in reference.parameters():
+                q -= lr * q.grad.clamp(-clip, clip)
+        for p, q, b in zip(steps.at[step]["params"].values(), reference.parameters(), before, strict=True):
+            assert ((p - b).abs() <= lr * clip + 1e-7).all()
+            torch.testing.assert_close(p, q, atol=1e-7, rtol=0)
 
 
 # --- 6. schedules --------------------------------------------------------------------------------------------------
@@ -543,12 +550,33 @@ def test_an_invalid_device_is_rejected_naming_train_device(device):
 def test_log_rows_come_every_log_every_steps_with_throughput(blobs, tiny_mlp, train_config):
     recorder = Recorder()
     Trainer(tiny_mlp(), train_config(max_steps=9, batch_size=8, log_every=3), blobs(64), callbacks=[recorder]).fit()
-    assert [bool(logs) for logs in recorder.every_step] == [False, False, True] * 3
-    assert [row["step"] for row in recorder.logs] == [3, 6, 9]
+    assert [bool(logs) for logs in recorder.every_step] == [True, False, True] + [False, False, True] * 2
+    assert [row["step"] for row in recorder.logs] == [1, 3, 6, 9]
     for row in recorder.logs:
         assert set(row) == {"step", "epoch", "loss", "lr", "samples_per_s", "grad_norm"}
         assert math.isfinite(row["samples_per_s"]) and row["samples_per_s"] > 0
         assert row["epoch"] == pytest.approx(row["step"] / 8)
+
+
+def test_the_first_and_last_steps_are_logged_so_a_short_run_has_curves(blobs, tiny_mlp, train_config):
+    """Issue 13, defect 23: a run shorter than log_every logged no training row (no loss curve, no lr plot)."""
+    recorder = Recorder()
+    Trainer(tiny_mlp(), train_config(max_steps=5, batch_size=8, log_every=10), blobs(64), callbacks=[recorder]).fit()
+    assert [row["step"] for row in recorder.logs] == [1, 5]
+    assert recorder.logs[0]["loss"] != recorder.logs[1]["loss"] and all("lr" in row for row in recorder.logs)
+
+
+@pytest.mark.parametrize(("limits", "reason"), [
+    ({"max_epochs": 2}, "max_epochs"),
+    ({"max_epochs": 2, "max_steps": 100}, "max_epochs"),
+    ({"max_epochs": 2, "max_steps": 5}, "max_steps"),
+    ({"max_steps": 5}, "max_steps"),
+])
+def test_the_stop_reason_names_the_limit_that_ended_the_run(blobs, tiny_mlp, train_config, limits, reason):
+    """Issue 13, defect 23: a run that stopped on max_epochs said it stopped on max_steps."""
+    t = Trainer(tiny_mlp(), train_config(batch_size=16, **limits), blobs(64))
+    t.fit()
+    assert t.stop_reason == reason and t.step == min(limits.get("max_steps", 8), 8)  # 4 steps an epoch
 
 
 # --- 15. callback state --------------------------------------------------------------------------------------------
