@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from dlforge.progress import format_duration
 from dlforge.runs.rundir import atomic_write_text
 
 NOT_RECORDED = "not recorded"
@@ -28,14 +29,6 @@ def _fmt(value: Any) -> str:
     if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
         return f"{value:.4g}"
     return f"{value:.4f}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
 
 
 def _yaml_block(obj: dict[str, Any]) -> str:
@@ -108,7 +101,7 @@ def _training_section(config: dict[str, Any], wall_s: float) -> list[str]:
         f"- Length: {length}, batch size {train.get('batch_size', NOT_RECORDED)}",
         f"- Precision: {train.get('precision', NOT_RECORDED)}",
         f"- Seed: {train.get('seed', NOT_RECORDED)}",
-        f"- Wall clock: {_duration(wall_s)}",
+        f"- Wall clock: {format_duration(wall_s)}",
     ]
 
 
