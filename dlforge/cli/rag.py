@@ -25,7 +25,8 @@ def index_cmd(
     db: Path = typer.Option(..., "--db", help="the index file (created if missing)"),
     model: str = typer.Option(None, "--model", help="sentence-transformers folder (default all-MiniLM-L6-v2)"),
     chunk_tokens: int = typer.Option(None, "--chunk-tokens", help="tokens per chunk at most (new index: 200)"),
-    chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="tokens shared by neighbouring chunks (32)"),
+    chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="tokens shared by neighbouring chunks (32, or a "
+                                                                     "quarter of smaller chunks)"),
     max_file_mb: float = typer.Option(20.0, "--max-file-mb", help="larger files are refused"),
     vector_dtype: str = typer.Option(None, "--vector-dtype",
                                      help="new index: f32 (default), or f16 / bf16 for half the vector-index memory"),
@@ -78,14 +79,11 @@ def ask_cmd(
     as_json: bool = typer.Option(False, "--json", help="print {answer, citations, chunks...} as JSON"),
 ) -> None:
     """Answer a question from the indexed documents, with citations and the retrieved chunks."""
-    from dlforge.rag.generate import MIN_SIMILARITY, answer, make_generator
-    from dlforge.rag.retrieve import Retriever
+    from dlforge.rag.generate import MIN_SIMILARITY, ask
 
-    with Retriever.open(db, model) as retriever:
-        gen = make_generator(generator, retriever.embedder, lm=lm, base_url=base_url, api_key_env=api_key_env,
-                             max_new_tokens=max_new_tokens)
-        result = answer(question, retriever, gen, k=k, mode=mode, filters=_filters(path, types),
-                        min_similarity=MIN_SIMILARITY if min_similarity is None else min_similarity, exact=exact)
+    result = ask(question, db, generator, k=k, mode=mode, filters=_filters(path, types),
+                 min_similarity=MIN_SIMILARITY if min_similarity is None else min_similarity, exact=exact,
+                 model=model, lm=lm, base_url=base_url, api_key_env=api_key_env, max_new_tokens=max_new_tokens)
     if as_json:
         emit_json(result)
         return

@@ -35,7 +35,7 @@ import numpy as np
 from dlforge.errors import ConfigError, DataError, DlforgeError
 from dlforge.rag.embed import RagEmbedder
 from dlforge.rag.prompt import INJECTION, build_messages, citations, flat_prompt, sanitize, split_sentences
-from dlforge.rag.retrieve import Retriever
+from dlforge.rag.retrieve import Retriever, check_search
 from dlforge.rag.store import STOPWORDS, Filters
 
 NOT_FOUND = "The documents do not contain an answer to this question."
@@ -247,10 +247,32 @@ def make_generator(name: str, embedder: RagEmbedder | None = None, lm: str | Non
     raise ConfigError(f"--generator {name!r}: expected one of {', '.join(GENERATORS)}")
 
 
+def check_question(question: str) -> str:
+    """The question, unless it is empty (a ConfigError)."""
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError("question: empty; ask something, e.g. dlforge rag ask \"How do I upgrade?\" --db docs.db")
+    return question
+
+
+def ask(question: str, db: str | Path, generator: str = "extractive", k: int = 5, mode: str = "hybrid",
+        filters: Filters | None = None, min_similarity: float = MIN_SIMILARITY, exact: bool = False,
+        model: str | None = None, **generator_options: Any) -> dict[str, Any]:
+    """`answer` from the index at `db` (what `dlforge rag ask` runs): the question and every option are checked
+    before the index or a model is opened. `model`: where to load the index's embedding model from;
+    `generator_options`: lm, base_url, api_key_env, max_new_tokens (see `make_generator`)."""
+    check_question(question)
+    check_search(mode, k)
+    chosen = None if generator == "extractive" else make_generator(generator, **generator_options)
+    with Retriever.open(db, model) as retriever:
+        chosen = chosen or make_generator("extractive", retriever.embedder)
+        return answer(question, retriever, chosen, k, mode, filters, min_similarity, exact)
+
+
 def answer(question: str, retriever: Retriever, generator: Generator, k: int = 5, mode: str = "hybrid",
            filters: Filters | None = None, min_similarity: float = MIN_SIMILARITY, exact: bool = False
            ) -> dict[str, Any]:
     """Retrieve, check that the documents hold an answer, generate, cite (see the module docstring)."""
+    check_question(question)
     hits = retriever.search(question, k, mode, filters, exact)
     retriever.similarity(question, hits)
     for n, hit in enumerate(hits, 1):
