@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -84,6 +85,8 @@ def ask_cmd(
     result = ask(question, db, generator, k=k, mode=mode, filters=_filters(path, types),
                  min_similarity=MIN_SIMILARITY if min_similarity is None else min_similarity, exact=exact,
                  model=model, lm=lm, base_url=base_url, api_key_env=api_key_env, max_new_tokens=max_new_tokens)
+    if result["note"]:
+        print(f"note: {result['note']}", file=sys.stderr)
     if as_json:
         emit_json(result)
         return

@@ -97,20 +97,15 @@ class SentenceTransformerEmbedder(RagEmbedder):
         try:
             from sentence_transformers import SentenceTransformer
             from tokenizers import Tokenizer
-            from transformers.utils import logging as hf_logging
         except ImportError as exc:
             raise ConfigError("embeddings need sentence-transformers: pip install 'dlforge[rag]'") from exc
         self.folder, self.source = folder, source
         self.name = name or folder.name
-        bar = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar in the middle of the CLI's output
         try:
-            self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+            with no_loading_bars():
+                self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{folder}: not a loadable sentence-transformers model ({exc})") from exc
-        finally:
-            if bar:
-                hf_logging.enable_progress_bar()
         self.model.eval()
         self.dim = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length)
@@ -141,6 +136,20 @@ def folder_fingerprint(folder: Path) -> str:
         with open(p, "rb") as f:
             digest.update(hashlib.file_digest(f, "sha256").digest())
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def no_loading_bars() -> Iterator[None]:
+    """While transformers loads a model: no "Loading weights" bar in the middle of the command's output."""
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager

@@ -222,7 +222,8 @@ def test_transformers_generator_fits_the_context_and_decodes_greedily(retriever,
                                                                   pad_token_id=tok.eos_token_id)
     assert text == tok.decode(ref[0, ids.shape[1]:], skip_special_tokens=True).strip()
     small = tiny_gpt2(tmp_path / "small", tok, n_positions=64)
-    with pytest.raises(ConfigError, match="does not fit the model's 64 tokens"):
+    with pytest.raises(ConfigError, match=r"small: its context of 64 tokens cannot hold the instructions and the "
+                                          r"question \(\d+ tokens\) with 12 tokens of answer"):
         make_generator("transformers", lm=str(small), max_new_tokens=12).fit("How long do cats sleep?", hits)
 
 
@@ -242,3 +243,51 @@ def test_gpt_generator_runs_a_dlforge_language_model(tmp_path):
     assert isinstance(gen, GPTGenerator)
     text = gen.answer("How long do cats sleep?", hits)
     assert text == generate_from_run(folder, prompt, max_new_tokens=8, temperature=0).read().strip() and text
+
+
+def tiny_dlforge_lm(folder, context: int):
+    """A random dlforge GPT of `context` positions on a BPE tokenizer of the test documents, as a model folder."""
+    from dlforge.artifacts import save_model
+    from dlforge.registry import create_model
+    from dlforge.text.tokenizer import train_tokenizer
+
+    tok = train_tokenizer([*PETS.values(), *PLANTED.values()] * 3, "bpe", vocab_size=400)
+    torch.manual_seed(0)
+    model = create_model("gpt", vocab_size=tok.vocab_size, context=context, dim=16, n_layers=1, n_heads=2)
+    extra = {**tok.files(), "preprocessing.json": {"kind": "tokens", "tokenizer_hash": tok.hash}}
+    return save_model(model, folder, extra_files=extra), tok
+
+
+def test_gpt_generator_fits_the_sources_to_its_window_and_says_what_it_left_out(retriever, tmp_path, capsys):
+    from dlforge.cli.main import main
+
+    question = "How long do cats sleep?"
+    hits = retriever.search(question, k=5)
+    _, tok = tiny_dlforge_lm(tmp_path / "probe", 8)
+
+    def length(used):
+        return len(tok.encode(flat_prompt(build_messages(question, used))))
+
+    folder, _ = tiny_dlforge_lm(tmp_path / "lm", context=length(hits[:2]) + 16)  # room for two sources and 16 new
+    gen = make_generator("gpt", lm=str(folder), max_new_tokens=16)
+    assert gen.fit(question, hits) == hits[:2]
+    result = answer(question, retriever, gen, k=5)
+    assert result["dropped"] == [3, 4, 5] and result["shortened"] == []
+    assert "2 of the 5 sources fit" in result["note"] and "[3] [4] [5] were left out" in result["note"]
+
+    folder, _ = tiny_dlforge_lm(tmp_path / "small", context=length([]) + 40)  # the rules, the question, a part
+    gen = make_generator("gpt", lm=str(folder), max_new_tokens=16)
+    (cut,) = gen.fit(question, hits)
+    assert cut["shortened"] and hits[0]["text"].startswith(cut["text"]) and len(cut["text"]) < len(hits[0]["text"])
+    assert length([cut]) <= length([]) + 24 and cut["end"] == cut["start"] + len(cut["text"])
+
+    with pytest.raises(ConfigError, match=r"cannot hold the instructions and the question \(\d+ tokens\) with 256 "
+                                          r"tokens of answer; lower --max-new-tokens"):
+        make_generator("gpt", lm=str(folder)).fit(question, hits)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:  # the command says what it left out, on stderr
+        main(["rag", "ask", question, "--db", str(retriever.store.path), "--generator", "gpt", "--lm", str(folder),
+              "--max-new-tokens", "16", "--k", "3"])
+    err = capsys.readouterr().err
+    assert done.value.code in (0, None) and err.startswith("note: 1 of the 3 sources fit") and "shortened" in err
+    assert "UserWarning" not in err and "context window" not in err  # nothing was truncated behind its back
