@@ -40,10 +40,12 @@ from dlforge.rag.embed import RagEmbedder, no_loading_bars
 from dlforge.rag.prompt import (
     INJECTION,
     build_messages,
+    carries,
     citations,
     fit_note,
     fit_sources,
     flat_prompt,
+    planted_payloads,
     sanitize,
     split_sentences,
 )
@@ -81,6 +83,7 @@ class ExtractiveGenerator(Generator):
     def answer(self, question: str, hits: list[dict[str, Any]]) -> str:
         candidates = []  # (source number, position in the chunk, sentence)
         seen: set[tuple[Any, int]] = set()  # (document, start in it): overlapping chunks repeat sentences
+        payloads = planted_payloads(hits)
         for n, hit in enumerate(hits, 1):
             titles = _heading_lines(hit["text"], hit["heading"])
             for s, e in split_sentences(hit["text"]):
@@ -88,7 +91,8 @@ class ExtractiveGenerator(Generator):
                 where = (hit.get("doc_id"), hit["start"] + s)
                 fragment = (s == 0 and sentence[:1].islower()) or sentence.endswith(":")  # cut by chunking / a lead-in
                 if (len(sentence.split()) < 3 or sentence.endswith("?") or fragment or INJECTION.search(sentence)
-                        or any(s < te and e > ts for ts, te in titles) or where in seen):
+                        or carries(sentence, payloads) or any(s < te and e > ts for ts, te in titles)
+                        or where in seen):
                     continue
                 seen.add(where)
                 candidates.append((n, s, sentence))
