@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from dlforge.artifacts import load_trained, save_foreign_folder
+from dlforge.artifacts import load_trained, read_foreign_weights, save_foreign_folder
 from dlforge.errors import CheckpointError, DlforgeError
 from dlforge.models.gpt import GPT
 from dlforge.registry import create_model
@@ -127,34 +127,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    safetensors_path, bin_path = folder / "model.safetensors", folder / "pytorch_model.bin"
-    if safetensors_path.is_file():
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(safetensors_path), safetensors_path
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{safetensors_path}: not a valid safetensors file ({exc})") from None
-    if bin_path.is_file():
-        try:
-            state = torch.load(bin_path, map_location="cpu", weights_only=True)  # tensors only: nothing executed
-        except Exception as exc:  # an unpickling error names what it refused
-            raise CheckpointError(f"{bin_path}: not a tensors-only PyTorch file ({type(exc).__name__})") from None
-        if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
-            raise CheckpointError(f"{bin_path}: expected a state dict of tensors")
-        return state, bin_path
-    raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin (sharded checkpoints are not read)")
-
-
 def load_gpt2(folder: str | Path) -> GPT:
     """A dlforge GPT (registered as `gpt2`, eval mode, fp32) with the weights of a local transformers GPT-2 folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such folder (expected config.json and model.safetensors)")
     config = gpt2_config(_read_json(folder / "config.json"), source=str(folder / "config.json"))
-    tensors, path = _read_tensors(folder)
+    tensors, path = read_foreign_weights(folder)
     model = create_model("gpt2", **config)
     state = gpt2_state_dict(tensors, config["n_layers"], config["tie_weights"], str(path))
     expected = model.state_dict()

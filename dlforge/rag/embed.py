@@ -25,6 +25,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from dlforge.artifacts import unpickling_refusal
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.runs.rundir import model_dir
 
@@ -104,8 +106,8 @@ class SentenceTransformerEmbedder(RagEmbedder):
         try:
             with no_loading_bars():
                 self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{folder}: not a loadable sentence-transformers model ({exc})") from exc
+        except (OSError, ValueError, pickle.UnpicklingError) as exc:
+            raise ConfigError(f"{folder}: not a loadable sentence-transformers model ({loading_error(exc)})") from exc
         self.model.eval()
         self.dim = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length)
@@ -136,6 +138,12 @@ def folder_fingerprint(folder: Path) -> str:
         with open(p, "rb") as f:
             digest.update(hashlib.file_digest(f, "sha256").digest())
     return digest.hexdigest()
+
+
+def loading_error(exc: BaseException) -> str:
+    """Why transformers could not load a model, in one line (a weights file holding more than tensors included)."""
+    refusal = unpickling_refusal(exc)
+    return f"a weights file {refusal}" if refusal else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import urllib.error
 import urllib.request
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from dlforge.errors import ConfigError, DataError, DlforgeError
-from dlforge.rag.embed import RagEmbedder, no_loading_bars
+from dlforge.rag.embed import RagEmbedder, loading_error, no_loading_bars
 from dlforge.rag.prompt import (
     INJECTION,
     build_messages,
@@ -185,8 +186,9 @@ class TransformersGenerator(Generator):
             with no_loading_bars():
                 self._tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
                 self._model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True).to(self.device)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"--lm {self.folder}: not a loadable causal language model ({exc})") from exc
+        except (OSError, ValueError, pickle.UnpicklingError) as exc:
+            raise ConfigError(f"--lm {self.folder}: not a loadable causal language model ({loading_error(exc)})"
+                              ) from exc
         self._model.eval()
 
     def _ids(self, question: str, hits: list[dict[str, Any]]) -> list[int]:
