@@ -1,12 +1,13 @@
 """`dlforge` entry point: the typer app, and the error policy.
 
 A `DlforgeError` (bad config key, broken CSV, damaged checkpoint...) prints one line and exits with code 2; the
-traceback is shown only with `--debug`.
+traceback is shown only with `--debug`. A Python warning prints one line, `warning: ...`, without its source line.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -48,10 +49,18 @@ app.add_typer(lm.app, name="lm", help="Language models: token shards, GPT-2 weig
 app.add_typer(rag.app, name="rag", help="Question answering over your documents: index, ask, eval, stats.")
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning (dlforge's or a library's) as one line on stderr, without its source line."""
+    text = str(message).strip()
+    print(f"warning: {text.splitlines()[0] if text else category.__name__}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    if not debug:  # with --debug, warnings keep their category and source line
+        warnings.showwarning = _warning_line
     try:
         app(args=args, prog_name="dlforge")  # usage errors exit with code 2 inside, as click does
     except DlforgeError as exc:
