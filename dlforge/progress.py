@@ -11,7 +11,8 @@ else (a log file, CI, nohup, a pipe) one plain line at most every `every` second
     rag index: 120/500 files (24%), 4.1 files/s, about 1 min 33 s left
 
 and one when it ends (`rag index: 500/500 files in 2 min 02 s, 4.1 files/s`), so a log shows that long work is
-alive and how long it took. Nothing is printed when the work fails: the error says what happened. `total` may be
+alive and how long it took. Nothing is printed when the work fails (the error says what happened) or when there was
+nothing to do. `total` may be
 None when it is not known (no percentage or time left then).
 
 The module imports nothing of dlforge, so every floor (rag, eval, train, llm) can share it.
@@ -34,6 +35,11 @@ def format_duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
+
+
+def _rate(per_second: float) -> str:
+    """1790, 50.4, 4.1, 0.07: three significant digits, never an exponent."""
+    return f"{per_second:.0f}" if per_second >= 100 else f"{per_second:.3g}"
 
 
 class Progress:
@@ -81,7 +87,7 @@ class Progress:
         line = f"{self.label}: {self.done}" + (f"/{self.total}" if self.total is not None else "") + f" {self.unit}"
         if self.total:
             line += f" ({100 * self.done / self.total:.0f}%)"
-        line += f", {rate:.3g} {self.unit}/s"
+        line += f", {_rate(rate)} {self.unit}/s"
         if self.total is not None and rate > 0 and self.done < self.total:
             line += f", about {format_duration((self.total - self.done) / rate)} left"
         return line
@@ -92,10 +98,10 @@ class Progress:
             self._bar.stop()
             self._bar = None
             return
-        if not failed:
+        if not failed and (self.done or self.total):  # nothing to do: nothing to say
             elapsed = self.clock() - self.start
             total = f"/{self.total}" if self.total is not None else ""
-            rate = f", {self.done / elapsed:.3g} {self.unit}/s" if elapsed > 0 else ""
+            rate = f", {_rate(self.done / elapsed)} {self.unit}/s" if elapsed > 0 else ""
             self._print(f"{self.label}: {self.done}{total} {self.unit} in {format_duration(elapsed)}{rate}")
 
     def _print(self, line: str) -> None:

@@ -45,6 +45,9 @@ def test_unknown_total_and_a_failure():
         progress.advance(300)
         raise RuntimeError("disk gone")
     assert out.getvalue() == "read: 300 rows, 50 rows/s\n"  # no closing line: the error tells what happened
+    with Progress("read", total=0, stream=out, clock=clock):
+        pass
+    assert out.getvalue() == "read: 300 rows, 50 rows/s\n"  # nothing to do, nothing to say
 
 
 def test_on_a_terminal_a_bar_and_no_plain_lines():
@@ -56,5 +59,10 @@ def test_on_a_terminal_a_bar_and_no_plain_lines():
     assert "sentences/s" not in out.getvalue() and "beam search" in out.getvalue()
 
 
-def test_durations_read_naturally():
+def test_durations_and_rates_read_naturally():
     assert [format_duration(s) for s in (4.24, 187, 3729)] == ["4.2 s", "3 min 07 s", "1 h 02 min 09 s"]
+    clock, out = Clock(), io.StringIO()
+    with Progress("beam search", total=5000, unit="sentences", stream=out, clock=clock) as progress:
+        clock.now += 2.5
+        progress.advance(5000)
+    assert out.getvalue().splitlines()[-1] == "beam search: 5000/5000 sentences in 2.5 s, 2000 sentences/s"

@@ -4,6 +4,7 @@ with a tiny model, and `dlforge translate` / `dlforge eval --json` on that run."
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -144,6 +145,9 @@ def test_cli_translate_and_eval_json(smoke_run):
     for key in ("bleu", "chrf", "bleu_greedy", "loss"):
         assert evaluated[key] == pytest.approx(recorded[key], abs=1e-4)
     assert procs["empty"].returncode == 2 and "give sentences" in procs["empty"].stderr
+    for decoding in ("greedy", "beam 4"):  # not a terminal: a plain progress line on stderr, items and rate
+        assert re.search(rf"^translate \({decoding}\): 48/48 sentences in [\d.]+ s, [\d.]+ sentences/s$",
+                         procs["eval"].stderr, re.M), procs["eval"].stderr
 
 
 def test_length_grouped_batches_of_the_bible_are_less_padded(bible):
