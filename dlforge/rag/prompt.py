@@ -115,9 +115,11 @@ def fit_sources(question: str, hits: list[dict[str, Any]], count: Callable[[str,
         kept = re.sub(r"\s*\S*$", "", kept) or kept  # cut at a word boundary
     kept = kept.rstrip()
     if not kept.strip() or count(question, [{**best, "text": kept}]) > budget:
+        rules = count(question, [])
+        hint = "lower --max-new-tokens or use" if rules < window else "use"
         raise ConfigError(f"{model}: its context of {window} tokens cannot hold the instructions and the question "
-                          f"({count(question, [])} tokens) with {answer_tokens} tokens of answer; lower "
-                          "--max-new-tokens or use a model with a longer context")
+                          f"({rules} tokens) with {answer_tokens} tokens of answer; {hint} a model with a longer "
+                          "context")
     shortened = {**best, "text": kept, "shortened": True}
     if "start" in best:
         shortened["end"] = best["start"] + len(kept)
