@@ -12,8 +12,7 @@ else (a log file, CI, nohup, a pipe) one plain line at most every `every` second
 
 and one when it ends (`rag index: 500/500 files in 2 min 02 s, 4.1 files/s`), so a log shows that long work is
 alive and how long it took. Nothing is printed when the work fails (the error says what happened) or when there was
-nothing to do. `total` may be
-None when it is not known (no percentage or time left then).
+nothing to do. `total` may be None when it is not known (no percentage or time left then).
 
 The module imports nothing of dlforge, so every floor (rag, eval, train, llm) can share it.
 """

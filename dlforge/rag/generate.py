@@ -12,11 +12,11 @@ Generators (`make_generator(name, embedder, lm=..., ...)`):
 - `gpt`: a dlforge language-model run (or model folder) through `dlforge.llm.generate`.
 - `transformers`: any local causal-LM folder (`AutoModelForCausalLM`, `local_files_only=True`), its chat template
   when it has one.
-Both language-model generators fit the prompt to the model's context with room for `max_new_tokens`: sources that do
-not fit are left out from the end of the list (the best one cut short when even it does not fit), the result's
-`dropped`, `shortened` and `note` say so, and a model too small for the rules and the question is refused.
 - `openai`: an OpenAI-compatible server's /v1/chat/completions (llama.cpp, vLLM, Ollama, or a hosted API): base URL,
   model name, and the API key read from the environment variable you name (none sent when it is unset).
+The local language models (gpt, transformers) get a prompt fitted to their context with room for `max_new_tokens`:
+sources that do not fit are left out from the end of the list (the best one cut short when even it does not fit), the
+result's `dropped`, `shortened` and `note` say so, and a model too small for the rules and the question is refused.
 Language-model answers go through `prompt.sanitize` (see its docstring for what that can and cannot promise).
 
 When no chunk is retrieved, or the best question-chunk cosine similarity is below `min_similarity`, the answer is
