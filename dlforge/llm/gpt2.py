@@ -168,8 +168,8 @@ def _tokenizer_of(folder: Path) -> Tokenizer | None:
     """The folder's tokenizer, or None with a warning: the weights convert all the same, but generating text needs
     one (`dlforge generate` says so)."""
     if not (folder / "tokenizer.json").is_file():
-        warnings.warn(f"{folder}: no tokenizer.json, so the model is imported without a tokenizer; add one to the "
-                      "model folder to generate text", stacklevel=3)
+        warnings.warn(f"{folder}: no tokenizer.json, so the model is imported without a tokenizer and cannot "
+                      "generate text; put the tokenizer.json beside the weights and import again", stacklevel=3)
         return None
     try:
         return load_tokenizer(folder)

@@ -242,5 +242,5 @@ def test_warnings_reach_the_command_line_as_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["lm", "import-gpt2", str(tmp_path / "hf"), "--out", str(tmp_path / "imported")])
     assert exit_info.value.code in (0, None) and capsys.readouterr().err.splitlines() == [
-        f"warning: {tmp_path / 'hf'}: no tokenizer.json, so the model is imported without a tokenizer; add one to the "
-        "model folder to generate text"]
+        f"warning: {tmp_path / 'hf'}: no tokenizer.json, so the model is imported without a tokenizer and cannot "
+        "generate text; put the tokenizer.json beside the weights and import again"]
