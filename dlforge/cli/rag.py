@@ -32,13 +32,16 @@ def index_cmd(
     vector_dtype: str = typer.Option(None, "--vector-dtype",
                                      help="new index: f32 (default), or f16 / bf16 for half the vector-index memory"),
     threads: int = typer.Option(None, "--threads", help="torch threads for embedding (default: one per core)"),
+    progress_every: float = typer.Option(30.0, "--progress-every",
+                                         help="off a terminal (a log, CI): seconds between progress lines"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Index a folder, incrementally: new and changed files are read, deleted ones removed, the rest skipped."""
     from dlforge.rag.ingest import index_folder
 
     r = index_folder(folder, db, model=model, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
-                     max_file_bytes=int(max_file_mb * 2**20), vector_dtype=vector_dtype, threads=threads)
+                     max_file_bytes=int(max_file_mb * 2**20), vector_dtype=vector_dtype, threads=threads,
+                     progress_every=progress_every)
     if as_json:
         emit_json(r.to_dict())
         return

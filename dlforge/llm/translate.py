@@ -23,7 +23,7 @@ from dlforge.data.translation import encode_sources, pair_texts, translation_tok
 from dlforge.errors import ConfigError, DataError, DlforgeError
 from dlforge.eval.translation import corpus_scores
 from dlforge.llm.beam import beam_search, greedy_search
-from dlforge.progress import Progress
+from dlforge.runs.progress import Progress
 
 BEAM_SIZE = 4
 LENGTH_PENALTY = 0.6  # GNMT's alpha (Wu et al. 2016); tensor2tensor's default
@@ -73,7 +73,7 @@ def translate(model: torch.nn.Module, source_tokenizer: Any, target_tokenizer: A
                 for i, h in zip(chunk, hyps, strict=True):
                     results[i] = Translation(texts[i], target_tokenizer.decode(h.tokens), h.logprob, h.score,
                                              h.finished)
-                shown.advance(len(chunk))
+                shown.update(begin + len(chunk))
     finally:
         model.train(was_training)
     return results

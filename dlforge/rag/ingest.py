@@ -28,17 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from dlforge.errors import ConfigError, DataError
-from dlforge.progress import Progress
 from dlforge.rag.chunk import Chunk, Chunker, check_chunking, embedding_text
 from dlforge.rag.embed import RagEmbedder, load_embedder, torch_threads
 from dlforge.rag.readers import file_type, read_document
 from dlforge.rag.sqlite_store import open_store
 from dlforge.rag.store import ChunkRecord, DocumentRecord, NoIndexError, Store
 from dlforge.rag.vector_index import DTYPES
+from dlforge.runs.progress import Progress
 
 MAX_FILE_BYTES = 20 * 2**20
 CHUNK_TOKENS, CHUNK_OVERLAP = 200, 32
 BATCH_CHUNKS = 256  # chunks embedded and written per transaction
+PROGRESS_EVERY = 30.0  # seconds between progress lines off a terminal, as in training
 REASONS = {
     "symlink_escape": "symlink leading out of the folder",
     "symlink": "symlink inside the folder (its target is read under its own path)",
@@ -135,18 +136,21 @@ def _rel(path: Path, root: Path) -> str:
 def index_folder(folder: str | Path, db: str | Path, model: str | None = None, chunk_tokens: int | None = None,
                  chunk_overlap: int | None = None, max_file_bytes: int = MAX_FILE_BYTES,
                  vector_dtype: str | None = None, embedder: RagEmbedder | None = None, threads: int | None = None,
-                 progress: Callable[[IngestReport], None] | None = None) -> IngestReport:
+                 progress: Callable[[IngestReport], None] | None = None, progress_every: float = PROGRESS_EVERY
+                 ) -> IngestReport:
     """Bring the index at `db` in step with `folder` (see the module docstring). `model`, `chunk_tokens`,
     `chunk_overlap`, `vector_dtype` (f32, f16, bf16: how the HNSW index stores vectors) set up a new index (defaults:
     all-MiniLM-L6-v2, 200, 32 or a quarter of smaller chunks, f32); an existing index keeps its own and refuses
     others. `threads`: torch threads for the embedding (default: torch's setting, one per core; fewer is faster when
-    the cores are busy with other work). `progress` is called after each written batch; the files done are shown on
-    stderr as they go (`dlforge.progress`). Every option is checked before anything is written: a refused call leaves
-    no trace."""
+    the cores are busy with other work). `progress` is called after each written batch. The files done are shown on
+    stderr as they go (`dlforge.runs.progress`): a bar on a terminal, else a line every `progress_every` seconds.
+    Every option is checked before anything is written: a refused call leaves no trace."""
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads {threads}: expected at least 1")
     if max_file_bytes <= 0:
         raise ConfigError(f"--max-file-mb {max_file_bytes / 2**20:g}: expected a size above 0")
+    if progress_every < 0:
+        raise ConfigError(f"--progress-every {progress_every:g}: expected a number of seconds >= 0")
     if vector_dtype is not None and vector_dtype not in DTYPES:
         raise ConfigError(f"--vector-dtype {vector_dtype}: expected one of {', '.join(DTYPES)}")
     root = Path(folder).expanduser().resolve()
@@ -172,7 +176,7 @@ def index_folder(folder: str | Path, db: str | Path, model: str | None = None, c
         existing = store.documents(under=str(root))
         files = scan(root, max_file_bytes, report)
         kept = set()
-        with Progress("rag index", total=len(files), unit="files") as shown:
+        with Progress("rag index", total=len(files), unit="files", every_s=progress_every) as shown:
             run = _Ingest(store, embedder, Chunker(embedder.tokenizer, chunking["max_tokens"], chunking["overlap"]),
                           report, progress, shown)
             for path in files:
@@ -225,7 +229,7 @@ class _Ingest:
     def __init__(self, store: Store, embedder: RagEmbedder, chunker: Chunker, report: IngestReport,
                  progress: Callable[[IngestReport], None] | None, shown: Progress):
         self.store, self.embedder, self.chunker, self.report, self.progress = store, embedder, chunker, report, progress
-        self.shown = shown  # counts a file once it is written, skipped or refused
+        self.shown, self.files_done = shown, 0  # a file is done once it is written, skipped or refused
         self.pending: list[tuple[DocumentRecord, list[Chunk]]] = []
 
     def add(self, path: Path, rel: str, known_sha: str | None) -> bool:
@@ -233,7 +237,7 @@ class _Ingest:
         before = len(self.pending)
         kept = self._read(path, rel, known_sha)
         if len(self.pending) == before:  # unchanged or refused: done with it now
-            self.shown.advance()
+            self._done(1)
         elif sum(len(c) for _, c in self.pending) >= BATCH_CHUNKS:
             self.flush()
         return kept
@@ -277,6 +281,10 @@ class _Ingest:
         self.pending.append((DocumentRecord(str(path), rel, kind, doc.title, sha, len(data), mtime, doc.text), chunks))
         return True
 
+    def _done(self, files: int) -> None:
+        self.files_done += files
+        self.shown.update(self.files_done)
+
     def flush(self) -> None:
         """Embed the pending chunks and write their documents in one transaction."""
         if not self.pending:
@@ -289,7 +297,7 @@ class _Ingest:
             upserts.append((doc, records, vectors[at:at + len(chunks)]))
             at += len(chunks)
         added, removed = self.store.write(upserts, [])
-        self.shown.advance(len(self.pending))
+        self._done(len(self.pending))
         self.pending = []
         self.report.chunks_added += added
         self.report.chunks_removed += removed

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from dlforge.progress import format_duration
+from dlforge.runs.progress import format_duration
 from dlforge.runs.rundir import atomic_write_text
 
 NOT_RECORDED = "not recorded"

@@ -79,7 +79,8 @@ def test_refused_options_leave_nothing_on_disk_and_say_so_in_one_line(capsys, co
     new = tmp_path / "new" / "pets.db"
     for option in (["--chunk-tokens", "-5"], ["--chunk-tokens", "5000"], ["--chunk-overlap", "-1"],
                    ["--chunk-tokens", "100", "--chunk-overlap", "50"], ["--vector-dtype", "f64"],
-                   ["--max-file-mb", "-1"], ["--threads", "0"], ["--model", str(tmp_path / "nowhere")]):
+                   ["--max-file-mb", "-1"], ["--threads", "0"], ["--progress-every", "-1"],
+                   ["--model", str(tmp_path / "nowhere")]):
         code, out, err = cli(capsys, "rag", "index", str(corpus), "--db", str(new), *option)
         assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), (option, err)
         assert option[-2] in err, err  # names the option
@@ -111,9 +112,10 @@ def test_refused_options_leave_nothing_on_disk_and_say_so_in_one_line(capsys, co
 
 
 def test_index_outside_a_terminal_says_how_far_it_got(tmp_path):
-    """Through a pipe (a log, CI): plain progress lines on stderr, files done/total and the rate; stdout unchanged."""
+    """Through a pipe (a log, CI): plain progress lines on stderr, every --progress-every seconds (here: at every
+    step), with the files done of all, the rate and the time left; stdout unchanged."""
     docs = write_files(tmp_path / "docs", PETS)
-    proc = run_cli("rag", "index", str(docs), "--db", str(tmp_path / "i.db"))
+    proc = run_cli("rag", "index", str(docs), "--db", str(tmp_path / "i.db"), "--progress-every", "0")
     assert proc.returncode == 0, proc.stderr
-    assert re.fullmatch(r"rag index: 5/5 files in \d+\.\d s, [\d.]+ files/s\n", proc.stderr), proc.stderr
+    assert re.fullmatch(r"rag index: 5/5 files \(100%\), [\d.e+]+ files/s, ETA 0\.0 s\n", proc.stderr), proc.stderr
     assert proc.stdout.startswith(f"indexed {docs} into {tmp_path / 'i.db'}")
