@@ -3,10 +3,11 @@
     run/model/   model.safetensors  config.json  manifest.json  (+ preprocessing.json, tokenizer.json, ...)
 
 `config.json` names the registered model and its config, so `load_model` rebuilds it through the registry; the
-other JSON files (preprocessing, data info, the tokenizer) travel with it. Nothing is pickled and `torch.load` is
-never called. Every folder is written atomically (a hidden sibling temp folder, fsynced, then renamed into place) and
-carries a manifest with the size and sha256 of each file, checked before anything is read back; training
-checkpoints (`dlforge.train.checkpoint`) and token shards use the same folders.
+other JSON files (preprocessing, data info, the tokenizer) travel with it. Nothing is pickled, and `torch.load` is
+called only on another library's pytorch_model.bin, with weights_only=True (`read_foreign_weights`). Every folder
+is written atomically (a hidden sibling temp folder, fsynced, then renamed into place) and carries a manifest with
+the size and sha256 of each file, checked before anything is read back; training checkpoints
+(`dlforge.train.checkpoint`) and token shards use the same folders.
 
 Anything that only loads a trained model (generation, embedding, export, serving) imports this module, not the
 training floor.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 import secrets
 import shutil
@@ -301,6 +303,47 @@ def read_foreign_folder(directory: Path, fmt: str, weights_name: str, json_names
             raise DamagedFile(directory / name, "missing")
     files = {name: read_json(directory / name) for name in json_names if (directory / name).is_file()}
     return files, load_safetensors(directory / weights_name)
+
+
+def read_foreign_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The tensors of another library's model folder (transformers' BERT and GPT-2), and the file they came from:
+    model.safetensors, else pytorch_model.bin read with torch.load(weights_only=True), which unpickles tensors and
+    nothing else. A file holding anything more, or that is not a PyTorch file at all, is a one-line CheckpointError."""
+    folder = Path(folder)
+    safetensors_path, bin_path = folder / "model.safetensors", folder / "pytorch_model.bin"
+    if safetensors_path.is_file():
+        return load_safetensors(safetensors_path), safetensors_path
+    if not bin_path.is_file():
+        raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin (sharded checkpoints are not "
+                              "read)")
+    try:
+        state = torch.load(bin_path, map_location="cpu", weights_only=True)  # tensors only: nothing is executed
+    except Exception as exc:  # a pickle of more than tensors, a truncated zip, another kind of file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{bin_path}: {unpickling_refusal(exc) or f'not a PyTorch file of tensors ({first})'}"
+                              ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{bin_path}: expected a state dict of tensors, found {type(state).__name__}")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{bin_path}: expected a state dict of tensors, found {key!r}: a "
+                                  f"{type(value).__name__}")
+    return state, bin_path
+
+
+def unpickling_refusal(exc: BaseException) -> str | None:
+    """torch.load(weights_only=True)'s refusal, whose message runs to many lines and advises weights_only=False, as
+    one line saying what the file holds; None for any other error."""
+    message = str(exc)
+    if not (isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in message):
+        return None
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if refused:
+        return (f"holds Python objects besides tensors ({refused[1]}); dlforge reads tensors only: save the weights as "
+                "model.safetensors (save_pretrained does)")
+    detail = message.partition("WeightsUnpickler error:")[2]  # the unpickler's own complaint comes after the advice
+    first = next((line.strip() for line in detail.splitlines() if line.strip()), "unreadable")
+    return f"not a PyTorch file of tensors ({first[:200]})"
 
 
 def load_weights(model: nn.Module, safetensors_path: Path) -> None:

@@ -42,9 +42,10 @@ def export_cmd(
     out: str = typer.Option(None, "--out", help="the folder to write (GPT2LMHeadModel.from_pretrained reads it; "
                                                 "default: runs/exports/RUN-gpt2)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
-    as_json: bool = typer.Option(False, "--json", help="print {folder} as JSON"),
+    as_json: bool = typer.Option(False, "--json", help="print {folder, tokenizer} as JSON"),
 ) -> None:
-    """Write a GPT (learned positions, LayerNorm, GELU MLP, biases) as a transformers GPT-2 folder."""
+    """Write a GPT (learned positions, LayerNorm, GELU MLP, biases) and its tokenizer as a transformers GPT-2 folder
+    (AutoTokenizer and AutoModelForCausalLM load it)."""
     from dlforge.paths import refuse_existing
 
     if out is not None:  # the default under runs/ is checked where it is named
@@ -52,7 +53,8 @@ def export_cmd(
     from dlforge.llm.gpt2 import export_gpt2
 
     path = export_gpt2(run, out, overwrite)
+    tokenizer = (path / "tokenizer.json").is_file()
     if as_json:
-        emit_json({"folder": str(path)})
+        emit_json({"folder": str(path), "tokenizer": tokenizer})
     else:
-        print(f"GPT-2 folder -> {path}")
+        print(f"GPT-2 folder -> {path}" + ("" if tokenizer else " (weights only: the model folder has no tokenizer)"))

@@ -1,13 +1,15 @@
 """`dlforge` entry point: the typer app, and the error policy.
 
 A `DlforgeError` (bad config key, broken CSV, damaged checkpoint...) prints one line and exits with code 2; the
-traceback is shown only with `--debug`. SIGINT and SIGTERM print one line and exit 130 and 143. The scripts in
-scripts/ follow the same policy through `run_script`.
+traceback is shown only with `--debug`. A Python warning prints one line, `warning: ...`, without its source
+line. SIGINT and SIGTERM print one line and exit 130 and 143. The scripts in scripts/ follow the same policy through
+`run_script`.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -67,10 +69,18 @@ app.add_typer(lm.app, name="lm", help="Language models: token shards, GPT-2 weig
 app.add_typer(rag.app, name="rag", help="Question answering over your documents: index, ask, eval, stats.")
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning (dlforge's or a library's) as one line on stderr, without its source line."""
+    text = str(message).strip()
+    print(f"warning: {text.splitlines()[0] if text else category.__name__}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    if not debug:  # with --debug, warnings keep their category and source line
+        warnings.showwarning = _warning_line
     try:
         with raising_on_signals():  # Ctrl-C and kill end any command with a line and the shell's exit code
             app(args=args, prog_name="dlforge")  # usage errors exit with code 2 inside, as click does

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -25,11 +26,14 @@ def index_cmd(
     db: Path = typer.Option(..., "--db", help="the index file (created if missing)"),
     model: str = typer.Option(None, "--model", help="sentence-transformers folder (default all-MiniLM-L6-v2)"),
     chunk_tokens: int = typer.Option(None, "--chunk-tokens", help="tokens per chunk at most (new index: 200)"),
-    chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="tokens shared by neighbouring chunks (32)"),
+    chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="tokens shared by neighbouring chunks (32, or a "
+                                                                     "quarter of smaller chunks)"),
     max_file_mb: float = typer.Option(20.0, "--max-file-mb", help="larger files are refused"),
     vector_dtype: str = typer.Option(None, "--vector-dtype",
                                      help="new index: f32 (default), or f16 / bf16 for half the vector-index memory"),
     threads: int = typer.Option(None, "--threads", help="torch threads for embedding (default: one per core)"),
+    progress_every: float = typer.Option(30.0, "--progress-every",
+                                         help="off a terminal (a log, CI): seconds between progress lines"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Index a folder, incrementally: new and changed files are read, deleted ones removed, the rest skipped."""
@@ -40,7 +44,8 @@ def index_cmd(
     from dlforge.rag.ingest import index_folder
 
     r = index_folder(folder, db, model=model, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
-                     max_file_bytes=int(max_file_mb * 2**20), vector_dtype=vector_dtype, threads=threads)
+                     max_file_bytes=int(max_file_mb * 2**20), vector_dtype=vector_dtype, threads=threads,
+                     progress_every=progress_every)
     if as_json:
         emit_json(r.to_dict())
         return
@@ -82,14 +87,13 @@ def ask_cmd(
     as_json: bool = typer.Option(False, "--json", help="print {answer, citations, chunks...} as JSON"),
 ) -> None:
     """Answer a question from the indexed documents, with citations and the retrieved chunks."""
-    from dlforge.rag.generate import MIN_SIMILARITY, answer, make_generator
-    from dlforge.rag.retrieve import Retriever
+    from dlforge.rag.generate import MIN_SIMILARITY, ask
 
-    with Retriever.open(db, model) as retriever:
-        gen = make_generator(generator, retriever.embedder, lm=lm, base_url=base_url, api_key_env=api_key_env,
-                             max_new_tokens=max_new_tokens)
-        result = answer(question, retriever, gen, k=k, mode=mode, filters=_filters(path, types),
-                        min_similarity=MIN_SIMILARITY if min_similarity is None else min_similarity, exact=exact)
+    result = ask(question, db, generator, k=k, mode=mode, filters=_filters(path, types),
+                 min_similarity=MIN_SIMILARITY if min_similarity is None else min_similarity, exact=exact,
+                 model=model, lm=lm, base_url=base_url, api_key_env=api_key_env, max_new_tokens=max_new_tokens)
+    if result["note"]:
+        print(f"note: {result['note']}", file=sys.stderr)
     if as_json:
         emit_json(result)
         return

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from dlforge.artifacts import read_foreign_weights
 from dlforge.errors import CheckpointError, ConfigError
 from dlforge.models.bert import Bert
 from dlforge.registry import create_model
@@ -82,25 +83,6 @@ def bert_config(hf: dict[str, Any], source: str = "config.json") -> dict[str, An
         raise CheckpointError(f"{source}: missing {exc.args[0]!r}; expected a transformers BERT config") from None
 
 
-def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The tensors of model.safetensors, or of pytorch_model.bin (torch.load with weights_only=True)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    st, pt = folder / "model.safetensors", folder / "pytorch_model.bin"
-    try:
-        if st.is_file():
-            return load_file(st)
-        if pt.is_file():
-            state = torch.load(pt, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict):
-                raise CheckpointError(f"{pt}: expected a state dict of tensors, found {type(state).__name__}")
-            return state
-    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{st if st.is_file() else pt}: cannot read the weights ({exc})") from None
-    raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin")
-
-
 def convert_state_dict(hf: dict[str, torch.Tensor], n_layers: int, source: str = "weights"
                        ) -> dict[str, torch.Tensor]:
     """transformers' BERT state dict -> dlforge's, q/k/v fused; unknown weights are a CheckpointError."""
@@ -150,7 +132,7 @@ def load_hf_bert(folder: str | Path, head: str | None = None) -> Bert:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{config_path}: cannot read a transformers config ({exc})") from None
     cfg = bert_config(hf_config, str(config_path))
-    weights = read_weights(folder)
+    weights, _ = read_foreign_weights(folder)
     keys = {k.removeprefix("bert.") for k in weights}
     if head is None:
         head = "mlm" if "cls.predictions.bias" in keys else "classifier" if "classifier.weight" in keys else "none"

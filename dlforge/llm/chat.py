@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from dlforge.llm.generate import generate_batch
+from dlforge.runs.progress import Progress
 from dlforge.text.chat import as_messages, render_chat
 
 
@@ -54,9 +55,11 @@ def answer_report(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]],
         return {}, {}
     longest = max(len(tokenizer.encode(" " + ref)) for _, ref, _ in items)
     replies = []
-    for start in range(0, len(items), batch_size):
-        chunk = [conv for conv, _, _ in items[start:start + batch_size]]
-        replies += chat_batch(model, tokenizer, chunk, temperature=0.0, max_new_tokens=longest + 4)
+    with Progress("exact match", total=len(items), unit="replies") as shown:  # on stderr: a split takes a while
+        for start in range(0, len(items), batch_size):
+            chunk = [conv for conv, _, _ in items[start:start + batch_size]]
+            replies += chat_batch(model, tokenizer, chunk, temperature=0.0, max_new_tokens=longest + 4)
+            shown.update(start + len(chunk))
     hits = [normalize_answer(g.completion) == normalize_answer(ref) for g, (_, ref, _) in zip(replies, items,
                                                                                               strict=True)]
     report: dict[str, Any] = {"n": len(hits), "exact_match": sum(hits) / len(hits)}

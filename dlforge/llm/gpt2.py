@@ -16,16 +16,18 @@ Nothing is downloaded: the folder is local (e.g. one saved with `save_pretrained
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dlforge.artifacts import load_trained, save_foreign_folder
+from dlforge.artifacts import load_trained, read_foreign_weights, save_foreign_folder
 from dlforge.errors import CheckpointError, DlforgeError
 from dlforge.models.gpt import GPT
 from dlforge.registry import create_model
 from dlforge.runs.rundir import source_name, workspace_path
+from dlforge.text.tokenizer import Tokenizer, has_tokenizer, load_tokenizer, model_tokenizer
 
 # transformers' activation_function <-> dlforge's activation names
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu",
@@ -128,34 +130,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    safetensors_path, bin_path = folder / "model.safetensors", folder / "pytorch_model.bin"
-    if safetensors_path.is_file():
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(safetensors_path), safetensors_path
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{safetensors_path}: not a valid safetensors file ({exc})") from None
-    if bin_path.is_file():
-        try:
-            state = torch.load(bin_path, map_location="cpu", weights_only=True)  # tensors only: nothing executed
-        except Exception as exc:  # an unpickling error names what it refused
-            raise CheckpointError(f"{bin_path}: not a tensors-only PyTorch file ({type(exc).__name__})") from None
-        if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
-            raise CheckpointError(f"{bin_path}: expected a state dict of tensors")
-        return state, bin_path
-    raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin (sharded checkpoints are not read)")
-
-
 def load_gpt2(folder: str | Path) -> GPT:
     """A dlforge GPT (registered as `gpt2`, eval mode, fp32) with the weights of a local transformers GPT-2 folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such folder (expected config.json and model.safetensors)")
     config = gpt2_config(_read_json(folder / "config.json"), source=str(folder / "config.json"))
-    tensors, path = _read_tensors(folder)
+    tensors, path = read_foreign_weights(folder)
     model = create_model("gpt2", **config)
     state = gpt2_state_dict(tensors, config["n_layers"], config["tie_weights"], str(path))
     expected = model.state_dict()
@@ -170,7 +151,8 @@ def load_gpt2(folder: str | Path) -> GPT:
 def import_gpt2(folder: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
     """Convert a local transformers GPT-2 folder into a dlforge model folder at `out` (read by `dlforge.load`; an
     existing `out` only with `overwrite`; by default `runs/models/<folder's name>`). The folder's tokenizer
-    (tokenizer.json, with tokenizer_config.json if any) travels along when there is one."""
+    (tokenizer.json, with tokenizer_config.json if any) travels along; without one that dlforge reads, a warning says
+    the model cannot generate text yet."""
     from dlforge.artifacts import save_model
     from dlforge.paths import refuse_existing
 
@@ -185,15 +167,18 @@ def import_gpt2(folder: str | Path, out: str | Path | None = None, overwrite: bo
     return save_model(model, Path(out), extra_files=extra)
 
 
-def _tokenizer_of(folder: Path) -> Any:
-    from dlforge.text.tokenizer import load_tokenizer
-
+def _tokenizer_of(folder: Path) -> Tokenizer | None:
+    """The folder's tokenizer, or None with a warning: the weights convert all the same, but generating text needs
+    one (`dlforge generate` says so)."""
     if not (folder / "tokenizer.json").is_file():
+        warnings.warn(f"{folder}: no tokenizer.json, so the model is imported without a tokenizer and cannot "
+                      "generate text; put the tokenizer.json beside the weights and import again", stacklevel=3)
         return None
     try:
         return load_tokenizer(folder)
-    except DlforgeError:
-        return None  # a tokenizer.json dlforge cannot read (yet): the weights still convert
+    except DlforgeError as exc:
+        warnings.warn(f"{folder}: its tokenizer is not imported ({exc})", stacklevel=3)
+        return None
 
 
 # --- out ---------------------------------------------------------------------------------------------------------
@@ -214,10 +199,15 @@ def exportable(model: torch.nn.Module) -> None:
                            f"one of {', '.join(EXPORT_ACTIVATIONS)}")
 
 
-def to_gpt2(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """A dlforge GPT -> (transformers' config.json dict, GPT2LMHeadModel state dict, the tied head left out)."""
+def to_gpt2(model: GPT, tokenizer: Tokenizer | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A dlforge GPT -> (transformers' config.json dict, GPT2LMHeadModel state dict, the tied head left out); with
+    its `tokenizer`, the config names its end- and beginning-of-text ids, so transformers' generate stops where
+    dlforge's does."""
     exportable(model)
     c = model.config
+    if tokenizer is not None and tokenizer.vocab_size > c.vocab_size:
+        raise DlforgeError(f"cannot export to GPT-2 format: the tokenizer has {tokenizer.vocab_size} tokens, the "
+                           f"model only {c.vocab_size}")
     hf_config = {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
         "n_positions": c.context, "n_embd": c.dim, "n_layer": c.n_layers, "n_head": c.n_heads,
@@ -225,7 +215,8 @@ def to_gpt2(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         "layer_norm_epsilon": c.norm_eps, "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
         "initializer_range": 0.02, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False, "tie_word_embeddings": c.tie_weights, "use_cache": True,
-        "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,
+        "bos_token_id": tokenizer and tokenizer.bos_id, "eos_token_id": tokenizer and tokenizer.eos_id,
+        "pad_token_id": None,
     }  # fmt: skip
     state = model.state_dict()
     tensors = {theirs: (state[ours].t() if transposed else state[ours]).float()
@@ -234,12 +225,17 @@ def to_gpt2(model: GPT) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 
 
 def export_gpt2(run: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
-    """Write a run's GPT (or a model folder's) as a transformers GPT-2 folder: config.json + model.safetensors (an
-    existing `out` only with `overwrite`; by default `runs/exports/<run>-gpt2`)."""
+    """Write a run's GPT (or a model folder's) as a transformers GPT-2 folder (an existing `out` only with
+    `overwrite`; by default `runs/exports/<run>-gpt2`): config.json + model.safetensors, and the tokenizer the model
+    was trained with as tokenizer.json + tokenizer_config.json, so that AutoTokenizer and AutoModelForCausalLM load the
+    folder and generate what dlforge does, and `import_gpt2` brings it back. A model folder without a tokenizer exports
+    its weights alone."""
     from dlforge.paths import refuse_existing
 
     out = refuse_existing(out or workspace_path("exports", f"{source_name(run)}-gpt2"), overwrite)
 
-    hf_config, tensors = to_gpt2(load_trained(run))
-    return save_foreign_folder(Path(out), GPT2_FORMAT, {"config.json": hf_config}, "model.safetensors", tensors,
-                               metadata={"format": "pt"})
+    model = load_trained(run)
+    tokenizer = model_tokenizer(model.meta, str(run)) if has_tokenizer(model.meta) else None
+    hf_config, tensors = to_gpt2(model, tokenizer)
+    files = {"config.json": hf_config, **(tokenizer.transformers_files() if tokenizer is not None else {})}
+    return save_foreign_folder(Path(out), GPT2_FORMAT, files, "model.safetensors", tensors, metadata={"format": "pt"})

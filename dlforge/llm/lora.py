@@ -18,7 +18,8 @@ An adapter folder is what peft writes, so `peft.PeftModel.from_pretrained(model,
 (`base_model.model.<layer>.lora_A.weight`, `...lora_B.weight`). dlforge adds a `dlforge` section to the config (peft
 warns that it ignores it): the base model's registry name and config, and `base_weights_sha256`, a hash of the base
 model's weights (names, dtypes, shapes and bytes), so an adapter is refused over any other base. The folder also
-holds the tokenizer the adapter was trained with (it may carry a chat template the base's has not) and a manifest.
+holds the tokenizer the adapter was trained with (it may carry a chat template the base's has not), in the form
+transformers' AutoTokenizer reads, and a manifest.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def save_adapter(model: nn.Module, directory: str | Path, base: str = "", tokeni
                     "config": _model_config(model), "base_weights_sha256": base_weights_hash(model),
                     "tokenizer_hash": tokenizer.hash if tokenizer is not None else None},
     }  # fmt: skip
-    json_files = {ADAPTER_CONFIG: config, **(tokenizer.files() if tokenizer is not None else {})}
+    json_files = {ADAPTER_CONFIG: config, **(tokenizer.transformers_files() if tokenizer is not None else {})}
     return save_foreign_folder(Path(directory), ADAPTER_FORMAT, json_files, ADAPTER_WEIGHTS,
                                adapter_state_dict(model), metadata={"format": "pt"})
 

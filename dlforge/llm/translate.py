@@ -23,6 +23,7 @@ from dlforge.data.translation import encode_sources, pair_texts, translation_tok
 from dlforge.errors import ConfigError, DataError, DlforgeError
 from dlforge.eval.translation import corpus_scores
 from dlforge.llm.beam import beam_search, greedy_search
+from dlforge.runs.progress import Progress
 
 BEAM_SIZE = 4
 LENGTH_PENALTY = 0.6  # GNMT's alpha (Wu et al. 2016); tensor2tensor's default
@@ -59,32 +60,41 @@ def translate(model: torch.nn.Module, source_tokenizer: Any, target_tokenizer: A
         if len(row) > c.context:
             raise DataError(f"sentence {i + 1}: {len(row)} tokens, more than the model reads (model.context = "
                             f"{c.context}); split it")
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     results: list[Translation | None] = [None] * len(ids)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths together: little padding
+    label = "translate (greedy)" if beam_size == 1 else f"translate (beam {beam_size})"
     try:
-        for begin in range(0, len(order), batch_size):
-            chunk = order[begin:begin + batch_size]
-            width = len(ids[chunk[0]])
-            src = torch.full((len(chunk), width), source_tokenizer.pad_id or 0, dtype=torch.long)
-            mask = torch.zeros_like(src)
-            for row, i in enumerate(chunk):
-                src[row, :len(ids[i])] = torch.tensor(ids[i])
-                mask[row, :len(ids[i])] = 1
-            limits = [min(max_len or 2 * len(ids[i]) + 10, c.context - 1) for i in chunk]
-            state = model.start_decoding(src.to(device), mask.to(device), max_len=max(limits) + 1)
-            start = torch.full((len(chunk), 1), c.bos_id, device=device)
-            if beam_size == 1:
-                hyps = greedy_search(state, start, c.eos_id, limits)
-            else:
-                hyps = beam_search(state, start, c.eos_id, limits, beam_size, length_penalty)
-            for i, h in zip(chunk, hyps, strict=True):
-                results[i] = Translation(texts[i], target_tokenizer.decode(h.tokens), h.logprob, h.score, h.finished)
+        with Progress(label, total=len(ids), unit="sentences") as shown:  # on stderr: a split takes a while
+            for begin in range(0, len(order), batch_size):
+                chunk = order[begin:begin + batch_size]
+                hyps = _decode(model, source_tokenizer, [ids[i] for i in chunk], beam_size, length_penalty, max_len)
+                for i, h in zip(chunk, hyps, strict=True):
+                    results[i] = Translation(texts[i], target_tokenizer.decode(h.tokens), h.logprob, h.score,
+                                             h.finished)
+                shown.update(begin + len(chunk))
     finally:
         model.train(was_training)
     return results
+
+
+def _decode(model: torch.nn.Module, source_tokenizer: Any, rows: list[list[int]], beam_size: int,
+            length_penalty: float, max_len: int | None) -> list[Any]:
+    """The hypotheses of one batch of source token rows, the longest first (padded on the right)."""
+    c = model.config
+    device = next(model.parameters()).device
+    src = torch.full((len(rows), len(rows[0])), source_tokenizer.pad_id or 0, dtype=torch.long)  # (B, S)
+    mask = torch.zeros_like(src)
+    for r, row in enumerate(rows):
+        src[r, :len(row)] = torch.tensor(row)
+        mask[r, :len(row)] = 1
+    limits = [min(max_len or 2 * len(row) + 10, c.context - 1) for row in rows]
+    state = model.start_decoding(src.to(device), mask.to(device), max_len=max(limits) + 1)
+    start = torch.full((len(rows), 1), c.bos_id, device=device)
+    if beam_size == 1:
+        return greedy_search(state, start, c.eos_id, limits)
+    return beam_search(state, start, c.eos_id, limits, beam_size, length_penalty)
 
 
 def evaluate_translation(model: torch.nn.Module, source_tokenizer: Any, target_tokenizer: Any, data: Any,

@@ -1,10 +1,11 @@
 """Retrieval-augmented generation over a folder of documents, offline.
 
-    from dlforge.rag import index_folder, Retriever, answer, make_generator, evaluate
+    from dlforge.rag import index_folder, Retriever, answer, ask, make_generator, evaluate
     index_folder("docs/", "docs.db")                         # ingest -> chunk -> embed -> store
     with Retriever.open("docs.db") as r:                     # retrieve: dense, keyword (BM25), hybrid
         hits = r.search("How do I upgrade?", k=5)
         result = answer("How do I upgrade?", r, make_generator("extractive", r.embedder))
+    ask("How do I upgrade?", "docs.db", generator="extractive")   # the same, opening the index itself
     evaluate("questions.jsonl", "docs.db", modes=("dense", "keyword", "hybrid"))
 
 The flow, one module each: readers (file types) -> ingest (walk, refusals, incremental) -> chunk -> embed ->
@@ -13,10 +14,10 @@ faq builds the Debian FAQ development set. Heavy dependencies (sentence-transfor
 """
 
 from dlforge.rag.evaluate import evaluate
-from dlforge.rag.generate import answer, make_generator
+from dlforge.rag.generate import answer, ask, make_generator
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.retrieve import Retriever
 from dlforge.rag.sqlite_store import open_store
 from dlforge.rag.store import Filters
 
-__all__ = ["Filters", "Retriever", "answer", "evaluate", "index_folder", "make_generator", "open_store"]
+__all__ = ["Filters", "Retriever", "answer", "ask", "evaluate", "index_folder", "make_generator", "open_store"]

@@ -39,15 +39,20 @@ class Chunk:
     meta: dict[str, Any] | None = None
 
 
+def check_chunking(max_tokens: int, overlap: int) -> None:
+    """ConfigError naming the option unless chunks of `max_tokens` (at least 8) overlap by 0 <= `overlap` <
+    max_tokens / 2 tokens."""
+    if max_tokens < 8:
+        raise ConfigError(f"--chunk-tokens {max_tokens}: expected at least 8 tokens")
+    if not 0 <= overlap < max_tokens // 2:
+        raise ConfigError(f"--chunk-overlap {overlap}: expected 0 <= overlap < chunk tokens / 2 = {max_tokens // 2}")
+
+
 class Chunker:
     """Token-counted chunking with overlap (see the module docstring). `tokenizer` is a `tokenizers.Tokenizer`."""
 
     def __init__(self, tokenizer: Any, max_tokens: int = 200, overlap: int = 32):
-        if max_tokens < 8:
-            raise ConfigError(f"chunk_tokens: expected at least 8 tokens, got {max_tokens}")
-        if not 0 <= overlap < max_tokens // 2:
-            raise ConfigError(f"chunk_overlap: expected 0 <= overlap < chunk_tokens / 2 = {max_tokens // 2}, "
-                              f"got {overlap}")
+        check_chunking(max_tokens, overlap)
         self.tokenizer = tokenizer
         self.max_tokens, self.overlap = max_tokens, overlap
 

@@ -25,6 +25,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,20 +98,15 @@ class SentenceTransformerEmbedder(RagEmbedder):
         try:
             from sentence_transformers import SentenceTransformer
             from tokenizers import Tokenizer
-            from transformers.utils import logging as hf_logging
         except ImportError as exc:
             raise ConfigError("embeddings need sentence-transformers: pip install 'dlforge[rag]'") from exc
         self.folder, self.source = folder, source
         self.name = name or folder.name
-        bar = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar in the middle of the CLI's output
         try:
-            self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{folder}: not a loadable sentence-transformers model ({exc})") from exc
-        finally:
-            if bar:
-                hf_logging.enable_progress_bar()
+            with no_loading_bars():
+                self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+        except (OSError, ValueError, pickle.UnpicklingError) as exc:
+            raise ConfigError(f"{folder}: not a loadable sentence-transformers model ({loading_error(exc)})") from exc
         self.model.eval()
         self.dim = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length)
@@ -141,6 +137,28 @@ def folder_fingerprint(folder: Path) -> str:
         with open(p, "rb") as f:
             digest.update(hashlib.file_digest(f, "sha256").digest())
     return digest.hexdigest()
+
+
+def loading_error(exc: BaseException) -> str:
+    """Why transformers could not load a model, in one line (a weights file holding more than tensors included)."""
+    from dlforge.artifacts import unpickling_refusal  # torch: only once a model failed to load
+
+    refusal = unpickling_refusal(exc)
+    return f"a weights file {refusal}" if refusal else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@contextlib.contextmanager
+def no_loading_bars() -> Iterator[None]:
+    """While transformers loads a model: no "Loading weights" bar in the middle of the command's output."""
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager

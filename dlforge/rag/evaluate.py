@@ -30,6 +30,7 @@ from dlforge.data.corpus import jsonl_objects
 from dlforge.errors import ConfigError, DataError
 from dlforge.rag.retrieve import MODES, Retriever
 from dlforge.rag.store import Filters
+from dlforge.runs.progress import Progress
 
 KS = (1, 5, 10)
 
@@ -121,10 +122,10 @@ def evaluate(questions: str | Path, db: str | Path, modes: tuple[str, ...] = ("h
     depth = max(k, max(KS))
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
     per_question = []
-    with Retriever.open(db, model) as retriever:
+    with Retriever.open(db, model) as retriever, Progress("rag eval", total=len(items), unit="questions") as shown:
         for mode in modes:  # warm-up: the first query pays for lazy loading (vector index, model kernels)
             retriever.search(items[0][0], depth, mode, filters, exact)
-        for question, gold in items:
+        for done, (question, gold) in enumerate(items, start=1):
             entry: dict[str, Any] = {"question": question}
             for mode in modes:
                 t0 = time.perf_counter()
@@ -135,6 +136,7 @@ def evaluate(questions: str | Path, db: str | Path, modes: tuple[str, ...] = ("h
                 entry[mode] = {**{k_: round(v, 4) for k_, v in scores.items()},
                                "top": [f"{h['relpath']} | {' > '.join(h['heading'][-1:])}" for h in hits[:3]]}
             per_question.append(entry)
+            shown.update(done)
     report = {"questions": len(items), "db": str(db), "k": depth, "modes": {m: _summary(rows[m]) for m in modes}}
     if details:
         report["per_question"] = per_question

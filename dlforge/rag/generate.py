@@ -9,11 +9,14 @@ Generators (`make_generator(name, embedder, lm=..., ...)`):
   against the question (cosine of the embeddings, plus a bonus for the question's words it contains, plus a little
   for the chunk's rank); the best sentences, in source order, each followed by its citation [n]. Sentences that
   read like instructions to a model are never chosen.
-- `gpt`: a dlforge language-model run (or model folder) through `dlforge.llm.generate.generate_from_run`.
+- `gpt`: a dlforge language-model run (or model folder) through `dlforge.llm.generate`.
 - `transformers`: any local causal-LM folder (`AutoModelForCausalLM`, `local_files_only=True`), its chat template
-  when it has one; sources that do not fit the model's context are dropped from the end of the list.
+  when it has one.
 - `openai`: an OpenAI-compatible server's /v1/chat/completions (llama.cpp, vLLM, Ollama, or a hosted API): base URL,
   model name, and the API key read from the environment variable you name (none sent when it is unset).
+The local language models (gpt, transformers) get a prompt fitted to their context with room for `max_new_tokens`:
+sources that do not fit are left out from the end of the list (the best one cut short when even it does not fit), the
+result's `dropped`, `shortened` and `note` say so, and a model too small for the rules and the question is refused.
 Language-model answers go through `prompt.sanitize` (see its docstring for what that can and cannot promise).
 
 When no chunk is retrieved, or the best question-chunk cosine similarity is below `min_similarity`, the answer is
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import urllib.error
 import urllib.request
@@ -33,9 +37,20 @@ from typing import Any
 import numpy as np
 
 from dlforge.errors import ConfigError, DataError, DlforgeError
-from dlforge.rag.embed import RagEmbedder
-from dlforge.rag.prompt import INJECTION, build_messages, citations, flat_prompt, sanitize, split_sentences
-from dlforge.rag.retrieve import Retriever
+from dlforge.rag.embed import RagEmbedder, loading_error, no_loading_bars
+from dlforge.rag.prompt import (
+    INJECTION,
+    build_messages,
+    carries,
+    citations,
+    fit_note,
+    fit_sources,
+    flat_prompt,
+    planted_payloads,
+    sanitize,
+    split_sentences,
+)
+from dlforge.rag.retrieve import Retriever, check_search
 from dlforge.rag.store import STOPWORDS, Filters
 
 NOT_FOUND = "The documents do not contain an answer to this question."
@@ -50,7 +65,8 @@ class Generator:
     generative = True  # writes its own text (so its output is sanitized)
 
     def fit(self, question: str, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The hits that fit in the generator's input (all by default)."""
+        """The hits that fit in the generator's input: the first ones, the last of them maybe shortened (all by
+        default; see `prompt.fit_sources`)."""
         return hits
 
     def answer(self, question: str, hits: list[dict[str, Any]]) -> str:
@@ -68,6 +84,7 @@ class ExtractiveGenerator(Generator):
     def answer(self, question: str, hits: list[dict[str, Any]]) -> str:
         candidates = []  # (source number, position in the chunk, sentence)
         seen: set[tuple[Any, int]] = set()  # (document, start in it): overlapping chunks repeat sentences
+        payloads = planted_payloads(hits)
         for n, hit in enumerate(hits, 1):
             titles = _heading_lines(hit["text"], hit["heading"])
             for s, e in split_sentences(hit["text"]):
@@ -75,7 +92,8 @@ class ExtractiveGenerator(Generator):
                 where = (hit.get("doc_id"), hit["start"] + s)
                 fragment = (s == 0 and sentence[:1].islower()) or sentence.endswith(":")  # cut by chunking / a lead-in
                 if (len(sentence.split()) < 3 or sentence.endswith("?") or fragment or INJECTION.search(sentence)
-                        or any(s < te and e > ts for ts, te in titles) or where in seen):
+                        or carries(sentence, payloads) or any(s < te and e > ts for ts, te in titles)
+                        or where in seen):
                     continue
                 seen.add(where)
                 candidates.append((n, s, sentence))
@@ -115,19 +133,34 @@ def _words(text: str) -> set[str]:
 
 
 class GPTGenerator(Generator):
-    """A dlforge language-model run: the flat prompt continued by `dlforge.llm.generate.generate_from_run`."""
+    """A dlforge language-model run (loaded here, so a wrong --lm is refused before any retrieval): the flat prompt
+    continued by `dlforge.llm.generate`, with the sources that fit its context window beside the answer's tokens."""
 
     name = "gpt"
 
     def __init__(self, run: str, max_new_tokens: int = 256, temperature: float = 0.0, seed: int | None = 0):
+        from dlforge.llm.generate import load_language_model
+
         self.run, self.max_new_tokens, self.temperature, self.seed = run, max_new_tokens, temperature, seed
+        self.model, self.tokenizer = load_language_model(run)
+
+    def _tokens(self, question: str, hits: list[dict[str, Any]]) -> int:
+        return len(self.tokenizer.encode(flat_prompt(build_messages(question, hits))))
+
+    def fit(self, question: str, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from dlforge.llm.generate import context_window
+
+        window = context_window(self.model)
+        if window is None:  # a recurrent model reads a prompt of any length
+            return hits
+        return fit_sources(question, hits, self._tokens, window, self.max_new_tokens, f"--lm {self.run}")
 
     def answer(self, question: str, hits: list[dict[str, Any]]) -> str:
-        from dlforge.llm.generate import generate_from_run
+        from dlforge.llm.generate import generate_stream
 
         prompt = flat_prompt(build_messages(question, hits))
-        return generate_from_run(self.run, prompt, max_new_tokens=self.max_new_tokens,
-                                 temperature=self.temperature, seed=self.seed).read().strip()
+        return generate_stream(self.model, self.tokenizer, prompt, max_new_tokens=self.max_new_tokens,
+                               temperature=self.temperature, seed=self.seed, on_long_prompt="error").read().strip()
 
 
 class TransformersGenerator(Generator):
@@ -150,10 +183,12 @@ class TransformersGenerator(Generator):
         except ImportError as exc:
             raise ConfigError("the transformers generator needs transformers: pip install transformers") from exc
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
-            self._model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True).to(self.device)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"--lm {self.folder}: not a loadable causal language model ({exc})") from exc
+            with no_loading_bars():
+                self._tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
+                self._model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True).to(self.device)
+        except (OSError, ValueError, pickle.UnpicklingError) as exc:
+            raise ConfigError(f"--lm {self.folder}: not a loadable causal language model ({loading_error(exc)})"
+                              ) from exc
         self._model.eval()
 
     def _ids(self, question: str, hits: list[dict[str, Any]]) -> list[int]:
@@ -169,12 +204,8 @@ class TransformersGenerator(Generator):
         context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         if context is None:
             return hits
-        while hits and len(self._ids(question, hits)) + self.max_new_tokens > context:
-            if len(hits) == 1:
-                raise ConfigError(f"--lm {self.folder}: the prompt with one source does not fit the model's "
-                                  f"{context} tokens with {self.max_new_tokens} new ones; lower --max-new-tokens")
-            hits = hits[:-1]
-        return hits
+        return fit_sources(question, hits, lambda q, h: len(self._ids(q, h)), context, self.max_new_tokens,
+                           f"--lm {self.folder}")
 
     def answer(self, question: str, hits: list[dict[str, Any]]) -> str:
         import torch
@@ -247,20 +278,46 @@ def make_generator(name: str, embedder: RagEmbedder | None = None, lm: str | Non
     raise ConfigError(f"--generator {name!r}: expected one of {', '.join(GENERATORS)}")
 
 
+def check_question(question: str) -> str:
+    """The question, unless it is empty (a ConfigError)."""
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError("question: empty; ask something, e.g. dlforge rag ask \"How do I upgrade?\" --db docs.db")
+    return question
+
+
+def ask(question: str, db: str | Path, generator: str = "extractive", k: int = 5, mode: str = "hybrid",
+        filters: Filters | None = None, min_similarity: float = MIN_SIMILARITY, exact: bool = False,
+        model: str | None = None, **generator_options: Any) -> dict[str, Any]:
+    """`answer` from the index at `db` (what `dlforge rag ask` runs): the question and every option are checked
+    before the index or a model is opened. `model`: where to load the index's embedding model from;
+    `generator_options`: lm, base_url, api_key_env, max_new_tokens (see `make_generator`)."""
+    check_question(question)
+    check_search(mode, k)
+    chosen = None if generator == "extractive" else make_generator(generator, **generator_options)
+    with Retriever.open(db, model) as retriever:
+        chosen = chosen or make_generator("extractive", retriever.embedder)
+        return answer(question, retriever, chosen, k, mode, filters, min_similarity, exact)
+
+
 def answer(question: str, retriever: Retriever, generator: Generator, k: int = 5, mode: str = "hybrid",
            filters: Filters | None = None, min_similarity: float = MIN_SIMILARITY, exact: bool = False
            ) -> dict[str, Any]:
     """Retrieve, check that the documents hold an answer, generate, cite (see the module docstring)."""
+    check_question(question)
     hits = retriever.search(question, k, mode, filters, exact)
     retriever.similarity(question, hits)
     for n, hit in enumerate(hits, 1):
         hit["n"] = n
     best = max((h["similarity"] for h in hits), default=None)
     result = {"question": question, "generator": generator.name, "mode": mode, "best_similarity": best,
-              "min_similarity": min_similarity, "sanitized": False, "chunks": hits}
+              "min_similarity": min_similarity, "sanitized": False, "chunks": hits, "dropped": [], "shortened": [],
+              "note": None}
     if best is None or best < min_similarity:
         return {**result, "answer": NOT_FOUND, "found": False, "citations": []}
     used = generator.fit(question, hits)
+    result["dropped"] = [h["n"] for h in hits[len(used):]]  # the sources left out of the prompt
+    result["shortened"] = [n for n, h in enumerate(used, 1) if h.get("shortened")]
+    result["note"] = fit_note(hits, used)
     text = generator.answer(question, used)
     if generator.generative:
         text, result["sanitized"] = sanitize(text, used)

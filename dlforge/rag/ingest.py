@@ -28,15 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from dlforge.errors import ConfigError, DataError
-from dlforge.rag.chunk import Chunk, Chunker, embedding_text
+from dlforge.rag.chunk import Chunk, Chunker, check_chunking, embedding_text
 from dlforge.rag.embed import RagEmbedder, load_embedder, torch_threads
 from dlforge.rag.readers import file_type, read_document
 from dlforge.rag.sqlite_store import open_store
 from dlforge.rag.store import ChunkRecord, DocumentRecord, NoIndexError, Store
+from dlforge.rag.vector_index import DTYPES
+from dlforge.runs.progress import Progress
 
 MAX_FILE_BYTES = 20 * 2**20
 CHUNK_TOKENS, CHUNK_OVERLAP = 200, 32
 BATCH_CHUNKS = 256  # chunks embedded and written per transaction
+PROGRESS_EVERY = 30.0  # seconds between progress lines off a terminal, as in training
 REASONS = {
     "symlink_escape": "symlink leading out of the folder",
     "symlink": "symlink inside the folder (its target is read under its own path)",
@@ -133,40 +136,53 @@ def _rel(path: Path, root: Path) -> str:
 def index_folder(folder: str | Path, db: str | Path, model: str | None = None, chunk_tokens: int | None = None,
                  chunk_overlap: int | None = None, max_file_bytes: int = MAX_FILE_BYTES,
                  vector_dtype: str | None = None, embedder: RagEmbedder | None = None, threads: int | None = None,
-                 progress: Callable[[IngestReport], None] | None = None) -> IngestReport:
+                 progress: Callable[[IngestReport], None] | None = None, progress_every: float = PROGRESS_EVERY
+                 ) -> IngestReport:
     """Bring the index at `db` in step with `folder` (see the module docstring). `model`, `chunk_tokens`,
     `chunk_overlap`, `vector_dtype` (f32, f16, bf16: how the HNSW index stores vectors) set up a new index (defaults:
-    all-MiniLM-L6-v2, 200, 32, f32); an existing index keeps its own and refuses others. `threads`: torch threads
-    for the embedding (default: torch's setting, one per core; fewer is faster when the cores are busy with other
-    work). `progress` is called after each written batch."""
+    all-MiniLM-L6-v2, 200, 32 or a quarter of smaller chunks, f32); an existing index keeps its own and refuses
+    others. `threads`: torch threads for the embedding (default: torch's setting, one per core; fewer is faster when
+    the cores are busy with other work). `progress` is called after each written batch. The files done are shown on
+    stderr as they go (`dlforge.runs.progress`): a bar on a terminal, else a line every `progress_every` seconds.
+    Every option is checked before anything is written: a refused call leaves no trace."""
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads {threads}: expected at least 1")
+    if max_file_bytes <= 0:
+        raise ConfigError(f"--max-file-mb {max_file_bytes / 2**20:g}: expected a size above 0")
+    if progress_every < 0:
+        raise ConfigError(f"--progress-every {progress_every:g}: expected a number of seconds >= 0")
+    if vector_dtype is not None and vector_dtype not in DTYPES:
+        raise ConfigError(f"--vector-dtype {vector_dtype}: expected one of {', '.join(DTYPES)}")
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{folder}: no such folder")
     db = Path(db).expanduser().resolve()
     report = IngestReport(str(root), str(db))
     built = _existing_settings(db)
+    chunking = _chunking(built, chunk_tokens, chunk_overlap)
+    if built and vector_dtype not in (None, built["ann"]["dtype"]):
+        raise ConfigError(f"--vector-dtype {vector_dtype}: the index was built with {built['ann']['dtype']}; index "
+                          f"into a new --db to change it")
     t0 = time.perf_counter()
     if embedder is None:
         embedder = load_embedder(model or (built["embedder"]["source"] if built else None))
     report.model_seconds = time.perf_counter() - t0
-    chunking = _chunking(built, chunk_tokens, chunk_overlap, embedder)
-    if built and vector_dtype not in (None, built["ann"]["dtype"]):
-        raise ConfigError(f"--vector-dtype {vector_dtype}: the index was built with {built['ann']['dtype']}; index "
-                          f"into a new --db to change it")
+    if not built:
+        _check_room(chunking["max_tokens"], embedder)
     create = {"embedder": embedder.identity(), "chunking": chunking, "ann": {"dtype": vector_dtype or "f32"}}
     t0 = time.perf_counter()
     with torch_threads(threads), open_store(db, create=create, writer=True) as store:
         store.check_embedder(embedder.identity())
-        run = _Ingest(store, embedder, Chunker(embedder.tokenizer, chunking["max_tokens"], chunking["overlap"]),
-                      report, progress)
         existing = store.documents(under=str(root))
+        files = scan(root, max_file_bytes, report)
         kept = set()
-        for path in scan(root, max_file_bytes, report):
-            if run.add(path, _rel(path, root), existing.get(str(path))):
-                kept.add(str(path))
-        run.flush()
+        with Progress("rag index", total=len(files), unit="files", every_s=progress_every) as shown:
+            run = _Ingest(store, embedder, Chunker(embedder.tokenizer, chunking["max_tokens"], chunking["overlap"]),
+                          report, progress, shown)
+            for path in files:
+                if run.add(path, _rel(path, root), existing.get(str(path))):
+                    kept.add(str(path))
+            run.flush()
         gone = sorted(set(existing) - kept)
         report.chunks_removed += store.write([], gone)[1] if gone else 0
         report.removed = len(gone)
@@ -183,8 +199,8 @@ def _existing_settings(db: Path) -> dict[str, Any] | None:
         return None
 
 
-def _chunking(built: dict[str, Any] | None, tokens: int | None, overlap: int | None, embedder: RagEmbedder
-              ) -> dict[str, int]:
+def _chunking(built: dict[str, Any] | None, tokens: int | None, overlap: int | None) -> dict[str, int]:
+    """The chunk sizes: an index's own (which refuses others), or those given (checked) for a new one."""
     if built:
         have = built["chunking"]
         for key, value in (("max_tokens", tokens), ("overlap", overlap)):
@@ -194,23 +210,40 @@ def _chunking(built: dict[str, Any] | None, tokens: int | None, overlap: int | N
                                   f"to change it")
         return have
     tokens = CHUNK_TOKENS if tokens is None else tokens
+    default_overlap = min(CHUNK_OVERLAP, tokens // 4)  # small chunks overlap by a quarter
+    chunking = {"max_tokens": tokens, "overlap": default_overlap if overlap is None else overlap}
+    check_chunking(chunking["max_tokens"], chunking["overlap"])
+    return chunking
+
+
+def _check_room(tokens: int, embedder: RagEmbedder) -> None:
     room = embedder.max_tokens - 2 - 48  # [CLS] and [SEP], and the heading context in front of the chunk
     if tokens > room:
         raise ConfigError(f"--chunk-tokens {tokens}: the embedding model {embedder.name} reads "
                           f"{embedder.max_tokens} tokens; use at most {room}")
-    return {"max_tokens": tokens, "overlap": CHUNK_OVERLAP if overlap is None else overlap}
 
 
 class _Ingest:
     """One pass: read the files one by one, embed and write their chunks in batches."""
 
     def __init__(self, store: Store, embedder: RagEmbedder, chunker: Chunker, report: IngestReport,
-                 progress: Callable[[IngestReport], None] | None):
+                 progress: Callable[[IngestReport], None] | None, shown: Progress):
         self.store, self.embedder, self.chunker, self.report, self.progress = store, embedder, chunker, report, progress
+        self.shown, self.files_done = shown, 0  # a file is done once it is written, skipped or refused
         self.pending: list[tuple[DocumentRecord, list[Chunk]]] = []
 
     def add(self, path: Path, rel: str, known_sha: str | None) -> bool:
         """Read `path` unless its content is already indexed; False when it is refused (then it leaves the index)."""
+        before = len(self.pending)
+        kept = self._read(path, rel, known_sha)
+        if len(self.pending) == before:  # unchanged or refused: done with it now
+            self._done(1)
+        elif sum(len(c) for _, c in self.pending) >= BATCH_CHUNKS:
+            self.flush()
+        return kept
+
+    def _read(self, path: Path, rel: str, known_sha: str | None) -> bool:
+        """Add a new or changed file's document and chunks to the pending batch; False when it is refused."""
         report = self.report
         try:
             data = path.read_bytes()
@@ -246,9 +279,11 @@ class _Ingest:
         else:
             report.updated += 1
         self.pending.append((DocumentRecord(str(path), rel, kind, doc.title, sha, len(data), mtime, doc.text), chunks))
-        if sum(len(c) for _, c in self.pending) >= BATCH_CHUNKS:
-            self.flush()
         return True
+
+    def _done(self, files: int) -> None:
+        self.files_done += files
+        self.shown.update(self.files_done)
 
     def flush(self) -> None:
         """Embed the pending chunks and write their documents in one transaction."""
@@ -262,6 +297,7 @@ class _Ingest:
             upserts.append((doc, records, vectors[at:at + len(chunks)]))
             at += len(chunks)
         added, removed = self.store.write(upserts, [])
+        self._done(len(self.pending))
         self.pending = []
         self.report.chunks_added += added
         self.report.chunks_removed += removed

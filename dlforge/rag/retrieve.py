@@ -37,6 +37,14 @@ def reciprocal_rank_fusion(rankings: list[list[int]], rrf_k: int = RRF_K) -> lis
     return sorted(scores.items(), key=lambda kv: -kv[1])  # sorted() is stable
 
 
+def check_search(mode: str, k: int) -> None:
+    """ConfigError naming the option unless `mode` is a retrieval mode and `k` at least 1."""
+    if mode not in MODES:
+        raise ConfigError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    if k < 1:
+        raise ConfigError(f"--k {k}: expected at least 1")
+
+
 class Retriever:
     def __init__(self, store: Store, embedder: RagEmbedder, rrf_k: int = RRF_K, candidates: int = 50):
         store.check_embedder(embedder.identity())
@@ -70,10 +78,7 @@ class Retriever:
     def search(self, question: str, k: int = 5, mode: str = "hybrid", filters: Filters | None = None,
                exact: bool = False) -> list[dict[str, Any]]:
         """The top-k chunks for `question` as plain records, best first (see the module docstring)."""
-        if mode not in MODES:
-            raise ConfigError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
-        if k < 1:
-            raise ConfigError(f"--k {k}: expected at least 1")
+        check_search(mode, k)
         query = None if mode == "keyword" else self.embed_query(question)
         if mode == "dense":
             ranked = self.store.search_dense(query, k, filters, exact)

@@ -75,7 +75,7 @@ class SQLiteStore(Store):
         self._lock = None
         missing = NoIndexError(f"{self.path}: no such index; build one with `dlforge rag index FOLDER --db "
                                f"{self.path}`")
-        if not self.path.exists() and create is None:
+        if not _holds_index(self.path) and create is None:
             raise missing
         if create is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -359,6 +359,25 @@ class SQLiteStore(Store):
                              "in_sync": saved == generation and ann_file.exists(), "generation": generation},
             "bytes": {"sqlite": size, "vector_index": ann_file.stat().st_size if ann_file.exists() else 0},
         }
+
+
+def _holds_index(path: Path) -> bool:
+    """Whether `path` holds a dlforge index (True) or nothing yet (False: no file, or an empty database, such as one
+    whose creation was killed). Anything else is refused with a DataError, having been opened read-only: another
+    application's database is never switched to WAL, locked or written."""
+    if not path.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                return False
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "meta" not in tables or db.execute("SELECT 1 FROM meta WHERE key='settings'").fetchone() is None:
+                raise DataError(f"{path}: not a dlforge RAG index (no settings in a meta table; another application's "
+                                "database?)")
+    except sqlite3.DatabaseError as exc:
+        raise DataError(f"{path}: not a dlforge RAG index ({exc})") from exc
+    return True
 
 
 def glob_escape(name: str) -> str:

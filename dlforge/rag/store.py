@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from dlforge.errors import DataError
+from dlforge.errors import ConfigError, DataError
+from dlforge.rag.readers import TYPES
 
 # English stop words: dropped from keyword queries (and from the extractive answerer's word overlap)
 STOPWORDS = frozenset(
@@ -64,6 +65,12 @@ class Filters:
 
     path: str | None = None
     types: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        known = sorted(set(TYPES.values()))
+        for kind in self.types or ():
+            if kind not in known:
+                raise ConfigError(f"--type {kind}: expected one of {', '.join(known)} (the types an index holds)")
 
     def __bool__(self) -> bool:
         return bool(self.path or self.types)

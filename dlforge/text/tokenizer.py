@@ -44,10 +44,10 @@ from dlforge.text.tokenizer_base import (
     read_json,
 )
 
-__all__ = ["CharTokenizer", "SubwordTokenizer", "Tokenizer", "TokenizerSpec", "check_tokenizer", "load_tokenizer",
-           "model_tokenizer", "resolve_tokenizer", "same_vocabulary", "tokenizer_from_dict", "tokenizer_from_files",
-           "tokenizer_from_ref", "tokenizer_spec", "train_tokenizer", "with_chat_template", "TOKENIZER_FILE",
-           "CONFIG_FILE"]
+__all__ = ["CharTokenizer", "SubwordTokenizer", "Tokenizer", "TokenizerSpec", "check_tokenizer", "has_tokenizer",
+           "load_tokenizer", "model_tokenizer", "resolve_tokenizer", "same_vocabulary", "tokenizer_from_dict",
+           "tokenizer_from_files", "tokenizer_from_ref", "tokenizer_spec", "train_tokenizer", "with_chat_template",
+           "TOKENIZER_FILE", "CONFIG_FILE"]
 
 UNK_TEXT = "\ufffd"  # what <unk> decodes to
 KINDS = ("char", "bpe", "wordpiece")
@@ -136,6 +136,33 @@ class CharTokenizer(Tokenizer):
 
     def tokenizer_json(self) -> dict[str, Any]:
         return self.to_dict()
+
+    def transformers_json(self) -> dict[str, Any]:
+        """The vocabulary as a Hugging Face tokenizer.json, for transformers' AutoTokenizer: a BPE model without
+        merges (each character one token, the others <unk>) and a decoder that joins the characters (<unk> as
+        U+FFFD, as `decode` does). `from_transformers_json` reads it back."""
+        from tokenizers import Tokenizer as Backend
+        from tokenizers import decoders, models
+
+        for c in self.chars:
+            if 0xD800 <= ord(c) <= 0xDFFF:
+                raise DataError(f"character U+{ord(c):04X} of the vocabulary is a lone surrogate, not valid Unicode: "
+                                "a Hugging Face tokenizer cannot hold it")
+        backend = Backend(models.BPE(vocab={self.unk_token: 0, **self._id}, merges=[], unk_token=self.unk_token))
+        backend.decoder = decoders.Sequence([decoders.Replace(self.unk_token, UNK_TEXT), decoders.Fuse()])
+        return json.loads(backend.to_str())
+
+    @classmethod
+    def from_transformers_json(cls, state: Any, chat_template: str | None = None, source: str = "tokenizer"
+                               ) -> CharTokenizer:
+        """Rebuild from `transformers_json()` (a folder exported for transformers, imported again)."""
+        model = state.get("model") if isinstance(state, dict) else None
+        vocab = model.get("vocab") if isinstance(model, dict) else None
+        if not isinstance(vocab, dict) or model.get("merges") or vocab.get(cls.unk_token) != 0:
+            raise DataError(f"{source}: not a character vocabulary (a BPE model without merges, {cls.unk_token} = 0)")
+        chars = sorted((c for c in vocab if c != cls.unk_token), key=lambda c: vocab[c])
+        return cls.from_dict({"type": cls.type, "unk_token": cls.unk_token, "chars": chars,
+                              **({"chat_template": chat_template} if chat_template is not None else {})}, source)
 
     @classmethod
     def from_dict(cls, state: dict[str, Any], source: str = "tokenizer") -> CharTokenizer:
@@ -309,6 +336,8 @@ def tokenizer_from_files(tokenizer_json: Any, config: Any = None, source: str = 
         tok: Tokenizer = CharTokenizer.from_dict(tokenizer_json, f"{source}/{TOKENIZER_FILE}")
         if template is not None:
             tok.chat_template = template
+    elif isinstance(meta, dict) and meta.get("type") == CharTokenizer.type:  # exported for transformers
+        tok = CharTokenizer.from_transformers_json(tokenizer_json, template, f"{source}/{TOKENIZER_FILE}")
     else:
         tok = SubwordTokenizer.from_hf_json(tokenizer_json, specials or None, template, f"{source}/{TOKENIZER_FILE}")
     if isinstance(meta, dict):
@@ -401,6 +430,12 @@ def check_tokenizer(tok: Tokenizer, expected_hash: str, where: str) -> None:
                               f"with ({expected_hash[:12]}..); use the tokenizer saved in the model folder")
 
 
+def has_tokenizer(meta: dict[str, Any]) -> bool:
+    """Whether a loaded model folder (`load_model`'s meta) holds a tokenizer (see `model_tokenizer`)."""
+    extra = meta.get("extra") or {}
+    return TOKENIZER_FILE in extra or isinstance((extra.get("preprocessing.json") or {}).get("tokenizer"), dict)
+
+
 def model_tokenizer(meta: dict[str, Any], where: str) -> Tokenizer:
     """The tokenizer of a loaded model folder (`load_model`'s meta, e.g. `dlforge.load(run).meta`), checked against
     the hash recorded in its preprocessing.json. Older character runs keep it inside preprocessing.json."""
@@ -408,7 +443,7 @@ def model_tokenizer(meta: dict[str, Any], where: str) -> Tokenizer:
     pre = extra.get("preprocessing.json") or {}
     if TOKENIZER_FILE in extra:
         tok = tokenizer_from_files(extra[TOKENIZER_FILE], extra.get(CONFIG_FILE), where)
-    elif isinstance(pre.get("tokenizer"), dict):
+    elif has_tokenizer(meta):
         tok = tokenizer_from_dict(pre["tokenizer"], source=f"{where}: preprocessing.json")
     else:
         raise DlforgeError(f"{where}: the model has no tokenizer (no {TOKENIZER_FILE}, and none in its "

@@ -189,6 +189,16 @@ class Tokenizer:
         """{file name: JSON content} of the tokenizer folder (for a model folder's extra files)."""
         return {TOKENIZER_FILE: self.tokenizer_json(), CONFIG_FILE: self.config_json()}
 
+    def transformers_json(self) -> dict[str, Any]:
+        """tokenizer.json as transformers' AutoTokenizer reads it: the tokenizers-format file itself, for a subword
+        tokenizer."""
+        return self.tokenizer_json()
+
+    def transformers_files(self) -> dict[str, dict[str, Any]]:
+        """{file name: JSON content} of the tokenizer in a folder for transformers (an exported model): AutoTokenizer
+        loads it, and `load_tokenizer` reads it back as this tokenizer, hash and all."""
+        return {TOKENIZER_FILE: self.transformers_json(), CONFIG_FILE: self.config_json()}
+
     def save(self, path: str | Path) -> Path:
         """Write tokenizer.json and tokenizer_config.json into the folder `path` (created if needed); returns the
         tokenizer.json path. Each file is replaced atomically."""

@@ -95,6 +95,44 @@ def test_loading_refuses_what_it_cannot_place(tmp_path):
         load_hf_bert(tmp_path)
 
 
+def test_a_pickle_that_is_more_than_tensors_is_refused_in_one_line(tmp_path, capsys):
+    """torch.load(weights_only=True) refuses it with a long message that advises weights_only=False: dlforge says
+    what the file is in one line, without that advice (BERT and GPT-2 folders alike)."""
+    import collections
+
+    from dlforge.cli.main import main
+    from dlforge.llm.gpt2 import load_gpt2
+
+    model = reference(transformers.BertModel, tmp_path / "bert")
+    (tmp_path / "bert" / "model.safetensors").unlink()
+    torch.save({**model.state_dict(), "hook": print}, tmp_path / "bert" / "pytorch_model.bin")
+    (tmp_path / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcd"]))
+    (tmp_path / "text.txt").write_text("abc\n")
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin: holds Python objects besides tensors "
+                                              r"\(print\)") as refused:
+        load_hf_bert(tmp_path / "bert")
+    assert "weights_only" not in str(refused.value) and "\n" not in str(refused.value)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["embed", str(tmp_path / "bert"), "--input", str(tmp_path / "text.txt"), "--out", str(tmp_path / "o.npy")])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and len(err.splitlines()) == 1 and "weights_only" not in err, err
+    transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_positions=8).save_pretrained(tmp_path / "g")
+    for content, message in [({"state": {"wte": torch.zeros(2)}, "counts": collections.Counter(a=1)},
+                               r"pytorch_model\.bin: expected a state dict of tensors, found 'state': a dict"),
+                              (b"not a pickle at all",
+                               r"pytorch_model\.bin: not a PyTorch file of tensors \(Unsupported operand")]:
+        if isinstance(content, bytes):
+            (tmp_path / "g" / "pytorch_model.bin").write_bytes(content)
+        else:
+            torch.save(content, tmp_path / "g" / "pytorch_model.bin")
+        for load in (load_gpt2, load_hf_bert):
+            folder = tmp_path / ("g" if load is load_gpt2 else "bert")
+            (folder / "pytorch_model.bin").write_bytes((tmp_path / "g" / "pytorch_model.bin").read_bytes())
+            with pytest.raises(CheckpointError, match=message):
+                load(folder)
+
+
 # --- the real weights: all-MiniLM-L6-v2 ------------------------------------------------------------------------------
 
 SENTENCES = [

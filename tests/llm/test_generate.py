@@ -219,3 +219,28 @@ def test_generate_command_on_a_gpt_run(tmp_path):
     assert [r["prompt"] for r in rows] == ["ROMEO:", "JULIET:"] and rows[0]["completion"] == expected[:20]
     long = runner.invoke(app, ["generate", str(folder), "--prompt", TEXT, "--on-long-prompt", "error"])
     assert long.exit_code != 0 and "context window of 32" in str(long.exception)
+
+
+def test_warnings_reach_the_command_line_as_one_line(tmp_path, capsys):
+    """No raw Python warning (category, file, source line) reaches a person: `dlforge generate` truncating a long
+    prompt (through a real process) and `dlforge lm import-gpt2` of a folder without a tokenizer each say so in one
+    line."""
+    import transformers
+    from clitools import run_cli
+
+    from dlforge.cli.main import main
+
+    extra = {"preprocessing.json": {"tokenizer": TOK.to_dict()}}
+    folder = save_model(lively_gpt(), tmp_path / "model", extra_files=extra)
+    done = run_cli("generate", str(folder), "--prompt", TEXT, "--max-new-tokens", "3", "--temperature", "0")
+    assert done.returncode == 0 and done.stderr.splitlines() == [
+        f"warning: prompt: {len(TEXT)} tokens, more than the model's context window of 32; keeping the last 32",
+        "[stopped: max_new_tokens after 3 tokens]"]
+    config = transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_positions=8)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hf")  # weights, no tokenizer
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lm", "import-gpt2", str(tmp_path / "hf"), "--out", str(tmp_path / "imported")])
+    assert exit_info.value.code in (0, None) and capsys.readouterr().err.splitlines() == [
+        f"warning: {tmp_path / 'hf'}: no tokenizer.json, so the model is imported without a tokenizer and cannot "
+        "generate text; put the tokenizer.json beside the weights and import again"]

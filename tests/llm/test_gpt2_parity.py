@@ -195,3 +195,31 @@ def test_an_imported_folder_with_a_tokenizer_generates_text(tmp_path):
     text = stream.read()
     expected = hf_greedy(hf, torch.tensor([tok.encode("To be, or")]), 20)[0].tolist()
     assert stream.tokens == expected and text == tok.decode(expected)
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_an_exported_run_generates_alike_in_transformers_and_comes_back(tmp_path, kind):
+    """What dlforge trains (a char or BPE tokenizer) exports with its tokenizer: AutoTokenizer and
+    AutoModelForCausalLM load the folder and continue a prompt greedily as dlforge does; import-gpt2 brings it back."""
+    from dlforge.llm.generate import generate_from_run
+    from dlforge.text.tokenizer import load_tokenizer, train_tokenizer
+
+    text = "ROMEO:\nBut soft, what light through yonder window breaks?\n\nJULIET:\nAy me. O Romeo, Romeo!\n" * 4
+    tok = train_tokenizer([text], kind, vocab_size=300 if kind == "bpe" else None)
+    ours = create_model("gpt", vocab_size=tok.vocab_size, context=POSITIONS, dim=48, n_layers=2, n_heads=4).eval()
+    randomize(ours, seed=7)
+    run = save_model(ours, tmp_path / "run" / "model", extra_files={
+        **tok.files(), "preprocessing.json": {"kind": "tokens", "tokenizer_hash": tok.hash}})
+    folder = export_gpt2(run, tmp_path / "hf")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    prompt = "ROMEO: what light, é?"  # é: outside the char vocabulary, <unk>
+    ids = hf_tok(prompt)["input_ids"]
+    assert ids == tok.encode(prompt) and hf_tok.decode(ids) == tok.decode(ids)
+    stream = generate_from_run(run, prompt, max_new_tokens=POSITIONS - len(ids), temperature=0)
+    expected = stream.read()
+    new = hf_greedy(hf, torch.tensor([ids]), POSITIONS - len(ids))[0].tolist()
+    assert new == stream.tokens and hf_tok.decode(new) == tok.decode(new) and len(set(new)) > 3
+    assert load_tokenizer(folder).hash == tok.hash  # read back as the very tokenizer it was
+    back = import_gpt2(folder, tmp_path / "back")
+    assert generate_from_run(back, prompt, max_new_tokens=POSITIONS - len(ids), temperature=0).read() == expected

@@ -116,13 +116,23 @@ def test_translation_smoke_run_reports_bleu_and_chrf(smoke_run):
     assert model.registry_name == "transformer_seq2seq" and model.config.target_vocab_size is None
 
 
-def test_trained_model_translates_in_batches_like_one_by_one(smoke_run):
+def test_trained_model_translates_in_batches_like_one_by_one(smoke_run, capsys, monkeypatch):
+    from types import SimpleNamespace
+
     from dlforge.llm.translate import load_translator
+    from dlforge.runs import progress
 
     result, _ = smoke_run
     model, source_tok, target_tok = load_translator(result.run_dir)
     texts = ["In the beginning was the Word.", "Jesus wept.", "And God said, Let there be light: and there was light."]
-    together = translate(model, source_tok, target_tok, texts, beam_size=3, batch_size=8)
+    ticks = iter(range(0, 10_000, 40))  # a minute's work per batch: long enough for a progress line off a terminal
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: next(ticks)))
+    capsys.readouterr()
+    together = translate(model, source_tok, target_tok, texts, beam_size=3, batch_size=2)
+    lines = capsys.readouterr().err.splitlines()  # beam search over a split is long: `dlforge eval` says how far
+    assert [line.split(",")[0] for line in lines] == ["translate (beam 3): 2/3 sentences (67%)",
+                                                      "translate (beam 3): 3/3 sentences (100%)"], lines
+    assert "sentences/s, ETA" in lines[0]
     alone = [translate(model, source_tok, target_tok, [t], beam_size=3)[0] for t in texts]
     assert [t.translation for t in together] == [t.translation for t in alone]
     assert [t.source for t in together] == texts

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from ragtools import PETS, minilm, pdf_bytes, sentence_transformer, tiny_st_model, write_files
+from safetensors.torch import load_file
 
 from dlforge.errors import ConfigError, DataError
 from dlforge.llm.embed import load_sentence_embedder, pooling_modes
@@ -183,3 +184,10 @@ def test_bert_models_run_on_dlforge_others_on_sentence_transformers(tmp_path):
     assert other.identity() == minilm().identity()
     ids = [[t.ids for t in e.tokenizer.encode_batch(texts)] for e in (other, minilm())]
     assert ids[0] == ids[1]
+    weights = tmp_path / "cls" / "model.safetensors"  # weights pickled with more than tensors: one clear line
+    torch.save({**load_file(weights), "hook": print}, tmp_path / "cls" / "pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(ConfigError, match=r"cls: not a loadable sentence-transformers model \(a weights file holds "
+                                          r"Python objects besides tensors \(print\)") as refused:
+        SentenceTransformerEmbedder(tmp_path / "cls", str(tmp_path / "cls"))
+    assert "weights_only" not in str(refused.value) and "\n" not in str(refused.value)

@@ -127,5 +127,5 @@ def test_a_section_that_fits_is_one_chunk_with_its_heading(tokenizer):
 def test_chunker_rejects_bad_sizes(tokenizer):
     from dlforge.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="chunk_overlap"):
+    with pytest.raises(ConfigError, match="--chunk-overlap 40: expected 0 <= overlap < chunk tokens / 2 = 32"):
         Chunker(tokenizer, max_tokens=64, overlap=40)

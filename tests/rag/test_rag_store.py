@@ -179,6 +179,23 @@ def test_opening_errors_are_clear(tmp_path):
         open_store(tmp_path / "other.db")
 
 
+def test_another_applications_database_is_refused_without_being_changed(tmp_path):
+    other = tmp_path / "app.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    con.executemany("INSERT INTO notes (text) VALUES (?)", [("milk",), ("eggs",)])
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    for create, writer in ((None, False), (SETTINGS, True)):  # rag stats / ask / eval, and rag index
+        with pytest.raises(DataError, match=r"app\.db: not a dlforge RAG index"):
+            open_store(other, create=create, writer=writer)
+    assert other.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+    con = sqlite3.connect(other)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not switched to WAL
+    con.close()
+
+
 def test_vectors_of_the_wrong_shape_are_refused_and_nothing_is_written(store):
     with pytest.raises(DataError, match=r"a\.md: expected 2 finite vectors of 8 dimensions"):
         store.write([(doc("b.md"), chunks(["x"]), unit_vectors(1, DIM)),
