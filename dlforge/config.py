@@ -16,13 +16,24 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import types
+import typing
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dlforge import aliases
 from dlforge.errors import ConfigError
@@ -35,6 +46,40 @@ PRESETS_FOLDER = "configs"
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        expected = _bool_for_number(cls.model_fields[info.field_name].annotation, value)
+        if expected:
+            raise ValueError(f"expected {expected}")
+        return value
+
+
+def _bool_for_number(annotation: Any, value: Any) -> str | None:
+    """What a field takes ('an integer', 'a number') when `value` puts true/false where it takes numbers only, in
+    the field itself or in its list or tuple; None otherwise. Pydantic would quietly read true as 1 there
+    (`train.max_epochs=true` as one epoch)."""
+    if isinstance(value, bool):
+        return _number_kind(_union_args(annotation))
+    if isinstance(value, list | tuple):
+        for arg in _union_args(annotation):
+            if typing.get_origin(arg) in (list, tuple) and any(isinstance(v, bool) for v in value):
+                expected = _number_kind(tuple(a for a in typing.get_args(arg) if a is not Ellipsis))
+                if expected:
+                    return expected
+    return None
+
+
+def _union_args(annotation: Any) -> tuple:
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return typing.get_args(annotation) if union else (annotation,)
+
+
+def _number_kind(kinds: tuple) -> str | None:
+    if bool in kinds:
+        return None
+    return "a number" if float in kinds else "an integer" if int in kinds else None
 
 
 class DataConfig(Section):
@@ -211,12 +256,21 @@ def _validate_section(config_cls: type, values: dict[str, Any], prefix: str) -> 
     try:
         if isinstance(config_cls, type) and issubclass(config_cls, BaseModel):
             return config_cls.model_validate(values).model_dump(mode="json")
+        _refuse_bool_for_numbers(config_cls, values, prefix)  # a Section checks this itself
         return _given(config_cls(**values), values)  # a pydantic dataclass validates on construction
     except (ValidationError, TypeError) as exc:
         err = validation_to_config_error(exc, prefix=prefix, fields=_field_names(config_cls))
         if err is None:
             raise
         raise err from exc
+
+
+def _refuse_bool_for_numbers(config_cls: type, values: dict[str, Any], prefix: str) -> None:
+    fields = getattr(config_cls, "__pydantic_fields__", {})
+    for key, value in values.items():
+        expected = _bool_for_number(fields[key].annotation, value) if key in fields else None
+        if expected:
+            raise ConfigError(f"{prefix}.{key}: expected {expected}, got {value!r}")
 
 
 def _given(obj: Any, values: dict[str, Any]) -> dict[str, Any]:
