@@ -154,7 +154,10 @@ class TrainConfig(Section):
     channels_last: bool = Field(False, description="4-D weights and image batches in channels-last memory format")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     seed: int = 0
-    nan_policy: Literal["stop", "skip"] = Field("stop", description="on a NaN/inf loss: stop, or skip the step")
+    nan_policy: Literal["stop", "skip"] = Field("stop", description="on a NaN/inf loss or gradient: stop, or skip "
+                                                "the step")
+    max_skipped_steps: int | None = Field(25, ge=1, description="stop when this many steps in a row were skipped "
+                                          "(nan_policy skip, fp16 overflow); null: never")
     # evaluation, logging, checkpoints
     log_every: int = Field(10, ge=1)
     eval_every: int | Literal["epoch"] = "epoch"

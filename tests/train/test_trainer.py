@@ -341,6 +341,84 @@ def test_nan_loss_with_skip_policy_leaves_weights_optimizer_and_schedule_untouch
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+class GradPoison(nn.Module):
+    """Wraps a model: on chosen training calls multiplies the gradient reaching the logits by `factor` (inf: every
+    gradient inf or NaN), while the loss itself stays finite."""
+
+    def __init__(self, inner: nn.Module, calls: tuple[int, ...], factor: float = float("inf")):
+        super().__init__()
+        self.inner, self.calls, self.factor, self.count = inner, set(calls), factor, 0
+
+    def forward(self, batch):
+        out = self.inner(batch)
+        if self.training:
+            self.count += 1
+            if self.count in self.calls:
+                out.logits.register_hook(lambda g: g * self.factor)
+        return out
+
+
+class Line(nn.Module):
+    """pred = w * x under an MSE loss: targets of 1e18 give a finite loss (1e36) and a finite gradient (2e18)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, batch):
+        pred = self.w * batch["x"][:, 0]
+        return Output(logits=pred[:, None], loss=((pred - batch["y"]) ** 2).mean())
+
+
+def test_finite_loss_with_nonfinite_gradients_is_skipped_untouched(blobs, tiny_mlp, train_config):
+    # issue 13, defect 26: the loss was finite, so the NaN gradients went into the weights
+    model, snapshots = GradPoison(tiny_mlp(), calls=(3,)), Snapshots()
+    cfg = train_config(max_steps=6, batch_size=8, optimizer="adamw", lr=0.01, scheduler="cosine", warmup_steps=2,
+                       nan_policy="skip")
+    t = Trainer(model, cfg, blobs(64), callbacks=[snapshots])
+    t.fit()
+    before, skipped, after = snapshots.at[2], snapshots.at[3], snapshots.at[4]
+    for key in ("params", "optimizer", "schedule", "lr"):
+        assert_equal_nested(skipped[key], before[key], key)
+    assert changed(after["params"], skipped["params"])
+    assert (t.step, t.skipped_steps) == (6, 1)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    stop = Trainer(GradPoison(tiny_mlp(), calls=(3,)), train_config(max_steps=6, batch_size=8), blobs(64))
+    with pytest.raises(TrainingError, match=r"^gradient norm is (nan|inf) at step 3 \(epoch 0, batch 2\); lower"):
+        stop.fit()
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_a_step_that_overflows_the_weights_stops_the_run_naming_it(train_config, policy):
+    # issue 13, defect 11: a finite but huge loss sent the weights to inf, and every later step was skipped
+    data = TensorDictDataset({"x": torch.ones(8, 1), "y": torch.full((8,), 1e18)})
+    t = Trainer(Line(), train_config(max_steps=5, batch_size=8, optimizer="sgd", momentum=0.0, lr=1e21,
+                                     nan_policy=policy), data)
+    with pytest.raises(TrainingError) as err:
+        t.fit()
+    assert str(err.value).startswith("step 1 (epoch 0, batch 0) made the weights non-finite (loss 1e+36, gradient "
+                                     "norm 2e+18)")
+    assert t.step == 1
+
+
+def test_skipped_steps_in_a_row_stop_the_run_at_max_skipped_steps(blobs, tiny_mlp, train_config):
+    cfg = train_config(max_steps=20, batch_size=8, nan_policy="skip", max_skipped_steps=4)
+    t = Trainer(Spy(tiny_mlp(), nan_calls=tuple(range(3, 30))), cfg, blobs(64))
+    with pytest.raises(TrainingError) as err:
+        t.fit()
+    assert t.step == 6 and t.skipped_steps == 4  # steps 3, 4, 5 and 6
+    assert str(err.value) == ("4 steps in a row were skipped, the last at step 6 (epoch 0, batch 5): loss is nan; "
+                              "the run has stopped learning: lower train.lr, set train.grad_clip or check the data "
+                              "(train.max_skipped_steps sets this limit)")
+
+    scattered = Trainer(Spy(tiny_mlp(), nan_calls=(2, 4, 5, 7, 9, 10)), cfg.model_copy(update={"max_skipped_steps": 3}),
+                        blobs(64))
+    scattered.fit()  # never 3 in a row
+    assert (scattered.step, scattered.skipped_steps) == (20, 6)
+    assert scattered.state_dict()["progress"]["skipped_in_a_row"] == 0
+
+
 # --- 8. mixed precision --------------------------------------------------------------------------------------------
 
 
