@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from dlforge.artifacts import load_model, load_trained, save_model
+from dlforge.artifacts import load_model, load_trained, read_json, save_model, weights_sha256
 from dlforge.config import Config, dump_config, load_config
 from dlforge.data.dataset import DataBundle
 from dlforge.errors import ConfigError, DlforgeError
@@ -43,6 +43,8 @@ from dlforge.train.callbacks import (
 )
 from dlforge.train.checkpoint import load_latest_checkpoint
 from dlforge.train.trainer import Trainer, seed_everything
+
+RUN_FILE = "run.json"  # what a run resolved when it started (its init_from), beside the config.yaml it was given
 
 
 @dataclass
@@ -96,12 +98,15 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
 
 
 def train(config: Config | str | Path | dict, overrides: list[str] | None = None, run_dir: str | Path | None = None,
-          resume: str | Path | None = None) -> RunResult:
-    """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name)."""
+          resume: str | Path | None = None, allow_changes: bool = False) -> RunResult:
+    """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name), where
+    overrides that change its schedule (`dlforge.train.optim.schedule_changes`) are refused unless `allow_changes`."""
     start = time.perf_counter()
     if resume is not None:
         run_path = resolve_run(str(resume), _runs_dir(config), finished=False)  # latest: finished or not
         cfg = load_config(run_path / "config.yaml", overrides)
+        if not allow_changes:
+            _refuse_schedule_changes(load_config(run_path / "config.yaml"), cfg)
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
     info = distributed.setup(cfg.train.device)
@@ -110,10 +115,12 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     model = build_model(cfg, data)
     if cfg.train.mfu and not callable(getattr(model, "flops_per_token", None)):
         raise ConfigError(f"train.mfu: model {cfg.model['name']!r} does not report its FLOPs per token")
+    # a resume has every weight in its checkpoint, and what they started from in run.json
+    started_from = _load_start(model, cfg, data.tokenizer) if resume is None else _recorded_start(run_path)
     if cfg.train.transfer is not None:
-        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=resume is None, tokenizer=data.tokenizer)
-    if cfg.train.init_from is not None and resume is None:  # a resume has every weight in its checkpoint
-        init_from(model, cfg.train.init_from, cfg.runs_dir, tokenizer=data.tokenizer)
+        from dlforge.train import transfer
+
+        transfer.freeze(model, cfg.train.transfer.freeze)
     if cfg.train.lora is not None:
         from dlforge.llm.lora import add_lora
 
@@ -126,11 +133,6 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
                       num_workers=cfg.data_config().num_workers, batch_transform=data.augment)
     if resume is None:
         run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir))
-    registry = RunRegistry(run_path.parent) if info.is_main else None
-    if info.is_main:
-        atomic_write_text(run_path / "config.yaml", dump_config(cfg))
-        registry.start(run_path.name, str(run_path), cfg.name, cfg.hash(), data.fingerprint, git_revision())
-
     ckpt_dir = run_path / "checkpoints"
     callbacks = [MetricsLogger(run_path, tensorboard=t.tensorboard)]
     if t.early_stopping is not None:
@@ -147,9 +149,16 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     if resume is not None:
         found = load_latest_checkpoint(ckpt_dir, warn=_warn)
         if found is not None:
-            trainer.load_state_dict(found[1])
+            trainer.load_state_dict(found[1], source=str(found[0] / "state.safetensors"))
+            _note(f"resumed from {found[0].name} (step {trainer.step})")
         else:  # killed before its first checkpoint: start over in the same folder
             (run_path / "metrics.jsonl").unlink(missing_ok=True)
+    registry = RunRegistry(run_path.parent) if info.is_main else None
+    if info.is_main:  # a resume refused above (another model shape...) leaves the run's config as it was
+        atomic_write_text(run_path / "config.yaml", dump_config(cfg))  # as written: init_from: latest:NAME stays
+        if resume is None:
+            atomic_write_json(run_path / RUN_FILE, {"started_from": started_from})
+        registry.start(run_path.name, str(run_path), cfg.name, cfg.hash(), data.fingerprint, git_revision())
     try:
         trainer.fit()
     except BaseException as exc:
@@ -166,30 +175,53 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     if trainer.interrupted:
         registry.finish(run_path.name, "interrupted", {"step": trainer.step})
         return result
-    result.metrics = _finalize(cfg, run_path, model, data, trainer, task)
+    result.metrics = _finalize(cfg, run_path, model, data, trainer, task, started_from)
     result.wall_s = time.perf_counter() - start
-    _write_card(cfg, run_path, model, data, result)
+    _write_card(cfg, run_path, model, data, result, started_from)
     registry.finish(run_path.name, "completed", {f"{s}/{k}": v for s, m in result.metrics.items() for k, v in m.items()
                                                  if isinstance(v, int | float)})
     return result
 
 
-def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, tokenizer: Any = None) -> None:
-    """Load the source's backbone (a fresh run only; a resume has it in its checkpoint), then freeze. Text data
-    must be tokenized with the tokenizer the source model was trained with."""
+def _load_start(model: torch.nn.Module, cfg: Config, tokenizer: Any) -> dict[str, str] | None:
+    """Load what a fresh run starts from (train.transfer's backbone, or every weight of train.init_from) and return
+    it resolved, as run.json and the model card record it: the key and reference as written, the model folder it
+    names now, and the SHA-256 of that folder's weights. None for a run from scratch."""
+    t = cfg.train
+    if t.transfer is not None:
+        key, ref = "train.transfer.init_from", t.transfer.init_from
+        folder = _transfer(model, ref, cfg.runs_dir, tokenizer)
+    elif t.init_from is not None:
+        key, ref = "train.init_from", t.init_from
+        folder = init_from(model, ref, cfg.runs_dir, tokenizer=tokenizer)
+    else:
+        return None
+    record = {"key": key, "ref": ref, "path": str(folder.resolve()), "weights_sha256": weights_sha256(folder)}
+    _note(f"{key} {ref}: {record['path']} (weights SHA-256 {record['weights_sha256']})")
+    return record
+
+
+def _recorded_start(run_path: Path) -> dict[str, str] | None:
+    """What a run started from, as `_load_start` recorded it (None for a run from scratch or one without run.json)."""
+    path = run_path / RUN_FILE
+    return read_json(path).get("started_from") if path.is_file() else None
+
+
+def _transfer(model: torch.nn.Module, ref: str, runs_dir: str, tokenizer: Any = None) -> Path:
+    """Load the backbone of the source `ref` into `model`; return the source's folder. Text data must be tokenized
+    with the tokenizer the source model was trained with."""
     from dlforge.train import transfer
 
-    if fresh:
-        try:
-            source, source_tokenizer = _transfer_source(tcfg.init_from, runs_dir)
-        except DlforgeError as exc:
-            raise ConfigError(f"train.transfer.init_from: {exc}") from None
-        if tokenizer is not None and source_tokenizer is not None:
-            from dlforge.text.tokenizer import check_tokenizer
+    try:
+        source, source_tokenizer, folder = _transfer_source(ref, runs_dir)
+    except DlforgeError as exc:
+        raise ConfigError(f"train.transfer.init_from: {exc}") from None
+    if tokenizer is not None and source_tokenizer is not None:
+        from dlforge.text.tokenizer import check_tokenizer
 
-            check_tokenizer(tokenizer, source_tokenizer, f"train.transfer.init_from {tcfg.init_from}")
-        transfer.load_backbone(model, source)
-    transfer.freeze(model, tcfg.freeze)
+        check_tokenizer(tokenizer, source_tokenizer, f"train.transfer.init_from {ref}")
+    transfer.load_backbone(model, source)
+    return folder
 
 
 def init_from(model: torch.nn.Module, ref: str, runs_dir: str | Path = "runs", tokenizer: Any = None) -> Path:
@@ -214,9 +246,9 @@ def init_from(model: torch.nn.Module, ref: str, runs_dir: str | Path = "runs", t
     return folder
 
 
-def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | None]:
-    """The model to take a backbone from, and the hash of its tokenizer if it has one: a transformers BERT folder
-    or 'minilm' (`dlforge.llm.bert_weights`), or a dlforge run or model folder."""
+def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | None, Path]:
+    """The model to take a backbone from, the hash of its tokenizer if it has one, and its folder: a transformers
+    BERT folder or 'minilm' (`dlforge.llm.bert_weights`), or a dlforge run or model folder."""
     from dlforge.llm.bert_weights import find_bert_folder, load_hf_bert
 
     folder = find_bert_folder(ref)
@@ -224,13 +256,27 @@ def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | No
         from dlforge.text.tokenizer import load_tokenizer
 
         has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
-        return load_hf_bert(folder, head="none"), load_tokenizer(folder).hash if has_tokenizer else None
-    source, meta = load_model(model_dir(ref, runs_dir))
-    return source, _tokenizer_hash(meta["extra"].get("preprocessing.json"))
+        return load_hf_bert(folder, head="none"), load_tokenizer(folder).hash if has_tokenizer else None, folder
+    folder = model_dir(ref, runs_dir)
+    source, meta = load_model(folder)
+    return source, _tokenizer_hash(meta["extra"].get("preprocessing.json")), folder
+
+
+def _refuse_schedule_changes(saved: Config, cfg: Config) -> None:
+    from dlforge.train.optim import schedule_changes
+
+    changes = schedule_changes(saved.train, cfg.train)
+    if changes:
+        raise ConfigError(f"--resume: {', '.join(changes)} would change the schedule of the run being resumed; pass "
+                          "--allow-changes to resume with them anyway")
 
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _runs_dir(config: Any) -> str:
@@ -257,7 +303,7 @@ def _broadcast_path(info: distributed.DistInfo, make) -> Path:
 
 
 def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, trainer: Trainer,
-              task: Task) -> dict:
+              task: Task, started_from: dict[str, str] | None) -> dict:
     """Best weights -> model/ folder; metrics on every split -> eval.json; confusion matrix plot."""
     from dlforge.artifacts import load_weights
 
@@ -271,7 +317,8 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     if cfg.train.lora is not None:  # adapter/ alone (over its base), and model/ the base with the adapter merged
         from dlforge.llm.lora import merge_lora, save_adapter
 
-        save_adapter(model, run_path / "adapter", base=_base_name(cfg), tokenizer=data.tokenizer)
+        base = started_from["path"] if started_from else cfg.train.init_from  # the folder it resolved to then
+        save_adapter(model, run_path / "adapter", base=base, tokenizer=data.tokenizer)
         merge_lora(model)
     extra["signature.json"] = task.signature(data, model)  # inputs and outputs, for export and serving
     save_model(model, run_path / "model", extra_files=extra)
@@ -296,22 +343,15 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     return metrics
 
 
-def _base_name(cfg: Config) -> str:
-    """The init_from model folder, as found now (the reference itself when it no longer resolves)."""
-    try:
-        return str(model_dir(cfg.train.init_from, cfg.runs_dir))
-    except DlforgeError:
-        return cfg.train.init_from
-
-
-def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, result: RunResult) -> None:
+def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, result: RunResult,
+                started_from: dict[str, str] | None) -> None:
     from dlforge.runs.card import write_model_card
 
     params = sum(p.numel() for p in model.parameters())
     info = _jsonable(data.info)
     info["split_sizes"] = {s: len(getattr(data, s)) for s in ("train", "val", "test") if getattr(data, s) is not None}
     write_model_card(run_path, name=cfg.name, config=cfg.model_dump(mode="json"), info=info,
-                     metrics=result.metrics, params=params, wall_s=result.wall_s)
+                     metrics=result.metrics, params=params, wall_s=result.wall_s, started_from=started_from)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

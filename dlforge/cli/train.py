@@ -20,6 +20,8 @@ def train_cmd(
     overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. train.lr=3e-3 model.hidden=[256,256]"),
     run_dir: Path = typer.Option(None, "--run-dir", help="write the run here instead of runs/<name>-<time>"),
     resume: str = typer.Option(None, "--resume", help="continue a run (folder, name or 'latest') from its checkpoint"),
+    allow_changes: bool = typer.Option(False, "--allow-changes", help="with --resume: accept overrides that change "
+                                       "the schedule (train.max_steps, train.lr, ...)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Train a model: `dlforge train breast-cancer-mlp train.lr=3e-3`."""
@@ -34,7 +36,7 @@ def train_cmd(
             raise ConfigError(f"train: --resume continues a run with its saved config; drop the preset {preset!r}")
         overrides = [preset, *overrides]
         preset = None
-    result = train(preset, overrides, run_dir=run_dir, resume=resume)
+    result = train(preset, overrides, run_dir=run_dir, resume=resume, allow_changes=allow_changes)
     if result.run_dir is None:
         return
     summary = {"run_dir": str(result.run_dir), "status": result.status, "stop_reason": result.stop_reason,

@@ -89,7 +89,14 @@ def _data_section(config: dict[str, Any], info: dict[str, Any]) -> list[str]:
     ]
 
 
-def _training_section(config: dict[str, Any], wall_s: float) -> list[str]:
+def _started_from(train: dict[str, Any], started_from: dict[str, str] | None) -> str:
+    if started_from:
+        return (f"`{started_from['path']}` ({started_from['key']}: `{started_from['ref']}`, weights SHA-256 "
+                f"`{started_from['weights_sha256']}`)")
+    return NOT_RECORDED if train.get("init_from") or train.get("transfer") else "random initialization"
+
+
+def _training_section(config: dict[str, Any], wall_s: float, started_from: dict[str, str] | None) -> list[str]:
     train = config.get("train", {})
     optimizer = f"{train.get('optimizer', NOT_RECORDED)}"
     if "weight_decay" in train:
@@ -102,6 +109,7 @@ def _training_section(config: dict[str, Any], wall_s: float) -> list[str]:
     return [
         "## Training",
         "",
+        f"- Started from: {_started_from(train, started_from)}",
         f"- Optimizer: {optimizer}",
         f"- Learning rate: {train.get('lr', NOT_RECORDED)}",
         f"- Schedule: {schedule}",
@@ -192,13 +200,15 @@ def write_model_card(
     metrics: dict[str, dict[str, float]],
     params: int,
     wall_s: float,
+    started_from: dict[str, str] | None = None,
 ) -> Path:
     """Write `run_dir/README.md`, the run's model card, and return its path.
 
     `config` is the resolved config (sections name, data, model, train); `info` is the data's info dict, of which
     `source`, `task`, `num_classes`, `label_names`, `feature_names` / `num_features` and `split_sizes` (split ->
     count) are used; `metrics` maps a split to its final metrics; `params` counts the model's parameters and
-    `wall_s` is the training time in seconds.
+    `wall_s` is the training time in seconds. `started_from` is what the weights started from, resolved when the
+    run began: {key, ref (as written), path, weights_sha256}; None for a run from scratch.
     """
     run_dir = Path(run_dir)
     header = [
@@ -210,7 +220,7 @@ def write_model_card(
         header,
         _model_section(config, params),
         _data_section(config, info),
-        _training_section(config, wall_s),
+        _training_section(config, wall_s, started_from),
         _metrics_section(metrics),
         _intended_use(config, info),
         _limitations(info, metrics),

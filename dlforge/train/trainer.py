@@ -26,9 +26,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from dlforge.artifacts import check_shapes
 from dlforge.config import TrainConfig
 from dlforge.data.dataset import collate_batch, sample_lengths
-from dlforge.errors import ConfigError, TrainingError
+from dlforge.errors import CheckpointError, ConfigError, TrainingError
 from dlforge.eval.evaluate import evaluate_model
 from dlforge.eval.metrics import lower_is_better
 from dlforge.train import distributed, transfer
@@ -337,8 +338,18 @@ class Trainer:
             "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys()},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        """Continue from `state` (see `state_dict`); `source` names it in errors: a model of other shapes (its config
+        changed since), or an optimizer of other parameter groups (weight decay, transfer or LoRA settings)."""
+        check_shapes(self.model.state_dict(), state["model"], source,
+                     "the model config differs from the one this checkpoint was trained with")
         self.model.load_state_dict(state["model"])
+        saved = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
+        own = [len(g["params"]) for g in self.optimizer.param_groups]
+        if saved != own:
+            raise CheckpointError(f"{source}: the optimizer state has parameter groups of {saved} tensors, this run "
+                                  f"{own}; train.weight_decay, train.transfer or train.lora differ from the "
+                                  "checkpoint's")
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         if state.get("scaler"):
