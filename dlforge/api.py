@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from dlforge.artifacts import load_model, load_trained, read_json, save_model, weights_sha256
-from dlforge.config import Config, dump_config, load_config
+from dlforge.config import QUICK_OVERRIDES, Config, dump_config, load_config
 from dlforge.data.dataset import DataBundle
 from dlforge.errors import ConfigError, DlforgeError
-from dlforge.eval.evaluate import evaluate_model
+from dlforge.eval.evaluate import evaluate_model, limit_splits
 from dlforge.registry import create_model, create_task, dataset_entry
 from dlforge.runs.history import compare_runs, list_runs, show_run  # noqa: F401  (the public API)
 from dlforge.runs.registry import RunRegistry, git_revision
@@ -55,6 +55,7 @@ class RunResult:
     steps: int
     wall_s: float
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metric -> value
+    eval_note: str = ""  # when the metrics come from part of each split (train.limit_eval_batches)
 
     @property
     def exit_code(self) -> int:
@@ -98,17 +99,21 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
 
 
 def train(config: Config | str | Path | dict, overrides: list[str] | None = None, run_dir: str | Path | None = None,
-          resume: str | Path | None = None, allow_changes: bool = False) -> RunResult:
+          resume: str | Path | None = None, allow_changes: bool = False, quick: bool = False) -> RunResult:
     """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name), where
-    overrides that change its schedule (`dlforge.train.optim.schedule_changes`) are refused unless `allow_changes`."""
+    overrides that change its schedule (`dlforge.train.optim.schedule_changes`) are refused unless `allow_changes`.
+    `quick` puts `dlforge.config.QUICK_OVERRIDES` (a short run) before the overrides."""
     start = time.perf_counter()
+    overrides = [*QUICK_OVERRIDES, *(overrides or [])] if quick else overrides
     if resume is not None:
         run_path = resolve_run(str(resume), _runs_dir(config), finished=False)  # latest: finished or not
         cfg = load_config(run_path / "config.yaml", overrides)
         if not allow_changes:
             _refuse_schedule_changes(load_config(run_path / "config.yaml"), cfg)
+    elif isinstance(config, Config):
+        cfg = load_config(config.model_dump(mode="json"), overrides) if overrides else config
     else:
-        cfg = config if isinstance(config, Config) else load_config(config, overrides)
+        cfg = load_config(config, overrides)
     info = distributed.setup(cfg.train.device)
     seed_everything(cfg.train.seed)
     data = build_data(cfg)  # before the run folder exists: bad data leaves nothing behind
@@ -175,7 +180,9 @@ def train(config: Config | str | Path | dict, overrides: list[str] | None = None
     if trainer.interrupted:
         registry.finish(run_path.name, "interrupted", {"step": trainer.step})
         return result
-    result.metrics = _finalize(cfg, run_path, model, data, trainer, task, started_from)
+    evaluated, limited = limit_splits(data, t.limit_eval_batches, trainer.eval_batch_size)
+    result.metrics = _finalize(cfg, run_path, model, evaluated, trainer, task, started_from, limited)
+    result.eval_note = _eval_note(limited)
     result.wall_s = time.perf_counter() - start
     _write_card(cfg, run_path, model, data, result, started_from)
     registry.finish(run_path.name, "completed", {f"{s}/{k}": v for s, m in result.metrics.items() for k, v in m.items()
@@ -303,8 +310,9 @@ def _broadcast_path(info: distributed.DistInfo, make) -> Path:
 
 
 def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, trainer: Trainer,
-              task: Task, started_from: dict[str, str] | None) -> dict:
-    """Best weights -> model/ folder; metrics on every split -> eval.json; confusion matrix plot."""
+              task: Task, started_from: dict[str, str] | None, limited: dict[str, Any]) -> dict:
+    """Best weights -> model/ folder; metrics on every split -> eval.json; confusion matrix plot. `data`'s splits
+    may be cut by train.limit_eval_batches, which `limited` records (see `limit_splits`) in eval.json."""
     from dlforge.artifacts import load_weights
 
     best = run_path / "checkpoints" / "best" / "model.safetensors"
@@ -338,9 +346,19 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
         if decoded is not None:
             metrics[split].update(decoded[0])
             reports.setdefault(task.report_key, {})[split] = decoded[1]
+    limits = {"eval_limited": limited} if limited else {}
     atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason,
-                                               "world_size": trainer.dist.world_size, **metrics, **reports})
+                                               "world_size": trainer.dist.world_size, **limits, **metrics, **reports})
     return metrics
+
+
+def _eval_note(limited: dict[str, Any]) -> str:
+    """One line saying that the final metrics come from part of each split, or "" when they cover it all."""
+    if not limited:
+        return ""
+    limit = limited["limit_eval_batches"]
+    parts = ", ".join(f"{split} {n:,} of {total:,}" for split, (n, total) in limited["samples"].items())
+    return f"metrics from part of each split (train.limit_eval_batches {limit}): {parts} samples"
 
 
 def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, result: RunResult,
@@ -351,7 +369,8 @@ def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataB
     info = _jsonable(data.info)
     info["split_sizes"] = {s: len(getattr(data, s)) for s in ("train", "val", "test") if getattr(data, s) is not None}
     write_model_card(run_path, name=cfg.name, config=cfg.model_dump(mode="json"), info=info,
-                     metrics=result.metrics, params=params, wall_s=result.wall_s, started_from=started_from)
+                     metrics=result.metrics, params=params, wall_s=result.wall_s, started_from=started_from,
+                     eval_note=result.eval_note)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

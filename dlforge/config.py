@@ -161,6 +161,9 @@ class TrainConfig(Section):
     # evaluation, logging, checkpoints
     log_every: int = Field(10, ge=1)
     eval_every: int | Literal["epoch"] = "epoch"
+    limit_eval_batches: int | float | None = Field(None, description="evaluate only the first N batches (an integer) "
+                                                   "or this fraction (0 < x <= 1) of each split, in validation and "
+                                                   "in the final report, which says so; null: all of it")
     checkpoint_every: int | Literal["epoch"] | None = "epoch"
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept (the best one is kept besides)")
     monitor: str = Field("val/loss", description="metric for best-checkpoint tracking")
@@ -182,6 +185,13 @@ class TrainConfig(Section):
             raise ValueError("must be >= 1")
         return v
 
+    @field_validator("limit_eval_batches")
+    @classmethod
+    def _limit(cls, v: Any) -> Any:
+        if (isinstance(v, int) and v < 1) or (isinstance(v, float) and not 0 < v <= 1):
+            raise ValueError("expected a number of batches >= 1 or a fraction in (0, 1]")
+        return v
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
@@ -200,6 +210,12 @@ class TrainConfig(Section):
         if self.lora is not None and self.init_from is None:
             raise ConfigError("train.lora: needs train.init_from, the base model the adapters are trained over")
         return self
+
+
+# `dlforge train --quick`: a short run of any preset, to see it work end to end. Given before the user's overrides,
+# which win. The warmup of a longer preset is scaled down to the 50 steps by the Trainer.
+QUICK_OVERRIDES = ("train.max_steps=50", "train.eval_every=50", "train.checkpoint_every=50", "train.log_every=10",
+                   "train.limit_eval_batches=4")
 
 
 class Config(Section):

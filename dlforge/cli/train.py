@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from dlforge.cli.output import console, emit_json, metrics_table, table
+from dlforge.config import QUICK_OVERRIDES
 
 
 def register(app: typer.Typer) -> None:
@@ -22,6 +23,8 @@ def train_cmd(
     resume: str = typer.Option(None, "--resume", help="continue a run (folder, name or 'latest') from its checkpoint"),
     allow_changes: bool = typer.Option(False, "--allow-changes", help="with --resume: accept overrides that change "
                                        "the schedule (train.max_steps, train.lr, ...)"),
+    quick: bool = typer.Option(False, "--quick", help=f"a short run to see it work: {' '.join(QUICK_OVERRIDES)} "
+                               "(before the overrides, which win)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Train a model: `dlforge train breast-cancer-mlp train.lr=3e-3`."""
@@ -36,17 +39,20 @@ def train_cmd(
             raise ConfigError(f"train: --resume continues a run with its saved config; drop the preset {preset!r}")
         overrides = [preset, *overrides]
         preset = None
-    result = train(preset, overrides, run_dir=run_dir, resume=resume, allow_changes=allow_changes)
+    result = train(preset, overrides, run_dir=run_dir, resume=resume, allow_changes=allow_changes, quick=quick)
     if result.run_dir is None:
         return
     summary = {"run_dir": str(result.run_dir), "status": result.status, "stop_reason": result.stop_reason,
-               "steps": result.steps, "wall_s": round(result.wall_s, 2), "metrics": result.metrics}
+               "steps": result.steps, "wall_s": round(result.wall_s, 2), "metrics": result.metrics,
+               "eval_note": result.eval_note}
     if as_json:
         emit_json(summary)
         raise typer.Exit(result.exit_code)
     if result.metrics:
         console.print(f"{result.run_dir.name}: {result.steps} steps in {result.wall_s:.1f} s ({result.stop_reason})")
         metrics_table("metrics", result.metrics)
+        if result.eval_note:
+            console.print(f"note: {result.eval_note}", soft_wrap=True)
     if result.status == "interrupted":
         console.print(f"interrupted at step {result.steps}; continue with: dlforge train --resume {result.run_dir}",
                       soft_wrap=True)  # one line whatever the terminal width: it is a command to copy

@@ -138,9 +138,9 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _metrics_section(metrics: dict[str, dict[str, float]]) -> list[str]:
+def _metrics_section(metrics: dict[str, dict[str, float]], eval_note: str) -> list[str]:
     body = metrics_table(metrics) if any(metrics.values()) else "No evaluation was recorded."
-    return ["## Metrics", "", body]
+    return ["## Metrics", "", body] + (["", f"Note: {eval_note}."] if eval_note else [])
 
 
 def _intended_use(config: dict[str, Any], info: dict[str, Any]) -> list[str]:
@@ -201,6 +201,7 @@ def write_model_card(
     params: int,
     wall_s: float,
     started_from: dict[str, str] | None = None,
+    eval_note: str = "",
 ) -> Path:
     """Write `run_dir/README.md`, the run's model card, and return its path.
 
@@ -208,7 +209,8 @@ def write_model_card(
     `source`, `task`, `num_classes`, `label_names`, `feature_names` / `num_features` and `split_sizes` (split ->
     count) are used; `metrics` maps a split to its final metrics; `params` counts the model's parameters and
     `wall_s` is the training time in seconds. `started_from` is what the weights started from, resolved when the
-    run began: {key, ref (as written), path, weights_sha256}; None for a run from scratch.
+    run began: {key, ref (as written), path, weights_sha256}; None for a run from scratch. `eval_note` says when the
+    metrics come from part of each split.
     """
     run_dir = Path(run_dir)
     header = [
@@ -221,7 +223,7 @@ def write_model_card(
         _model_section(config, params),
         _data_section(config, info),
         _training_section(config, wall_s, started_from),
-        _metrics_section(metrics),
+        _metrics_section(metrics, eval_note),
         _intended_use(config, info),
         _limitations(info, metrics),
         _how_to_load(run_dir),

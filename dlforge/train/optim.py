@@ -178,6 +178,17 @@ class Schedule:
             group["lr"] = lr
 
 
+def fit_warmup(cfg: TrainConfig, total_steps: int) -> tuple[TrainConfig, str]:
+    """The config with a warmup at least as long as the run (a preset shortened with train.max_steps or --quick)
+    scaled down to a tenth of the run, and a line that says so; the config unchanged and "" otherwise."""
+    if cfg.scheduler not in WARMUP_SCHEDULERS or cfg.warmup_steps < total_steps:
+        return cfg, ""
+    warmup = total_steps // 10
+    note = (f"train.warmup_steps {cfg.warmup_steps} is not shorter than the run ({total_steps} steps): warming up "
+            f"over {warmup} steps instead")
+    return cfg.model_copy(update={"warmup_steps": warmup}), note
+
+
 def schedule_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
     """`train.KEY OLD -> NEW` for each schedule-defining key that differs between two configs of one run: the run's
     length first where its schedule decays over it, then `SCHEDULE_KEYS`."""

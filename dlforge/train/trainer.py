@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import random
 import signal
+import sys
 import time
 from typing import Any
 
@@ -30,11 +31,11 @@ from dlforge.artifacts import check_shapes
 from dlforge.config import TrainConfig
 from dlforge.data.dataset import collate_batch, sample_lengths
 from dlforge.errors import CheckpointError, ConfigError, TrainingError
-from dlforge.eval.evaluate import evaluate_model
+from dlforge.eval.evaluate import evaluate_model, first_batches
 from dlforge.eval.metrics import lower_is_better
 from dlforge.train import distributed, transfer
 from dlforge.train.callbacks import Callback
-from dlforge.train.optim import build_optimizer, build_schedule
+from dlforge.train.optim import build_optimizer, build_schedule, fit_warmup
 from dlforge.train.sampler import StepBatchSampler
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -88,6 +89,9 @@ class Trainer:
         self.steps_per_epoch = self.sampler.batches_per_epoch
         epochs_steps = c.max_epochs * self.steps_per_epoch if c.max_epochs else None
         self.max_steps = min(s for s in (c.max_steps, epochs_steps) if s is not None)
+        if val_data is not None:  # train.limit_eval_batches: the first batches of it
+            self.val_data = first_batches(val_data, c.limit_eval_batches, self.eval_batch_size)
+        self.cfg = c = self._fit_warmup(c)
 
         scales = transfer.lr_scales(model, c.transfer) if c.transfer is not None else None
         self.optimizer = build_optimizer(model, c, lr_scales=scales)
@@ -102,6 +106,17 @@ class Trainer:
         self._loss_sum, self._loss_count, self._samples, self._tokens = 0.0, 0, 0, 0
         self._lr = c.lr
         self.last_eval: dict[str, float] = {}
+
+    @property
+    def eval_batch_size(self) -> int:
+        return max(self.batch_size, 256)
+
+    def _fit_warmup(self, c: TrainConfig) -> TrainConfig:
+        """A warmup as long as the run (a preset shortened) scaled down to a tenth of it, said in one line."""
+        c, note = fit_warmup(c, self.max_steps)
+        if note and self.dist.is_main:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        return c
 
     # --- the loop ------------------------------------------------------------------------------------------------
 
@@ -281,7 +296,7 @@ class Trainer:
         data = self.val_data if data is None else data
         if data is None:
             return {}
-        results = evaluate_model(self.model, data, self.metrics, batch_size=max(self.batch_size, 256),
+        results = evaluate_model(self.model, data, self.metrics, batch_size=self.eval_batch_size,
                                  device=self.device, autocast_dtype=self.autocast_dtype,
                                  channels_last=self.cfg.channels_last)
         results = {f"{split}/{k}": v for k, v in results.items()}

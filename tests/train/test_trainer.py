@@ -419,6 +419,44 @@ def test_skipped_steps_in_a_row_stop_the_run_at_max_skipped_steps(blobs, tiny_ml
     assert scattered.state_dict()["progress"]["skipped_in_a_row"] == 0
 
 
+class EvalCounter(nn.Module):
+    """Wraps a model: counts the rows of every evaluation forward."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.rows = inner, 0
+
+    def forward(self, batch):
+        if not self.training:
+            self.rows += len(batch["x"])
+        return self.inner(batch)
+
+
+@pytest.mark.parametrize(("limit", "rows"), [(None, 600), (1, 256), (2, 512), (0.1, 60), (1.0, 600)])
+def test_limit_eval_batches_validates_on_the_first_batches_or_fraction(blobs, tiny_mlp, train_config, limit, rows):
+    # issue 13, defect 24: evaluating a whole split dominated short runs
+    model = EvalCounter(tiny_mlp())
+    t = Trainer(model, train_config(max_steps=2, batch_size=8, eval_every=1, limit_eval_batches=limit), blobs(64),
+                blobs(600, seed=1))
+    t.fit()
+    assert model.rows == 2 * rows  # two evaluations, each of the first `rows` samples (batches of 256)
+
+
+def test_a_warmup_longer_than_the_run_is_scaled_to_a_tenth_of_it_in_one_line(blobs, tiny_mlp, train_config, capsys):
+    # issue 13, defect 24: train.max_steps=30 failed on a preset with warmup_steps 50
+    recorder = Recorder()
+    cfg = train_config(max_steps=30, batch_size=8, scheduler="cosine", warmup_steps=50, lr=0.1)
+    t = Trainer(tiny_mlp(), cfg, blobs(64), callbacks=[recorder])
+    assert capsys.readouterr().err.splitlines() == [
+        "note: train.warmup_steps 50 is not shorter than the run (30 steps): warming up over 3 steps instead"]
+    t.fit()
+    lrs = [row["lr"] for row in recorder.logs]
+    assert lrs[:4] == pytest.approx([0.1 * 1 / 4, 0.1 * 2 / 4, 0.1 * 3 / 4, 0.1])  # (step + 1) / (warmup + 1)
+    assert lrs[-1] < lrs[4]  # then the cosine decays
+    Trainer(tiny_mlp(), train_config(max_steps=30, batch_size=8, scheduler="cosine", warmup_steps=29), blobs(64))
+    assert capsys.readouterr().err == ""  # shorter than the run: as configured
+
+
 # --- 8. mixed precision --------------------------------------------------------------------------------------------
 
 
