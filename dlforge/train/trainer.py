@@ -27,7 +27,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from dlforge.artifacts import check_shapes
 from dlforge.config import TrainConfig
 from dlforge.data.dataset import collate_batch, sample_lengths
 from dlforge.errors import CheckpointError, ConfigError, TrainingError
@@ -356,6 +355,8 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
         """Continue from `state` (see `state_dict`); `source` names it in errors: a model of other shapes (its config
         changed since), or an optimizer of other parameter groups (weight decay, transfer or LoRA settings)."""
+        from dlforge.artifacts import check_shapes  # here: importing the Trainer loads no model-folder code
+
         check_shapes(self.model.state_dict(), state["model"], source,
                      "the model config differs from the one this checkpoint was trained with")
         self.model.load_state_dict(state["model"])
