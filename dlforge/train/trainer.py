@@ -269,7 +269,8 @@ class Trainer:
         """Finite loss and gradients can still overflow the weights (a huge loss or lr). A step cannot be skipped
         once taken, so the run stops here whatever nan_policy says, rather than skip every step after it."""
         weights = [p for p in self.model.parameters() if p.requires_grad]
-        if not torch.isfinite(torch.nn.utils.get_total_norm(weights)):
+        largest = torch.nn.utils.get_total_norm(weights, norm_type=float("inf"))  # max |w|: inf or NaN if one is
+        if not torch.isfinite(largest):
             raise TrainingError(f"{self._where()} made the weights non-finite (loss {loss.item():.4g}, gradient norm "
                                 f"{grad_norm.item():.4g}); lower train.lr or set train.grad_clip")
 
