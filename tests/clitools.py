@@ -27,6 +27,20 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, check: bo
     return proc
 
 
+def run_cli_here(capfd, *args: str) -> subprocess.CompletedProcess:
+    """`dlforge ARGS` in this process, through the CLI's own parsing and error handling (`dlforge.cli.main.main`),
+    without the seconds a new interpreter takes to import torch; `capfd` is the test's fixture."""
+    import pytest
+
+    from dlforge.cli.main import main
+
+    capfd.readouterr()  # what came before is not this command's
+    with pytest.raises(SystemExit) as done:
+        main(list(args))
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["dlforge", *args], done.value.code or 0, out, err)
+
+
 def run_all(commands: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.CompletedProcess]:
     """Run independent `dlforge` commands side by side; key -> finished process."""
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:

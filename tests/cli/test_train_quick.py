@@ -7,14 +7,15 @@ import json
 
 from dlforge import api
 from dlforge.train.checkpoint import find_checkpoints
-from tests.clitools import ok_json, run_cli, train_rows, write_blobs_csv, write_config
+from tests.clitools import ok_json, run_cli_here, train_rows, write_blobs_csv, write_config
 
 
-def test_quick_is_a_short_run_whose_bundle_the_overrides_override(tmp_path):
+def test_quick_is_a_short_run_whose_bundle_the_overrides_override(tmp_path, capfd):
     csv = write_blobs_csv(tmp_path / "blobs.csv", n=120)
     cfg = write_config(tmp_path / "long.yaml", csv, max_steps=2000, scheduler="cosine", warmup_steps=100,
                        eval_every=10, checkpoint_every=5, log_every=1)
-    proc = run_cli("train", str(cfg), "train.max_steps=40", "--quick", "--json", "--run-dir", str(tmp_path / "run"))
+    proc = run_cli_here(capfd, "train", str(cfg), "train.max_steps=40", "--quick", "--json", "--run-dir",
+                        str(tmp_path / "run"))
     summary = ok_json(proc)
     assert summary["steps"] == 40  # the override wins over the bundle's 50
     assert ("note: train.warmup_steps 100 is not shorter than the run (40 steps): warming up over 4 steps instead"

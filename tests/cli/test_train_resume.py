@@ -13,7 +13,7 @@ from dlforge.config import load_config
 from dlforge.errors import CheckpointError
 from dlforge.train.checkpoint import load_latest_checkpoint
 from dlforge.train.trainer import Trainer
-from tests.clitools import one_line_error, run_cli, train_rows, write_blobs_csv, write_config
+from tests.clitools import one_line_error, run_cli_here, train_rows, write_blobs_csv, write_config
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +30,17 @@ def copy_run(run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run, tmp_path / "runs" / run.name))
 
 
-def test_schedule_changes_are_refused_in_one_line_unless_allowed(base, tmp_path):
+def test_schedule_changes_are_refused_in_one_line_unless_allowed(base, tmp_path, capfd):
     before = (base / "config.yaml").read_text()
-    proc = run_cli("train", "--resume", str(base), "train.max_steps=10", "train.lr=0.5", "train.log_every=2")
+    proc = run_cli_here(capfd, "train", "--resume", str(base), "train.max_steps=10", "train.lr=0.5",
+                        "train.log_every=2")
     assert one_line_error(proc) == (
         "error: --resume: train.max_steps 20 -> 10, train.lr 0.02 -> 0.5 would change the schedule of the run "
         "being resumed; pass --allow-changes to resume with them anyway")  # log_every is no part of the schedule
     assert (base / "config.yaml").read_text() == before
 
     run = copy_run(base, tmp_path)
-    proc = run_cli("train", "--resume", str(run), "train.max_steps=30", "--allow-changes", "--json")
+    proc = run_cli_here(capfd, "train", "--resume", str(run), "train.max_steps=30", "--allow-changes", "--json")
     assert proc.returncode == 0, proc.stderr
     assert "resumed from checkpoint-20 (step 20)" in proc.stderr.splitlines()
     assert load_config(run / "config.yaml").train.max_steps == 30
