@@ -270,12 +270,17 @@ def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | No
 
 
 def _refuse_schedule_changes(saved: Config, cfg: Config) -> None:
+    """Refuse a resume whose overrides change the schedule, or the data (whose size sets an epoch's steps), of the
+    run: each key named with its old and new value."""
     from dlforge.train.optim import schedule_changes
 
-    changes = schedule_changes(saved.train, cfg.train)
+    old, new = saved.data, cfg.data
+    keys = sorted((set(old) | set(new)) - {"num_workers"})
+    changes = [f"data.{k} {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
+    changes += schedule_changes(saved.train, cfg.train)
     if changes:
-        raise ConfigError(f"--resume: {', '.join(changes)} would change the schedule of the run being resumed; pass "
-                          "--allow-changes to resume with them anyway")
+        raise ConfigError(f"--resume: {', '.join(changes)} would change the data or the schedule of the run being "
+                          "resumed; pass --allow-changes to resume with them anyway")
 
 
 def _warn(message: str) -> None:

@@ -30,11 +30,12 @@ SCHEDULERS = ("constant", "step", "multistep", "exponential", "cosine", "linear"
 WARMUP_SCHEDULERS = ("constant", "cosine", "linear", "onecycle")
 LAMBDA_SCHEDULERS = ("constant", "cosine", "linear")  # built as one LambdaLR from `_lr_factor`
 
-# The keys that decide the lr of each step and what a step is. Changed on resume, they bend a schedule already under
-# way: a 2000-step cosine resumed as a 100-step one drops its lr at once. The run's length counts for the schedules
-# that decay over it (LENGTH_SCHEDULERS); a constant or step-decay run may be extended.
-SCHEDULE_KEYS = ("batch_size", "grad_accum", "optimizer", "lr", "scheduler", "warmup_steps", "min_lr", "step_size",
-                 "milestones", "gamma", "plateau_patience")
+# The keys that decide the lr of each step and what a step is (its samples: the seed draws the data order). Changed
+# on resume, they bend a schedule already under way: a 2000-step cosine resumed as a 100-step one drops its lr at
+# once. The run's length counts for the schedules that decay over it (LENGTH_SCHEDULERS); a constant or step-decay
+# run may be extended.
+SCHEDULE_KEYS = ("batch_size", "grad_accum", "seed", "optimizer", "lr", "scheduler", "warmup_steps", "min_lr",
+                 "step_size", "milestones", "gamma", "plateau_patience")
 LENGTH_KEYS = ("max_steps", "max_epochs")
 LENGTH_SCHEDULERS = ("cosine", "linear", "onecycle")
 

@@ -33,10 +33,10 @@ def copy_run(run: Path, tmp_path: Path) -> Path:
 def test_schedule_changes_are_refused_in_one_line_unless_allowed(base, tmp_path, capfd):
     before = (base / "config.yaml").read_text()
     proc = run_cli_here(capfd, "train", "--resume", str(base), "train.max_steps=10", "train.lr=0.5",
-                        "train.log_every=2")
-    assert one_line_error(proc) == (
-        "error: --resume: train.max_steps 20 -> 10, train.lr 0.02 -> 0.5 would change the schedule of the run "
-        "being resumed; pass --allow-changes to resume with them anyway")  # log_every is no part of the schedule
+                        "train.log_every=2", "data.limit=50", "data.num_workers=1")
+    assert one_line_error(proc) == (  # log_every and num_workers are no part of the schedule or the data
+        "error: --resume: data.limit None -> 50, train.max_steps 20 -> 10, train.lr 0.02 -> 0.5 would change the "
+        "data or the schedule of the run being resumed; pass --allow-changes to resume with them anyway")
     assert (base / "config.yaml").read_text() == before
 
     run = copy_run(base, tmp_path)
