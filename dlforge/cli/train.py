@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from dlforge.cli.output import console, emit_json, metrics_table, table
-from dlforge.config import QUICK_OVERRIDES
 
 
 def register(app: typer.Typer) -> None:
@@ -22,9 +21,9 @@ def train_cmd(
     run_dir: Path = typer.Option(None, "--run-dir", help="write the run here instead of runs/<name>-<time>"),
     resume: str = typer.Option(None, "--resume", help="continue a run (folder, name or 'latest') from its checkpoint"),
     allow_changes: bool = typer.Option(False, "--allow-changes", help="with --resume: accept overrides that change "
-                                       "the schedule (train.max_steps, train.lr, ...)"),
-    quick: bool = typer.Option(False, "--quick", help=f"a short run to see it work: {' '.join(QUICK_OVERRIDES)} "
-                               "(before the overrides, which win)"),
+                                       "the data or the schedule (train.max_steps, train.lr, ...)"),
+    quick: bool = typer.Option(False, "--quick", help="a short run to see it work end to end: a few steps, evaluated "
+                               "at the end on a few batches (dlforge.config.QUICK_OVERRIDES; your overrides win)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Train a model: `dlforge train breast-cancer-mlp train.lr=3e-3`."""
