@@ -44,11 +44,10 @@ def evaluate_model(model: torch.nn.Module, data: Dataset, metrics: Any = None, b
 def first_batches(data: Dataset, limit: int | float | None, batch_size: int) -> Dataset:
     """What `train.limit_eval_batches` keeps of `data`: its first `limit` batches of `batch_size` samples (an int),
     or its first `limit` fraction of samples (a float, rounded up); all of it when `limit` is None."""
-    n = len(data)
     if limit is None:
         return data
-    keep = limit * batch_size if isinstance(limit, int) else math.ceil(limit * n)
-    return Subset(data, range(keep)) if keep < n else data
+    keep = limit * batch_size if isinstance(limit, int) else math.ceil(limit * len(data))
+    return Subset(data, range(keep)) if keep < len(data) else data
 
 
 def limit_splits(data: DataBundle, limit: int | float | None, batch_size: int) -> tuple[DataBundle, dict[str, Any]]:
