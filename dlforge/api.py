@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from dlforge.artifacts import load_model, load_trained, save_model
-from dlforge.config import Config, dump_config, load_config
+from dlforge.artifacts import load_model, load_trained, read_json, save_model, weights_sha256
+from dlforge.config import QUICK_OVERRIDES, Config, dump_config, load_config
 from dlforge.data.dataset import DataBundle
 from dlforge.errors import ConfigError, DlforgeError, Interrupted, raising_on_signals, warn
-from dlforge.eval.evaluate import evaluate_model
+from dlforge.eval.evaluate import evaluate_model, limit_splits
 from dlforge.paths import output_file, output_folder
 from dlforge.registry import create_model, create_task, dataset_entry
 from dlforge.runs.history import compare_runs, list_runs, show_run  # noqa: F401  (the public API)
@@ -53,6 +53,8 @@ from dlforge.train.callbacks import (
 from dlforge.train.checkpoint import load_latest_checkpoint
 from dlforge.train.trainer import Trainer, seed_everything
 
+RUN_FILE = "run.json"  # what a run resolved when it started (its init_from), beside the config.yaml it was given
+
 
 @dataclass
 class RunResult:
@@ -65,6 +67,7 @@ class RunResult:
     # the weights `metrics` are of: {"checkpoint": "best", "step", "epoch", "metric", "value"} or
     # {"checkpoint": "last", "step"}
     weights: dict[str, Any] = field(default_factory=dict)
+    eval_note: str = ""  # when the metrics come from part of each split (train.limit_eval_batches)
     main_process: bool = True  # False in the other processes of a distributed run, which report nothing
 
     @property
@@ -114,31 +117,42 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
 
 
 def train(config: Config | str | Path | dict, overrides: list[str] | None = None, run_dir: str | Path | None = None,
-          resume: str | Path | None = None) -> RunResult:
-    """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name).
+          resume: str | Path | None = None, allow_changes: bool = False, quick: bool = False) -> RunResult:
+    """Train a preset, a YAML file or a config dict; or resume a run (`resume=` its folder or name), where
+    overrides that change its schedule (`dlforge.train.optim.schedule_changes`) are refused unless `allow_changes`.
+    `quick` puts `dlforge.config.QUICK_OVERRIDES` (a short run) before the overrides.
 
     One process writes a run folder at a time (`lock_run_dir`): a second one is refused, naming the first. SIGINT and
     SIGTERM stop the training loop at a checkpoint; outside the loop (the final evaluation, say) they stop the work
     where it is. Either way the run is recorded as interrupted and `exit_code` says which signal it was.
     """
     with raising_on_signals(), contextlib.ExitStack() as held:  # `held` keeps the run folder locked until the end
-        return _train(config, overrides, run_dir, resume, held)
+        return _train(config, overrides, run_dir, resume, held, allow_changes, quick)
 
 
 def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_dir: str | Path | None,
-           resume: str | Path | None, held: contextlib.ExitStack) -> RunResult:
+           resume: str | Path | None, held: contextlib.ExitStack, allow_changes: bool, quick: bool) -> RunResult:
     start = time.perf_counter()
+    overrides = [*QUICK_OVERRIDES, *(overrides or [])] if quick else overrides
     if run_dir is not None:
         output_folder(run_dir, "the run folder (run_dir)")
     if resume is not None:
         run_path = resolve_run(str(resume), _runs_dir(config), finished=False)  # latest: finished or not
         cfg = load_config(run_path / "config.yaml", overrides)
+        if not allow_changes:
+            _refuse_schedule_changes(load_config(run_path / "config.yaml"), cfg)
+    elif isinstance(config, Config):
+        cfg = load_config(config.model_dump(mode="json"), overrides) if overrides else config
     else:
-        cfg = config if isinstance(config, Config) else load_config(config, overrides)
+        cfg = load_config(config, overrides)
     info = distributed.setup(cfg.train.device)
     if resume is not None and info.is_main:
         held.enter_context(lock_run_dir(run_path))  # before any work: a second writer is refused at once
-    data, model = _data_and_model(cfg, fresh=resume is None)  # before the run folder: bad data leaves nothing behind
+    # before the run folder: bad data leaves nothing behind; a resume has every weight in its checkpoint, and what
+    # they started from in run.json
+    data, model, started_from = _data_and_model(cfg, fresh=resume is None)
+    if resume is not None:
+        started_from = _recorded_start(run_path)
     t = cfg.train
     loss_name = getattr(model.config, "loss", "")
     # before the run folder exists too: a setting the Trainer refuses (a warmup longer than the run...) leaves nothing
@@ -147,11 +161,6 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
                       num_workers=cfg.data_config().num_workers, batch_transform=data.augment)
     if resume is None:
         run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir, held))
-    registry = RunRegistry(run_path.parent) if info.is_main else None
-    if info.is_main:
-        atomic_write_text(run_path / "config.yaml", dump_config(cfg))
-        registry.start(run_path.name, str(run_path), cfg.name, cfg.hash(), data.fingerprint, git_revision())
-
     ckpt_dir = run_path / "checkpoints"
     callbacks = [MetricsLogger(run_path, tensorboard=t.tensorboard)]
     if t.early_stopping is not None:
@@ -165,9 +174,15 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
         callbacks.append(ProgressBar(t.progress_every))
     callbacks.append(Plots(run_path))
     trainer.callbacks = callbacks
+    if resume is not None:
+        _restore(trainer, ckpt_dir)
+    registry = RunRegistry(run_path.parent) if info.is_main else None
+    if info.is_main:  # after the restore: a resume refused there (another model shape...) leaves the run as it was
+        atomic_write_text(run_path / "config.yaml", dump_config(cfg))  # as written: init_from: latest:NAME stays
+        if resume is None:
+            atomic_write_json(run_path / RUN_FILE, {"started_from": started_from})
+        registry.start(run_path.name, str(run_path), cfg.name, cfg.hash(), data.fingerprint, git_revision())
     try:
-        if resume is not None:
-            _restore(trainer, ckpt_dir)
         try:
             trainer.fit()
         finally:
@@ -175,9 +190,12 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
         result = RunResult(run_path, "interrupted" if trainer.interrupted else "completed", trainer.stop_reason,
                            trainer.step, 0.0, main_process=info.is_main)
         if info.is_main and not trainer.interrupted:
-            result.metrics, result.weights = _finalize(cfg, run_path, model, data, trainer, task)
+            evaluated, limited = limit_splits(data, t.limit_eval_batches, trainer.eval_batch_size)
+            result.metrics, result.weights = _finalize(cfg, run_path, model, evaluated, trainer, task, started_from,
+                                                       limited)
+            result.eval_note = _eval_note(limited)
             result.wall_s = time.perf_counter() - start
-            _write_card(cfg, run_path, model, data, result, task)
+            _write_card(cfg, run_path, model, data, result, task, started_from)
     except (Interrupted, KeyboardInterrupt) as exc:  # outside the loop, which stops cleanly: the final evaluation
         if registry is None:
             raise
@@ -197,7 +215,8 @@ def _restore(trainer: Trainer, ckpt_dir: Path) -> None:
     """Load the run's newest valid checkpoint into `trainer`."""
     found = load_latest_checkpoint(ckpt_dir, warn=warn)
     if found is not None:
-        trainer.load_state_dict(found[1])
+        trainer.load_state_dict(found[1], source=str(found[0] / "state.safetensors"))
+        _note(f"resumed from {found[0].name} (step {trainer.step})")
     else:  # killed before its first checkpoint: start over in the same folder
         (ckpt_dir.parent / "metrics.jsonl").unlink(missing_ok=True)
 
@@ -217,23 +236,25 @@ def _registry_metrics(result: RunResult) -> dict[str, Any]:
     return {f"{s}/{k}": v for s, m in result.metrics.items() for k, v in m.items() if isinstance(v, int | float)}
 
 
-def _data_and_model(cfg: Config, fresh: bool) -> tuple[DataBundle, torch.nn.Module]:
+def _data_and_model(cfg: Config, fresh: bool) -> tuple[DataBundle, torch.nn.Module, dict[str, str] | None]:
     """The data and the model ready to train: seeded, built, with the transfer backbone or the init_from weights
-    loaded (a fresh run only: a resume has every weight in its checkpoint) and LoRA adapters added."""
+    loaded (a fresh run only: a resume has every weight in its checkpoint), frozen as train.transfer says, LoRA
+    adapters added; and what the weights started from (`_load_start`: None from scratch or on a resume)."""
     seed_everything(cfg.train.seed)
     data = build_data(cfg)
     model = build_model(cfg, data)
     if cfg.train.mfu and not callable(getattr(model, "flops_per_token", None)):
         raise ConfigError(f"train.mfu: model {cfg.model['name']!r} does not report its FLOPs per token")
+    started_from = _load_start(model, cfg, data.tokenizer) if fresh else None
     if cfg.train.transfer is not None:
-        _transfer(model, cfg.train.transfer, cfg.runs_dir, fresh=fresh, tokenizer=data.tokenizer)
-    if cfg.train.init_from is not None and fresh:
-        init_from(model, cfg.train.init_from, cfg.runs_dir, tokenizer=data.tokenizer)
+        from dlforge.train import transfer
+
+        transfer.freeze(model, cfg.train.transfer.freeze)
     if cfg.train.lora is not None:
         from dlforge.llm.lora import add_lora
 
         add_lora(model, cfg.train.lora)
-    return data, model
+    return data, model, started_from
 
 
 def lr_find(config: Config | str | Path | dict, overrides: list[str] | None = None, start: float = 1e-7,
@@ -244,7 +265,7 @@ def lr_find(config: Config | str | Path | dict, overrides: list[str] | None = No
     from dlforge.train.lr_find import lr_range_test
 
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
-    data, model = _data_and_model(cfg, fresh=True)
+    data, model, _ = _data_and_model(cfg, fresh=True)
     result = lr_range_test(model, cfg.train, data.train, start, end, steps, num_workers=cfg.data_config().num_workers,
                            batch_transform=data.augment)
     plot = plot_lr_range(result.lrs, result.losses, result.smoothed, result.suggestion,
@@ -254,24 +275,47 @@ def lr_find(config: Config | str | Path | dict, overrides: list[str] | None = No
             "losses": result.losses, "smoothed": result.smoothed}
 
 
-def _transfer(model: torch.nn.Module, tcfg: Any, runs_dir: str, fresh: bool, tokenizer: Any = None) -> None:
-    """Load the source's backbone (a fresh run only; a resume has it in its checkpoint), then freeze. Text data
-    must be tokenized with the tokenizer the source model was trained with."""
+def _load_start(model: torch.nn.Module, cfg: Config, tokenizer: Any) -> dict[str, str] | None:
+    """Load what a fresh run starts from (train.transfer's backbone, or every weight of train.init_from) and return
+    it resolved, as run.json and the model card record it: the key and reference as written, the model folder it
+    names now, and the SHA-256 of that folder's weights. None for a run from scratch."""
+    t = cfg.train
+    if t.transfer is not None:
+        key, ref = "train.transfer.init_from", t.transfer.init_from
+        folder = _transfer(model, ref, cfg.runs_dir, tokenizer)
+    elif t.init_from is not None:
+        key, ref = "train.init_from", t.init_from
+        folder = init_from(model, ref, cfg.runs_dir, tokenizer=tokenizer)
+    else:
+        return None
+    record = {"key": key, "ref": ref, "path": str(folder.resolve()), "weights_sha256": weights_sha256(folder)}
+    _note(f"{key} {ref}: {record['path']} (weights SHA-256 {record['weights_sha256']})")
+    return record
+
+
+def _recorded_start(run_path: Path) -> dict[str, str] | None:
+    """What a run started from, as `_load_start` recorded it (None for a run from scratch or one without run.json)."""
+    path = run_path / RUN_FILE
+    return read_json(path).get("started_from") if path.is_file() else None
+
+
+def _transfer(model: torch.nn.Module, ref: str, runs_dir: str, tokenizer: Any = None) -> Path:
+    """Load the backbone of the source `ref` into `model`; return the source's folder. Text data must be tokenized
+    with the tokenizer the source model was trained with."""
     from dlforge.train import transfer
 
-    if fresh:
-        try:
-            source, source_tokenizer = _transfer_source(tcfg.init_from, runs_dir)
-        except DlforgeError as exc:
-            from dlforge.text.minilm import minilm_hint
+    try:
+        source, source_tokenizer, folder = _transfer_source(ref, runs_dir)
+    except DlforgeError as exc:
+        from dlforge.text.minilm import minilm_hint
 
-            raise ConfigError(f"train.transfer.init_from: {exc}{minilm_hint(tcfg.init_from)}") from None
-        if tokenizer is not None and source_tokenizer is not None:
-            from dlforge.text.tokenizer import check_tokenizer
+        raise ConfigError(f"train.transfer.init_from: {exc}{minilm_hint(ref)}") from None
+    if tokenizer is not None and source_tokenizer is not None:
+        from dlforge.text.tokenizer import check_tokenizer
 
-            check_tokenizer(tokenizer, source_tokenizer, f"train.transfer.init_from {tcfg.init_from}")
-        transfer.load_backbone(model, source)
-    transfer.freeze(model, tcfg.freeze)
+        check_tokenizer(tokenizer, source_tokenizer, f"train.transfer.init_from {ref}")
+    transfer.load_backbone(model, source)
+    return folder
 
 
 def init_from(model: torch.nn.Module, ref: str, runs_dir: str | Path = "runs", tokenizer: Any = None) -> Path:
@@ -296,9 +340,9 @@ def init_from(model: torch.nn.Module, ref: str, runs_dir: str | Path = "runs", t
     return folder
 
 
-def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | None]:
-    """The model to take a backbone from, and the hash of its tokenizer if it has one: a transformers BERT folder
-    or 'minilm' (`dlforge.llm.bert_weights`), or a dlforge run or model folder."""
+def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | None, Path]:
+    """The model to take a backbone from, the hash of its tokenizer if it has one, and its folder: a transformers
+    BERT folder or 'minilm' (`dlforge.llm.bert_weights`), or a dlforge run or model folder."""
     from dlforge.llm.bert_weights import find_bert_folder, load_hf_bert
 
     folder = find_bert_folder(ref)
@@ -306,9 +350,24 @@ def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | No
         from dlforge.text.tokenizer import load_tokenizer
 
         has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
-        return load_hf_bert(folder, head="none"), load_tokenizer(folder).hash if has_tokenizer else None
-    source, meta = load_model(model_dir(ref, runs_dir))
-    return source, _tokenizer_hash(meta["extra"].get("preprocessing.json"))
+        return load_hf_bert(folder, head="none"), load_tokenizer(folder).hash if has_tokenizer else None, folder
+    folder = model_dir(ref, runs_dir)
+    source, meta = load_model(folder)
+    return source, _tokenizer_hash(meta["extra"].get("preprocessing.json")), folder
+
+
+def _refuse_schedule_changes(saved: Config, cfg: Config) -> None:
+    """Refuse a resume whose overrides change the schedule, or the data (whose size sets an epoch's steps), of the
+    run: each key named with its old and new value."""
+    from dlforge.train.optim import schedule_changes
+
+    old, new = saved.data, cfg.data
+    keys = sorted((set(old) | set(new)) - {"num_workers"})
+    changes = [f"data.{k} {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
+    changes += schedule_changes(saved.train, cfg.train)
+    if changes:
+        raise ConfigError(f"--resume: {', '.join(changes)} would change the data or the schedule of the run being "
+                          "resumed; pass --allow-changes to resume with them anyway")
 
 
 def _note(message: str) -> None:
@@ -343,10 +402,11 @@ def _broadcast_path(info: distributed.DistInfo, make) -> Path:
 
 
 def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, trainer: Trainer,
-              task: Task) -> tuple[dict, dict]:
+              task: Task, started_from: dict[str, str] | None, limited: dict[str, Any]) -> tuple[dict, dict]:
     """Best weights -> model/ folder; metrics on every split -> eval.json; the task's report and plots. Returns the
-    metrics and which weights they are of."""
-    from dlforge.artifacts import load_weights, read_json
+    metrics and which weights they are of. `data`'s splits may be cut by train.limit_eval_batches, which `limited`
+    records (see `limit_splits`) in eval.json."""
+    from dlforge.artifacts import load_weights
     from dlforge.runs.plots import plot_scores
 
     best = run_path / "checkpoints" / "best"
@@ -362,7 +422,8 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     if cfg.train.lora is not None:  # adapter/ alone (over its base), and model/ the base with the adapter merged
         from dlforge.llm.lora import merge_lora, save_adapter
 
-        save_adapter(model, run_path / "adapter", base=_base_name(cfg), tokenizer=data.tokenizer)
+        base = started_from["path"] if started_from else cfg.train.init_from  # the folder it resolved to then
+        save_adapter(model, run_path / "adapter", base=base, tokenizer=data.tokenizer)
         merge_lora(model)
     extra["signature.json"] = task.signature(data, model)  # inputs and outputs, for export and serving
     save_model(model, run_path / "model", extra_files=extra)
@@ -388,8 +449,9 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
             reports.setdefault(task.report_key, {})[split] = decoded[1]
     if scores:
         plot_scores(scores, run_path / "plots" / "scores.png", title=f"{cfg.name}: {describe_weights(weights)}")
+    limits = {"eval_limited": limited} if limited else {}
     atomic_write_json(run_path / "eval.json", {"step": trainer.step, "stop_reason": trainer.stop_reason,
-                                               "weights": weights, "world_size": trainer.dist.world_size,
+                                               "weights": weights, "world_size": trainer.dist.world_size, **limits,
                                                **metrics, **reports})
     return metrics, weights
 
@@ -402,16 +464,17 @@ def describe_weights(weights: dict[str, Any]) -> str:
     return f"final weights (step {weights['step']})"
 
 
-def _base_name(cfg: Config) -> str:
-    """The init_from model folder, as found now (the reference itself when it no longer resolves)."""
-    try:
-        return str(model_dir(cfg.train.init_from, cfg.runs_dir))
-    except DlforgeError:
-        return cfg.train.init_from
+def _eval_note(limited: dict[str, Any]) -> str:
+    """One line saying that the final metrics come from part of each split, or "" when they cover it all."""
+    if not limited:
+        return ""
+    limit = limited["limit_eval_batches"]
+    parts = ", ".join(f"{split} {n:,} of {total:,}" for split, (n, total) in limited["samples"].items())
+    return f"metrics from part of each split (train.limit_eval_batches {limit}): {parts} samples"
 
 
 def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBundle, result: RunResult,
-                task: Task) -> None:
+                task: Task, started_from: dict[str, str] | None) -> None:
     from dlforge.runs.card import write_model_card
 
     params = sum(p.numel() for p in model.parameters())
@@ -419,7 +482,8 @@ def _write_card(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataB
     info["split_sizes"] = {s: len(getattr(data, s)) for s in ("train", "val", "test") if getattr(data, s) is not None}
     write_model_card(run_path, name=cfg.name, config=cfg.model_dump(mode="json"), info=info,
                      metrics=result.metrics, params=params, wall_s=result.wall_s, weights=result.weights_text,
-                     predict=task.predict_input(data.preprocessing))
+                     predict=task.predict_input(data.preprocessing), started_from=started_from,
+                     eval_note=result.eval_note)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from dlforge.runs.rundir import model_dir, pid_running, reporting_full_disk
 MODEL_FORMAT = "dlforge-model"
 VERSION = 1
 _SCRATCH_NAME = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old|del)-(?P<pid>\d+)-[0-9a-f]+")  # scratch_path's
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # ours (and transformers'), then transformers' older one
 _RESERVED = frozenset({"manifest.json", "config.json", "model.safetensors"})  # files of a model folder not "extra"
 
 
@@ -357,15 +358,32 @@ def load_weights(model: nn.Module, safetensors_path: Path) -> None:
         tensors.update({alias: tensors[source] for alias, source in aliases.items()})
     except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid 'dlforge_aliases' metadata ({exc!r})") from None
-    expected = model.state_dict()
-    for key, want in expected.items():
-        found = tuple(tensors[key].shape) if key in tensors else "missing"
-        if found != tuple(want.shape):
-            raise CheckpointError(f"{path}: weight {key!r} expected shape {tuple(want.shape)}, found {found}")
-    for key, t in tensors.items():
-        if key not in expected:
-            raise CheckpointError(f"{path}: weight {key!r} expected none (not in the model), found {tuple(t.shape)}")
+    check_shapes(model.state_dict(), tensors, str(path))
     model.load_state_dict(tensors, strict=True)
+
+
+def check_shapes(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], where: str,
+                 hint: str = "") -> None:
+    """Raise a CheckpointError at the first weight of `found` (read from `where`) that is missing, extra, or of
+    another shape than in `expected` (a model's state dict), naming both shapes; `hint` is added after them."""
+    tail = f"; {hint}" if hint else ""
+    for key, want in expected.items():
+        got = tuple(found[key].shape) if key in found else "missing"
+        if got != tuple(want.shape):
+            raise CheckpointError(f"{where}: weight {key!r} expected shape {tuple(want.shape)}, found {got}{tail}")
+    for key, t in found.items():
+        if key not in expected:
+            raise CheckpointError(f"{where}: weight {key!r} expected none (not in the model), found "
+                                  f"{tuple(t.shape)}{tail}")
+
+
+def weights_sha256(folder: Path) -> str:
+    """The SHA-256 of a model folder's weights: model.safetensors, or a transformers folder's pytorch_model.bin."""
+    folder = Path(folder)
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return _sha256(folder / name)
+    raise DamagedFile(folder / WEIGHT_FILES[0], "missing")
 
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:

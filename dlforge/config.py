@@ -16,6 +16,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import types
+import typing
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -45,6 +47,40 @@ PRESETS_FOLDER = "configs"
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        expected = _bool_for_number(cls.model_fields[info.field_name].annotation, value)
+        if expected:
+            raise ValueError(f"expected {expected}")
+        return value
+
+
+def _bool_for_number(annotation: Any, value: Any) -> str | None:
+    """What a field takes ('an integer', 'a number') when `value` puts true/false where it takes numbers only, in
+    the field itself or in its list or tuple; None otherwise. Pydantic would quietly read true as 1 there
+    (`train.max_epochs=true` as one epoch)."""
+    if isinstance(value, bool):
+        return _number_kind(_union_args(annotation))
+    if isinstance(value, list | tuple):
+        for arg in _union_args(annotation):
+            if typing.get_origin(arg) in (list, tuple) and any(isinstance(v, bool) for v in value):
+                expected = _number_kind(tuple(a for a in typing.get_args(arg) if a is not Ellipsis))
+                if expected:
+                    return expected
+    return None
+
+
+def _union_args(annotation: Any) -> tuple:
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return typing.get_args(annotation) if union else (annotation,)
+
+
+def _number_kind(kinds: tuple) -> str | None:
+    if bool in kinds:
+        return None
+    return "a number" if float in kinds else "an integer" if int in kinds else None
 
 
 class DataConfig(Section):
@@ -119,11 +155,17 @@ class TrainConfig(Section):
     channels_last: bool = Field(False, description="4-D weights and image batches in channels-last memory format")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     seed: int = Field(0, description="seeds weights, data order, dropout and augmentation")
-    nan_policy: Literal["stop", "skip"] = Field("stop", description="on a NaN/inf loss: stop, or skip the step")
+    nan_policy: Literal["stop", "skip"] = Field("stop", description="on a NaN/inf loss or gradient: stop, or skip "
+                                                "the step")
+    max_skipped_steps: int | None = Field(25, ge=1, description="stop when this many steps in a row were skipped "
+                                          "(nan_policy skip, fp16 overflow); null: never")
     # evaluation, logging, checkpoints
     log_every: int = Field(10, ge=1, description="steps between training log rows; the first and last steps are "
                            "logged too")
     eval_every: int | Literal["epoch"] = Field("epoch", description="steps between evaluations on val, or epoch")
+    limit_eval_batches: int | float | None = Field(None, description="evaluate only the first N batches (an integer) "
+                                                   "or this fraction (0 < x <= 1) of each split, in validation and "
+                                                   "in the final report, which says so; null: all of it")
     checkpoint_every: int | Literal["epoch"] | None = Field("epoch", description="steps between checkpoints, epoch, "
                                                             "or null for none")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept (the best one is kept besides)")
@@ -148,6 +190,13 @@ class TrainConfig(Section):
             raise ValueError("must be >= 1")
         return v
 
+    @field_validator("limit_eval_batches")
+    @classmethod
+    def _limit(cls, v: Any) -> Any:
+        if (isinstance(v, int) and v < 1) or (isinstance(v, float) and not 0 < v <= 1):
+            raise ValueError("expected a number of batches >= 1 or a fraction in (0, 1]")
+        return v
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
@@ -166,6 +215,12 @@ class TrainConfig(Section):
         if self.lora is not None and self.init_from is None:
             raise ConfigError("train.lora: needs train.init_from, the base model the adapters are trained over")
         return self
+
+
+# `dlforge train --quick`: a short run of any preset, to see it work end to end. Given before the user's overrides,
+# which win. The warmup of a longer preset is scaled down to the 50 steps by the Trainer.
+QUICK_OVERRIDES = ("train.max_steps=50", "train.eval_every=50", "train.checkpoint_every=50", "train.log_every=10",
+                   "train.limit_eval_batches=4")
 
 
 class Config(Section):
@@ -238,12 +293,21 @@ def _validate_section(config_cls: type, values: dict[str, Any], prefix: str) -> 
     try:
         if isinstance(config_cls, type) and issubclass(config_cls, BaseModel):
             return config_cls.model_validate(values).model_dump(mode="json")
+        _refuse_bool_for_numbers(config_cls, values, prefix)  # a Section checks this itself
         return _given(config_cls(**values), values)  # a pydantic dataclass validates on construction
     except (ValidationError, TypeError) as exc:
         err = validation_to_config_error(exc, prefix=prefix, fields=_field_names(config_cls))
         if err is None:
             raise
         raise err from exc
+
+
+def _refuse_bool_for_numbers(config_cls: type, values: dict[str, Any], prefix: str) -> None:
+    fields = getattr(config_cls, "__pydantic_fields__", {})
+    for key, value in values.items():
+        expected = _bool_for_number(fields[key].annotation, value) if key in fields else None
+        if expected:
+            raise ConfigError(f"{prefix}.{key}: expected {expected}, got {value!r}")
 
 
 def _given(obj: Any, values: dict[str, Any]) -> dict[str, Any]:

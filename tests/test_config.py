@@ -423,3 +423,59 @@ def test_union_fields_name_every_accepted_form(override, expected):
 def test_hash_is_the_same_whether_a_default_is_written_out_or_not():
     assert load_config("breast-cancer-mlp", ["model.norm=none"]).hash() == load_config("breast-cancer-mlp").hash()
     assert load_config("breast-cancer-mlp", ["model.norm=layernorm"]).hash() != load_config("breast-cancer-mlp").hash()
+
+
+# --- true/false is not a number (issue 13, defect 22) ------------------------------------------------------------
+
+
+def _number_kind(annotation) -> str | None:
+    """'an integer' or 'a number' for a field that takes numbers but not true/false; None for any other field."""
+    import types
+    import typing
+
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    kinds = set(args or (annotation,))
+    if bool in kinds:
+        return None
+    return "a number" if float in kinds else "an integer" if int in kinds else None
+
+
+def _number_keys() -> list[tuple[str, str]]:
+    """(dotted key, expected) for every int/float field of the train section, its sub-sections and DataConfig."""
+    from dlforge.config import DataConfig, EarlyStopping, LoRAConfig, TransferConfig
+
+    sections = [("train", TrainConfig), ("train.early_stopping", EarlyStopping), ("train.transfer", TransferConfig),
+                ("train.lora", LoRAConfig), ("data", DataConfig)]
+    return [(f"{prefix}.{name}", kind) for prefix, cls in sections for name, field in cls.model_fields.items()
+            if (kind := _number_kind(field.annotation))]
+
+
+NEEDS = {"train.transfer": ["train.transfer.init_from=x"], "train.lora": ["train.init_from=x"]}
+
+
+@pytest.mark.parametrize(("key", "expected"), _number_keys())
+def test_true_or_false_is_refused_for_every_number_field(key, expected):
+    assert len(_number_keys()) >= 25  # every int/float field of the schema is covered, not a chosen few
+    needed = NEEDS.get(key.rpartition(".")[0], [])
+    for word in ("true", "false"):
+        message = config_error(minimal(), [*needed, f"{key}={word}"])
+        assert message == f"{key}: expected {expected}, got {word.title()}"
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("train.max_epochs=true", "train.max_epochs: expected an integer, got True"),  # was read as 1 epoch
+    ("train.batch_size=true", "train.batch_size: expected an integer, got True"),
+    ("train.milestones=[10, true]", "train.milestones: expected an integer, got [10, True]"),
+    ("train.betas=[0.9, false]", "train.betas: expected a number, got [0.9, False]"),
+    ("data.val_fraction=true", "data.val_fraction: expected a number, got True"),
+    ("model.dropout=true", "model.dropout: expected a number, got True"),
+    ("model.hidden=[8, true]", "model.hidden: expected an integer, got [8, True]"),
+])
+def test_true_or_false_in_a_number_field_names_the_key_and_the_type(override, expected):
+    assert config_error(minimal(), [override]) == expected
+
+
+def test_true_and_false_stay_booleans_where_a_field_takes_them():
+    cfg = load_config(minimal(), ["train.nesterov=true", "train.progress=false", "model.bias=false"])
+    assert (cfg.train.nesterov, cfg.train.progress, cfg.model["bias"]) == (True, False, False)
+    assert load_config(minimal(), ["train.max_steps=1e3"]).train.max_steps == 1000  # a whole float stays fine

@@ -20,10 +20,14 @@ def train_cmd(
     overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. train.lr=3e-3 model.hidden=[256,256]"),
     run_dir: Path = typer.Option(None, "--run-dir", help="write the run here instead of runs/<name>-<time>"),
     resume: str = typer.Option(None, "--resume", help="continue a run (folder, name or 'latest') from its checkpoint"),
+    allow_changes: bool = typer.Option(False, "--allow-changes", help="with --resume: accept overrides that change "
+                                       "the data or the schedule (train.max_steps, train.lr, ...)"),
+    quick: bool = typer.Option(False, "--quick", help="a short run to see it work end to end: a few steps, evaluated "
+                               "at the end on a few batches (dlforge.config.QUICK_OVERRIDES; your overrides win)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Train a model: `dlforge train breast-cancer-mlp train.lr=3e-3`."""
-    from dlforge.config import load_config
+    from dlforge.config import QUICK_OVERRIDES, load_config
     from dlforge.errors import ConfigError
     from dlforge.paths import output_folder
     from dlforge.runs.rundir import resolve_run
@@ -40,15 +44,18 @@ def train_cmd(
         output_folder(run_dir, "the run folder (--run-dir)")
     if resume is not None:
         resume = resolve_run(resume, finished=False)  # `latest`: the newest run, finished or not
+    if quick:  # the short run first: the user's overrides win
+        overrides = [*QUICK_OVERRIDES, *overrides]
     config = load_config(preset, overrides) if resume is None else None  # a config error comes before torch loads
     from dlforge.api import train
 
-    result = train(config, overrides, run_dir=run_dir, resume=resume)
+    result = train(config, overrides if resume is not None else None, run_dir=run_dir, resume=resume,
+                   allow_changes=allow_changes)
     if not result.main_process:  # another process of a distributed run: the first one reports
         raise typer.Exit(result.exit_code)
     summary = {"run_dir": str(result.run_dir), "status": result.status, "stop_reason": result.stop_reason,
                "steps": result.steps, "wall_s": round(result.wall_s, 2), "metrics": result.metrics,
-               "weights": result.weights}
+               "weights": result.weights, "eval_note": result.eval_note}
     if as_json:
         emit_json(summary)
         raise typer.Exit(result.exit_code)
@@ -56,6 +63,8 @@ def train_cmd(
         console.print(f"{result.run_dir.name}: {result.steps} steps in {result.wall_s:.1f} s ({result.stop_reason}); "
                       f"metrics of the {result.weights_text}:", soft_wrap=True)
         metrics_table("", result.metrics)
+        if result.eval_note:
+            console.print(f"note: {result.eval_note}", soft_wrap=True)
     if result.status == "interrupted":
         console.print(f"interrupted at step {result.steps}; continue with: dlforge train --resume {result.run_dir}",
                       soft_wrap=True)  # one line whatever the terminal width: it is a command to copy

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dlforge.data.table_reader import Table, is_missing, read_table, to_number
+from dlforge.data.table_reader import Table, finite32, is_missing, not_finite32, read_table, to_number
 from dlforge.errors import ConfigError, DataError
 
 MAX_GRID_GROWTH = 10  # a grid more than 10x the rows (plus 1000) means a wrong freq, not gaps
@@ -85,15 +85,18 @@ def _mostly_numbers(cells: list[Any]) -> bool:
 
 
 def _numbers(table: Table, name: str) -> np.ndarray:
-    """The column as float64 (N,), NaN where a value is missing; a DataError at a cell that is not a number."""
+    """The column as float64 (N,), NaN where a value is missing; a DataError at a cell that is not a number, or not
+    finite as float32."""
     out = np.empty(len(table), dtype=np.float64)
     for i, cell in enumerate(table.columns[name]):
         if is_missing(cell):
             out[i] = np.nan
             continue
         number = to_number(cell)
-        if number is None or not math.isfinite(number):
+        if number is None:
             raise DataError(f"{table.where(i)}: column {name!r}: expected a number, found {cell!r}")
+        if not finite32(number):
+            raise DataError(f"{table.where(i)}: column {name!r}: {not_finite32(cell)}")
         out[i] = number
     return out
 

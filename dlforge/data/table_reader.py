@@ -25,6 +25,8 @@ from dlforge.paths import existing_file
 # Cell texts that mean "no value" in a numeric column. A text column keeps them as categories ("none" may be one).
 MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 PARQUET_SUFFIXES = (".parquet", ".pq")
+# Values become float32 tensors: a number past this (1e200, finite as float64) would be inf there.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -211,6 +213,16 @@ def to_number(value: Any) -> float | None:
     return None
 
 
+def finite32(number: float) -> bool:
+    """Whether a number stays finite as float32: not NaN or infinite, and within +-3.4e38."""
+    return math.isfinite(number) and abs(number) <= FLOAT32_MAX
+
+
+def not_finite32(value: Any) -> str:
+    """What is wrong with a cell whose number is not `finite32`: "expected a finite number ..., found '1e200'"."""
+    return f"expected a finite number within float32's range (±{FLOAT32_MAX:.2g}), found {value!r}"
+
+
 def as_text(value: Any) -> str:
     """A value as a category or label text; an integral number reads the same from CSV and Parquet (3.0 -> '3')."""
     if isinstance(value, str):
@@ -255,7 +267,8 @@ def column_kind(table: Table, name: str, mixed_ok: bool = False) -> str:
 
 
 def numeric_values(table: Table, name: str) -> np.ndarray:
-    """The column as float64, (N,); a DataError at the first missing, non-numeric or infinite cell."""
+    """The column as float64, (N,); a DataError at the first missing or non-numeric cell, or one that is not finite
+    as float32 (see `finite32`)."""
     values = table.columns[name]
     fast = _fast_numbers(values)
     if fast is not None:
@@ -267,8 +280,8 @@ def numeric_values(table: Table, name: str) -> np.ndarray:
         number = to_number(value)
         if number is None:
             raise DataError(f"{table.where(i)}: column {name!r}: expected a number, found {value!r}")
-        if not math.isfinite(number):
-            raise DataError(f"{table.where(i)}: column {name!r}: expected a finite number, found {value!r}")
+        if not finite32(number):
+            raise DataError(f"{table.where(i)}: column {name!r}: {not_finite32(value)}")
         out[i] = number
     return out
 
@@ -296,4 +309,4 @@ def _fast_numbers(values: list[Any]) -> np.ndarray | None:
         array = np.asarray(values, dtype=np.float64)
     except (ValueError, TypeError):
         return None
-    return array if array.ndim == 1 and np.isfinite(array).all() else None
+    return array if array.ndim == 1 and (np.abs(array) <= FLOAT32_MAX).all() else None  # NaN compares False

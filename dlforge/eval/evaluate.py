@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from dlforge.data.dataset import collate_batch
+from dlforge.data.dataset import DataBundle, collate_batch
 
 
 @torch.no_grad()
@@ -37,3 +39,27 @@ def evaluate_model(model: torch.nn.Module, data: Dataset, metrics: Any = None, b
     if metrics is not None:
         results.update(metrics.compute())
     return results
+
+
+def first_batches(data: Dataset, limit: int | float | None, batch_size: int) -> Dataset:
+    """What `train.limit_eval_batches` keeps of `data`: its first `limit` batches of `batch_size` samples (an int),
+    or its first `limit` fraction of samples (a float, rounded up); all of it when `limit` is None."""
+    if limit is None:
+        return data
+    keep = limit * batch_size if isinstance(limit, int) else math.ceil(limit * len(data))
+    return Subset(data, range(keep)) if keep < len(data) else data
+
+
+def limit_splits(data: DataBundle, limit: int | float | None, batch_size: int) -> tuple[DataBundle, dict[str, Any]]:
+    """The bundle with each split cut to its `first_batches`, and what was kept: {"limit_eval_batches": limit,
+    "samples": {split: [evaluated, of]}}; {} when `limit` is None or cut nothing."""
+    if limit is None:
+        return data, {}
+    parts = {name: getattr(data, name) for name in ("train", "val", "test", "eval_train")}
+    limited = dataclasses.replace(data, **{name: None if ds is None else first_batches(ds, limit, batch_size)
+                                           for name, ds in parts.items()})
+    samples = {split: [len(limited.split(split, evaluation=True)), len(data.split(split, evaluation=True))]
+               for split in ("train", "val", "test") if data.split(split, evaluation=True) is not None}
+    if all(n == total for n, total in samples.values()):
+        return data, {}
+    return limited, {"limit_eval_batches": limit, "samples": samples}

@@ -82,7 +82,14 @@ def _data_section(config: dict[str, Any], info: dict[str, Any]) -> list[str]:
     ]
 
 
-def _training_section(config: dict[str, Any], wall_s: float) -> list[str]:
+def _started_from(train: dict[str, Any], started_from: dict[str, str] | None) -> str:
+    if started_from:
+        return (f"`{started_from['path']}` ({started_from['key']}: `{started_from['ref']}`, weights SHA-256 "
+                f"`{started_from['weights_sha256']}`)")
+    return NOT_RECORDED if train.get("init_from") or train.get("transfer") else "random initialization"
+
+
+def _training_section(config: dict[str, Any], wall_s: float, started_from: dict[str, str] | None) -> list[str]:
     train = config.get("train", {})
     optimizer = f"{train.get('optimizer', NOT_RECORDED)}"
     if "weight_decay" in train:
@@ -95,6 +102,7 @@ def _training_section(config: dict[str, Any], wall_s: float) -> list[str]:
     return [
         "## Training",
         "",
+        f"- Started from: {_started_from(train, started_from)}",
         f"- Optimizer: {optimizer}",
         f"- Learning rate: {train.get('lr', NOT_RECORDED)}",
         f"- Schedule: {schedule}",
@@ -123,10 +131,10 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _metrics_section(metrics: dict[str, dict[str, float]], weights: str) -> list[str]:
+def _metrics_section(metrics: dict[str, dict[str, float]], weights: str, eval_note: str) -> list[str]:
     body = metrics_table(metrics) if any(metrics.values()) else "No evaluation was recorded."
     said = [f"Of the {weights}.", ""] if weights else []
-    return ["## Metrics", "", *said, body]
+    return ["## Metrics", "", *said, body] + (["", f"Note: {eval_note}."] if eval_note else [])
 
 
 def _intended_use(config: dict[str, Any], info: dict[str, Any]) -> list[str]:
@@ -189,6 +197,8 @@ def write_model_card(
     wall_s: float,
     predict: tuple[str, str] | None = None,
     weights: str = "",
+    started_from: dict[str, str] | None = None,
+    eval_note: str = "",
 ) -> Path:
     """Write `run_dir/README.md`, the run's model card, and return its path.
 
@@ -198,6 +208,9 @@ def write_model_card(
     ("best checkpoint (step 40, val/loss 0.31)"); `params` counts the model's parameters and `wall_s` is the
     training time in seconds. `predict` is what `dlforge predict` reads for this model (the task's
     `predict_input`): an example file name and what it holds; None when the task has no predict.
+    `started_from` is what the weights started from, resolved when the run began: {key, ref (as written), path,
+    weights_sha256}; None for a run from scratch. `eval_note` says when the metrics come from part
+    of each split.
     """
     run_dir = Path(run_dir)
     header = [
@@ -209,8 +222,8 @@ def write_model_card(
         header,
         _model_section(config, params),
         _data_section(config, info),
-        _training_section(config, wall_s),
-        _metrics_section(metrics, weights),
+        _training_section(config, wall_s, started_from),
+        _metrics_section(metrics, weights, eval_note),
         _intended_use(config, info),
         _limitations(info, metrics),
         _how_to_load(run_dir, predict),

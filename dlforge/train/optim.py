@@ -30,6 +30,15 @@ SCHEDULERS = ("constant", "step", "multistep", "exponential", "cosine", "linear"
 WARMUP_SCHEDULERS = ("constant", "cosine", "linear", "onecycle")
 LAMBDA_SCHEDULERS = ("constant", "cosine", "linear")  # built as one LambdaLR from `_lr_factor`
 
+# The keys that decide the lr of each step and what a step is (its samples: the seed draws the data order). Changed
+# on resume, they bend a schedule already under way: a 2000-step cosine resumed as a 100-step one drops its lr at
+# once. The run's length counts for the schedules that decay over it (LENGTH_SCHEDULERS); a constant or step-decay
+# run may be extended.
+SCHEDULE_KEYS = ("batch_size", "grad_accum", "seed", "optimizer", "lr", "scheduler", "warmup_steps", "min_lr",
+                 "step_size", "milestones", "gamma", "plateau_patience")
+LENGTH_KEYS = ("max_steps", "max_epochs")
+LENGTH_SCHEDULERS = ("cosine", "linear", "onecycle")
+
 # What a schedule's state_dict keeps: the progress, never the settings (those are rebuilt from the config, and a
 # LambdaLR's functions or a MultiStepLR's Counter would not survive JSON anyway).
 _PROGRESS_KEYS = ("last_epoch", "_step_count", "base_lrs", "_last_lr")
@@ -168,6 +177,25 @@ class Schedule:
         # Chainable schedulers (step, multistep, exponential) read the lr from the optimizer: put it back too.
         for group, lr in zip(self.scheduler.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
             group["lr"] = lr
+
+
+def fit_warmup(cfg: TrainConfig, total_steps: int) -> tuple[TrainConfig, str]:
+    """The config with a warmup at least as long as the run (a preset shortened with train.max_steps or --quick)
+    scaled down to a tenth of the run, and a line that says so; the config unchanged and "" otherwise."""
+    if cfg.scheduler not in WARMUP_SCHEDULERS or cfg.warmup_steps < total_steps:
+        return cfg, ""
+    warmup = total_steps // 10
+    note = (f"train.warmup_steps {cfg.warmup_steps} is not shorter than the run ({total_steps} steps): warming up "
+            f"over {warmup} steps instead")
+    return cfg.model_copy(update={"warmup_steps": warmup}), note
+
+
+def schedule_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """`train.KEY OLD -> NEW` for each schedule-defining key that differs between two configs of one run: the run's
+    length first where its schedule decays over it, then `SCHEDULE_KEYS`."""
+    keys = (LENGTH_KEYS if old.scheduler in LENGTH_SCHEDULERS else ()) + SCHEDULE_KEYS
+    return [f"train.{key} {getattr(old, key)} -> {getattr(new, key)}" for key in keys
+            if getattr(old, key) != getattr(new, key)]
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int,

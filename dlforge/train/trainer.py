@@ -4,8 +4,9 @@
     trainer.fit()
 
 Each optimizer step takes one step batch from the resumable sampler, splits it into `grad_accum` micro-batches,
-runs forward under autocast and backward (through the GradScaler for fp16), clips, checks the loss is finite
-(`nan_policy`), steps the optimizer and the schedule, and tells the callbacks. The model computes its own loss.
+runs forward under autocast and backward (through the GradScaler for fp16), clips, checks the loss and gradients
+are finite (`nan_policy`, `max_skipped_steps`), steps the optimizer and the schedule, checks the weights stayed
+finite, and tells the callbacks. The model computes its own loss.
 Everything optional — logging, checkpoints, early stopping, plots, progress — is a callback (see callbacks.py).
 
 The Trainer's whole state (model, optimizer, schedule, scaler, RNGs, data position, callbacks) is `state_dict()`;
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import random
 import signal
+import sys
 import time
 from typing import Any
 
@@ -27,12 +29,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from dlforge.config import TrainConfig
 from dlforge.data.dataset import collate_batch, sample_lengths
-from dlforge.errors import ConfigError, TrainingError
-from dlforge.eval.evaluate import evaluate_model
+from dlforge.errors import CheckpointError, ConfigError, TrainingError
+from dlforge.eval.evaluate import evaluate_model, first_batches
 from dlforge.eval.metrics import lower_is_better
 from dlforge.train import distributed, transfer
 from dlforge.train.callbacks import Callback
-from dlforge.train.optim import build_optimizer, build_schedule
+from dlforge.train.optim import build_optimizer, build_schedule, fit_warmup
 from dlforge.train.sampler import StepBatchSampler
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -87,6 +89,9 @@ class Trainer:
         epochs_steps = c.max_epochs * self.steps_per_epoch if c.max_epochs else None
         self.max_steps = min(s for s in (c.max_steps, epochs_steps) if s is not None)
         self.limit = "max_steps" if self.max_steps == c.max_steps else "max_epochs"  # the stop reason at the end
+        if val_data is not None:  # train.limit_eval_batches: the first batches of it
+            self.val_data = first_batches(val_data, c.limit_eval_batches, self.eval_batch_size)
+        self.cfg = c = self._fit_warmup(c)
 
         scales = transfer.lr_scales(model, c.transfer) if c.transfer is not None else None
         self.optimizer = build_optimizer(model, c, lr_scales=scales)
@@ -96,11 +101,22 @@ class Trainer:
         self.autocast_dtype = AMP_DTYPES.get(c.precision)
 
         # progress: everything a resume needs besides model/optimizer/RNG state
-        self.step, self.epoch, self.batch_in_epoch, self.skipped_steps = 0, 0, 0, 0
+        self.step, self.epoch, self.batch_in_epoch, self.skipped_steps, self.skipped_in_a_row = 0, 0, 0, 0, 0
         self.should_stop, self.stop_reason, self.interrupted = False, "", False
         self._loss_sum, self._loss_count, self._samples, self._tokens = 0.0, 0, 0, 0
         self._lr = c.lr
         self.last_eval: dict[str, float] = {}
+
+    @property
+    def eval_batch_size(self) -> int:
+        return max(self.batch_size, 256)
+
+    def _fit_warmup(self, c: TrainConfig) -> TrainConfig:
+        """A warmup as long as the run (a preset shortened) scaled down to a tenth of it, said in one line."""
+        c, note = fit_warmup(c, self.max_steps)
+        if note and self.dist.is_main:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        return c
 
     # --- the loop ------------------------------------------------------------------------------------------------
 
@@ -186,28 +202,42 @@ class Trainer:
         log_step = self.step % c.log_every == 0 or self.step in (1, self.max_steps)
         grad_norm = None
         if not torch.isfinite(total):
-            self._nonfinite(total.item())
+            self._skip(f"loss is {total.item()}")
         else:
             self.scaler.unscale_(self.optimizer)
-            if c.grad_clip is not None and c.grad_clip_mode == "norm":
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)  # pre-clip norm
-            elif log_step:  # measured only, before any value clipping
-                grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-                grad_norm = torch.nn.utils.get_total_norm(grads)
-            if c.grad_clip is not None and c.grad_clip_mode == "value":
-                torch.nn.utils.clip_grad_value_(self.model.parameters(), c.grad_clip)
-            self._lr = self.optimizer.param_groups[-1]["lr"]  # the lr this step used (the head's, if they differ)
-            scale = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)  # skipped by the scaler when fp16 gradients overflowed
-            self.scaler.update()
-            if self.scaler.get_scale() >= scale:  # a skipped AMP step never advances the schedule
-                self.schedule.step()
+            grad_norm = self._clip_gradients()
+            if not self.scaler.is_enabled() and not torch.isfinite(grad_norm):  # fp16: the scaler skips these itself
+                self._skip(f"gradient norm is {grad_norm.item()}")
+                grad_norm = None
             else:
-                self.skipped_steps += 1
-            self._loss_sum += total.item()
-            self._loss_count += 1
+                self._optimizer_step()
+                self._check_weights(total, grad_norm)
+                self._loss_sum += total.item()
+                self._loss_count += 1
         self.optimizer.zero_grad(set_to_none=True)
         return self._logs(grad_norm) if log_step else {}
+
+    def _clip_gradients(self) -> torch.Tensor:
+        """Clip as configured; return the gradient norm before any clipping (inf or NaN if a gradient is)."""
+        c = self.cfg
+        if c.grad_clip is not None and c.grad_clip_mode == "norm":
+            return torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        if c.grad_clip is not None and c.grad_clip_mode == "value":
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), c.grad_clip)
+        return norm
+
+    def _optimizer_step(self) -> None:
+        """Step the optimizer, then the schedule; the GradScaler skips the step when fp16 gradients overflowed."""
+        self._lr = self.optimizer.param_groups[-1]["lr"]  # the lr this step used (the head's, if they differ)
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scaler.get_scale() >= scale:  # a skipped AMP step never advances the schedule
+            self.schedule.step()
+            self.skipped_in_a_row = 0
+        else:
+            self._count_skip("fp16 gradients overflowed")
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Move a training micro-batch to the device, augment it there, and set its memory format."""
@@ -218,12 +248,34 @@ class Trainer:
             batch = {k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for k, v in batch.items()}
         return batch
 
-    def _nonfinite(self, value: float) -> None:
-        where = f"step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch - 1})"
+    def _where(self) -> str:
+        return f"step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch - 1})"
+
+    def _skip(self, problem: str) -> None:
+        """A step whose loss or gradients are not finite: raise (nan_policy stop), or skip it, leaving parameters,
+        optimizer and schedule untouched."""
         if self.cfg.nan_policy == "stop":
-            raise TrainingError(f"loss is {value} at {where}; lower train.lr, set train.grad_clip, "
+            raise TrainingError(f"{problem} at {self._where()}; lower train.lr, set train.grad_clip, "
                                 "or set train.nan_policy=skip to skip such steps")
-        self.skipped_steps += 1  # parameters, optimizer and schedule untouched
+        self._count_skip(problem)
+
+    def _count_skip(self, problem: str) -> None:
+        self.skipped_steps += 1
+        self.skipped_in_a_row += 1
+        limit = self.cfg.max_skipped_steps
+        if limit is not None and self.skipped_in_a_row >= limit:
+            raise TrainingError(f"{limit} steps in a row were skipped, the last at {self._where()}: {problem}; the "
+                                "run has stopped learning: lower train.lr, set train.grad_clip or check the data "
+                                "(train.max_skipped_steps sets this limit)")
+
+    def _check_weights(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """Finite loss and gradients can still overflow the weights (a huge loss or lr). A step cannot be skipped
+        once taken, so the run stops here whatever nan_policy says, rather than skip every step after it."""
+        weights = [p for p in self.model.parameters() if p.requires_grad]
+        largest = torch.nn.utils.get_total_norm(weights, norm_type=float("inf"))  # max |w|: inf or NaN if one is
+        if not torch.isfinite(largest):
+            raise TrainingError(f"{self._where()} made the weights non-finite (loss {loss.item():.4g}, gradient norm "
+                                f"{grad_norm.item():.4g}); lower train.lr or set train.grad_clip")
 
     def _logs(self, grad_norm: torch.Tensor | None) -> dict[str, float]:
         now = time.perf_counter()
@@ -247,7 +299,7 @@ class Trainer:
         data = self.val_data if data is None else data
         if data is None:
             return {}
-        results = evaluate_model(self.model, data, self.metrics, batch_size=max(self.batch_size, 256),
+        results = evaluate_model(self.model, data, self.metrics, batch_size=self.eval_batch_size,
                                  device=self.device, autocast_dtype=self.autocast_dtype,
                                  channels_last=self.cfg.channels_last)
         results = {f"{split}/{k}": v for k, v in results.items()}
@@ -294,7 +346,8 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                         "skipped_steps": self.skipped_steps, "loss_sum": self._loss_sum,
+                         "skipped_steps": self.skipped_steps, "skipped_in_a_row": self.skipped_in_a_row,
+                         "loss_sum": self._loss_sum,
                          "loss_count": self._loss_count, "samples": self._samples, "tokens": self._tokens,
                          "should_stop": self.should_stop, "stop_reason": self.stop_reason,
                          "last_eval": self.last_eval},
@@ -303,8 +356,20 @@ class Trainer:
             "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys()},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        """Continue from `state` (see `state_dict`); `source` names it in errors: a model of other shapes (its config
+        changed since), or an optimizer of other parameter groups (weight decay, transfer or LoRA settings)."""
+        from dlforge.artifacts import check_shapes  # here: importing the Trainer loads no model-folder code
+
+        check_shapes(self.model.state_dict(), state["model"], source,
+                     "the model config differs from the one this checkpoint was trained with")
         self.model.load_state_dict(state["model"])
+        saved = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
+        own = [len(g["params"]) for g in self.optimizer.param_groups]
+        if saved != own:
+            raise CheckpointError(f"{source}: the optimizer state has parameter groups of {saved} tensors, this run "
+                                  f"{own}; train.weight_decay, train.transfer or train.lora differ from the "
+                                  "checkpoint's")
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         if state.get("scaler"):
@@ -313,7 +378,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = p["step"], p["epoch"], p["batch_in_epoch"]
         self.skipped_steps, self._loss_sum, self._loss_count = p["skipped_steps"], p["loss_sum"], p["loss_count"]
         self._samples, self.should_stop, self.stop_reason = p["samples"], p["should_stop"], p["stop_reason"]
-        self._tokens = p.get("tokens", 0)
+        self._tokens, self.skipped_in_a_row = p.get("tokens", 0), p.get("skipped_in_a_row", 0)
         self.last_eval = p["last_eval"]
         if self.stop_reason in ("SIGTERM", "SIGINT", "interrupted"):
             self.stop_reason = ""

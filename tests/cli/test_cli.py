@@ -370,7 +370,7 @@ def test_runs_compare_json_and_png(trained, used):
 
 
 BAD_INPUTS = ["missing-csv", "empty-csv", "header-only-csv", "ragged-row", "text-in-number", "unknown-target",
-              "one-class", "unknown-key", "wrong-type", "unknown-preset", "resume-missing", "warmup-too-long"]
+              "one-class", "unknown-key", "wrong-type", "unknown-preset", "resume-missing", "min-lr-above-lr"]
 WITH_DEBUG = ["ragged-row"]
 
 
@@ -426,9 +426,9 @@ def bad(trained, tmp_path_factory) -> BadRuns:
         "wrong-type": ([cfg, "train.lr=abc"], ["train.lr", "number", "'abc'"]),
         "unknown-preset": (["iris-logistc"], ["iris-logistc", "did you mean 'iris-logistic'"]),
         "resume-missing": (["--resume", str(d / "no-such-run")], [str(d / "no-such-run")]),
-        # refused by the Trainer (the schedule), after the data and model were built but before any run folder
-        "warmup-too-long": ([cfg, "train.max_steps=5", "train.max_epochs=null", "train.scheduler=cosine",
-                             "train.warmup_steps=10"], ["train.warmup_steps", "5 steps"]),
+        # refused by the Trainer (the schedule), after the data and model were built but before any run folder (a
+        # warmup longer than the run no longer is: it is scaled down to the run, issue 13, defect 24)
+        "min-lr-above-lr": ([cfg, "train.scheduler=cosine", "train.min_lr=1.0"], ["train.min_lr", "above train.lr"]),
     }
     assert sorted(cases) == sorted(BAD_INPUTS)
     commands = {name: ["train", *args] for name, (args, _) in cases.items()}

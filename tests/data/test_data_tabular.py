@@ -401,3 +401,29 @@ def test_missing_value_markers_are_not_numbers(tmp_path):
         DataError, match=rf"^{path}:3: column 'a': missing value \('NA'\); fill or drop missing values$"
     ):
         load(path, target="y")
+
+
+@pytest.mark.parametrize("cell", ["1e200", "-4e38", "inf", "-Infinity"])
+def test_a_value_beyond_float32_is_named_with_its_file_line_and_column(tmp_path, cell):
+    # 1e200 is finite in float64 but inf in the float32 tensors: it made every gradient NaN (issue 13, defect 26)
+    rows = "".join(f"{i},{cell if i == 3 else i},{'ab'[i % 2]}\n" for i in range(8))
+    for target, task in (("y", "auto"), ("x", "regression")):
+        path = write(tmp_path, "i,x,y\n" + rows)
+        with pytest.raises(DataError) as err:
+            load(path, target=target, task=task)
+        assert str(err.value) == (f"{path}:5: column 'x': expected a finite number within float32's range "
+                                  f"(±3.4e+38), found {cell!r}")
+    bundle = load(people_csv(tmp_path), target="label")
+    new = write(tmp_path, "age,income,color\n30,50,red\n31,1e39,red\n", "new.csv")
+    with pytest.raises(DataError, match=f"^{new}:3: column 'income': expected a finite number"):
+        prepare_inputs(bundle.preprocessing, new)
+
+
+def test_a_parquet_value_beyond_float32_is_named_by_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"x": [1.0, 2.0, 1e200, 4.0], "y": ["a", "b", "a", "b"]}), path)
+    with pytest.raises(DataError, match=rf"^{path}: row 3: column 'x': expected a finite number within float32"):
+        parquet_dataset(TabularConfig(name="parquet", path=str(path), target="y"))

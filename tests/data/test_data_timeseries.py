@@ -255,6 +255,10 @@ def test_minmax_scaling_stride_and_max_train(tmp_path):
     ("text", "message"),
     [
         ("date,v\n2024-01-01,1\n2024-01-02,x\n2024-01-03,3\n", r":3: column 'v': expected a number, found 'x'$"),
+        ("date,v\n2024-01-01,1\n2024-01-02,1e200\n2024-01-03,3\n",  # inf as float32 (issue 13, defect 26)
+         r":3: column 'v': expected a finite number within float32's range \(±3.4e\+38\), found '1e200'$"),
+        ("date,v\n2024-01-01,1\n2024-01-02,-inf\n2024-01-03,3\n",
+         r":3: column 'v': expected a finite number within float32's range \(±3.4e\+38\), found '-inf'$"),
         ("date,v\n2024-01-01,1\nsoon,2\n2024-01-03,3\n",
          r":3: column 'date': expected a date/time such as 2024-01-31 or 2024-01-31T13:00, found 'soon'$"),
         ("date,v\n2024-01-01,1\n,2\n2024-01-03,3\n", r":3: column 'date': missing time; every row needs one$"),

@@ -3,6 +3,7 @@ corpora (`dlforge lm perplexity`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -38,10 +39,20 @@ def test_init_from_loads_every_weight(tiny_lm_run, tmp_path):
                                                  strict=True))
 
 
-def test_continued_pretraining_run_starts_where_the_source_ended(tiny_lm_run, tmp_path):
+def test_continued_pretraining_run_starts_where_the_source_ended(tiny_lm_run, tmp_path, capfd):
     cfg = continued(tiny_lm_run, tmp_path)
     cfg["train"].update(max_steps=2, lr=1e-9, warmup_steps=0, eval_every=2)  # too small a step to move anything
     result = api.train(cfg)
+    # what it started from, resolved, is recorded, printed and in the model card (issue 13, defect 7)
+    weights = tiny_lm_run.run / "model" / "model.safetensors"
+    record = {"key": "train.init_from", "ref": str(tiny_lm_run.run), "path": str((tiny_lm_run.run / "model").resolve()),
+              "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    assert json.loads((result.run_dir / "run.json").read_text())["started_from"] == record
+    assert f"train.init_from {record['ref']}: {record['path']} (weights SHA-256 {record['weights_sha256']})" in (
+        capfd.readouterr().err.splitlines())
+    card = (result.run_dir / "README.md").read_text()
+    assert f"- Started from: `{record['path']}` (train.init_from: `{record['ref']}`, weights SHA-256 " \
+           f"`{record['weights_sha256']}`)" in card
     model, tok = load_language_model(result.run_dir)
     base, base_tok = load_language_model(tiny_lm_run.run)
     assert tok.hash == base_tok.hash

@@ -12,7 +12,14 @@ from torch.optim import lr_scheduler
 
 from dlforge.config import TrainConfig
 from dlforge.errors import ConfigError
-from dlforge.train.optim import SCHEDULERS, Schedule, build_optimizer, build_schedule, param_groups
+from dlforge.train.optim import (
+    SCHEDULERS,
+    Schedule,
+    build_optimizer,
+    build_schedule,
+    param_groups,
+    schedule_changes,
+)
 
 LR = 0.1
 
@@ -306,3 +313,15 @@ def test_warmup_with_a_scheduler_that_ignores_it(name):
 def test_schedule_config_errors(overrides, match):
     with pytest.raises(ConfigError, match=match):
         build_schedule(sgd(), train_cfg(**overrides), 100)
+
+
+def test_schedule_changes_name_the_keys_that_bend_a_resumed_schedule():
+    # issue 13, defect 12: train.max_steps=100 on a 2000-step cosine run dropped the lr from 2e-3 to 2.6e-4 at once
+    cosine = TrainConfig(scheduler="cosine", max_steps=2000, lr=2e-3, warmup_steps=50)
+    shorter = cosine.model_copy(update={"max_steps": 100, "batch_size": 64, "seed": 1, "log_every": 5, "device": "cpu"})
+    assert schedule_changes(cosine, shorter) == ["train.max_steps 2000 -> 100", "train.batch_size 32 -> 64",
+                                                 "train.seed 0 -> 1"]
+    assert schedule_changes(cosine, cosine.model_copy(update={"eval_every": 7, "progress": False})) == []
+    constant = TrainConfig(scheduler="constant", max_steps=2000, lr=0.1)
+    assert schedule_changes(constant, constant.model_copy(update={"max_steps": 4000})) == []  # extending is fine
+    assert schedule_changes(constant, constant.model_copy(update={"lr": 0.5})) == ["train.lr 0.1 -> 0.5"]

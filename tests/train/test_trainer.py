@@ -348,6 +348,122 @@ def test_nan_loss_with_skip_policy_leaves_weights_optimizer_and_schedule_untouch
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+class GradPoison(nn.Module):
+    """Wraps a model: on chosen training calls multiplies the gradient reaching the logits by `factor` (inf: every
+    gradient inf or NaN), while the loss itself stays finite."""
+
+    def __init__(self, inner: nn.Module, calls: tuple[int, ...], factor: float = float("inf")):
+        super().__init__()
+        self.inner, self.calls, self.factor, self.count = inner, set(calls), factor, 0
+
+    def forward(self, batch):
+        out = self.inner(batch)
+        if self.training:
+            self.count += 1
+            if self.count in self.calls:
+                out.logits.register_hook(lambda g: g * self.factor)
+        return out
+
+
+class Line(nn.Module):
+    """pred = w * x under an MSE loss: targets of 1e18 give a finite loss (1e36) and a finite gradient (2e18)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, batch):
+        pred = self.w * batch["x"][:, 0]
+        return Output(logits=pred[:, None], loss=((pred - batch["y"]) ** 2).mean())
+
+
+def test_finite_loss_with_nonfinite_gradients_is_skipped_untouched(blobs, tiny_mlp, train_config):
+    # issue 13, defect 26: the loss was finite, so the NaN gradients went into the weights
+    model, snapshots = GradPoison(tiny_mlp(), calls=(3,)), Snapshots()
+    cfg = train_config(max_steps=6, batch_size=8, optimizer="adamw", lr=0.01, scheduler="cosine", warmup_steps=2,
+                       nan_policy="skip")
+    t = Trainer(model, cfg, blobs(64), callbacks=[snapshots])
+    t.fit()
+    before, skipped, after = snapshots.at[2], snapshots.at[3], snapshots.at[4]
+    for key in ("params", "optimizer", "schedule", "lr"):
+        assert_equal_nested(skipped[key], before[key], key)
+    assert changed(after["params"], skipped["params"])
+    assert (t.step, t.skipped_steps) == (6, 1)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    stop = Trainer(GradPoison(tiny_mlp(), calls=(3,)), train_config(max_steps=6, batch_size=8), blobs(64))
+    with pytest.raises(TrainingError, match=r"^gradient norm is (nan|inf) at step 3 \(epoch 0, batch 2\); lower"):
+        stop.fit()
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_a_step_that_overflows_the_weights_stops_the_run_naming_it(train_config, policy):
+    # issue 13, defect 11: a finite but huge loss sent the weights to inf, and every later step was skipped
+    data = TensorDictDataset({"x": torch.ones(8, 1), "y": torch.full((8,), 1e18)})
+    t = Trainer(Line(), train_config(max_steps=5, batch_size=8, optimizer="sgd", momentum=0.0, lr=1e21,
+                                     nan_policy=policy), data)
+    with pytest.raises(TrainingError) as err:
+        t.fit()
+    assert str(err.value).startswith("step 1 (epoch 0, batch 0) made the weights non-finite (loss 1e+36, gradient "
+                                     "norm 2e+18)")
+    assert t.step == 1
+
+
+def test_skipped_steps_in_a_row_stop_the_run_at_max_skipped_steps(blobs, tiny_mlp, train_config):
+    cfg = train_config(max_steps=20, batch_size=8, nan_policy="skip", max_skipped_steps=4)
+    t = Trainer(Spy(tiny_mlp(), nan_calls=tuple(range(3, 30))), cfg, blobs(64))
+    with pytest.raises(TrainingError) as err:
+        t.fit()
+    assert t.step == 6 and t.skipped_steps == 4  # steps 3, 4, 5 and 6
+    assert str(err.value) == ("4 steps in a row were skipped, the last at step 6 (epoch 0, batch 5): loss is nan; "
+                              "the run has stopped learning: lower train.lr, set train.grad_clip or check the data "
+                              "(train.max_skipped_steps sets this limit)")
+
+    scattered = Trainer(Spy(tiny_mlp(), nan_calls=(2, 4, 5, 7, 9, 10)), cfg.model_copy(update={"max_skipped_steps": 3}),
+                        blobs(64))
+    scattered.fit()  # never 3 in a row
+    assert (scattered.step, scattered.skipped_steps) == (20, 6)
+    assert scattered.state_dict()["progress"]["skipped_in_a_row"] == 0
+
+
+class EvalCounter(nn.Module):
+    """Wraps a model: counts the rows of every evaluation forward."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.rows = inner, 0
+
+    def forward(self, batch):
+        if not self.training:
+            self.rows += len(batch["x"])
+        return self.inner(batch)
+
+
+@pytest.mark.parametrize(("limit", "rows"), [(None, 600), (1, 256), (2, 512), (0.1, 60), (1.0, 600)])
+def test_limit_eval_batches_validates_on_the_first_batches_or_fraction(blobs, tiny_mlp, train_config, limit, rows):
+    # issue 13, defect 24: evaluating a whole split dominated short runs
+    model = EvalCounter(tiny_mlp())
+    t = Trainer(model, train_config(max_steps=2, batch_size=8, eval_every=1, limit_eval_batches=limit), blobs(64),
+                blobs(600, seed=1))
+    t.fit()
+    assert model.rows == 2 * rows  # two evaluations, each of the first `rows` samples (batches of 256)
+
+
+def test_a_warmup_longer_than_the_run_is_scaled_to_a_tenth_of_it_in_one_line(blobs, tiny_mlp, train_config, capsys):
+    # issue 13, defect 24: train.max_steps=30 failed on a preset with warmup_steps 50
+    recorder = Recorder()
+    cfg = train_config(max_steps=30, batch_size=8, scheduler="cosine", warmup_steps=50, lr=0.1)
+    t = Trainer(tiny_mlp(), cfg, blobs(64), callbacks=[recorder])
+    assert capsys.readouterr().err.splitlines() == [
+        "note: train.warmup_steps 50 is not shorter than the run (30 steps): warming up over 3 steps instead"]
+    t.fit()
+    lrs = [row["lr"] for row in recorder.logs]
+    assert lrs[:4] == pytest.approx([0.1 * 1 / 4, 0.1 * 2 / 4, 0.1 * 3 / 4, 0.1])  # (step + 1) / (warmup + 1)
+    assert lrs[-1] < lrs[4]  # then the cosine decays
+    Trainer(tiny_mlp(), train_config(max_steps=30, batch_size=8, scheduler="cosine", warmup_steps=29), blobs(64))
+    assert capsys.readouterr().err == ""  # shorter than the run: as configured
+
+
 # --- 8. mixed precision --------------------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ per-class and image reports of a finished run."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 
 import numpy as np
@@ -213,7 +214,14 @@ def test_transfer_run_starts_from_the_source_backbone_and_keeps_it_frozen(digits
     assert backbone and all(torch.equal(s[k], t[k]) for k in backbone)  # frozen: identical after training
     assert target.config.num_classes == 5
     config = yaml.safe_load((dst.run_dir / "config.yaml").read_text())
-    assert config["train"]["transfer"]["init_from"] == "latest:src"
+    assert config["train"]["transfer"]["init_from"] == "latest:src"  # as written; resolved in run.json (defect 7)
+    started = json.loads((dst.run_dir / "run.json").read_text())["started_from"]
+    weights = src.run_dir / "model" / "model.safetensors"
+    assert started == {"key": "train.transfer.init_from", "ref": "latest:src",
+                       "path": str((src.run_dir / "model").resolve()),
+                       "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    assert f"`{started['path']}` (train.transfer.init_from: `latest:src`" in (dst.run_dir / "README.md").read_text()
+    assert "- Started from: random initialization" in (src.run_dir / "README.md").read_text()
 
 
 def test_image_run_writes_per_class_report_confusion_and_misclassified_grid(digits_runs):
