@@ -22,7 +22,7 @@ def test_quick_is_a_short_run_whose_bundle_the_overrides_override(tmp_path, capf
             in proc.stderr.splitlines())
     run = tmp_path / "run"
     rows = train_rows(run)
-    assert [r["step"] for r in rows] == [1, 10, 20, 30, 40]  # the first step, then log_every 10; eval_every 50: no validation on the way
+    assert [r["step"] for r in rows] == [1, 10, 20, 30, 40]  # step 1, then every 10; eval_every 50: no validation
     assert [c.name for c in find_checkpoints(run / "checkpoints")] == ["checkpoint-40"]
     assert summary["eval_note"] == "" and "eval_limited" not in json.loads((run / "eval.json").read_text())
 
