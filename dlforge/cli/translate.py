@@ -30,6 +30,9 @@ def translate_cmd(
     from dlforge.paths import existing_file
 
     sentences = list(texts or [])
+    blank = next((i for i, text in enumerate(sentences, 1) if not text.strip()), None)
+    if blank is not None:
+        raise ConfigError(f"translate: sentence {blank} is empty; give the text to translate")
     if file is not None:
         file = existing_file(file, "a text file of sentences, one per line (--file)")
         sentences += [line.strip() for line in read_utf8(file).splitlines() if line.strip()]

@@ -120,6 +120,7 @@ CONFIG_CASES: dict[str, tuple[list[str], str]] = {
     "tokenizer size not a number": (["lm", "prepare", FILE, "--tokenizer", "bpe:abc", "--out", "s"], "bpe:N"),
     "unknown image op": (["image", "ops", FILE, "out.png", "--op", "blurr"], "unknown image op"),
     "latest of no preset": (["eval", "latest:fashion-pretrain"], "no preset is called that"),
+    "empty sentence to translate": (["translate", "any-run", "hello", ""], "sentence 2 is empty"),
 }
 
 
