@@ -22,7 +22,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pydantic
 import torch
@@ -44,18 +44,16 @@ _RESERVED = frozenset({"manifest.json", "config.json", "model.safetensors"})  # 
 # --- atomic folders with a manifest ----------------------------------------------------------------------------------
 
 
-def refuse_existing(out: str | Path, overwrite: bool, kind: Literal["folder", "file"] = "folder") -> Path:
-    """The one rule for every command that writes an output (`kind`: a folder or a file): an existing `out` is
-    replaced only with `--overwrite`, and never by the other kind. Checked before any work, so nothing is lost and
-    nothing is half-done."""
+def refuse_existing(out: str | Path, overwrite: bool) -> Path:
+    """The one rule for every command that writes an output: an existing `out` (a folder, or a file where a folder
+    would go) is replaced only with `--overwrite`. Checked before any work, so nothing is lost and nothing is
+    half-done."""
     out = Path(out)
     if (out.exists() or out.is_symlink()) and not overwrite:
-        found = "folder" if out.is_dir() else "file"
-        raise DataError(f"{out}: already exists; pass --overwrite to replace it (it is a {found})")
-    if kind == "folder" and out.exists() and not out.is_dir():
+        kind = "folder" if out.is_dir() else "file"
+        raise DataError(f"{out}: already exists; pass --overwrite to replace it (it is a {kind})")
+    if out.exists() and not out.is_dir():
         raise DataError(f"{out}: is a file; the output is a folder: give another path")
-    if kind == "file" and out.is_dir():
-        raise DataError(f"{out}: is a folder; the output is a file: give another path")
     return out
 
 

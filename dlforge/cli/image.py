@@ -49,19 +49,18 @@ def ops_cmd(
 def attention_cmd(
     run: str = typer.Argument(..., help="a ViT run: folder, name or 'latest' (or a model folder)"),
     input_path: Path = typer.Argument(..., help="image file to read; prepared as the run's training images"),
-    out: Path = typer.Option(..., "--out", help="PNG to write: the image beside it under the attention heat map"),
+    out: Path = typer.Option(..., "--out", help="PNG file to write: the image beside it under the heat map"),
     method: str = typer.Option("rollout", "--method", help="rollout (every block) or last (the last block)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
-    """Where a ViT looks: `dlforge image attention latest shirt.png --out attention.png`.
+    """Where a ViT looks: `dlforge image attention latest shirt.png --out runs/attention.png`.
 
     rollout: every block's attention, with its residual path, multiplied through the network (Abnar & Zuidema
     2020); last: the last block's. Heads averaged; the class token's row over the patches.
     """
     from dlforge.eval.attention import attention_overlay
 
-    summary = attention_overlay(run, input_path, out, method, overwrite)
+    summary = attention_overlay(run, input_path, out, method)
     if as_json:
         emit_json(summary)
         return

@@ -56,18 +56,31 @@ def patch_heat(maps: list[torch.Tensor], prefix: int, grid: tuple[int, int], met
     return heat / heat.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
 
 
+def check_output(out: str | Path) -> Path:
+    """`out` if a PNG can be written there: a .png name, not a folder, in a folder that exists."""
+    out = Path(out)
+    if out.is_dir():
+        raise DataError(f"{out}: is a folder; expected the PNG file to write (--out)")
+    if out.suffix.lower() != ".png":
+        raise DataError(f"{out}: expected the PNG file to write (--out), a .png file")
+    if not out.parent.is_dir():
+        raise DataError(f"{out}: the folder {out.parent} does not exist")
+    return out
+
+
 def attention_overlay(run: str | Path, image_path: str | Path, out: str | Path, method: str = "rollout",
-                      overwrite: bool = False, runs_dir: str | Path = "runs") -> dict[str, Any]:
+                      runs_dir: str | Path = "runs") -> dict[str, Any]:
     """Draw where a trained ViT (a run, its name, 'latest' or a model folder) attends in one image: a PNG of the image
-    beside the image under its heat map. Returns what was done: model folder, prediction, grid, output path."""
-    from dlforge.artifacts import load_trained, refuse_existing
+    beside the image under its heat map, written to `out` (replaced if it exists, as `image ops` replaces its output).
+    Returns what was done: model folder, prediction, grid, output path."""
+    from dlforge.artifacts import load_trained
     from dlforge.data.images import denormalize, prepare_images
     from dlforge.layers.losses import to_probabilities
     from dlforge.runs.plots import plot_attention
     from dlforge.runs.rundir import model_dir
 
     check_method(method)  # like the output, before any work
-    out = refuse_existing(out, overwrite, kind="file")
+    out = check_output(out)
     folder = model_dir(run, runs_dir)
     model = load_trained(folder)
     if not hasattr(model, "attention_maps"):

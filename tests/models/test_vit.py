@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from clitools import one_line_error, run_cli
+from clitools import run_cli
 from torch import nn
 
 from dlforge import api
@@ -301,12 +301,16 @@ def test_attention_overlay_of_a_trained_run(digits_run, tmp_path):
         assert summary["model"] == str(digits_run.run_dir / "model") and 0.1 <= summary["probability"] <= 1
         with Image.open(out) as png:
             assert png.format == "PNG" and png.width > 300
-    with pytest.raises(DataError, match=r"already exists; pass --overwrite"):
-        attention_overlay(digits_run.run_dir, image, tmp_path / "last.png", method="last")
-    with pytest.raises(DataError, match=r"is a folder; the output is a file"):
-        attention_overlay(digits_run.run_dir, image, tmp_path, overwrite=True)
+    # the method and the output are checked before the run is read
     with pytest.raises(ConfigError, match=r"^--method: expected rollout or last, got 'max'"):
-        attention_overlay("no-such-run", image, tmp_path / "max.png", method="max")  # before the run is read
+        attention_overlay("no-such-run", image, tmp_path / "max.png", method="max")
+    for out, error in ((tmp_path, "is a folder; expected the PNG file to write"),
+                       (tmp_path / "x.jpg", "expected the PNG file to write \\(--out\\), a .png file"),
+                       (tmp_path / "no" / "x.png", "the folder .* does not exist")):
+        with pytest.raises(DataError, match=rf"^{tmp_path}.*: {error}"):
+            attention_overlay("no-such-run", image, out)
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'nope.png'}: image file not found"):
+        attention_overlay(digits_run.run_dir, tmp_path / "nope.png", tmp_path / "nope-attention.png")
     cnn = create_model("simple_cnn", channels=[4], image_size=8)
     folder = save_model(cnn, tmp_path / "cnn")
     with pytest.raises(ConfigError, match=r"model 'simple_cnn' has no attention maps"):
@@ -321,5 +325,4 @@ def test_image_attention_command(digits_run, tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["out"] == str(out) and summary["method"] == "rollout" and out.stat().st_size > 1000
-    again = one_line_error(run_cli("image", "attention", run, str(image), "--out", str(out), cwd=tmp_path))
-    assert f"{out}: already exists; pass --overwrite" in again
+    assert summary["model"] == str(digits_run.run_dir / "model")
