@@ -45,6 +45,7 @@ bench: install
 	$(PIP) install -q -e ".[bench]"
 	$(PY) bench/trainer_overhead.py
 	$(PY) bench/cnn_step.py
+	$(PY) bench/vit_step.py
 	$(PY) bench/lstm_step.py
 	$(PY) bench/vector_search.py
 

@@ -34,6 +34,7 @@ import dlforge.models.rnn  # noqa: F401
 import dlforge.models.seq2seq  # noqa: F401
 import dlforge.models.simple_cnn  # noqa: F401
 import dlforge.models.vgg  # noqa: F401
+import dlforge.models.vit  # noqa: F401
 
 # tasks (a dataset's info["task"] names one)
 import dlforge.tasks.classification  # noqa: F401

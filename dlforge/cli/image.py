@@ -1,4 +1,5 @@
-"""`dlforge image ops IN OUT --op canny --op gaussian_blur:ksize=5`: OpenCV operations on one image file."""
+"""`dlforge image ops IN OUT --op canny --op gaussian_blur:ksize=5`: OpenCV operations on one image file.
+`dlforge image attention RUN IN --out OUT`: where a ViT run attends in one image file."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": [
 
 @app.callback()
 def image() -> None:
-    """Image files: apply the OpenCV operations the image datasets use (`data.ops`)."""
+    """Image files: apply the OpenCV operations the image datasets use (`data.ops`), draw a ViT's attention."""
 
 
 @app.command("ops")
@@ -47,3 +48,30 @@ def ops_cmd(
     names = ", ".join(o["op"] for o in ops) or "no ops"
     shape_in, shape_out = "x".join(map(str, img.shape)), "x".join(map(str, out.shape))
     console.print(f"{input_path} ({shape_in}) -> {output_path} ({shape_out}): {names}", highlight=False, soft_wrap=True)
+
+
+@app.command("attention")
+def attention_cmd(
+    run: str = typer.Argument(..., help="a ViT run: folder, name or 'latest' (or a model folder)"),
+    input_path: Path = typer.Argument(..., help="image file to read; prepared as the run's training images"),
+    out: Path = typer.Option(..., "--out", help="PNG file to write: the image beside it under the heat map"),
+    method: str = typer.Option("rollout", "--method", help="rollout (every block) or last (the last block)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Where a ViT looks: `dlforge image attention latest shirt.png --out runs/attention.png`.
+
+    rollout: every block's attention, with its residual path, multiplied through the network (Abnar & Zuidema
+    2020); last: the last block's. Heads averaged; the class token's row over the patches.
+    """
+    from dlforge.paths import existing_file, output_file
+
+    existing_file(input_path, "an image file")  # the paths before the run and torch are loaded
+    output_file(out, "a PNG file to write (--out)", suffixes=(".png",))
+    from dlforge.eval.attention import attention_overlay
+
+    summary = attention_overlay(run, input_path, out, method)
+    if as_json:
+        emit_json(summary)
+        return
+    console.print(f"{input_path}: {summary['prediction']} ({summary['probability']:.2f}); attention ({method}) "
+                  f"-> {out}", highlight=False, soft_wrap=True)

@@ -11,9 +11,14 @@ Vaswani et al. 2017, "Attention Is All You Need", section 3.2: softmax(Q K^T / s
 Masks are boolean, True where a query may attend to a key, broadcastable to (B, H, Tq, Tk). Without a mask and
 without cached keys, `causal=True` takes SDPA's own causal path (the fused, fastest kernels). The self-attention
 projection is one fused (C -> 3C) linear layer: q, k, v in that order.
+
+SDPA never forms the attention probabilities; `attn.attention_weights(x)` computes them on a side path, for looking
+at where a model attends (ViT's attention maps), leaving `forward` on the fused kernels.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +118,20 @@ class MultiHeadAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+
+    def attention_weights(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
+                          ) -> torch.Tensor:
+        """The self-attention probabilities softmax(Q K^T / sqrt(D)) over x (B, T, C): (B, H, T, T), each row summing
+        to 1, as `forward` with the same mask would weigh the values (attention dropout aside)."""
+        if self.cross:
+            raise ValueError("attention_weights: a self-attention layer's; this one is cross-attention")
+        t, c = x.shape[1], x.shape[2]
+        q, k, _ = (self._heads(z) for z in self.qkv(x).split(c, dim=2))  # (B, H, T, D) each
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, T, T)
+        full = combine_masks(mask, t, t, causal)
+        if full is not None:
+            scores = scores.masked_fill(~full, float("-inf"))
+        return scores.softmax(dim=-1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
                 memory: torch.Tensor | None = None, rotary: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -1,9 +1,9 @@
-"""The shape every CNN of the zoo has: named stages run in order, a `head` last, one loss; and the config fields
-they all have (`ImageClassifierConfig`).
+"""The shape every image classifier of the zoo has (the CNNs, ViT): named stages run in order, a `head` last, one
+loss; and the config fields they all have (`ImageClassifierConfig`).
 
-Transfer learning relies on it (`dlforge.train.transfer`): `stage_names` lists the top-level children in forward
-order, the last being `head`, which ends in the only `nn.Linear(F, num_classes)`; everything before it is the
-backbone.
+Transfer learning relies on it (`dlforge.train.transfer`): `stage_names` lists the stages in forward order, top-level
+children (`stem`, `stage1`) or dotted paths to them (a Transformer's `blocks.0`), the last being `head`, which starts
+with its pooling and ends in the only `nn.Linear(F, num_classes)`; everything before it is the backbone.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dlforge.models.output import Output
 
 @dataclass(config=ConfigDict(extra="forbid"))
 class ImageClassifierConfig:
-    """The fields every CNN config has: the image and class shapes the data sets, and the classification loss.
+    """The fields every image classifier's config has: the image and class shapes the data sets, and the loss.
 
-    Each CNN's config subclasses it with its own fields (`dropout` among them: where it applies and its default
+    Each model's config subclasses it with its own fields (`dropout` among them: where it applies and its default
     differ from one architecture to the next)."""
 
     in_channels: int = Field(1, ge=1, description="image channels; set from the data")
@@ -33,7 +33,7 @@ class ImageClassifierConfig:
 
 
 class ConvClassifier(nn.Module):
-    """Base of the CNN zoo: children named in `stage_names` run in order; `head` is last and ends in a Linear.
+    """Base of the image classifiers: the stages named in `stage_names` run in order; `head` is last, ends in a Linear.
 
     Subclasses set `self.config` (an `ImageClassifierConfig`) and `self.stage_names` in __init__, then add the
     children in that order and a `loss_fn`; `forward` runs them and computes the loss.
@@ -50,13 +50,13 @@ class ConvClassifier(nn.Module):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> logits (B, num_classes): every stage, in order."""
         for name in self.stage_names:  # looked up by name, so a swapped-in head is the one that runs
-            x = self._modules[name](x)
+            x = self.get_submodule(name)(x)
         return x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (B, F): every stage before `head`, then the head's pool/flatten."""
         for name in self.stage_names[:-1]:
-            x = self._modules[name](x)
+            x = self.get_submodule(name)(x)
         return self.head[0](x)
 
     def example_batch(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

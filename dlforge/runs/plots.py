@@ -1,4 +1,5 @@
-"""PNG plots of a run: loss, learning rate, eval metrics, a confusion matrix, and several runs side by side.
+"""PNG plots of a run: loss, learning rate, eval metrics, a confusion matrix, images, attention over an image, and
+several runs side by side.
 
 Figures are drawn with matplotlib's Agg canvas on `matplotlib.figure.Figure` objects, not through pyplot: no
 display is needed, no global backend is switched under a user's notebook, and no figure stays open afterwards.
@@ -219,13 +220,35 @@ def plot_image_grid(images: Any, titles: list[str], path: Path, title: str = "",
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            img = images[i]
-            gray = img.shape[-1] == 1
-            ax.imshow(img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=255)
+            _show_image(ax, images[i])
             ax.set_title(titles[i], fontsize=7)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_attention(image: Any, heat: Any, path: Path, title: str = "") -> Path:
+    """An image (H, W, C) uint8 beside the same image under a heat map (h, w) in [0, 1], each cell of the map
+    stretched over its H/h x W/w block of pixels (a ViT's patch); returns `path`."""
+    height, width = image.shape[:2]
+    fig = _figure(6.4, 3.6)
+    left, right = fig.subplots(1, 2)
+    for ax, name in ((left, "image"), (right, "attention")):
+        _show_image(ax, image)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    shown = right.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear",
+                         extent=(-0.5, width - 0.5, height - 0.5, -0.5))  # the pixels' edges, top row first
+    fig.colorbar(shown, ax=right, shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _show_image(ax: Any, img: Any) -> None:
+    """Draw uint8 pixels (H, W, C) on `ax`: grayscale when C == 1."""
+    gray = img.shape[-1] == 1
+    ax.imshow(img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=255)
 
 
 def plot_compare(runs: list[tuple[str, Path]], path: Path, keys: list[str] | None = None) -> Path:

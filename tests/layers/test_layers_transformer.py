@@ -1,4 +1,5 @@
-"""Attention, positional encodings, feed-forward networks and the Transformer block, against torch's own modules."""
+"""Attention, positional encodings (1-D and on a grid of patches), feed-forward networks and the Transformer block,
+against torch's own modules."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlforge.layers.attention import KVCache, MultiHeadAttention, causal_mask, padding_mask
-from dlforge.layers.embeddings import RotaryEmbedding, SinusoidalPositions, apply_rotary
+from dlforge.layers.embeddings import (
+    PatchEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositions,
+    apply_rotary,
+    resample_positions,
+    sinusoidal_table,
+    sinusoidal_table_2d,
+)
 from dlforge.layers.ffn import SwiGLU, make_ffn
 from dlforge.layers.transformer import TransformerBlock
 
@@ -197,3 +206,86 @@ def test_swiglu_is_the_formula_and_make_ffn_picks_by_name():
     torch.testing.assert_close(ffn(x), expected)
     with pytest.raises(ValueError, match="expected one of mlp, swiglu"):
         make_ffn("moe", DIM, 24)
+
+
+# --- attention probabilities, drop-path in the block ---------------------------------------------------------------
+
+
+def test_attention_weights_are_torch_multihead_attentions_per_head_weights():
+    torch.manual_seed(11)
+    attn = MultiHeadAttention(DIM, HEADS).eval()
+    ref = torch_mha_like(attn)
+    x = randn(2, 7, DIM, seed=12)
+    weights = attn.attention_weights(x)
+    _, expected = ref(x, x, x, need_weights=True, average_attn_weights=False)
+    assert weights.shape == (2, HEADS, 7, 7)
+    torch.testing.assert_close(weights, expected, atol=1e-6, rtol=1e-5)
+    _, expected = ref(x, x, x, attn_mask=~causal_mask(7, 7), need_weights=True, average_attn_weights=False)
+    torch.testing.assert_close(attn.attention_weights(x, causal=True), expected, atol=1e-6, rtol=1e-5)
+    # the weights are what forward applies to the values through SDPA
+    v = attn._heads(attn.qkv(x).split(DIM, dim=2)[2])
+    mixed = (weights @ v).transpose(1, 2).reshape(2, 7, DIM)
+    torch.testing.assert_close(attn.proj(mixed), attn(x), atol=1e-5, rtol=1e-5)
+
+
+def test_drop_path_in_a_block_drops_whole_sublayers_per_sample_in_training_only():
+    torch.manual_seed(13)
+    block = TransformerBlock(DIM, HEADS, 2 * DIM, drop_path=0.5)
+    plain = TransformerBlock(DIM, HEADS, 2 * DIM)
+    plain.load_state_dict(block.state_dict())  # the drop-path adds no weights
+    x = randn(64, 5, DIM, seed=14)
+    with torch.no_grad():
+        torch.testing.assert_close(block.eval()(x), plain.eval()(x))
+        out = block.train()(x)
+    untouched = (out == x).flatten(1).all(dim=1)  # both sublayers dropped: the sample passes through unchanged
+    assert 0 < int(untouched.sum()) < 32  # about a quarter of the samples, each drawn on its own
+    assert isinstance(plain.drop_path, nn.Identity) and not list(plain.drop_path.parameters())
+
+
+# --- patches on a grid ----------------------------------------------------------------------------------------------
+
+
+def test_patch_embedding_projects_each_patch_row_by_row():
+    torch.manual_seed(15)
+    embed = PatchEmbedding(3, DIM, 4)
+    x = randn(2, 3, 8, 12, seed=16)
+    patches = x.unfold(2, 4, 4).unfold(3, 4, 4)  # (B, C, rows, cols, 4, 4)
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(2, 2 * 3, 3 * 4 * 4)  # (B, N, C*p*p), row-major
+    expected = patches @ embed.proj.weight.reshape(DIM, -1).T + embed.proj.bias
+    torch.testing.assert_close(embed(x), expected, atol=1e-5, rtol=1e-5)
+    assert embed.grid(8, 12) == (2, 3)
+    with pytest.raises(ValueError, match="a 8x10 image is not a whole number of 4x4 patches"):
+        embed(randn(1, 3, 8, 10))
+
+
+def test_2d_sinusoidal_positions_are_the_row_table_then_the_column_table():
+    table = sinusoidal_table_2d(3, 5, 8)
+    rows, cols = sinusoidal_table(3, 4), sinusoidal_table(5, 4)
+    assert table.shape == (15, 8)
+    for i, j in ((0, 0), (1, 4), (2, 3)):
+        torch.testing.assert_close(table[i * 5 + j], torch.cat([rows[i], cols[j]]))
+    with pytest.raises(ValueError, match="even dim"):
+        sinusoidal_table_2d(2, 2, 7)
+
+
+def smooth_grid(rows: int, cols: int) -> torch.Tensor:
+    """(1, rows * cols, 3): smooth functions of the cells' centres in [0, 1] x [0, 1], row by row."""
+    u, v = torch.meshgrid((torch.arange(rows) + 0.5) / rows, (torch.arange(cols) + 0.5) / cols, indexing="ij")
+    f = torch.stack([torch.sin(math.pi * u) * torch.cos(math.pi * v), u + 2 * v, torch.cos(2 * u - v)], dim=-1)
+    return f.reshape(1, rows * cols, 3)
+
+
+def test_resampled_positions_keep_the_class_token_and_a_smooth_grid():
+    cls = torch.full((1, 1, 3), 5.0)
+    table = torch.cat([cls, smooth_grid(7, 7)], dim=1)  # a class token's position, then a 7x7 grid
+    assert resample_positions(table, (7, 7), (7, 7), prefix=1) is table  # the same grid: untouched
+    for new in ((8, 8), (5, 5), (8, 10)):  # larger, smaller (antialiased), not square
+        out = resample_positions(table, (7, 7), new, prefix=1)
+        assert out.shape == (1, 1 + new[0] * new[1], 3)
+        assert torch.equal(out[:, :1], cls)  # the class token's position kept apart, unchanged
+        error = (out[:, 1:] - smooth_grid(*new)).abs().max().item()
+        assert error < 0.035, (new, error)  # the smooth field, sampled at the new cells' centres
+    # no prefix: the whole table is the grid; gradients reach the table (a learned one fine-tunes at the new size)
+    learned = smooth_grid(7, 7).requires_grad_()
+    resample_positions(learned, (7, 7), (8, 8)).sum().backward()
+    assert learned.grad is not None and learned.grad.abs().sum() > 0

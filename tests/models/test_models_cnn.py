@@ -1,6 +1,6 @@
-"""The CNN zoo: every registered CNN against the model and transfer-learning contract, parameter counts against the
-papers and torchvision, blocks against the same computation written with torch.nn.functional, and configs that
-cannot fit the image size."""
+"""The CNN zoo: every registered CNN (and ViT, which shares their contract) against the model and transfer-learning
+contract, parameter counts against the papers and torchvision, blocks against the same computation written with
+torch.nn.functional, and configs that cannot fit the image size."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from dlforge.registry import create_model, model_entries, model_entry
 CNN_MODELS = [e.name for e in model_entries() if issubclass(e.config_cls, ImageClassifierConfig)]
 # Narrower versions of the heaviest presets keep the registry-wide test fast; their layouts stay the presets'.
 TINY = {"resnet18": {"width": 16}, "resnet34": {"width": 16}, "resnet50": {"width": 16},
-        "efficientnet_b0_small": {"width_mult": 0.5}, "efficientnet_small_scaled": {"width_mult": 0.5}}
+        "efficientnet_b0_small": {"width_mult": 0.5}, "efficientnet_small_scaled": {"width_mult": 0.5},
+        "vit_tiny": {"patch_size": 4}}  # ViT-Ti's 16x16 patches do not tile 28x28 images
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -66,7 +67,7 @@ def randomize_norms(module: nn.Module, seed: int = 0) -> None:
 def test_every_cnn_file_registers_its_presets():
     assert set(CNN_MODELS) == {
         "simple_cnn", "lenet5", "alexnet_small", "vgg11_small", "vgg16_small", "googlenet_small", "resnet18",
-        "resnet34", "resnet50", "resnet20", "efficientnet_b0_small", "efficientnet_small_scaled",
+        "resnet34", "resnet50", "resnet20", "efficientnet_b0_small", "efficientnet_small_scaled", "vit", "vit_tiny",
     }
 
 
@@ -95,11 +96,11 @@ def test_every_cnn_runs_forward_backward_and_keeps_the_contract(name, channels, 
     assert batch["x"].shape == (3, channels, size, size) and batch["x"].dtype == torch.float32
     assert batch["y"].dtype == torch.long and batch["y"].shape == (3,) and 0 <= batch["y"].min() <= batch["y"].max() < 7
 
-    # forward runs exactly the named stages, in order
+    # forward runs exactly the named stages, in order: children, or dotted paths into them (ViT's blocks.0)
     names = list(model.stage_names)
-    assert [n for n, _ in model.named_children()] == [*names, "loss_fn"]
+    assert [n for n, _ in model.named_children()] == [*dict.fromkeys(n.split(".")[0] for n in names), "loss_fn"]
     ran = []
-    hooks = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: ran.append(n)) for n in names]
+    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: ran.append(n)) for n in names]
     out = model(batch)
     for h in hooks:
         h.remove()
