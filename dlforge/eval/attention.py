@@ -1,6 +1,6 @@
 """Where a Vision Transformer looks: attention rollout, and a trained run's attention drawn over an image.
 
-    dlforge image attention RUN image.png --out attention.png [--method rollout|last]
+    dlforge image attention RUN image.png --out runs/attention.png [--method rollout|last]
 
 The model gives every block's attention probabilities (`model.attention_maps(images)` -> (B, heads, T, T) per block,
 the ViT's); the image is prepared as the run's training images were. Two readings, heads averaged:
@@ -27,6 +27,7 @@ METHODS = ("rollout", "last")
 
 
 def check_method(method: str) -> None:
+    """A ConfigError naming --method unless `method` is one of METHODS."""
     if method not in METHODS:
         raise ConfigError(f"--method: expected {' or '.join(METHODS)}, got {method!r}")
 
