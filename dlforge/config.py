@@ -39,6 +39,7 @@ from dlforge import aliases
 from dlforge.errors import ConfigError, clip, clip_repr
 from dlforge.errors import validation_to_config_error as _to_config_error
 from dlforge.paths import RUN_NAME_MAX, existing_file, exists, fitting_name
+from dlforge.safe_yaml import load_yaml, read_yaml
 
 # The folder of YAML presets, both inside the package (package data) and in the working directory, where it adds
 # presets or replaces built-in ones of the same name.
@@ -378,81 +379,6 @@ def resolve_preset(name_or_path: str) -> Traversable:
     return presets[name_or_path]
 
 
-YAML_MAX_BYTES = 1 << 20  # a config file; a larger one is refused unread
-YAML_MAX_VALUES = 100_000  # values once aliases are expanded: a few lines of aliases can stand for billions
-YAML_MAX_DEPTH = 50  # levels of nesting, aliases expanded
-
-
-def read_yaml(path: Path | Traversable) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            data = f.read(YAML_MAX_BYTES + 1)
-        if len(data) > YAML_MAX_BYTES:
-            raise ConfigError(f"{path}: larger than {YAML_MAX_BYTES >> 20} MiB; a config file is a few kilobytes")
-        data = load_yaml(data.decode("utf-8"), str(path))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with data, model and train sections")
-    return data
-
-
-def load_yaml(text: str, where: str) -> Any:
-    """YAML text as Python values, like `yaml.safe_load`, refusing (one ConfigError naming `where`) what would blow
-    up once read: more than YAML_MAX_VALUES values with aliases expanded (the "billion laughs"), nesting deeper than
-    YAML_MAX_DEPTH, an alias inside its own anchor. A syntax error is a yaml.YAMLError, as from `yaml.safe_load`."""
-    loader = _BoundedLoader(text, where)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    def __init__(self, text: str, where: str):
-        super().__init__(text)
-        self.where, self.depth = where, 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self.depth += 1  # the composer recurses once per level: stop it before Python's recursion limit does
-        try:
-            if self.depth > YAML_MAX_DEPTH:
-                self._refuse(f"nested deeper than {YAML_MAX_DEPTH} levels", self.peek_event().start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-    def compose_document(self) -> Any:
-        node = super().compose_document()
-        if self._expanded(node, {}, set(), 1) > YAML_MAX_VALUES:
-            self._refuse(f"more than {YAML_MAX_VALUES} values once its aliases are expanded", node.start_mark)
-        return node
-
-    def _expanded(self, node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], depth: int) -> int:
-        """How many values `node` stands for, aliases expanded; each distinct node is counted once (`sizes`)."""
-        if id(node) in sizes:
-            return sizes[id(node)]
-        if id(node) in open_nodes:
-            self._refuse("an alias refers to the value that holds it", node.start_mark)
-        if depth > YAML_MAX_DEPTH:
-            self._refuse(f"nested deeper than {YAML_MAX_DEPTH} levels once its aliases are expanded", node.start_mark)
-        children = node.value if isinstance(node, yaml.SequenceNode) else []
-        if isinstance(node, yaml.MappingNode):
-            children = [part for pair in node.value for part in pair]
-        open_nodes.add(id(node))
-        sizes[id(node)] = 1 + sum(self._expanded(c, sizes, open_nodes, depth + 1) for c in children)
-        open_nodes.discard(id(node))
-        return sizes[id(node)]
-
-    def _refuse(self, problem: str, mark: yaml.Mark) -> None:
-        raise ConfigError(f"{self.where}:{mark.line + 1}: {problem}; refused")
-
-
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `key.sub=value` overrides (values parsed as YAML) to a nested dict, in place."""
     for item in overrides:
@@ -567,88 +493,3 @@ def json_schema() -> dict[str, Any]:
     schema["properties"]["data"] = {"oneOf": variants(dataset_entries()), "description": "see `dlforge datasets`"}
     schema["properties"]["model"] = {"oneOf": variants(model_entries()), "description": "see `dlforge models`"}
     return schema
-
-
-# --- the reference: every key of a section, its type, default and allowed values ----------------------------------
-
-_BOUNDS = {"Gt": ">", "Ge": ">=", "Lt": "<", "Le": "<=", "MinLen": "length >=", "MaxLen": "length <="}
-
-
-def config_keys(section: str, name: str | None = None) -> list[dict[str, Any]]:
-    """One row per key of a config section (`dlforge config keys`): `run` (the top level), `train`, or the config
-    class of a dataset (`data`, `name` a dataset) or a model (`model`, `name` a model), nested sections flattened
-    into dotted keys. Each row: key, type, default (JSON; "required" when there is none), allowed, description."""
-    from dlforge.registry import dataset_entry, model_entry
-
-    if section == "run":
-        return _key_rows(Config, "", skip={"data", "model", "train"})
-    if section == "train":
-        return _key_rows(TrainConfig, "train.")
-    if section in ("data", "model"):
-        if name is None:
-            listing = "datasets" if section == "data" else "models"
-            raise ConfigError(f"config keys {section}: give a name too, e.g. `dlforge config keys {section} "
-                              f"{'csv' if section == 'data' else 'mlp'}` (see `dlforge {listing}`)")
-        entry = dataset_entry(name) if section == "data" else model_entry(name)
-        return _key_rows(entry.config_cls, f"{section}.", skip={"name"})
-    raise ConfigError(f"config keys {section}: unknown section; expected run, train, data NAME or model NAME")
-
-
-def _key_rows(config_cls: type, prefix: str, skip: set[str] = frozenset()) -> list[dict[str, Any]]:
-    fields = config_cls.model_fields if issubclass(config_cls, BaseModel) else config_cls.__pydantic_fields__
-    rows = []
-    for key, field in fields.items():
-        if key in skip:
-            continue
-        sections = [a for a in getattr(field.annotation, "__args__", (field.annotation,))
-                    if isinstance(a, type) and issubclass(a, BaseModel)]  # e.g. train.early_stopping
-        description = field.description or ""
-        if sections and not description:  # the section's docstring, first line
-            description = (sections[0].__doc__ or "").strip().split("\n")[0]
-        bounds = [f"{_BOUNDS[type(m).__name__]} {_bound(m)}" for m in field.metadata if type(m).__name__ in _BOUNDS]
-        rows.append({"key": prefix + key, "type": _type_text(field.annotation),
-                     "default": "required" if field.is_required() else _jsonable(field.get_default(
-                         call_default_factory=True)),
-                     "allowed": ", ".join(_allowed(field.annotation) + bounds), "description": description})
-        for section in sections:
-            rows += _key_rows(section, f"{prefix}{key}.")
-    return rows
-
-
-def _type_text(annotation: Any) -> str:
-    """`int | None` -> "int | null", `Literal['a', 'b']` -> "str", `list[int]` -> "list[int]", a section ->
-    "mapping"."""
-    origin, args = getattr(annotation, "__origin__", None), getattr(annotation, "__args__", ())
-    if annotation is type(None):
-        return "null"
-    if origin is Literal:
-        return " | ".join(dict.fromkeys(type(a).__name__ for a in args))
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "mapping"
-    if origin in (list, tuple, dict):
-        return f"{origin.__name__}[{', '.join(_type_text(a) for a in args)}]"
-    if args:  # a union
-        return " | ".join(dict.fromkeys(_type_text(a) for a in args))
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def _allowed(annotation: Any) -> list[str]:
-    """The literal values a type allows: `Literal['a', 'b']`, also inside a union."""
-    if getattr(annotation, "__origin__", None) is Literal:
-        return [str(a) for a in annotation.__args__]
-    return [v for a in getattr(annotation, "__args__", ()) for v in _allowed(a)]
-
-
-def _bound(constraint: Any) -> Any:
-    return next(iter(dataclasses.asdict(constraint).values()))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return list(value) if isinstance(value, tuple) else value
-
-
-def value_text(value: Any) -> str:
-    """A default as a person writes it in YAML or an override: `adamw`, `null`, `[64, 64]`, `0.001`."""
-    return value if isinstance(value, str) else json.dumps(value)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from clitools import ok_json, one_line_error, run_here
 
-from dlforge.config import Config, TrainConfig, config_keys
+from dlforge.config import Config, TrainConfig
+from dlforge.config_keys import config_keys
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "docs" / "config_reference.py"
 

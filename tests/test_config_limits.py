@@ -8,9 +8,10 @@ import tracemalloc
 
 import pytest
 
-from dlforge.config import YAML_MAX_BYTES, YAML_MAX_DEPTH, load_config, load_yaml, read_yaml
+from dlforge.config import load_config
 from dlforge.errors import ConfigError, clip, clip_repr
 from dlforge.paths import RUN_NAME_MAX
+from dlforge.safe_yaml import YAML_MAX_BYTES, YAML_MAX_DEPTH, load_yaml, read_yaml
 
 BASE = ["data:", "  name: iris", "model:", "  name: mlp", "train:", "  max_steps: 5"]
 

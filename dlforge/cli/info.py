@@ -40,7 +40,8 @@ def datasets_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
 
 def presets_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the YAML presets: those shipped with dlforge, and ./configs/*.yaml (which add or replace presets)."""
-    from dlforge.config import list_presets, read_yaml
+    from dlforge.config import list_presets
+    from dlforge.safe_yaml import read_yaml
 
     rows = []
     for name, path in list_presets().items():
@@ -77,7 +78,7 @@ def keys_cmd(section: str = typer.Argument(..., help="run, train, data or model"
              as_json: bool = typer.Option(False, "--json")) -> None:
     """Every key of a config section: type, default, allowed values, description. `dlforge config keys train`,
     `dlforge config keys data csv`, `dlforge config keys model gpt` (a named model may set other defaults)."""
-    from dlforge.config import config_keys, value_text
+    from dlforge.config_keys import config_keys, value_text
 
     rows = config_keys(section, name)
     if as_json:

@@ -20,9 +20,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dlforge.config import load_yaml
 from dlforge.errors import ConfigError, DataError, clip, clip_repr
 from dlforge.paths import existing_file, output_file
+from dlforge.safe_yaml import load_yaml
 
 
 def _cv2():

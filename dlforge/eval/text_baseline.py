@@ -60,9 +60,10 @@ def classification_metrics(y_true: list[int], y_pred: np.ndarray) -> dict[str, f
 def genre_comparison(runs: list[str], runs_dir: str | Path = "runs", preset: str = "genre-minilm") -> dict[str, Any]:
     """The TF-IDF baseline on the genre task's passages (those of `preset`'s data config), beside the test metrics
     of each run in `runs`. A run evaluated on other passages (or on a `data.limit` of them) is an error."""
-    from dlforge.config import load_config, read_yaml
+    from dlforge.config import load_config
     from dlforge.data.genre import GenreConfig, genre_passages, passages_sha256
     from dlforge.runs.rundir import resolve_run
+    from dlforge.safe_yaml import read_yaml
 
     data_cfg = GenreConfig.model_validate(load_config(preset).data)
     data, names, plays = genre_passages(data_cfg)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from dlforge.cli.main import run_script
-from dlforge.config import config_keys, value_text
+from dlforge.config_keys import config_keys, value_text
 from dlforge.registry import dataset_entries, model_entries
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "guides" / "config-reference.md"
