@@ -332,6 +332,11 @@ def read_foreign_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
     return state, bin_path
 
 
+# What loading another library's model folder (transformers, sentence-transformers) raises for a folder it can't
+# read: a missing or broken file, a bad config, a pytorch_model.bin that torch.load(weights_only=True) refuses.
+LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, pickle.UnpicklingError)
+
+
 def unpickling_refusal(exc: BaseException) -> str | None:
     """torch.load(weights_only=True)'s refusal, whose message runs to many lines and advises weights_only=False, as
     one line saying what the file holds; None for any other error."""

@@ -25,7 +25,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,12 +99,14 @@ class SentenceTransformerEmbedder(RagEmbedder):
             from tokenizers import Tokenizer
         except ImportError as exc:
             raise ConfigError("embeddings need sentence-transformers: pip install 'dlforge[rag]'") from exc
+        from dlforge.artifacts import LOAD_ERRORS  # torch, as sentence-transformers needs anyway
+
         self.folder, self.source = folder, source
         self.name = name or folder.name
         try:
             with no_loading_bars():
                 self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
-        except (OSError, ValueError, pickle.UnpicklingError) as exc:
+        except LOAD_ERRORS as exc:
             raise ConfigError(f"{folder}: not a loadable sentence-transformers model ({loading_error(exc)})") from exc
         self.model.eval()
         self.dim = int(self.model.get_embedding_dimension())

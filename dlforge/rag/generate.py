@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import urllib.error
 import urllib.request
@@ -182,11 +181,13 @@ class TransformersGenerator(Generator):
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
             raise ConfigError("the transformers generator needs transformers: pip install transformers") from exc
+        from dlforge.artifacts import LOAD_ERRORS
+
         try:
             with no_loading_bars():
                 self._tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
                 self._model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True).to(self.device)
-        except (OSError, ValueError, pickle.UnpicklingError) as exc:
+        except LOAD_ERRORS as exc:
             raise ConfigError(f"--lm {self.folder}: not a loadable causal language model ({loading_error(exc)})"
                               ) from exc
         self._model.eval()
