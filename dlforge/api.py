@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,20 +22,26 @@ from typing import Any
 
 import torch
 
-from dlforge.artifacts import load_model, load_trained, read_json, save_model, weights_sha256
+from dlforge.artifacts import load_trained, read_json, save_model
 from dlforge.config import QUICK_OVERRIDES, Config, dump_config, load_config
 from dlforge.data.dataset import DataBundle
-from dlforge.errors import ConfigError, DlforgeError, Interrupted, raising_on_signals, warn
+from dlforge.errors import ConfigError, DlforgeError, Interrupted, note, raising_on_signals, warn
 from dlforge.eval.evaluate import evaluate_model, limit_splits
 from dlforge.paths import output_file, output_folder
 from dlforge.registry import create_model, create_task, dataset_entry
+from dlforge.run_start import (
+    RUN_FILE,
+    init_from,  # noqa: F401  (the public API)
+    load_start,
+    recorded_start,
+    tokenizer_hash,
+)
 from dlforge.runs.history import compare_runs, list_runs, show_run  # noqa: F401  (the public API)
 from dlforge.runs.registry import RunRegistry, git_revision
 from dlforge.runs.rundir import (
     atomic_write_json,
     atomic_write_text,
     lock_run_dir,
-    model_dir,
     new_run_dir,
     resolve_run,
 )
@@ -52,8 +57,6 @@ from dlforge.train.callbacks import (
 )
 from dlforge.train.checkpoint import load_latest_checkpoint
 from dlforge.train.trainer import Trainer, seed_everything
-
-RUN_FILE = "run.json"  # what a run resolved when it started (its init_from), beside the config.yaml it was given
 
 
 @dataclass
@@ -152,7 +155,7 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
     # they started from in run.json
     data, model, started_from = _data_and_model(cfg, fresh=resume is None)
     if resume is not None:
-        started_from = _recorded_start(run_path)
+        started_from = recorded_start(run_path)
     t = cfg.train
     loss_name = getattr(model.config, "loss", "")
     # before the run folder exists too: a setting the Trainer refuses (a warmup longer than the run...) leaves nothing
@@ -193,7 +196,7 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
             evaluated, limited = limit_splits(data, t.limit_eval_batches, trainer.eval_batch_size)
             result.metrics, result.weights = _finalize(cfg, run_path, model, evaluated, trainer, task, started_from,
                                                        limited)
-            result.eval_note = _eval_note(limited)
+            result.eval_note = _evalnote(limited)
             result.wall_s = time.perf_counter() - start
             _write_card(cfg, run_path, model, data, result, task, started_from)
     except (Interrupted, KeyboardInterrupt) as exc:  # outside the loop, which stops cleanly: the final evaluation
@@ -216,7 +219,7 @@ def _restore(trainer: Trainer, ckpt_dir: Path) -> None:
     found = load_latest_checkpoint(ckpt_dir, warn=warn)
     if found is not None:
         trainer.load_state_dict(found[1], source=str(found[0] / "state.safetensors"))
-        _note(f"resumed from {found[0].name} (step {trainer.step})")
+        note(f"resumed from {found[0].name} (step {trainer.step})")
     else:  # killed before its first checkpoint: start over in the same folder
         (ckpt_dir.parent / "metrics.jsonl").unlink(missing_ok=True)
 
@@ -245,7 +248,7 @@ def _data_and_model(cfg: Config, fresh: bool) -> tuple[DataBundle, torch.nn.Modu
     model = build_model(cfg, data)
     if cfg.train.mfu and not callable(getattr(model, "flops_per_token", None)):
         raise ConfigError(f"train.mfu: model {cfg.model['name']!r} does not report its FLOPs per token")
-    started_from = _load_start(model, cfg, data.tokenizer) if fresh else None
+    started_from = load_start(model, cfg, data.tokenizer) if fresh else None
     if cfg.train.transfer is not None:
         from dlforge.train import transfer
 
@@ -275,87 +278,6 @@ def lr_find(config: Config | str | Path | dict, overrides: list[str] | None = No
             "losses": result.losses, "smoothed": result.smoothed}
 
 
-def _load_start(model: torch.nn.Module, cfg: Config, tokenizer: Any) -> dict[str, str] | None:
-    """Load what a fresh run starts from (train.transfer's backbone, or every weight of train.init_from) and return
-    it resolved, as run.json and the model card record it: the key and reference as written, the model folder it
-    names now, and the SHA-256 of that folder's weights. None for a run from scratch."""
-    t = cfg.train
-    if t.transfer is not None:
-        key, ref = "train.transfer.init_from", t.transfer.init_from
-        folder = _transfer(model, ref, cfg.runs_dir, tokenizer)
-    elif t.init_from is not None:
-        key, ref = "train.init_from", t.init_from
-        folder = init_from(model, ref, cfg.runs_dir, tokenizer=tokenizer)
-    else:
-        return None
-    record = {"key": key, "ref": ref, "path": str(folder.resolve()), "weights_sha256": weights_sha256(folder)}
-    _note(f"{key} {ref}: {record['path']} (weights SHA-256 {record['weights_sha256']})")
-    return record
-
-
-def _recorded_start(run_path: Path) -> dict[str, str] | None:
-    """What a run started from, as `_load_start` recorded it (None for a run from scratch or one without run.json)."""
-    path = run_path / RUN_FILE
-    return read_json(path).get("started_from") if path.is_file() else None
-
-
-def _transfer(model: torch.nn.Module, ref: str, runs_dir: str, tokenizer: Any = None) -> Path:
-    """Load the backbone of the source `ref` into `model`; return the source's folder. Text data must be tokenized
-    with the tokenizer the source model was trained with."""
-    from dlforge.train import transfer
-
-    try:
-        source, source_tokenizer, folder = _transfer_source(ref, runs_dir)
-    except DlforgeError as exc:
-        from dlforge.text.minilm import minilm_hint
-
-        raise ConfigError(f"train.transfer.init_from: {exc}{minilm_hint(ref)}") from None
-    if tokenizer is not None and source_tokenizer is not None:
-        from dlforge.text.tokenizer import check_tokenizer
-
-        check_tokenizer(tokenizer, source_tokenizer, f"train.transfer.init_from {ref}")
-    transfer.load_backbone(model, source)
-    return folder
-
-
-def init_from(model: torch.nn.Module, ref: str, runs_dir: str | Path = "runs", tokenizer: Any = None) -> Path:
-    """Load every weight of the run or model folder `ref` into `model` (the same architecture and shapes); return
-    the source's model folder. Text data must use the tokenizer the source was trained with: the same vocabulary,
-    checked by hash; only a chat template may be added (instruction tuning), and the new run records the new hash."""
-    from dlforge.train import transfer
-
-    where = f"train.init_from {ref}"
-    try:
-        folder = model_dir(ref, runs_dir)
-        source, meta = load_model(folder)
-    except DlforgeError as exc:
-        raise ConfigError(f"train.init_from: {exc}") from None
-    trained_with = _tokenizer_hash(meta["extra"].get("preprocessing.json"))
-    if tokenizer is not None and trained_with is not None and tokenizer.hash != trained_with:
-        from dlforge.text.tokenizer import check_tokenizer, model_tokenizer, same_vocabulary
-
-        if not same_vocabulary(tokenizer, model_tokenizer(meta, str(folder))):
-            check_tokenizer(tokenizer, trained_with, where)  # raises, naming both hashes
-    transfer.load_all(model, source, where)
-    return folder
-
-
-def _transfer_source(ref: str, runs_dir: str) -> tuple[torch.nn.Module, str | None, Path]:
-    """The model to take a backbone from, the hash of its tokenizer if it has one, and its folder: a transformers
-    BERT folder or 'minilm' (`dlforge.llm.bert_weights`), or a dlforge run or model folder."""
-    from dlforge.llm.bert_weights import find_bert_folder, load_hf_bert
-
-    folder = find_bert_folder(ref)
-    if folder is not None:
-        from dlforge.text.tokenizer import load_tokenizer
-
-        has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
-        return load_hf_bert(folder, head="none"), load_tokenizer(folder).hash if has_tokenizer else None, folder
-    folder = model_dir(ref, runs_dir)
-    source, meta = load_model(folder)
-    return source, _tokenizer_hash(meta["extra"].get("preprocessing.json")), folder
-
-
 def _refuse_schedule_changes(saved: Config, cfg: Config) -> None:
     """Refuse a resume whose overrides change the schedule, or the data (whose size sets an epoch's steps), of the
     run: each key named with its old and new value."""
@@ -368,10 +290,6 @@ def _refuse_schedule_changes(saved: Config, cfg: Config) -> None:
     if changes:
         raise ConfigError(f"--resume: {', '.join(changes)} would change the data or the schedule of the run being "
                           "resumed; pass --allow-changes to resume with them anyway")
-
-
-def _note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _runs_dir(config: Any) -> str:
@@ -431,7 +349,7 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     reports: dict[str, Any] = {}
     scores: dict[str, dict[str, float]] = {}  # measured at the end only (BLEU...): plotted apart
     loss_name = getattr(model.config, "loss", "")
-    say = _note if cfg.train.progress else lambda message: None
+    say = note if cfg.train.progress else lambda message: None
     for split in ("train", "val", "test"):
         ds = data.split(split, evaluation=True)
         if ds is None:
@@ -464,7 +382,7 @@ def describe_weights(weights: dict[str, Any]) -> str:
     return f"final weights (step {weights['step']})"
 
 
-def _eval_note(limited: dict[str, Any]) -> str:
+def _evalnote(limited: dict[str, Any]) -> str:
     """One line saying that the final metrics come from part of each split, or "" when they cover it all."""
     if not limited:
         return ""
@@ -508,7 +426,7 @@ def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
     if ds is None:
         raise DlforgeError(f"--split: {split!r} is not a split of this run; expected train, val or test")
     model = load(run_path)
-    trained_with = _tokenizer_hash(model.meta["extra"].get("preprocessing.json"))
+    trained_with = tokenizer_hash(model.meta["extra"].get("preprocessing.json"))
     if data.tokenizer is not None and trained_with is not None:  # e.g. data.tokenizer: latest:NAME has moved on
         from dlforge.text.tokenizer import check_tokenizer
 
@@ -519,15 +437,6 @@ def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
     if decoded is not None:
         metrics.update(decoded[0])
     return metrics
-
-
-def _tokenizer_hash(preprocessing: dict[str, Any] | None) -> str | None:
-    """The hash of the tokenizer a model was trained with, from its preprocessing.json (older runs: inside it)."""
-    pre = preprocessing or {}
-    if isinstance(pre.get("tokenizer_hash"), str):
-        return pre["tokenizer_hash"]
-    inside = pre.get("tokenizer")
-    return inside.get("hash") if isinstance(inside, dict) else None
 
 
 def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None) -> list[dict[str, Any]]:

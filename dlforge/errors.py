@@ -48,6 +48,12 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def note(message: str) -> None:
+    """Say on stderr, in one plain line, what a person may want to know of the work as it goes (what a run resumed
+    from, what it started from, which weights are evaluated)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def clip(text: str, limit: int = ECHO_LIMIT) -> str:
     """`text` as an error message repeats it: at most `limit` characters, the cut marked with "..."."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
