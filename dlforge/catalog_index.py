@@ -1,259 +1,487 @@
 """Which module registers each built-in model, dataset and task, and each model's and dataset's config keys.
 
 Written by scripts/docs/catalog_index.py from the loaded zoo; do not edit by hand: rerun the script (a test checks it).
-`dlforge.registry` imports the one module a name needs instead of the whole zoo, and `dlforge.config` refuses an
-unknown model or data key from here, before torch loads.
+`dlforge.registry` imports the one module a name needs instead of the whole zoo, and `dlforge.config` checks a model
+or data section from CONFIGS before torch loads: each key's type (`Any` where only the config class itself can tell)
+and bounds. The config class checks everything again once its module is imported.
 """
 
-MODELS = {  # name: (module, config keys)
-    'alexnet_small': ('dlforge.models.alexnet', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'channels',
-        'kernel_sizes', 'stride', 'padding', 'width_mult', 'pool', 'pool_kernel', 'pool_stride', 'pool_after', 'hidden',
-        'dropout'
-    )),
-    'bert_classifier': ('dlforge.models.bert', (
-        'vocab_size', 'dim', 'n_layers', 'n_heads', 'ffn_hidden', 'context', 'type_vocab_size', 'norm_eps', 'dropout',
-        'attn_dropout', 'head', 'num_classes', 'pooling'
-    )),
-    'bert_mlm': ('dlforge.models.bert', (
-        'vocab_size', 'dim', 'n_layers', 'n_heads', 'ffn_hidden', 'context', 'type_vocab_size', 'norm_eps', 'dropout',
-        'attn_dropout', 'head', 'num_classes', 'pooling'
-    )),
-    'char_gru': ('dlforge.models.char_rnn', (
-        'vocab_size', 'cell', 'embed_dim', 'dim', 'n_layers', 'dropout', 'tie_weights', 'loss'
-    )),
-    'char_lstm': ('dlforge.models.char_rnn', (
-        'vocab_size', 'cell', 'embed_dim', 'dim', 'n_layers', 'dropout', 'tie_weights', 'loss'
-    )),
-    'char_rnn': ('dlforge.models.char_rnn', (
-        'vocab_size', 'cell', 'embed_dim', 'dim', 'n_layers', 'dropout', 'tie_weights', 'loss'
-    )),
-    'efficientnet_b0_small': ('dlforge.models.efficientnet', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'width_mult',
-        'depth_mult', 'resolution', 'stem_stride', 'dropout', 'drop_path'
-    )),
-    'efficientnet_small_scaled': ('dlforge.models.efficientnet', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'width_mult',
-        'depth_mult', 'resolution', 'stem_stride', 'dropout', 'drop_path'
-    )),
-    'googlenet_small': ('dlforge.models.googlenet', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'blocks', 'width_mult',
-        'factorize_5x5', 'dropout'
-    )),
-    'gpt': ('dlforge.models.gpt', (
-        'vocab_size', 'context', 'dim', 'n_layers', 'n_heads', 'positions', 'norm', 'norm_eps', 'ffn', 'ffn_hidden',
-        'act', 'bias', 'tie_weights', 'dropout'
-    )),
-    'gpt2': ('dlforge.models.gpt', (
-        'vocab_size', 'context', 'dim', 'n_layers', 'n_heads', 'positions', 'norm', 'norm_eps', 'ffn', 'ffn_hidden',
-        'act', 'bias', 'tie_weights', 'dropout'
-    )),
-    'gpt_rope': ('dlforge.models.gpt', (
-        'vocab_size', 'context', 'dim', 'n_layers', 'n_heads', 'positions', 'norm', 'norm_eps', 'ffn', 'ffn_hidden',
-        'act', 'bias', 'tie_weights', 'dropout'
-    )),
-    'gru_classifier': ('dlforge.models.rnn', (
-        'in_features', 'cell', 'dim', 'n_layers', 'bidirectional', 'dropout', 'num_classes', 'loss', 'label_smoothing',
-        'class_weights'
-    )),
-    'gru_forecaster': ('dlforge.models.rnn', (
-        'in_features', 'cell', 'dim', 'n_layers', 'bidirectional', 'dropout', 'horizon', 'num_targets', 'residual',
-        'loss', 'huber_delta'
-    )),
-    'lenet5': ('dlforge.models.lenet', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'channels', 'hidden',
-        'kernel_size', 'padding', 'act', 'pool', 'dropout'
-    )),
-    'linear_regression': ('dlforge.models.mlp', (
-        'in_features', 'out_features', 'hidden', 'act', 'norm', 'dropout', 'bias', 'loss', 'label_smoothing',
-        'class_weights', 'huber_delta'
-    )),
-    'logistic_regression': ('dlforge.models.mlp', (
-        'in_features', 'out_features', 'hidden', 'act', 'norm', 'dropout', 'bias', 'loss', 'label_smoothing',
-        'class_weights', 'huber_delta'
-    )),
-    'lstm_classifier': ('dlforge.models.rnn', (
-        'in_features', 'cell', 'dim', 'n_layers', 'bidirectional', 'dropout', 'num_classes', 'loss', 'label_smoothing',
-        'class_weights'
-    )),
-    'lstm_forecaster': ('dlforge.models.rnn', (
-        'in_features', 'cell', 'dim', 'n_layers', 'bidirectional', 'dropout', 'horizon', 'num_targets', 'residual',
-        'loss', 'huber_delta'
-    )),
-    'minilm_l6': ('dlforge.models.bert', (
-        'vocab_size', 'dim', 'n_layers', 'n_heads', 'ffn_hidden', 'context', 'type_vocab_size', 'norm_eps', 'dropout',
-        'attn_dropout', 'head', 'num_classes', 'pooling'
-    )),
-    'mlp': ('dlforge.models.mlp', (
-        'in_features', 'out_features', 'hidden', 'act', 'norm', 'dropout', 'bias', 'loss', 'label_smoothing',
-        'class_weights', 'huber_delta'
-    )),
-    'perceptron': ('dlforge.models.mlp', (
-        'in_features', 'out_features', 'hidden', 'act', 'norm', 'dropout', 'bias', 'loss', 'label_smoothing',
-        'class_weights', 'huber_delta'
-    )),
-    'resnet18': ('dlforge.models.resnet', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'block', 'layers',
-        'width', 'widths', 'stem', 'zero_init_residual', 'dropout'
-    )),
-    'resnet20': ('dlforge.models.resnet', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'block', 'layers',
-        'width', 'widths', 'stem', 'zero_init_residual', 'dropout'
-    )),
-    'resnet34': ('dlforge.models.resnet', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'block', 'layers',
-        'width', 'widths', 'stem', 'zero_init_residual', 'dropout'
-    )),
-    'resnet50': ('dlforge.models.resnet', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'block', 'layers',
-        'width', 'widths', 'stem', 'zero_init_residual', 'dropout'
-    )),
-    'rnn_classifier': ('dlforge.models.rnn', (
-        'in_features', 'cell', 'dim', 'n_layers', 'bidirectional', 'dropout', 'num_classes', 'loss', 'label_smoothing',
-        'class_weights'
-    )),
-    'rnn_forecaster': ('dlforge.models.rnn', (
-        'in_features', 'cell', 'dim', 'n_layers', 'bidirectional', 'dropout', 'horizon', 'num_targets', 'residual',
-        'loss', 'huber_delta'
-    )),
-    'simple_cnn': ('dlforge.models.simple_cnn', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'channels',
-        'convs_per_block', 'kernel_size', 'padding', 'pool', 'pools', 'act', 'batchnorm', 'dropout'
-    )),
-    'transformer_base': ('dlforge.models.seq2seq', (
-        'vocab_size', 'target_vocab_size', 'bos_id', 'eos_id', 'dim', 'n_heads', 'encoder_layers', 'decoder_layers',
-        'ffn_hidden', 'act', 'norm_first', 'dropout', 'attn_dropout', 'context', 'label_smoothing'
-    )),
-    'transformer_seq2seq': ('dlforge.models.seq2seq', (
-        'vocab_size', 'target_vocab_size', 'bos_id', 'eos_id', 'dim', 'n_heads', 'encoder_layers', 'decoder_layers',
-        'ffn_hidden', 'act', 'norm_first', 'dropout', 'attn_dropout', 'context', 'label_smoothing'
-    )),
-    'vgg11_small': ('dlforge.models.vgg', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'stages', 'kernel_size',
-        'padding', 'batchnorm', 'pool', 'pools', 'hidden', 'dropout'
-    )),
-    'vgg16_small': ('dlforge.models.vgg', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'stages', 'kernel_size',
-        'padding', 'batchnorm', 'pool', 'pools', 'hidden', 'dropout'
-    )),
-    'vit': ('dlforge.models.vit', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'patch_size', 'dim',
-        'n_layers', 'n_heads', 'ffn_hidden', 'pool', 'positions', 'dropout', 'drop_path'
-    )),
-    'vit_tiny': ('dlforge.models.vit', (
-        'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'patch_size', 'dim',
-        'n_layers', 'n_heads', 'ffn_hidden', 'pool', 'positions', 'dropout', 'drop_path'
-    )),
+CONFIGS = {  # config class: {key: (type, bounds)}
+    'dlforge.data.canvases.CanvasConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'task': ("Literal['detection', 'segmentation', 'instance_segmentation']", {}),
+        'size': ('int | list[int] | None', {}),
+        'items': ('list[int]', {}),
+        'scale': ('list[float]', {}),
+        'max_overlap': ('float', {'ge': 0, 'le': 1}),
+        'background': ("Literal['plain', 'textured', 'mixed']", {}),
+        'textures': ("list[Literal['brick', 'grass', 'gravel']]", {'min_length': 1}),
+        'n_train': ('int', {'ge': 1}),
+        'n_val': ('int', {'ge': 0}),
+        'n_test': ('int', {'ge': 0}),
+        'seed': ('int', {}),
+        'masks': ('bool | None', {}),
+        'path': ('str | None', {}),
+        'cache_dir': ('str | None', {}),
+    },
+    'dlforge.data.chartext.CharTextConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'path': ('str | None', {}),
+        'context': ('int', {'ge': 1}),
+        'stride': ('int | None', {'ge': 1}),
+        'val_plays': ('list[str] | None', {}),
+        'test_plays': ('list[str] | None', {}),
+        'markdown': ("Literal['plain', 'raw']", {}),
+        'text_field': ('str', {}),
+        'val_fraction': ('float', {'ge': 0, 'lt': 0.5}),
+        'test_fraction': ('float', {'ge': 0, 'lt': 0.5}),
+    },
+    'dlforge.data.coco.CocoConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'path': ('str', {}),
+        'task': ("Literal['detection', 'instance_segmentation']", {}),
+        'image_size': ('int | list[int] | None', {}),
+        'channels': ('Literal[1, 3]', {}),
+        'masks': ('bool | None', {}),
+    },
+    'dlforge.data.genre.GenreConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'tokenizer': ('str', {}),
+        'max_length': ('int', {'ge': 8}),
+        'passage_words': ('int', {'ge': 5}),
+        'genres': ('dict[str, str]', {}),
+        'val_plays': ('list[str] | None', {}),
+        'test_plays': ('list[str] | None', {}),
+    },
+    'dlforge.data.images.ImageDataConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'path': ('str | None', {}),
+        'val_size': ('Any', {}),
+        'test_fraction': ('float', {'ge': 0, 'lt': 0.9}),
+        'split_seed': ('int', {}),
+        'classes': ('list[int | str] | None', {}),
+        'label_fraction': ('float', {'gt': 0, 'le': 1}),
+        'max_train': ('int | None', {'ge': 1}),
+        'label_names': ('list[str] | None', {}),
+        'channels': ("Literal[1, 3, 'auto']", {}),
+        'image_size': ('int | list[int] | None', {}),
+        'ops': ('list[dict[str, Any]]', {}),
+        'augment': ('Any', {}),
+        'strict': ('bool', {}),
+    },
+    'dlforge.data.masked_lm.MaskedLMConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'path': ('str | None', {}),
+        'text_field': ('str', {}),
+        'val_fraction': ('float', {'ge': 0, 'lt': 0.5}),
+        'test_fraction': ('float', {'ge': 0, 'lt': 0.5}),
+        'tokenizer': ('str', {}),
+        'max_length': ('int', {'ge': 8}),
+        'mask_prob': ('float', {'gt': 0, 'lt': 1}),
+        'dynamic_masking': ('bool', {}),
+        'mask_seed': ('int', {}),
+    },
+    'dlforge.data.sft.SFTConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'path': ('str', {}),
+        'tokenizer': ('str', {}),
+        'chat_template': ('str | None', {}),
+        'max_length': ('int', {'ge': 2}),
+        'val_fraction': ('float', {'ge': 0, 'lt': 0.5}),
+    },
+    'dlforge.data.tabular.TabularConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'path': ('str | None', {}),
+        'target': ('str | None', {}),
+        'features': ('list[str] | None', {'min_length': 1}),
+        'categorical': ("list[str] | Literal['auto']", {}),
+        'task': ("Literal['auto', 'classification', 'regression']", {}),
+        'target_threshold': ('float | None', {}),
+        'val_fraction': ('float', {'ge': 0, 'lt': 0.5}),
+        'test_fraction': ('float', {'ge': 0, 'lt': 0.5}),
+        'split_seed': ('int', {}),
+        'scale': ("Literal['standard', 'none']", {}),
+        'scale_target': ('bool', {}),
+        'class_weights': ("Literal['none', 'balanced']", {}),
+    },
+    'dlforge.data.timeseries.TimeSeriesConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'path': ('str | None', {}),
+        'time_column': ('str | None', {}),
+        'value_columns': ('list[str] | None', {'min_length': 1}),
+        'target_columns': ('list[str] | None', {'min_length': 1}),
+        'freq': ('str | None', {}),
+        'fill': ("Literal['interpolate', 'error', 'drop']", {}),
+        'window': ('int | None', {'ge': 1}),
+        'horizon': ('int | None', {'ge': 1}),
+        'season': ('int | None', {'ge': 1}),
+        'test_size': ('int | None', {'ge': 0}),
+        'val_size': ('int | None', {'ge': 0}),
+        'stride': ('int', {'ge': 1}),
+        'scale': ("Literal['standard', 'minmax', 'none']", {}),
+        'max_train': ('int | None', {'ge': 1}),
+    },
+    'dlforge.data.tokens.LMTextConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'context': ('int', {'ge': 1}),
+        'stride': ('int', {'ge': 1}),
+        'corpus': ('str', {}),
+        'tokenizer': ('Any', {}),
+        'text_field': ('str', {}),
+        'val_fraction': ('float', {'ge': 0, 'lt': 0.5}),
+        'test_fraction': ('float', {'ge': 0, 'lt': 0.5}),
+    },
+    'dlforge.data.tokens.TokenShardsConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'context': ('int', {'ge': 1}),
+        'stride': ('int', {'ge': 1}),
+        'path': ('str', {}),
+        'verify': ('bool', {}),
+    },
+    'dlforge.data.translation.BibleTranslationConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'source': ('str', {}),
+        'target': ('str', {}),
+        'max_words': ('int | None', {'ge': 1}),
+        'val_books': ('list[str]', {}),
+        'test_books': ('list[str]', {}),
+        'tokenizer': ('Any', {}),
+        'shared_vocab': ('bool', {}),
+    },
+    'dlforge.data.voc.VocConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'path': ('str', {}),
+        'image_size': ('int | list[int] | None', {}),
+        'channels': ('Literal[1, 3]', {}),
+    },
+    'dlforge.data.weather_sequences.SequenceConfig': {
+        'name': ('str', {}),
+        'num_workers': ('int', {'ge': 0}),
+        'limit': ('int | None', {'ge': 1}),
+        'window': ('int', {'ge': 1}),
+        'test_size': ('int', {'ge': 0}),
+        'val_size': ('int', {'ge': 0}),
+        'stride': ('int', {'ge': 1}),
+        'scale': ("Literal['standard', 'minmax', 'none']", {}),
+        'class_weights': ("Literal['none', 'balanced']", {}),
+        'max_train': ('int | None', {'ge': 1}),
+    },
+    'dlforge.models.alexnet.AlexNetConfig': {
+        'in_channels': ('int', {'ge': 1}),
+        'num_classes': ('int', {'ge': 2}),
+        'image_size': ('int', {'ge': 1}),
+        'loss': ("Literal['cross_entropy', 'perceptron']", {}),
+        'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
+        'class_weights': ('list[float] | None', {}),
+        'channels': ('list[int]', {'min_length': 1}),
+        'kernel_sizes': ('list[int]', {}),
+        'stride': ('int', {'ge': 1}),
+        'padding': ("int | Literal['same']", {}),
+        'width_mult': ('float', {'gt': 0}),
+        'pool': ("Literal['max', 'avg']", {}),
+        'pool_kernel': ('int', {'ge': 1}),
+        'pool_stride': ('int', {'ge': 1}),
+        'pool_after': ('list[int]', {}),
+        'hidden': ('list[int]', {}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+    },
+    'dlforge.models.bert.BertConfig': {
+        'vocab_size': ('int', {'ge': 2}),
+        'dim': ('int', {'ge': 1}),
+        'n_layers': ('int', {'ge': 1}),
+        'n_heads': ('int', {'ge': 1}),
+        'ffn_hidden': ('int', {'ge': 1}),
+        'context': ('int', {'ge': 1}),
+        'type_vocab_size': ('int', {'ge': 1}),
+        'norm_eps': ('float', {'gt': 0}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+        'attn_dropout': ('float', {'ge': 0, 'lt': 1}),
+        'head': ("Literal['mlm', 'classifier', 'none']", {}),
+        'num_classes': ('int', {'ge': 2}),
+        'pooling': ("Literal['cls', 'mean']", {}),
+    },
+    'dlforge.models.char_rnn.CharRNNConfig': {
+        'vocab_size': ('int', {'ge': 2}),
+        'cell': ("Literal['rnn', 'lstm', 'gru']", {}),
+        'embed_dim': ('int', {'ge': 1}),
+        'dim': ('int', {'ge': 1}),
+        'n_layers': ('int', {'ge': 1}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+        'tie_weights': ('bool', {}),
+        'loss': ("Literal['cross_entropy']", {}),
+    },
+    'dlforge.models.efficientnet.EfficientNetConfig': {
+        'in_channels': ('int', {'ge': 1}),
+        'num_classes': ('int', {'ge': 2}),
+        'image_size': ('int', {'ge': 1}),
+        'loss': ("Literal['cross_entropy', 'perceptron']", {}),
+        'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
+        'class_weights': ('list[float] | None', {}),
+        'width_mult': ('float', {'gt': 0}),
+        'depth_mult': ('float', {'gt': 0}),
+        'resolution': ('int | None', {'ge': 1}),
+        'stem_stride': ('int', {'ge': 1}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+        'drop_path': ('float', {'ge': 0, 'lt': 1}),
+    },
+    'dlforge.models.googlenet.GoogLeNetConfig': {
+        'in_channels': ('int', {'ge': 1}),
+        'num_classes': ('int', {'ge': 2}),
+        'image_size': ('int', {'ge': 1}),
+        'loss': ("Literal['cross_entropy', 'perceptron']", {}),
+        'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
+        'class_weights': ('list[float] | None', {}),
+        'blocks': ('list[int]', {'min_length': 1, 'max_length': 3}),
+        'width_mult': ('float', {'gt': 0}),
+        'factorize_5x5': ('bool', {}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+    },
+    'dlforge.models.gpt.GPTConfig': {
+        'vocab_size': ('int', {'ge': 2}),
+        'context': ('int', {'ge': 1}),
+        'dim': ('int', {'ge': 1}),
+        'n_layers': ('int', {'ge': 1}),
+        'n_heads': ('int', {'ge': 1}),
+        'positions': ("Literal['learned', 'rotary']", {}),
+        'norm': ("Literal['layernorm', 'rmsnorm']", {}),
+        'norm_eps': ('float', {'gt': 0}),
+        'ffn': ("Literal['mlp', 'swiglu']", {}),
+        'ffn_hidden': ('int | None', {'ge': 1}),
+        'act': ('str', {}),
+        'bias': ('bool', {}),
+        'tie_weights': ('bool', {}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+    },
+    'dlforge.models.lenet.LeNetConfig': {
+        'in_channels': ('int', {'ge': 1}),
+        'num_classes': ('int', {'ge': 2}),
+        'image_size': ('int', {'ge': 1}),
+        'loss': ("Literal['cross_entropy', 'perceptron']", {}),
+        'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
+        'class_weights': ('list[float] | None', {}),
+        'channels': ('list[int]', {'min_length': 1}),
+        'hidden': ('list[int]', {}),
+        'kernel_size': ('int', {'ge': 1}),
+        'padding': ('Any', {}),
+        'act': ('str', {}),
+        'pool': ("Literal['max', 'avg']", {}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+    },
+    'dlforge.models.mlp.MLPConfig': {
+        'in_features': ('int', {'ge': 1}),
+        'out_features': ('int', {'ge': 1}),
+        'hidden': ('list[int]', {}),
+        'act': ('str', {}),
+        'norm': ('str', {}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+        'bias': ('bool', {}),
+        'loss': ('str', {}),
+        'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
+        'class_weights': ('list[float] | None', {}),
+        'huber_delta': ('float', {'gt': 0}),
+    },
+    'dlforge.models.resnet.ResNetConfig': {
+        'in_channels': ('int', {'ge': 1}),
+        'num_classes': ('int', {'ge': 2}),
+        'image_size': ('int', {'ge': 1}),
+        'loss': ("Literal['cross_entropy', 'perceptron']", {}),
+        'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
+        'class_weights': ('list[float] | None', {}),
+        'block': ("Literal['basic', 'bottleneck']", {}),
+        'layers': ('list[int]', {'min_length': 1}),
+        'width': ('int', {'ge': 1}),
+        'widths': ('list[int] | None', {}),
+        'stem': ("Literal['cifar', 'imagenet']", {}),
+        'zero_init_residual': ('bool', {}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+    },
+    'dlforge.models.rnn.ForecasterConfig': {
+        'in_features': ('int', {'ge': 1}),
+        'cell': ("Literal['rnn', 'lstm', 'gru']", {}),
+        'dim': ('int', {'ge': 1}),
+        'n_layers': ('int', {'ge': 1}),
+        'bidirectional': ('bool', {}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+        'horizon': ('int', {'ge': 1}),
+        'num_targets': ('int', {'ge': 1}),
+        'residual': ('bool', {}),
+        'loss': ("Literal['mse', 'mae', 'huber']", {}),
+        'huber_delta': ('float', {'gt': 0}),
+    },
+    'dlforge.models.rnn.SequenceClassifierConfig': {
+        'in_features': ('int', {'ge': 1}),
+        'cell': ("Literal['rnn', 'lstm', 'gru']", {}),
+        'dim': ('int', {'ge': 1}),
+        'n_layers': ('int', {'ge': 1}),
+        'bidirectional': ('bool', {}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+        'num_classes': ('int', {'ge': 2}),
+        'loss': ("Literal['cross_entropy', 'perceptron']", {}),
+        'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
+        'class_weights': ('list[float] | None', {}),
+    },
+    'dlforge.models.seq2seq.Seq2SeqConfig': {
+        'vocab_size': ('int', {'ge': 4}),
+        'target_vocab_size': ('int | None', {'ge': 4}),
+        'bos_id': ('int', {'ge': 0}),
+        'eos_id': ('int', {'ge': 0}),
+        'dim': ('int', {'ge': 2}),
+        'n_heads': ('int', {'ge': 1}),
+        'encoder_layers': ('int', {'ge': 1}),
+        'decoder_layers': ('int', {'ge': 1}),
+        'ffn_hidden': ('int', {'ge': 1}),
+        'act': ('str', {}),
+        'norm_first': ('bool', {}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+        'attn_dropout': ('float', {'ge': 0, 'lt': 1}),
+        'context': ('int', {'ge': 2}),
+        'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
+    },
+    'dlforge.models.simple_cnn.SimpleCNNConfig': {
+        'in_channels': ('int', {'ge': 1}),
+        'num_classes': ('int', {'ge': 2}),
+        'image_size': ('int', {'ge': 1}),
+        'loss': ("Literal['cross_entropy', 'perceptron']", {}),
+        'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
+        'class_weights': ('list[float] | None', {}),
+        'channels': ('list[int]', {'min_length': 1}),
+        'convs_per_block': ('int', {'ge': 1}),
+        'kernel_size': ('int', {'ge': 1}),
+        'padding': ("int | Literal['same']", {}),
+        'pool': ("Literal['max', 'avg']", {}),
+        'pools': ('int | None', {'ge': 0}),
+        'act': ('str', {}),
+        'batchnorm': ('bool', {}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+    },
+    'dlforge.models.vgg.VGGConfig': {
+        'in_channels': ('int', {'ge': 1}),
+        'num_classes': ('int', {'ge': 2}),
+        'image_size': ('int', {'ge': 1}),
+        'loss': ("Literal['cross_entropy', 'perceptron']", {}),
+        'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
+        'class_weights': ('list[float] | None', {}),
+        'stages': ('list[list[int]]', {'min_length': 1}),
+        'kernel_size': ('int', {'ge': 1}),
+        'padding': ("int | Literal['same']", {}),
+        'batchnorm': ('bool', {}),
+        'pool': ("Literal['max', 'avg']", {}),
+        'pools': ('int | None', {'ge': 0}),
+        'hidden': ('list[int]', {}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+    },
+    'dlforge.models.vit.ViTConfig': {
+        'in_channels': ('int', {'ge': 1}),
+        'num_classes': ('int', {'ge': 2}),
+        'image_size': ('int', {'ge': 1}),
+        'loss': ("Literal['cross_entropy', 'perceptron']", {}),
+        'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
+        'class_weights': ('list[float] | None', {}),
+        'patch_size': ('int', {'ge': 1}),
+        'dim': ('int', {'ge': 1}),
+        'n_layers': ('int', {'ge': 1}),
+        'n_heads': ('int', {'ge': 1}),
+        'ffn_hidden': ('int | None', {'ge': 1}),
+        'pool': ("Literal['cls', 'mean']", {}),
+        'positions': ("Literal['learned', 'sinusoidal']", {}),
+        'dropout': ('float', {'ge': 0, 'lt': 1}),
+        'drop_path': ('float', {'ge': 0, 'lt': 1}),
+    },
 }
 
-DATASETS = {  # name: (module, config keys)
-    'affairs': ('dlforge.data.tabular', (
-        'name', 'num_workers', 'limit', 'path', 'target', 'features', 'categorical', 'task', 'target_threshold',
-        'val_fraction', 'test_fraction', 'split_seed', 'scale', 'scale_target', 'class_weights'
-    )),
-    'bible_translation': ('dlforge.data.translation', (
-        'name', 'num_workers', 'limit', 'source', 'target', 'max_words', 'val_books', 'test_books', 'tokenizer',
-        'shared_vocab'
-    )),
-    'breast_cancer': ('dlforge.data.tabular', (
-        'name', 'num_workers', 'limit', 'path', 'target', 'features', 'categorical', 'task', 'target_threshold',
-        'val_fraction', 'test_fraction', 'split_seed', 'scale', 'scale_target', 'class_weights'
-    )),
-    'co2': ('dlforge.data.timeseries', (
-        'name', 'num_workers', 'limit', 'path', 'time_column', 'value_columns', 'target_columns', 'freq', 'fill',
-        'window', 'horizon', 'season', 'test_size', 'val_size', 'stride', 'scale', 'max_train'
-    )),
-    'coco': ('dlforge.data.coco', (
-        'name', 'num_workers', 'limit', 'path', 'task', 'image_size', 'channels', 'masks'
-    )),
-    'csv': ('dlforge.data.tabular', (
-        'name', 'num_workers', 'limit', 'path', 'target', 'features', 'categorical', 'task', 'target_threshold',
-        'val_fraction', 'test_fraction', 'split_seed', 'scale', 'scale_target', 'class_weights'
-    )),
-    'diabetes': ('dlforge.data.tabular', (
-        'name', 'num_workers', 'limit', 'path', 'target', 'features', 'categorical', 'task', 'target_threshold',
-        'val_fraction', 'test_fraction', 'split_seed', 'scale', 'scale_target', 'class_weights'
-    )),
-    'digits': ('dlforge.data.images', (
-        'name', 'num_workers', 'limit', 'path', 'val_size', 'test_fraction', 'split_seed', 'classes', 'label_fraction',
-        'max_train', 'label_names', 'channels', 'image_size', 'ops', 'augment', 'strict'
-    )),
-    'fashion_canvases': ('dlforge.data.canvases', (
-        'name', 'num_workers', 'limit', 'task', 'size', 'items', 'scale', 'max_overlap', 'background', 'textures',
-        'n_train', 'n_val', 'n_test', 'seed', 'masks', 'path', 'cache_dir'
-    )),
-    'fashion_mnist': ('dlforge.data.images', (
-        'name', 'num_workers', 'limit', 'path', 'val_size', 'test_fraction', 'split_seed', 'classes', 'label_fraction',
-        'max_train', 'label_names', 'channels', 'image_size', 'ops', 'augment', 'strict'
-    )),
-    'idx': ('dlforge.data.images', (
-        'name', 'num_workers', 'limit', 'path', 'val_size', 'test_fraction', 'split_seed', 'classes', 'label_fraction',
-        'max_train', 'label_names', 'channels', 'image_size', 'ops', 'augment', 'strict'
-    )),
-    'image_folder': ('dlforge.data.images', (
-        'name', 'num_workers', 'limit', 'path', 'val_size', 'test_fraction', 'split_seed', 'classes', 'label_fraction',
-        'max_train', 'label_names', 'channels', 'image_size', 'ops', 'augment', 'strict'
-    )),
-    'iris': ('dlforge.data.tabular', (
-        'name', 'num_workers', 'limit', 'path', 'target', 'features', 'categorical', 'task', 'target_threshold',
-        'val_fraction', 'test_fraction', 'split_seed', 'scale', 'scale_target', 'class_weights'
-    )),
-    'lm_text': ('dlforge.data.tokens', (
-        'name', 'num_workers', 'limit', 'context', 'stride', 'corpus', 'tokenizer', 'text_field', 'val_fraction',
-        'test_fraction'
-    )),
-    'parquet': ('dlforge.data.tabular', (
-        'name', 'num_workers', 'limit', 'path', 'target', 'features', 'categorical', 'task', 'target_threshold',
-        'val_fraction', 'test_fraction', 'split_seed', 'scale', 'scale_target', 'class_weights'
-    )),
-    'seattle_temps': ('dlforge.data.timeseries', (
-        'name', 'num_workers', 'limit', 'path', 'time_column', 'value_columns', 'target_columns', 'freq', 'fill',
-        'window', 'horizon', 'season', 'test_size', 'val_size', 'stride', 'scale', 'max_train'
-    )),
-    'seattle_weather': ('dlforge.data.weather_sequences', (
-        'name', 'num_workers', 'limit', 'window', 'test_size', 'val_size', 'stride', 'scale', 'class_weights',
-        'max_train'
-    )),
-    'sft_jsonl': ('dlforge.data.sft', (
-        'name', 'num_workers', 'limit', 'path', 'tokenizer', 'chat_template', 'max_length', 'val_fraction'
-    )),
-    'shakespeare_char': ('dlforge.data.chartext', (
-        'name', 'num_workers', 'limit', 'path', 'context', 'stride', 'val_plays', 'test_plays', 'markdown',
-        'text_field', 'val_fraction', 'test_fraction'
-    )),
-    'shakespeare_genre': ('dlforge.data.genre', (
-        'name', 'num_workers', 'limit', 'tokenizer', 'max_length', 'passage_words', 'genres', 'val_plays', 'test_plays'
-    )),
-    'shakespeare_mlm': ('dlforge.data.masked_lm', (
-        'name', 'num_workers', 'limit', 'path', 'text_field', 'val_fraction', 'test_fraction', 'tokenizer',
-        'max_length', 'mask_prob', 'dynamic_masking', 'mask_seed'
-    )),
-    'sunspots': ('dlforge.data.timeseries', (
-        'name', 'num_workers', 'limit', 'path', 'time_column', 'value_columns', 'target_columns', 'freq', 'fill',
-        'window', 'horizon', 'season', 'test_size', 'val_size', 'stride', 'scale', 'max_train'
-    )),
-    'text_files': ('dlforge.data.chartext', (
-        'name', 'num_workers', 'limit', 'path', 'context', 'stride', 'val_plays', 'test_plays', 'markdown',
-        'text_field', 'val_fraction', 'test_fraction'
-    )),
-    'text_files_mlm': ('dlforge.data.masked_lm', (
-        'name', 'num_workers', 'limit', 'path', 'text_field', 'val_fraction', 'test_fraction', 'tokenizer',
-        'max_length', 'mask_prob', 'dynamic_masking', 'mask_seed'
-    )),
-    'timeseries_csv': ('dlforge.data.timeseries', (
-        'name', 'num_workers', 'limit', 'path', 'time_column', 'value_columns', 'target_columns', 'freq', 'fill',
-        'window', 'horizon', 'season', 'test_size', 'val_size', 'stride', 'scale', 'max_train'
-    )),
-    'token_shards': ('dlforge.data.tokens', (
-        'name', 'num_workers', 'limit', 'context', 'stride', 'path', 'verify'
-    )),
-    'voc_masks': ('dlforge.data.voc', (
-        'name', 'num_workers', 'limit', 'path', 'image_size', 'channels'
-    )),
-    'wine': ('dlforge.data.tabular', (
-        'name', 'num_workers', 'limit', 'path', 'target', 'features', 'categorical', 'task', 'target_threshold',
-        'val_fraction', 'test_fraction', 'split_seed', 'scale', 'scale_target', 'class_weights'
-    )),
+MODELS = {  # name: (module, config class)
+    'alexnet_small': ('dlforge.models.alexnet', 'dlforge.models.alexnet.AlexNetConfig'),
+    'bert_classifier': ('dlforge.models.bert', 'dlforge.models.bert.BertConfig'),
+    'bert_mlm': ('dlforge.models.bert', 'dlforge.models.bert.BertConfig'),
+    'char_gru': ('dlforge.models.char_rnn', 'dlforge.models.char_rnn.CharRNNConfig'),
+    'char_lstm': ('dlforge.models.char_rnn', 'dlforge.models.char_rnn.CharRNNConfig'),
+    'char_rnn': ('dlforge.models.char_rnn', 'dlforge.models.char_rnn.CharRNNConfig'),
+    'efficientnet_b0_small': ('dlforge.models.efficientnet', 'dlforge.models.efficientnet.EfficientNetConfig'),
+    'efficientnet_small_scaled': ('dlforge.models.efficientnet', 'dlforge.models.efficientnet.EfficientNetConfig'),
+    'googlenet_small': ('dlforge.models.googlenet', 'dlforge.models.googlenet.GoogLeNetConfig'),
+    'gpt': ('dlforge.models.gpt', 'dlforge.models.gpt.GPTConfig'),
+    'gpt2': ('dlforge.models.gpt', 'dlforge.models.gpt.GPTConfig'),
+    'gpt_rope': ('dlforge.models.gpt', 'dlforge.models.gpt.GPTConfig'),
+    'gru_classifier': ('dlforge.models.rnn', 'dlforge.models.rnn.SequenceClassifierConfig'),
+    'gru_forecaster': ('dlforge.models.rnn', 'dlforge.models.rnn.ForecasterConfig'),
+    'lenet5': ('dlforge.models.lenet', 'dlforge.models.lenet.LeNetConfig'),
+    'linear_regression': ('dlforge.models.mlp', 'dlforge.models.mlp.MLPConfig'),
+    'logistic_regression': ('dlforge.models.mlp', 'dlforge.models.mlp.MLPConfig'),
+    'lstm_classifier': ('dlforge.models.rnn', 'dlforge.models.rnn.SequenceClassifierConfig'),
+    'lstm_forecaster': ('dlforge.models.rnn', 'dlforge.models.rnn.ForecasterConfig'),
+    'minilm_l6': ('dlforge.models.bert', 'dlforge.models.bert.BertConfig'),
+    'mlp': ('dlforge.models.mlp', 'dlforge.models.mlp.MLPConfig'),
+    'perceptron': ('dlforge.models.mlp', 'dlforge.models.mlp.MLPConfig'),
+    'resnet18': ('dlforge.models.resnet', 'dlforge.models.resnet.ResNetConfig'),
+    'resnet20': ('dlforge.models.resnet', 'dlforge.models.resnet.ResNetConfig'),
+    'resnet34': ('dlforge.models.resnet', 'dlforge.models.resnet.ResNetConfig'),
+    'resnet50': ('dlforge.models.resnet', 'dlforge.models.resnet.ResNetConfig'),
+    'rnn_classifier': ('dlforge.models.rnn', 'dlforge.models.rnn.SequenceClassifierConfig'),
+    'rnn_forecaster': ('dlforge.models.rnn', 'dlforge.models.rnn.ForecasterConfig'),
+    'simple_cnn': ('dlforge.models.simple_cnn', 'dlforge.models.simple_cnn.SimpleCNNConfig'),
+    'transformer_base': ('dlforge.models.seq2seq', 'dlforge.models.seq2seq.Seq2SeqConfig'),
+    'transformer_seq2seq': ('dlforge.models.seq2seq', 'dlforge.models.seq2seq.Seq2SeqConfig'),
+    'vgg11_small': ('dlforge.models.vgg', 'dlforge.models.vgg.VGGConfig'),
+    'vgg16_small': ('dlforge.models.vgg', 'dlforge.models.vgg.VGGConfig'),
+    'vit': ('dlforge.models.vit', 'dlforge.models.vit.ViTConfig'),
+    'vit_tiny': ('dlforge.models.vit', 'dlforge.models.vit.ViTConfig'),
+}
+
+DATASETS = {  # name: (module, config class)
+    'affairs': ('dlforge.data.tabular', 'dlforge.data.tabular.TabularConfig'),
+    'bible_translation': ('dlforge.data.translation', 'dlforge.data.translation.BibleTranslationConfig'),
+    'breast_cancer': ('dlforge.data.tabular', 'dlforge.data.tabular.TabularConfig'),
+    'co2': ('dlforge.data.timeseries', 'dlforge.data.timeseries.TimeSeriesConfig'),
+    'coco': ('dlforge.data.coco', 'dlforge.data.coco.CocoConfig'),
+    'csv': ('dlforge.data.tabular', 'dlforge.data.tabular.TabularConfig'),
+    'diabetes': ('dlforge.data.tabular', 'dlforge.data.tabular.TabularConfig'),
+    'digits': ('dlforge.data.images', 'dlforge.data.images.ImageDataConfig'),
+    'fashion_canvases': ('dlforge.data.canvases', 'dlforge.data.canvases.CanvasConfig'),
+    'fashion_mnist': ('dlforge.data.images', 'dlforge.data.images.ImageDataConfig'),
+    'idx': ('dlforge.data.images', 'dlforge.data.images.ImageDataConfig'),
+    'image_folder': ('dlforge.data.images', 'dlforge.data.images.ImageDataConfig'),
+    'iris': ('dlforge.data.tabular', 'dlforge.data.tabular.TabularConfig'),
+    'lm_text': ('dlforge.data.tokens', 'dlforge.data.tokens.LMTextConfig'),
+    'parquet': ('dlforge.data.tabular', 'dlforge.data.tabular.TabularConfig'),
+    'seattle_temps': ('dlforge.data.timeseries', 'dlforge.data.timeseries.TimeSeriesConfig'),
+    'seattle_weather': ('dlforge.data.weather_sequences', 'dlforge.data.weather_sequences.SequenceConfig'),
+    'sft_jsonl': ('dlforge.data.sft', 'dlforge.data.sft.SFTConfig'),
+    'shakespeare_char': ('dlforge.data.chartext', 'dlforge.data.chartext.CharTextConfig'),
+    'shakespeare_genre': ('dlforge.data.genre', 'dlforge.data.genre.GenreConfig'),
+    'shakespeare_mlm': ('dlforge.data.masked_lm', 'dlforge.data.masked_lm.MaskedLMConfig'),
+    'sunspots': ('dlforge.data.timeseries', 'dlforge.data.timeseries.TimeSeriesConfig'),
+    'text_files': ('dlforge.data.chartext', 'dlforge.data.chartext.CharTextConfig'),
+    'text_files_mlm': ('dlforge.data.masked_lm', 'dlforge.data.masked_lm.MaskedLMConfig'),
+    'timeseries_csv': ('dlforge.data.timeseries', 'dlforge.data.timeseries.TimeSeriesConfig'),
+    'token_shards': ('dlforge.data.tokens', 'dlforge.data.tokens.TokenShardsConfig'),
+    'voc_masks': ('dlforge.data.voc', 'dlforge.data.voc.VocConfig'),
+    'wine': ('dlforge.data.tabular', 'dlforge.data.tabular.TabularConfig'),
 }
 
 TASKS = {  # name: module

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import types
@@ -31,6 +32,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -289,17 +291,46 @@ def _section_name(values: dict[str, Any], section: str, listing: str) -> str:
     return values["name"]
 
 
-def _refuse_unknown_keys(kind: str, section: str, name: str, values: dict[str, Any]) -> None:
-    """A key that built-in model or dataset `name` does not have, refused from the catalog index before its module
-    (and torch) loads: the common mistake, a typo, is told in a fraction of a second. Values are checked after."""
-    from dlforge.registry import indexed_keys
+def _check_indexed_section(kind: str, section: str, name: str, values: dict[str, Any]) -> None:
+    """The keys given to built-in model or dataset `name`, checked from the catalog index before its module (and
+    torch) loads: an unknown key, a wrong type, a value out of bounds is told in a fraction of a second. The config
+    class checks everything again once imported (what only it can tell: a key's relation to another)."""
+    from dlforge.registry import indexed_fields
 
-    keys = indexed_keys(kind, name)
-    if keys is None:
+    fields = indexed_fields(kind, name)
+    if fields is None:
         return
-    for key in values:
-        if key != "name" and key not in keys and not (kind == "model" and aliases.MODEL_KEYS.get(key) in keys):
-            raise unknown_key(f"{section}.{key}", [f"{section}.{k}" for k in keys])
+    given = {}
+    for key, value in values.items():
+        if key == "name":
+            continue  # the registry checked it
+        if key not in fields:
+            if kind == "model" and aliases.MODEL_KEYS.get(key) in fields:
+                continue  # an old name: renamed, with its warning, where the model section is validated
+            raise unknown_key(f"{section}.{key}", [f"{section}.{k}" for k in fields])
+        given[key] = value
+    try:
+        _indexed_model(kind, name, tuple(given)).model_validate(given)
+    except ValidationError as exc:
+        raise validation_to_config_error(exc, prefix=section, fields=list(fields)) from None
+
+
+_INDEX_TYPES = {"Any": Any, "Literal": Literal, "None": None, "int": int, "float": float, "str": str, "bool": bool,
+                "list": list, "dict": dict}
+
+
+@functools.lru_cache(maxsize=64)
+def _indexed_model(kind: str, name: str, keys: tuple[str, ...]) -> type[Section]:
+    """A pydantic model of `keys` of `name`'s config, from their types and bounds in the index (written there by
+    scripts/docs/catalog_index.py from int, float, str, bool, None, Any, list, dict, Literal and unions only)."""
+    from dlforge.registry import indexed_fields
+
+    fields = indexed_fields(kind, name) or {}
+    spec = {}
+    for key in keys:
+        text, bounds = fields[key]
+        spec[key] = (eval(text, {"__builtins__": {}}, _INDEX_TYPES), Field(..., **bounds))  # noqa: S307
+    return create_model(f"{name}_{kind}", __base__=Section, **spec)
 
 
 def _validate_section(config_cls: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -438,14 +469,14 @@ def load_config(preset: str | Path | dict[str, Any], overrides: list[str] | None
 def _new_model_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
     """Rename old model keys (`dlforge.aliases.MODEL_KEYS`) in the YAML's model section, in place, and in the
     overrides, returned: so that `model.n_layer=2` overrides a preset's `n_layers`, as `model.n_layers=2` does."""
-    from dlforge.registry import config_fields, indexed_keys, model_entry
+    from dlforge.registry import config_fields, indexed_fields, model_entry
 
     section = apply_overrides(copy.deepcopy(raw), overrides).get("model")
     name = section.get("name") if isinstance(section, dict) else None
     if not isinstance(name, str):
         return overrides  # validation names what is wrong
     try:
-        fields = indexed_keys("model", name) or config_fields(model_entry(name).config_cls)
+        fields = list(indexed_fields("model", name) or config_fields(model_entry(name).config_cls))
     except ConfigError:
         return overrides
     if isinstance(raw.get("model"), dict):
@@ -470,8 +501,8 @@ def check_outline(raw: dict[str, Any]) -> None:
     Checked first, because the data and model sections import the zoo (and torch): a mistake elsewhere is told
     before that, in a fraction of a second; so is a data or model key that a built-in dataset or model lacks."""
     cfg = _validate(raw, context=OUTLINE)
-    _refuse_unknown_keys("dataset", "data", cfg.data["name"], cfg.data)
-    _refuse_unknown_keys("model", "model", cfg.model["name"], cfg.model)
+    _check_indexed_section("dataset", "data", cfg.data["name"], cfg.data)
+    _check_indexed_section("model", "model", cfg.model["name"], cfg.model)
 
 
 def _validate(raw: dict[str, Any], context: str | None = None) -> Config:

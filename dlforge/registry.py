@@ -118,11 +118,14 @@ def _index(kind: str) -> dict[str, Any]:
     return {"model": catalog_index.MODELS, "dataset": catalog_index.DATASETS, "task": catalog_index.TASKS}[kind]
 
 
-def indexed_keys(kind: str, name: str) -> tuple[str, ...] | None:
-    """The config keys of the built-in model or dataset (`kind`) `name`, from the index, without importing it; None
-    for a name the index does not hold (a plug-in's, an old one, a typo)."""
+def indexed_fields(kind: str, name: str) -> dict[str, tuple[str, dict[str, Any]]] | None:
+    """The config keys of the built-in model or dataset (`kind`) `name`, from the index, without importing it: each
+    key's (type as text, bounds) (see `dlforge.catalog_index`); None for a name the index does not hold (a plug-in's,
+    an old one, a typo)."""
+    from dlforge import catalog_index
+
     where = _index(kind).get(name)
-    return where[1] if where is not None else None
+    return catalog_index.CONFIGS[where[1]] if where is not None else None
 
 
 def _import_one(table: dict[str, Entry], kind: str, name: str) -> None:

@@ -49,3 +49,39 @@ def test_a_listing_or_an_unknown_name_still_sees_the_whole_zoo():
         assert "did you mean 'mlp'" in str(exc)
     else:
         raise AssertionError("an unknown model name was accepted")
+
+
+CANDIDATES = [1, 0, -1, 0.5, 2.5, 1e9, "abc", "auto", "relu", True, None, [1], [0, 2], ["a"], [[1, 2]], {}, {"a": "b"}]
+
+
+def test_the_quick_check_refuses_only_what_the_config_class_refuses():
+    """The check before torch (from the index's types) must never refuse a value the config class accepts."""
+    from pydantic import ValidationError
+
+    from dlforge.config import _indexed_model, _validate_section
+    from dlforge.errors import ConfigError
+    from dlforge.registry import dataset_entries, indexed_fields, model_entries
+
+    checked = 0
+    for kind, entries in (("model", model_entries()), ("dataset", dataset_entries())):
+        for entry in entries:
+            fields = indexed_fields(kind, entry.name)
+            if fields is None:
+                continue
+            base = {"name": entry.name} if kind == "dataset" else {}
+            for key in fields:
+                if key == "name":
+                    continue
+                for value in CANDIDATES:
+                    try:
+                        _indexed_model(kind, entry.name, (key,)).model_validate({key: value})
+                        continue
+                    except ValidationError:
+                        pass
+                    checked += 1
+                    try:
+                        _validate_section(entry.config_cls, {**base, key: value}, kind)
+                    except (ConfigError, ValidationError, ValueError, TypeError):
+                        continue
+                    raise AssertionError(f"{kind} {entry.name}: {key}={value!r} refused by the quick check only")
+    assert checked > 1000

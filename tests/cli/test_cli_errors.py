@@ -112,9 +112,9 @@ AFTER_TORCH: dict[str, tuple[list[str], str]] = {
 }
 
 LONG = "x" * 300  # longer than a file name may be (255 bytes)
-# What must come before torch is imported besides the paths: usage, and every config error but a wrong value in the
-# data and model sections (checked by the config class, in the torch module of its model or dataset); an unknown
-# key there is refused from the catalog index (dlforge/catalog_index.py) first
+# What must come before torch is imported besides the paths: usage, and every config error but those only a model's or
+# dataset's config class can tell (a relation between keys, a custom check): the data and model sections' keys,
+# types and bounds are checked from the catalog index (dlforge/catalog_index.py) first
 CONFIG_CASES: dict[str, tuple[list[str], str]] = {
     "train without a preset": (["train"], "give a preset"),
     "unknown train key": (["train", "wine-mlp", "train.lrr=1"], "did you mean 'train.lr'"),
@@ -129,6 +129,8 @@ CONFIG_CASES: dict[str, tuple[list[str], str]] = {
     "unknown model key": (["train", "wine-mlp", "model.hiddn=3"], "did you mean 'model.hidden'"),
     "unknown data key": (["train", "wine-mlp", "data.val_fractio=0.1"], "did you mean 'data.val_fraction'"),
     "unknown key of another model": (["train", "wine-mlp", "model.name=gpt", "model.hidden=[8]"], "model.hidden"),
+    "model value out of bounds": (["train", "wine-mlp", "model.dropout=2"], "model.dropout: Input should be less"),
+    "data value of a wrong type": (["train", "wine-mlp", "data.val_fraction=abc"], "data.val_fraction"),
     "unknown model key in config show": (["config", "show", "gpt-shakespeare-char", "model.dropot=0"], "model.dropout"),
 }
 
