@@ -260,7 +260,7 @@ class FCOS(nn.Module):
         cls, ltrb, ctr, levels = self.dense(x)
         points, strides, ranges = self.locations(levels, x.device)
         loss = None
-        if "boxes" in batch:
+        if "labels" in batch:
             loss = self.loss(cls, ltrb, ctr, points, strides, ranges, batch) + self.extra_loss(levels, batch)
         out = DetectionOutput(logits=cls, loss=loss)
         if not self.training:

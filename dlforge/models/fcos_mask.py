@@ -32,6 +32,7 @@ from dlforge.models.output import DetectionOutput
 from dlforge.registry import register_model
 
 MASK_THRESHOLD = 0.5
+CHUNK = 128  # detections whose masks are predicted at once in eval mode
 
 
 def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
@@ -128,14 +129,20 @@ class FCOSMask(FCOS):
     @torch.no_grad()
     def predict_masks(self, features: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                       size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each detection's mask probabilities (B, D, S, S) and its mask pasted into the image (B, D, H, W) bool."""
+        """Each detection's mask probabilities (B, D, S, S) and its mask pasted into the image (B, D, H, W) bool;
+        padding slots get empty masks. RoIs go through the head CHUNK at a time (RoI Align's samples of a whole
+        batch's detections at once would take gigabytes)."""
         b, d = labels.shape
         s = self.config.mask_size
-        image = torch.arange(b, device=boxes.device)[:, None].expand(b, d)
-        rois = torch.cat([image.reshape(-1, 1).float(), boxes.reshape(-1, 4).float()], dim=1)
-        probs = torch.sigmoid(self.roi_logits(features, rois, labels.reshape(-1).clamp(min=0)).float())
-        probs = probs * (labels.reshape(-1) >= 0)[:, None, None]  # padding slots: empty masks
-        masks = paste_masks(probs, boxes.reshape(-1, 4), *size)
+        probs = features.new_zeros(b * d, s, s, dtype=torch.float32)
+        masks = torch.zeros(b * d, *size, dtype=torch.bool, device=features.device)
+        image, slot = (labels >= 0).nonzero(as_tuple=True)
+        for start in range(0, len(image), CHUNK):
+            i, j = image[start:start + CHUNK], slot[start:start + CHUNK]
+            rois = torch.cat([i[:, None].float(), boxes[i, j].float()], dim=1)
+            p = torch.sigmoid(self.roi_logits(features, rois, labels[i, j]).float())
+            probs[i * d + j] = p
+            masks[i * d + j] = paste_masks(p, boxes[i, j], *size)
         return probs.reshape(b, d, s, s), masks.reshape(b, d, *size)
 
     def example_batch(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

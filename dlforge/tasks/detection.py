@@ -23,6 +23,7 @@ from dlforge.tasks.base import RunReport, Task, _device_of, _spec
 from dlforge.tasks.inputs import PREDICT_BATCH
 
 PLOTTED = 8  # test images drawn in plots/detections.png
+PLOT_SCORE = 0.3  # detections drawn there: those scoring at least this (the metrics use them all)
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "detection_mask", "masks", "mask_probs")
 
 
@@ -70,14 +71,14 @@ class Detection(Task):
         truths, predictions = [], []
         for b, truth in enumerate(unpad(batch)):
             truths.append({k: v.numpy() for k, v in truth.items() if k in ("boxes", "labels", "masks")})
-            keep = out.detection_mask[b]
+            keep = out.detection_mask[b] & (out.scores[b] >= PLOT_SCORE)
             pred = {"boxes": out.boxes[b][keep], "labels": out.labels[b][keep], "scores": out.scores[b][keep]}
             if out.masks is not None:
                 pred["masks"] = out.masks[b][keep]
             predictions.append({k: v.cpu().numpy() for k, v in pred.items()})
         images = denormalize(run.data.preprocessing, batch["x"]).numpy()
         plot_detections(images, truths, predictions, names, run.run_path / "plots" / "detections.png",
-                        title=f"{run.name}: test images, true | predicted")
+                        title=f"{run.name}: test images, true | predicted (score >= {PLOT_SCORE})")
         return reports
 
     def predict(self, model: torch.nn.Module, input_path: Path) -> list[dict[str, Any]]:
