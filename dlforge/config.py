@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from dlforge import aliases
-from dlforge.errors import ConfigError, clip, clip_repr
+from dlforge.errors import ConfigError, clip, clip_repr, unknown_key
 from dlforge.errors import validation_to_config_error as _to_config_error
 from dlforge.paths import RUN_NAME_MAX, existing_file, exists, fitting_name
 from dlforge.safe_yaml import load_yaml, read_yaml
@@ -289,6 +289,19 @@ def _section_name(values: dict[str, Any], section: str, listing: str) -> str:
     return values["name"]
 
 
+def _refuse_unknown_keys(kind: str, section: str, name: str, values: dict[str, Any]) -> None:
+    """A key that built-in model or dataset `name` does not have, refused from the catalog index before its module
+    (and torch) loads: the common mistake, a typo, is told in a fraction of a second. Values are checked after."""
+    from dlforge.registry import indexed_keys
+
+    keys = indexed_keys(kind, name)
+    if keys is None:
+        return
+    for key in values:
+        if key != "name" and key not in keys and not (kind == "model" and aliases.MODEL_KEYS.get(key) in keys):
+            raise unknown_key(f"{section}.{key}", [f"{section}.{k}" for k in keys])
+
+
 def _validate_section(config_cls: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
     """A pydantic model section: all of it, defaults filled. A pydantic dataclass: the keys given, validated."""
     try:
@@ -425,14 +438,14 @@ def load_config(preset: str | Path | dict[str, Any], overrides: list[str] | None
 def _new_model_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
     """Rename old model keys (`dlforge.aliases.MODEL_KEYS`) in the YAML's model section, in place, and in the
     overrides, returned: so that `model.n_layer=2` overrides a preset's `n_layers`, as `model.n_layers=2` does."""
-    from dlforge.registry import config_fields, model_entry
+    from dlforge.registry import config_fields, indexed_keys, model_entry
 
     section = apply_overrides(copy.deepcopy(raw), overrides).get("model")
     name = section.get("name") if isinstance(section, dict) else None
     if not isinstance(name, str):
         return overrides  # validation names what is wrong
     try:
-        fields = config_fields(model_entry(name).config_cls)
+        fields = indexed_keys("model", name) or config_fields(model_entry(name).config_cls)
     except ConfigError:
         return overrides
     if isinstance(raw.get("model"), dict):
@@ -455,8 +468,10 @@ def validate_config(raw: dict[str, Any]) -> Config:
 def check_outline(raw: dict[str, Any]) -> None:
     """Validate every key that needs no model or dataset: the top level, the train section, the sections' names.
     Checked first, because the data and model sections import the zoo (and torch): a mistake elsewhere is told
-    before that, in a fraction of a second."""
-    _validate(raw, context=OUTLINE)
+    before that, in a fraction of a second; so is a data or model key that a built-in dataset or model lacks."""
+    cfg = _validate(raw, context=OUTLINE)
+    _refuse_unknown_keys("dataset", "data", cfg.data["name"], cfg.data)
+    _refuse_unknown_keys("model", "model", cfg.model["name"], cfg.model)
 
 
 def _validate(raw: dict[str, Any], context: str | None = None) -> Config:

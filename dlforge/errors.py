@@ -150,6 +150,11 @@ def _expected(error: dict) -> str:
     return _EXPECTED.get(kind, error["msg"].removeprefix("Value error, "))
 
 
+def unknown_key(key: str, candidates: list[str]) -> ConfigError:
+    """`key: unknown key; did you mean ...?`, the closest of `candidates` (full dotted keys) suggested."""
+    return ConfigError(f"{clip(key)}: unknown key{_suggest(key, candidates)}")
+
+
 def _suggest(key: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     if not close:

@@ -12,8 +12,10 @@ A dataset is registered the same way with its pydantic config class; its builder
 `info["task"]` gives.
 
 This module imports nothing of the zoo: it sits on the ground floor, and the modules that register things import it.
-The names are filled in on the first lookup by loading the plug-ins: `dlforge.catalog` (every built-in model, dataset
-and task) and any package that declares a `dlforge.plugins` entry point (a module or a callable to run), so a
+A lookup of a built-in name imports only the module that registers it, found in `dlforge.catalog_index` (generated
+from the zoo, checked by a test), so that `dlforge train wine-mlp` loads the MLP and the tabular data, not every
+model. Any other lookup, and every listing, loads the plug-ins: `dlforge.catalog` (every built-in model, dataset and
+task) and any package that declares a `dlforge.plugins` entry point (a module or a callable to run), so a
 third-party model, dataset or task is one installed package away. Loading a plug-in by its name is the one way
 down-to-up that the floors allow, and it happens at run time only.
 """
@@ -109,8 +111,31 @@ def load_plugins() -> None:
 
 
 
-def _lookup(table: dict[str, Entry], kind: str, name: str, key: str) -> Entry:
-    load_plugins()
+def _index(kind: str) -> dict[str, Any]:
+    """The catalog index's table of `kind` (model, dataset or task), imported at the first lookup, as the zoo is."""
+    from dlforge import catalog_index
+
+    return {"model": catalog_index.MODELS, "dataset": catalog_index.DATASETS, "task": catalog_index.TASKS}[kind]
+
+
+def indexed_keys(kind: str, name: str) -> tuple[str, ...] | None:
+    """The config keys of the built-in model or dataset (`kind`) `name`, from the index, without importing it; None
+    for a name the index does not hold (a plug-in's, an old one, a typo)."""
+    where = _index(kind).get(name)
+    return where[1] if where is not None else None
+
+
+def _import_one(table: dict[str, Entry], kind: str, name: str) -> None:
+    """Import the one built-in module that registers `name`, when the index knows it and nothing has yet."""
+    where = _index(kind).get(name)
+    if where is not None and name not in table and not _loaded:
+        importlib.import_module(where if isinstance(where, str) else where[0])
+
+
+def _lookup(table: dict[str, Entry], kind: str, name: str, key: str) -> Entry:  # kind: model, dataset or task
+    _import_one(table, kind, name)
+    if name not in table:
+        load_plugins()
     if name not in table:
         close = difflib.get_close_matches(name, list(table), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(table))}"
@@ -124,7 +149,9 @@ def model_entry(name: str) -> Entry:
 
 def dataset_entry(name: str) -> Entry:
     """The registered dataset `name`; an old name (`dlforge.aliases.DATASETS`) finds its new one, with a warning."""
-    load_plugins()
+    _import_one(_DATASETS, "dataset", name)
+    if name not in _DATASETS:
+        load_plugins()
     if name not in _DATASETS and name in aliases.DATASETS:
         name = aliases.dataset_name(name)
     return _lookup(_DATASETS, "dataset", name, "data.name")

@@ -112,8 +112,9 @@ AFTER_TORCH: dict[str, tuple[list[str], str]] = {
 }
 
 LONG = "x" * 300  # longer than a file name may be (255 bytes)
-# What must come before torch is imported besides the paths: usage, and every config error but those of the data
-# and model sections (their keys are known only once the zoo is imported)
+# What must come before torch is imported besides the paths: usage, and every config error but a wrong value in the
+# data and model sections (checked by the config class, in the torch module of its model or dataset); an unknown
+# key there is refused from the catalog index (dlforge/catalog_index.py) first
 CONFIG_CASES: dict[str, tuple[list[str], str]] = {
     "train without a preset": (["train"], "give a preset"),
     "unknown train key": (["train", "wine-mlp", "train.lrr=1"], "did you mean 'train.lr'"),
@@ -125,6 +126,10 @@ CONFIG_CASES: dict[str, tuple[list[str], str]] = {
     "unknown image op": (["image", "ops", FILE, "out.png", "--op", "blurr"], "unknown image op"),
     "latest of no preset": (["eval", "latest:fashion-pretrain"], "no preset is called that"),
     "empty sentence to translate": (["translate", "any-run", "hello", ""], "sentence 2 is empty"),
+    "unknown model key": (["train", "wine-mlp", "model.hiddn=3"], "did you mean 'model.hidden'"),
+    "unknown data key": (["train", "wine-mlp", "data.val_fractio=0.1"], "did you mean 'data.val_fraction'"),
+    "unknown key of another model": (["train", "wine-mlp", "model.name=gpt", "model.hidden=[8]"], "model.hidden"),
+    "unknown model key in config show": (["config", "show", "gpt-shakespeare-char", "model.dropot=0"], "model.dropout"),
 }
 
 
