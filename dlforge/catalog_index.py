@@ -36,6 +36,15 @@ MODELS = {  # name: (module, config keys)
         'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'width_mult',
         'depth_mult', 'resolution', 'stem_stride', 'dropout', 'drop_path'
     )),
+    'fcos': ('dlforge.models.fcos', (
+        'in_channels', 'num_classes', 'image_size', 'layers', 'width', 'stem', 'strides', 'level_bounds', 'dim',
+        'head_convs', 'center_radius', 'score_threshold', 'nms_iou', 'max_detections'
+    )),
+    'fcos_mask': ('dlforge.models.fcos_mask', (
+        'in_channels', 'num_classes', 'image_size', 'layers', 'width', 'stem', 'strides', 'level_bounds', 'dim',
+        'head_convs', 'center_radius', 'score_threshold', 'nms_iou', 'max_detections', 'mask_stride', 'mask_size',
+        'mask_convs', 'jitter'
+    )),
     'googlenet_small': ('dlforge.models.googlenet', (
         'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'blocks', 'width_mult',
         'factorize_5x5', 'dropout'
@@ -258,7 +267,9 @@ DATASETS = {  # name: (module, config keys)
 
 TASKS = {  # name: module
     'classification': 'dlforge.tasks.classification',
+    'detection': 'dlforge.tasks.detection',
     'forecast': 'dlforge.tasks.forecast',
+    'instance_segmentation': 'dlforge.tasks.detection',
     'language_modeling': 'dlforge.tasks.language_modeling',
     'masked_lm': 'dlforge.tasks.masked_lm',
     'regression': 'dlforge.tasks.regression',
