@@ -99,8 +99,11 @@ def test_predict_on_a_file_that_is_not_an_image_is_one_line_exit_2(runs, tmp_pat
 
 
 def test_a_classifier_on_detection_data_and_a_detector_without_masks_are_refused(tmp_path, capsys):
-    line = one_line_error(run_here(capsys, "train", "canvas-detector", "model.name=resnet20", *TINY[:6],
-                                   f"data.cache_dir={tmp_path}"))
+    data = {"name": "fashion_canvases", "task": "detection", "n_train": 16, "n_val": 4, "n_test": 4, "size": 48,
+            "scale": [0.8, 1.5], "background": "plain", "cache_dir": str(tmp_path)}
+    config = tmp_path / "classifier.yaml"
+    config.write_text(json.dumps({"data": data, "model": {"name": "resnet20"}, "train": {"max_steps": 1}}))
+    line = one_line_error(run_here(capsys, "train", str(config)))
     assert "needs a detector" in line
     line = one_line_error(run_here(capsys, "train", "canvas-maskdet", "model.name=fcos", *TINY[:6],
                                    f"data.cache_dir={tmp_path}"))
