@@ -38,12 +38,12 @@ MODELS = {  # name: (module, config keys)
     )),
     'fcos': ('dlforge.models.fcos', (
         'in_channels', 'num_classes', 'image_size', 'layers', 'width', 'stem', 'strides', 'level_bounds', 'dim',
-        'head_convs', 'center_radius', 'score_threshold', 'nms_iou', 'max_detections'
+        'head_convs', 'center_radius', 'score_threshold', 'nms_iou', 'max_detections', 'dropout'
     )),
     'fcos_mask': ('dlforge.models.fcos_mask', (
         'in_channels', 'num_classes', 'image_size', 'layers', 'width', 'stem', 'strides', 'level_bounds', 'dim',
-        'head_convs', 'center_radius', 'score_threshold', 'nms_iou', 'max_detections', 'mask_stride', 'mask_size',
-        'mask_convs', 'jitter'
+        'head_convs', 'center_radius', 'score_threshold', 'nms_iou', 'max_detections', 'dropout', 'mask_stride',
+        'mask_size', 'mask_convs', 'jitter'
     )),
     'googlenet_small': ('dlforge.models.googlenet', (
         'in_channels', 'num_classes', 'image_size', 'loss', 'label_smoothing', 'class_weights', 'blocks', 'width_mult',

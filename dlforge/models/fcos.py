@@ -158,9 +158,10 @@ class FCOSHead(nn.Module):
     the L locations of every level, finest level first; and the FPN maps (for a mask head)."""
 
     def __init__(self, channels: list[int], stage_strides: list[int], strides: list[int], extra: list[int],
-                 dim: int, convs: int, num_classes: int):
+                 dim: int, convs: int, num_classes: int, dropout: float = 0.0):
         super().__init__()
         self.strides = strides
+        self.drop = nn.Dropout(dropout)
         self.fpn = FPN(channels, stage_strides, sorted(set(strides) | set(extra)), dim)
         self.cls_tower, self.box_tower = tower(dim, convs), tower(dim, convs)
         self.cls_logits = nn.Conv2d(dim, num_classes, 3, padding=1)
@@ -179,7 +180,7 @@ class FCOSHead(nn.Module):
         cls, box, ctr = [], [], []
         for i, stride in enumerate(self.strides):
             f = levels[stride]
-            c, r = self.cls_tower(f), self.box_tower(f)
+            c, r = self.drop(self.cls_tower(f)), self.drop(self.box_tower(f))
             cls.append(self.cls_logits(c).flatten(2).transpose(1, 2))  # (B, h*w, K)
             # distances in units of the stride, made pixels (FCOS's norm_reg_targets): relu keeps them >= 0
             box.append((F.relu(self.box_pred(r) * self.scales[i]) * stride).flatten(2).transpose(1, 2))
@@ -210,6 +211,7 @@ class FCOSConfig:
     score_threshold: float = Field(0.05, ge=0, lt=1, description="detections scoring below are dropped")
     nms_iou: float = Field(0.6, gt=0, le=1, description="class-aware NMS: IoU above which the lower score goes")
     max_detections: int = Field(100, ge=1, description="detections kept per image, best first")
+    dropout: float = Field(0.0, ge=0, lt=1, description="on the towers' outputs, before the predictions")
 
     @model_validator(mode="after")
     def _check(self) -> FCOSConfig:
@@ -250,7 +252,7 @@ class FCOS(nn.Module):
             self.add_module(name, getattr(resnet, name))
         channels = [c.width * 2**i for i in range(len(c.layers))]
         self.head = FCOSHead(channels, stage_strides, c.strides, list(extra_strides), c.dim, c.head_convs,
-                             c.num_classes)
+                             c.num_classes, c.dropout)
         bounds = [0.0, *c.level_bounds, math.inf]
         self.register_buffer("ranges", torch.tensor([bounds[i:i + 2] for i in range(len(c.strides))]),
                              persistent=False)
