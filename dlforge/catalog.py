@@ -26,6 +26,8 @@ import dlforge.models.alexnet  # noqa: F401
 import dlforge.models.bert  # noqa: F401
 import dlforge.models.char_rnn  # noqa: F401
 import dlforge.models.efficientnet  # noqa: F401
+import dlforge.models.fcos  # noqa: F401
+import dlforge.models.fcos_mask  # noqa: F401
 import dlforge.models.googlenet  # noqa: F401
 import dlforge.models.gpt  # noqa: F401
 import dlforge.models.lenet  # noqa: F401
@@ -39,6 +41,7 @@ import dlforge.models.vit  # noqa: F401
 
 # tasks (a dataset's info["task"] names one)
 import dlforge.tasks.classification  # noqa: F401
+import dlforge.tasks.detection  # noqa: F401  detection, instance_segmentation
 import dlforge.tasks.forecast  # noqa: F401
 import dlforge.tasks.language_modeling  # noqa: F401
 import dlforge.tasks.masked_lm  # noqa: F401

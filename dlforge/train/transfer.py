@@ -40,7 +40,8 @@ def load_backbone(model: nn.Module, source: nn.Module) -> list[str]:
     """Copy every backbone tensor of `source` into `model`; return the keys copied. The heads are not touched."""
     stage_names(model)
     backbone = [k for k in model.state_dict() if not k.startswith(HEAD + ".")]
-    return copy_weights(model, source, backbone, "train.transfer.init_from", "backbone tensor")
+    return copy_weights(model, source, backbone, "train.transfer.init_from", "backbone tensor",
+                        getattr(model, "backbone_type", type(model)))
 
 
 def load_all(model: nn.Module, source: nn.Module, where: str = "train.init_from") -> list[str]:
@@ -53,11 +54,15 @@ def load_all(model: nn.Module, source: nn.Module, where: str = "train.init_from"
     return copy_weights(model, source, list(model.state_dict()), where, "tensor")
 
 
-def copy_weights(model: nn.Module, source: nn.Module, keys: list[str], where: str, what: str) -> list[str]:
-    """Copy the tensors `keys` of `source` into `model`, after checking the architecture and every shape."""
-    if type(source) is not type(model):
+def copy_weights(model: nn.Module, source: nn.Module, keys: list[str], where: str, what: str,
+                 source_type: type | None = None) -> list[str]:
+    """Copy the tensors `keys` of `source` into `model`, after checking the architecture and every shape. The source
+    must be a `source_type` (default: the model's own type; a detector takes a classifier's backbone by naming its
+    class in `backbone_type`)."""
+    expected = source_type or type(model)
+    if type(source) is not expected:
         raise ConfigError(f"{where}: holds a {type(source).__name__}, this run builds a {type(model).__name__}; it "
-                          "must be the same architecture")
+                          f"must be a {expected.__name__}")
     own, theirs = model.state_dict(), source.state_dict()
     for key in keys:
         if key not in theirs or theirs[key].shape != own[key].shape:
