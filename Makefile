@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv data install install-dev lint bench results results-classic results-lm results-rag clean
+.PHONY: demo test venv data install install-dev lint bench results results-classic results-lm results-rag results-vision clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ results: install
 # CNNs and RNNs (docs/results/classic.md + classic.json): about an hour on 2 CPU cores.
 results-classic: install
 	$(PY) scripts/results/classic.py all --bench
+
+# ViT, U-Net, the detector and its mask head, and the vision benchmarks (docs/results/vision.md + vision.json): about
+# two hours on 2 CPU cores. The benchmarks need the dev extra (pycocotools).
+results-vision: install-dev
+	$(PY) scripts/results/vision.py all --bench
 
 # GPT, BERT, translation, domain adaptation, instruction tuning (docs/results/lm.md and the pages it links): about
 # two hours on 2 CPU cores. The benchmarks compare against transformers, in the bench extra.
