@@ -14,8 +14,8 @@ With C the K x K matrix of pixel counts (rows the true class, columns the predic
   one of the 11 classes (background and the 10 Fashion-MNIST classes) occurs, so miou is the mean over 11.
   sklearn's jaccard_score(average="macro") over those classes gives the same number, and so does torchmetrics'
   MulticlassJaccardIndex(average="macro", ignore_index=-100) when every class occurs;
-- iou_NAME per class that occurs, NAME the class name with characters other than letters, digits, - and _ made _
-  ("iou_T-shirt_top"), so that the keys stay single path parts in metrics.jsonl and the plots.
+- iou_NAME per class that occurs (with `per_class`), NAME the class name with characters other than letters,
+  digits, - and _ made _ ("iou_T-shirt_top"), so that the keys stay single path parts in metrics.jsonl and plots.
 
 Counts accumulate as int64 in a torchmetrics `Metric` state, so they add up exactly over batches and processes.
 """
@@ -79,11 +79,13 @@ def metric_name(class_name: str) -> str:
 
 
 class SegmentationMetrics(TaskMetrics):
-    """Pixel accuracy, mIoU, mean Dice and each class's IoU of (B, K, H, W) logits against (B, H, W) class maps."""
+    """Pixel accuracy, mIoU, mean Dice and (with `per_class`) each class's IoU of (B, K, H, W) logits against
+    (B, H, W) class maps."""
 
     task = "segmentation"
 
-    def __init__(self, num_classes: int, class_names: list[str] | None = None, loss_name: str = "cross_entropy"):
+    def __init__(self, num_classes: int, class_names: list[str] | None = None, loss_name: str = "cross_entropy",
+                 per_class: bool = True):
         if num_classes < 2:
             raise ValueError(f"segmentation needs num_classes >= 2 (background included), got {num_classes}")
         names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(num_classes)]
@@ -91,6 +93,7 @@ class SegmentationMetrics(TaskMetrics):
             raise ValueError(f"{len(names)} class names for {num_classes} classes")
         super().__init__(PixelConfusion(num_classes))
         self.num_classes, self.class_names, self.loss_name = num_classes, names, loss_name
+        self.per_class = per_class
 
     def _update(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         self.metrics.update(logits.argmax(dim=1), batch["y"].detach())  # (B, H, W) each
@@ -105,7 +108,7 @@ class SegmentationMetrics(TaskMetrics):
         s = self.scores()
         result = {k: s[k] for k in ("pixel_accuracy", "miou", "mean_dice")}
         for name, iou in zip(self.class_names, s["iou"], strict=True):
-            if iou == iou:  # NaN: the class occurs neither in the target nor in the prediction
+            if self.per_class and iou == iou:  # NaN: the class occurs neither in the target nor in the prediction
                 result[f"iou_{metric_name(name)}"] = iou
         return result
 

@@ -101,7 +101,7 @@ class Decoder(nn.Module):
 class UNetConfig:
     in_channels: int = Field(1, ge=1, description="image channels; set from the data")
     num_classes: int = Field(11, ge=2, description="semantic classes, background included; set from the data")
-    image_size: int | list[int] = Field(64, description="image side or [height, width]; set from the data (any size "
+    image_size: int | list[int] = Field(32, description="image side or [height, width]; set from the data (any size "
                                                         "runs: sides are padded to multiples of 2**depth)")
     encoder: Literal["unet", "resnet"] = Field("unet", description="unet: the paper's conv blocks; resnet: dlforge's "
                                                "ResNet stages (train.transfer loads a ResNet run's backbone)")

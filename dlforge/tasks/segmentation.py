@@ -1,12 +1,13 @@
 """Semantic segmentation: a class per pixel, background included (the data's `segment_names`).
 
-Metrics: pixel accuracy, mIoU, mean Dice and each class's IoU (`dlforge.eval.segmentation`). Report: plots/
-segmentation.png (test images beside their true and predicted maps, a colour per class, with a legend), plots/
-confusion.png (each true class's pixels, in percent, by predicted class), and eval.json's `test_per_class` (per class
-name: iou, dice, pixels). Predict: image files, prepared as the training images, to a class map each at the image's
-own size (the logits resized bilinear, then the argmax), written as a palette PNG whose pixel values are the class
-indices, a colour per class (`dlforge.data.voc.write_mask`, which `voc_masks` reads back), under the run's predict/
-folder; a row per image with its mask file and the pixels of each class.
+Metrics: pixel accuracy, mIoU, mean Dice, and each class's IoU on the train and test splits (the validation split,
+evaluated during training, keeps to the first three, so that its curves stay few) (`dlforge.eval.segmentation`).
+Report: plots/segmentation.png (test images beside their true and predicted maps, a colour per class, with a
+legend), plots/confusion.png (each true class's pixels, in percent, by predicted class), and eval.json's
+`test_per_class` (per class name: iou, dice, pixels). Predict: image files, prepared as the training images, to a
+class map each at the image's own size (the logits resized bilinear, then the argmax), written as a palette PNG
+whose pixel values are the class indices, a colour per class (`dlforge.data.voc.write_mask`, which `voc_masks` reads
+back), under the run's predict/ folder; a row per image with its mask file and the pixels of each class.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ class Segmentation(Task):
     name = "segmentation"
 
     def metric_set(self, num_classes: int = 2, class_names: list[str] | None = None,
-                   loss_name: str = "cross_entropy") -> SegmentationMetrics:
-        return SegmentationMetrics(num_classes, class_names, loss_name)
+                   loss_name: str = "cross_entropy", per_class: bool = True) -> SegmentationMetrics:
+        return SegmentationMetrics(num_classes, class_names, loss_name, per_class)
 
     def metrics(self, info: dict[str, Any], loss_name: str = "", split: str = "val") -> SegmentationMetrics:
+        """Per-class IoU on the train and test splits (eval.json, `dlforge eval`), not on validation, whose rows
+        during training stay a few curves (metrics.png)."""
         names = segment_names(info)
-        return SegmentationMetrics(len(names), names, loss_name or "cross_entropy")
+        return SegmentationMetrics(len(names), names, loss_name or "cross_entropy", per_class=split != "val")
 
     def model_options(self, user: dict[str, Any], fields: set[str], info: dict[str, Any], data_name: str
                       ) -> dict[str, Any]:

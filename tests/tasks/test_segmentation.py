@@ -73,6 +73,8 @@ def test_training_writes_the_report_plots_and_per_class_iou(seg):
     assert {"segmentation.png", "confusion.png", "loss.png"} <= {p.name for p in (seg.run / "plots").glob("*.png")}
     ev = json.loads((seg.run / "eval.json").read_text())
     assert {"pixel_accuracy", "miou", "mean_dice", "iou_background", "loss"} <= set(ev["test"])
+    assert {"pixel_accuracy", "miou", "mean_dice"} <= set(ev["val"])
+    assert not any(k.startswith("iou_") for k in ev["val"])  # validation: a few curves during training
     assert list(ev["test_per_class"]) == SEGMENTS
     background = ev["test_per_class"]["background"]
     assert background["pixels"] > 0 and 0 <= background["iou"] <= 1
@@ -81,8 +83,8 @@ def test_training_writes_the_report_plots_and_per_class_iou(seg):
     signature = json.loads((seg.run / "model" / "signature.json").read_text())
     assert signature["task"] == "segmentation"
     assert signature["outputs"] == [{"name": "logits", "dtype": "float32", "shape": [-1, 11, 32, 32]}]
-    card = (seg.run / "README.md").read_text() if (seg.run / "README.md").exists() else ""
-    assert not card or "predict/" in card
+    card = (seg.run / "README.md").read_text()  # the model card names what predict reads and writes
+    assert f"dlforge predict {seg.run} images/" in card and "palette PNG of class indices in the run's predict/" in card
 
 
 def test_eval_json_prints_pixel_accuracy_miou_dice_and_per_class_iou(seg, capsys):
