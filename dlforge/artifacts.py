@@ -401,7 +401,9 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_trained(path: str | Path, device: str = "cpu", runs_dir: str | Path = "runs") -> nn.Module:
-    """A trained model, in eval mode, from a model folder or a run; `model.meta` holds its config and preprocessing."""
-    model, meta = load_model(model_dir(path, runs_dir), device=device)
-    model.meta = meta
+    """A trained model, in eval mode, from a model folder or a run; `model.meta` holds its config and preprocessing,
+    and the model folder it was loaded from (`folder`)."""
+    folder = model_dir(path, runs_dir)
+    model, meta = load_model(folder, device=device)
+    model.meta = {**meta, "folder": str(folder)}
     return model

@@ -36,6 +36,7 @@ import dlforge.models.resnet  # noqa: F401
 import dlforge.models.rnn  # noqa: F401
 import dlforge.models.seq2seq  # noqa: F401
 import dlforge.models.simple_cnn  # noqa: F401
+import dlforge.models.unet  # noqa: F401
 import dlforge.models.vgg  # noqa: F401
 import dlforge.models.vit  # noqa: F401
 
@@ -46,4 +47,5 @@ import dlforge.tasks.forecast  # noqa: F401
 import dlforge.tasks.language_modeling  # noqa: F401
 import dlforge.tasks.masked_lm  # noqa: F401
 import dlforge.tasks.regression  # noqa: F401
+import dlforge.tasks.segmentation  # noqa: F401
 import dlforge.tasks.translation  # noqa: F401

@@ -75,6 +75,8 @@ def test_preset_smoke_run(preset, tmp_path, monkeypatch, source_runs):
     plots = {p.name for p in (run / "plots").glob("*.png")}
     if task == "classification":
         assert {"confusion.png"} <= plots and "test_per_class" in ev
+    if task == "segmentation":
+        assert {"segmentation.png", "confusion.png"} <= plots and "test_per_class" in ev and "miou" in ev["test"]
     if task == "forecast":
         assert "forecast.png" in plots and {"mase", "naive_mase", "rel_mae"} <= set(ev["test"])
     if task in ("language_modeling", "masked_lm"):

@@ -10,6 +10,8 @@ folders names the classes, one per line, from index 0 (background); without it t
 largest one found. Images of different sizes need `image_size` (images bilinear, masks nearest neighbour).
 
 Batches are {"x": (B, C, H, W), "y": (B, H, W) int64}: `dlforge.data.detection`'s contract without objects.
+`write_mask` writes a class map as such a PNG (a colour per class, `palette`): what `dlforge predict` gives for a
+segmentation model, which this reader takes back as a mask.
 """
 
 from __future__ import annotations
@@ -167,3 +169,43 @@ def _class_names(root: Path, top: int) -> list[str]:
     if len(names) <= top:
         raise DataError(f"{listing}: {len(names)} names, the masks use class {top}")
     return names
+
+
+# Class colours of masks and plots: background black, then matplotlib's tab10 and tab20's light shades (told apart at
+# a glance, where VOC's map gives class 8 a red barely off black), then Pascal VOC's map (255, its void border, cream).
+DISTINCT = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
+            (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (199, 199, 199),
+            (219, 219, 141), (158, 218, 229)]
+
+
+def voc_colormap(n: int = 256) -> np.ndarray:
+    """Pascal VOC's colour map, (n, 3) uint8: the bits of a class index spread over the high bits of R, G and B
+    (0 black, 1 dark red, 2 dark green, 3 olive, 4 navy, ... 255, the void border, cream)."""
+    index = np.arange(n)
+    colors = np.zeros((n, 3), dtype=np.int64)
+    for bit in range(8):  # bit 3*bit + channel of the index -> bit 7 - bit of that channel
+        for channel in range(3):
+            colors[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+    return colors.astype(np.uint8)
+
+
+def palette(n: int = 256) -> np.ndarray:
+    """The colour of each class 0..n-1, (n, 3) uint8: see DISTINCT."""
+    colors = voc_colormap(256)
+    colors[1:1 + len(DISTINCT)] = DISTINCT
+    return colors[:n]
+
+
+def write_mask(path: Path, mask: np.ndarray) -> Path:
+    """A class map (H, W) of indices 0..255 as a palette PNG (mode P, `palette`'s colours): the pixel values are the
+    class indices, which `voc_masks` reads back."""
+    Image = pillow()
+    if mask.ndim != 2 or mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
+        raise ValueError(f"expected an (H, W) map of classes 0..255, got shape {mask.shape}")
+    h, w = mask.shape
+    image = Image.frombytes("P", (w, h), np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+    image.putpalette(palette().ravel().tolist())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path

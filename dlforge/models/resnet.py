@@ -86,6 +86,20 @@ class Bottleneck(nn.Module):
 BLOCKS: dict[str, type[BasicBlock | Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
+def residual_stages(block: type[BasicBlock | Bottleneck], cin: int, widths: list[int], layers: list[int]
+                    ) -> list[nn.Sequential]:
+    """ResNet's stages after the stem: stage i has `layers[i]` blocks of widths[i] (x expansion out), stride 2 at the
+    first block of every stage after the first. (B, cin, H, W) -> ... -> (B, widths[-1] * expansion, H/2^(n-1), ..)."""
+    stages = []
+    for i, (n, planes) in enumerate(zip(layers, widths, strict=True)):
+        blocks = []
+        for j in range(n):
+            blocks.append(block(cin, planes, stride=2 if i > 0 and j == 0 else 1))
+            cin = planes * block.expansion
+        stages.append(nn.Sequential(*blocks))
+    return stages
+
+
 @dataclass(config=ConfigDict(extra="forbid"))
 class ResNetConfig(ImageClassifierConfig):
     block: Literal["basic", "bottleneck"] = "basic"
@@ -120,21 +134,21 @@ class ResNet(ConvClassifier):
             self.stem = nn.Sequential(ConvBNAct(c.in_channels, widths[0], 7, 2), nn.MaxPool2d(3, 2, padding=1))
         else:  # (B, C, H, W) -> (B, widths[0], H, W)
             self.stem = ConvBNAct(c.in_channels, widths[0], 3)
-        cin = widths[0]
-        for i, (n, planes) in enumerate(zip(c.layers, widths, strict=True)):
-            blocks = []
-            for j in range(n):
-                blocks.append(block(cin, planes, stride=2 if i > 0 and j == 0 else 1))
-                cin = planes * block.expansion
-            self.add_module(f"stage{i + 1}", nn.Sequential(*blocks))
-        self.head = classifier_head(cin, c.num_classes, c.dropout)
+        for i, stage in enumerate(residual_stages(block, widths[0], widths, c.layers)):
+            self.add_module(f"stage{i + 1}", stage)
+        self.head = classifier_head(widths[-1] * block.expansion, c.num_classes, c.dropout)
         self.loss_fn = Loss(c.loss, c.label_smoothing, c.class_weights)
 
         he_init(self)
         if c.zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, BasicBlock | Bottleneck):
-                    nn.init.zeros_(m.last_norm().weight)
+            zero_init_residuals(self)
+
+
+def zero_init_residuals(model: nn.Module) -> None:
+    """Set the last BN's gamma of every residual branch in `model` to 0 (see the module docstring)."""
+    for m in model.modules():
+        if isinstance(m, BasicBlock | Bottleneck):
+            nn.init.zeros_(m.last_norm().weight)
 
 
 # --- presets ---------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""PNG plots of a run: loss, learning rate, eval metrics, a confusion matrix, images, attention over an image, and
-several runs side by side.
+"""PNG plots of a run: loss, learning rate, eval metrics, a confusion matrix, images, segmentation maps, attention over
+an image, and several runs side by side.
 
 Figures are drawn with matplotlib's Agg canvas on `matplotlib.figure.Figure` objects, not through pyplot: no
 display is needed, no global backend is switched under a user's notebook, and no figure stays open afterwards.
@@ -222,6 +222,38 @@ def plot_image_grid(images: Any, titles: list[str], path: Path, title: str = "",
         if i < n:
             _show_image(ax, images[i])
             ax.set_title(titles[i], fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_segmentation(images: Any, true: Any, pred: Any, names: list[str], colors: Any, path: Path,
+                      title: str = "") -> Path:
+    """A row per image: the image (N, H, W, C) uint8, its true and its predicted class maps (N, H, W), each class in
+    its colour (`colors`, (K, 3) uint8, class k = names[k]), ignored pixels (< 0) in light gray, and a legend of the
+    classes; returns `path`."""
+    import numpy as np
+    from matplotlib.patches import Patch
+
+    palette = np.concatenate([np.asarray(colors, dtype=np.uint8), [[224, 224, 224]]])  # the last: ignored pixels
+    n = len(images)
+    fig = _figure(5.4, 1.7 * max(n, 1) + 0.9)
+    axes = fig.subplots(max(n, 1), 3, squeeze=False)
+    for i, row in enumerate(axes):
+        for j, ax in enumerate(row):
+            ax.axis("off")
+            if i >= n:
+                continue
+            if j == 0:
+                _show_image(ax, images[i])
+            else:
+                maps = np.asarray(true[i] if j == 1 else pred[i])
+                ax.imshow(palette[np.where(maps < 0, len(palette) - 1, maps)], interpolation="nearest")
+            if i == 0:
+                ax.set_title(("image", "true", "predicted")[j], fontsize=9)
+    handles = [Patch(facecolor=palette[k] / 255, edgecolor="black", linewidth=0.3, label=name)
+               for k, name in enumerate(names)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
