@@ -55,7 +55,7 @@ def test_load_backbone_copies_every_backbone_tensor_and_keeps_the_new_head():
 
 
 def test_load_backbone_refuses_another_architecture_or_shape():
-    with pytest.raises(ConfigError, match="same architecture"):
+    with pytest.raises(ConfigError, match="holds a SimpleCNN, this run builds a ResNet; it must be a ResNet"):
         transfer.load_backbone(small_cnn(), create_model("simple_cnn", in_channels=1, image_size=8, num_classes=5))
     with pytest.raises(ConfigError, match=r"backbone tensor 'stem\..*' is .* in the source"):
         transfer.load_backbone(small_cnn(), small_cnn(width=8))
