@@ -125,7 +125,7 @@ def test_reset():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown task"):
-        TaskMetrics("segmentation")
+        TaskMetrics("tagging")
     with pytest.raises(ValueError, match="num_classes >= 2"):
         TaskMetrics("classification")
 

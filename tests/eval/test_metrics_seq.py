@@ -115,7 +115,7 @@ def test_from_info_builds_each_tasks_metrics():
     assert feed(TaskMetrics.from_info(info, "mse"), pred, y, naive, 20).compute() == direct.compute()
     assert TaskMetrics.from_info({"task": "language_modeling", "vocab_size": 80}).task == "language_modeling"
     with pytest.raises(ValueError, match="unknown task"):
-        TaskMetrics.from_info({"task": "segmentation"})
+        TaskMetrics.from_info({"task": "tagging"})
 
 
 def test_reset_forgets_forecast_state():
