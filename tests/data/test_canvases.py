@@ -152,3 +152,8 @@ def test_textures_without_scikit_image_name_the_package(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "skimage", None)  # what a missing package looks like to an import
     with pytest.raises(DataError, match=r"need scikit-image .* pip install scikit-image .* data.background: plain"):
         load_canvases(config(tmp_path, background="textured"))
+
+
+def test_a_limit_makes_only_that_many_canvases_per_split(cache, canvases):
+    limited = load_canvases(config(cache, limit=7))
+    assert [len(limited[s].images) for s in ("train", "val", "test")] == [7, 6, 7]
