@@ -158,6 +158,19 @@ def test_nms_and_batched_nms_match_the_brute_force_reference(threshold):
     assert nms(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []
 
 
+@pytest.mark.parametrize("max_keep", [1, 5, 14, 40])
+def test_nms_capped_at_k_kept_is_the_full_result_cut_at_k(max_keep):
+    """Few kept of many candidates: the IoU rows of the kept boxes only (the lazy pass); else the matrix, cut."""
+    for seed in range(5):
+        boxes = random_boxes(60, seed, size=40.0)
+        g = torch.Generator().manual_seed(100 + seed)
+        scores = torch.rand(60, generator=g, dtype=torch.float64)
+        scores[10:15] = scores[3]
+        classes = torch.randint(0, 3, (60,), generator=g)
+        full = ref_nms(boxes.tolist(), scores.tolist(), classes.tolist(), 0.5)
+        assert batched_nms(boxes, scores, classes, 0.5, max_keep).tolist() == full[:max_keep]
+
+
 def test_select_detections_thresholds_suppresses_per_class_and_caps_the_count():
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]],
                          dtype=torch.float32)

@@ -123,14 +123,14 @@ def two_images() -> dict[str, torch.Tensor]:
             "iscrowd": torch.zeros_like(box_mask), "area": masks.flatten(2).sum(-1).float(), "masks": masks}
 
 
-def test_a_tiny_mask_detector_overfits_two_images_and_finds_their_objects():
+def test_a_tiny_mask_detector_overfits_two_images_and_finds_their_objects(one_thread):
     torch.manual_seed(0)
     model = create_model("fcos_mask", **TINY, strides=[8], level_bounds=[], mask_stride=4, mask_size=8,
                          mask_convs=1, jitter=0.0)
     batch = two_images()
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
-    for _ in range(60):
+    for _ in range(40):  # 40 steps: the loss falls to ~0.23 of its start, the boxes' IoU with the truth >= 0.87
         loss = model(batch).loss
         opt.zero_grad()
         loss.backward()

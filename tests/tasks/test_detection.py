@@ -27,7 +27,7 @@ TINY = ["data.n_train=16", "data.n_val=4", "data.n_test=4", "data.size=48", "dat
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, one_thread):
     """A detector and a mask detector, each trained 2 steps on 16 canvases of 48x48 (the canvases cached once), as
     `dlforge train PRESET OVERRIDES` trains them (the command only parses and prints)."""
     d = tmp_path_factory.mktemp("detection")
