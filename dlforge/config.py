@@ -14,11 +14,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import functools
 import hashlib
 import json
-import types
-import typing
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -27,63 +24,24 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
-    create_model,
     field_validator,
     model_validator,
 )
 
 from dlforge import aliases
-from dlforge.errors import ConfigError, clip, clip_repr, unknown_key
+from dlforge.errors import ConfigError, clip, clip_repr
 from dlforge.errors import validation_to_config_error as _to_config_error
 from dlforge.paths import RUN_NAME_MAX, existing_file, exists, fitting_name
 from dlforge.safe_yaml import load_yaml, read_yaml
+from dlforge.sections import Section, bool_for_number, check_indexed_section
 
 # The folder of YAML presets, both inside the package (package data) and in the working directory, where it adds
 # presets or replaces built-in ones of the same name.
 PRESETS_FOLDER = "configs"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        expected = _bool_for_number(cls.model_fields[info.field_name].annotation, value)
-        if expected:
-            raise ValueError(f"expected {expected}")
-        return value
-
-
-def _bool_for_number(annotation: Any, value: Any) -> str | None:
-    """What a field takes ('an integer', 'a number') when `value` puts true/false where it takes numbers only, in
-    the field itself or in its list or tuple; None otherwise. Pydantic would quietly read true as 1 there
-    (`train.max_epochs=true` as one epoch)."""
-    if isinstance(value, bool):
-        return _number_kind(_union_args(annotation))
-    if isinstance(value, list | tuple):
-        for arg in _union_args(annotation):
-            if typing.get_origin(arg) in (list, tuple) and any(isinstance(v, bool) for v in value):
-                expected = _number_kind(tuple(a for a in typing.get_args(arg) if a is not Ellipsis))
-                if expected:
-                    return expected
-    return None
-
-
-def _union_args(annotation: Any) -> tuple:
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    return typing.get_args(annotation) if union else (annotation,)
-
-
-def _number_kind(kinds: tuple) -> str | None:
-    if bool in kinds:
-        return None
-    return "a number" if float in kinds else "an integer" if int in kinds else None
 
 
 class DataConfig(Section):
@@ -291,48 +249,6 @@ def _section_name(values: dict[str, Any], section: str, listing: str) -> str:
     return values["name"]
 
 
-def _check_indexed_section(kind: str, section: str, name: str, values: dict[str, Any]) -> None:
-    """The keys given to built-in model or dataset `name`, checked from the catalog index before its module (and
-    torch) loads: an unknown key, a wrong type, a value out of bounds is told in a fraction of a second. The config
-    class checks everything again once imported (what only it can tell: a key's relation to another)."""
-    from dlforge.registry import indexed_fields
-
-    fields = indexed_fields(kind, name)
-    if fields is None:
-        return
-    given = {}
-    for key, value in values.items():
-        if key == "name":
-            continue  # the registry checked it
-        if key not in fields:
-            if kind == "model" and aliases.MODEL_KEYS.get(key) in fields:
-                continue  # an old name: renamed, with its warning, where the model section is validated
-            raise unknown_key(f"{section}.{key}", [f"{section}.{k}" for k in fields])
-        given[key] = value
-    try:
-        _indexed_model(kind, name, tuple(given)).model_validate(given)
-    except ValidationError as exc:
-        raise validation_to_config_error(exc, prefix=section, fields=list(fields)) from None
-
-
-_INDEX_TYPES = {"Any": Any, "Literal": Literal, "None": None, "int": int, "float": float, "str": str, "bool": bool,
-                "list": list, "dict": dict}
-
-
-@functools.lru_cache(maxsize=64)
-def _indexed_model(kind: str, name: str, keys: tuple[str, ...]) -> type[Section]:
-    """A pydantic model of `keys` of `name`'s config, from their types and bounds in the index (written there by
-    scripts/docs/catalog_index.py from int, float, str, bool, None, Any, list, dict, Literal and unions only)."""
-    from dlforge.registry import indexed_fields
-
-    fields = indexed_fields(kind, name) or {}
-    spec = {}
-    for key in keys:
-        text, bounds = fields[key]
-        spec[key] = (eval(text, {"__builtins__": {}}, _INDEX_TYPES), Field(..., **bounds))  # noqa: S307
-    return create_model(f"{name}_{kind}", __base__=Section, **spec)
-
-
 def _validate_section(config_cls: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
     """A pydantic model section: all of it, defaults filled. A pydantic dataclass: the keys given, validated."""
     try:
@@ -350,7 +266,7 @@ def _validate_section(config_cls: type, values: dict[str, Any], prefix: str) -> 
 def _refuse_bool_for_numbers(config_cls: type, values: dict[str, Any], prefix: str) -> None:
     fields = getattr(config_cls, "__pydantic_fields__", {})
     for key, value in values.items():
-        expected = _bool_for_number(fields[key].annotation, value) if key in fields else None
+        expected = bool_for_number(fields[key].annotation, value) if key in fields else None
         if expected:
             raise ConfigError(f"{prefix}.{key}: expected {expected}, got {value!r}")
 
@@ -501,8 +417,8 @@ def check_outline(raw: dict[str, Any]) -> None:
     Checked first, because the data and model sections import the zoo (and torch): a mistake elsewhere is told
     before that, in a fraction of a second; so is a data or model key that a built-in dataset or model lacks."""
     cfg = _validate(raw, context=OUTLINE)
-    _check_indexed_section("dataset", "data", cfg.data["name"], cfg.data)
-    _check_indexed_section("model", "model", cfg.model["name"], cfg.model)
+    check_indexed_section("dataset", "data", cfg.data["name"], cfg.data)
+    check_indexed_section("model", "model", cfg.model["name"], cfg.model)
 
 
 def _validate(raw: dict[str, Any], context: str | None = None) -> Config:

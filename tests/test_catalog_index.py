@@ -58,9 +58,10 @@ def test_the_quick_check_refuses_only_what_the_config_class_refuses():
     """The check before torch (from the index's types) must never refuse a value the config class accepts."""
     from pydantic import ValidationError
 
-    from dlforge.config import _indexed_model, _validate_section
+    from dlforge.config import _validate_section
     from dlforge.errors import ConfigError
     from dlforge.registry import dataset_entries, indexed_fields, model_entries
+    from dlforge.sections import _indexed_model
 
     checked = 0
     for kind, entries in (("model", model_entries()), ("dataset", dataset_entries())):

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from dlforge.config import Section
 from dlforge.errors import DataError
+from dlforge.sections import Section
 
 # Random erasing (Zhong et al. 2017, "Random Erasing Data Augmentation", arXiv:1708.04896), the paper's defaults:
 ERASING_AREA = (0.02, 0.33)  # erased area as a fraction of the image

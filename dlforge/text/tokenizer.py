@@ -30,9 +30,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from dlforge.config import Section, validation_to_config_error
+from dlforge.config import validation_to_config_error
 from dlforge.errors import CheckpointError, ConfigError, DataError, DlforgeError, clip_repr
 from dlforge.paths import exists
+from dlforge.sections import Section
 from dlforge.text.subword import BERT_SPECIALS, BPE_SPECIALS, SubwordTokenizer
 from dlforge.text.tokenizer_base import (
     CONFIG_FILE,
