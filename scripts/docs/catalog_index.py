@@ -98,7 +98,7 @@ def index_text() -> str:
     lines = [HEADER.rstrip("\n"), "", "CONFIGS = {  # config class: {key: (type, bounds)}"]
     for cls in sorted(configs):
         lines.append(f"    {cls!r}: {{")
-        lines += [f"        {k!r}: ({t!r}, {b!r})," for k, (t, b) in configs[cls].items()]
+        lines += _packed([f"{k!r}: ({t!r}, {b!r})," for k, (t, b) in configs[cls].items()], "        ")
         lines.append("    },")
     lines.append("}")
     named = "name: (module, config class)"
@@ -106,6 +106,17 @@ def index_text() -> str:
                                ("TASKS", tasks, "name: module")):
         lines += ["", f"{title} = {{  # {what}", *(f"    {k!r}: {table[k]!r}," for k in sorted(table)), "}"]
     return "\n".join(lines) + "\n"
+
+
+def _packed(items: list[str], indent: str, width: int = 120) -> list[str]:
+    """`items` on as few lines as fit in `width`, none broken."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + 1 + len(item) <= width:
+            lines[-1] += " " + item
+        else:
+            lines.append(indent + item)
+    return lines
 
 
 def main() -> None:
