@@ -14,7 +14,8 @@ CONFIGS = {  # config class: {key: (type, bounds)}
         'max_overlap': ('float', {'ge': 0, 'le': 1}), 'background': ("Literal['plain', 'textured', 'mixed']", {}),
         'textures': ("list[Literal['brick', 'grass', 'gravel']]", {'min_length': 1}), 'n_train': ('int', {'ge': 1}),
         'n_val': ('int', {'ge': 0}), 'n_test': ('int', {'ge': 0}), 'seed': ('int', {}), 'masks': ('bool | None', {}),
-        'path': ('str | None', {}), 'cache_dir': ('str | None', {}),
+        'augment': ('Any', {}), 'eval_train': ('int | None', {'ge': 1}), 'path': ('str | None', {}),
+        'cache_dir': ('str | None', {}),
     },
     'dlforge.data.chartext.CharTextConfig': {
         'name': ('str', {}), 'num_workers': ('int', {'ge': 0}), 'limit': ('int | None', {'ge': 1}),

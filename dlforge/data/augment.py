@@ -43,12 +43,13 @@ class AugmentConfig(Section):
 
 
 class BatchAugment(nn.Module):
-    """Augment `batch["x"]` (B, C, H, W) in training mode; other keys, and eval mode, pass through unchanged.
+    """Augment `batch["x"]` (B, C, H, W) in training mode; eval mode passes everything through unchanged.
 
     crop: the batch is padded by `crop_padding` with `pad_value` (per channel; the image datasets pass the normalized
     value of a black pixel, -mean/std, which is zero padding of the raw image as torchvision's RandomCrop does it),
     then each sample is cut back to H x W at its own random offset in [0, 2 * crop_padding].
-    hflip: each sample is mirrored left-right with probability `hflip`.
+    hflip: each sample is mirrored left-right with probability `hflip`, with its dense targets when the batch has them
+    (detection and segmentation batches: y, masks, boxes; see `flip_targets`). Crop and erasing refuse such batches.
     erasing: with probability `erasing`, a rectangle of 2-33 % of the area and aspect 0.3-3.3 is filled with 0 (the
     per-channel train mean, since x is normalized) or with N(0, 1) noise; a sample whose ten candidate rectangles all
     fall outside the image is left as is, as in the paper.
@@ -72,14 +73,21 @@ class BatchAugment(nn.Module):
             shape = tuple(x.shape)
             raise DataError(f"augment: expected batch['x'] as float images (B, C, H, W), got {shape} {x.dtype}")
         c = self.config
+        dense = dense_targets(batch)
+        if dense and (c.crop_padding > 0 or c.erasing > 0):
+            raise DataError(f"augment: crop_padding and erasing would move or hide what batch[{dense[0]!r}] marks; "
+                            "only hflip applies to detection and segmentation data")
         if c.crop_padding > 0:
             x = self.random_crop(x, c.crop_padding)
+        out = dict(batch)
         if c.hflip > 0:
             flip = torch.rand(x.shape[0], device=x.device) < c.hflip  # (B,)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            out.update(flip_targets(batch, flip, x.shape[3]))
         if c.erasing > 0:
             x = random_erasing(x, c.erasing, c.erasing_value)
-        return {**batch, "x": x}
+        out["x"] = x
+        return out
 
     def random_crop(self, x: torch.Tensor, p: int) -> torch.Tensor:
         """Pad by p with `pad_value`, then cut each sample's H x W window at a random offset in [0, 2p]^2."""
@@ -98,6 +106,30 @@ class BatchAugment(nn.Module):
         cols = left[:, None] + torch.arange(W, device=x.device)  # (B, W)
         index = (rows[:, :, None] + cols[:, None, :]).view(B, 1, H * W).expand(B, C, H * W)
         return padded.flatten(2).gather(2, index).view(B, C, H, W)
+
+
+def dense_targets(batch: dict[str, torch.Tensor]) -> list[str]:
+    """The keys of `batch` tied to pixel positions: a semantic map y (B, H, W) (not a class label y (B,)), masks,
+    boxes."""
+    return [k for k in ("y", "masks", "boxes") if k in batch and (k != "y" or batch[k].ndim == 3)]
+
+
+def flip_targets(batch: dict[str, torch.Tensor], flip: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
+    """The dense targets of the samples `flip` (B,) mirrored left-right with their images (`dlforge.data.detection`'s
+    batch): the semantic map y (B, H, W), the masks (B, M, H, W), and the boxes (B, M, 4), whose [x1, x2) becomes
+    [W - x2, W - x1); padding slots stay as they were."""
+    out = {}
+    for key in ("y", "masks"):
+        if key in dense_targets(batch):
+            t = batch[key]
+            out[key] = torch.where(flip.view(-1, *[1] * (t.ndim - 1)), t.flip(-1), t)
+    if "boxes" in batch:
+        boxes = batch["boxes"]
+        mirrored = torch.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], dim=-1)
+        real = batch["box_mask"] if "box_mask" in batch else torch.ones(boxes.shape[:2], dtype=torch.bool,
+                                                                          device=boxes.device)
+        out["boxes"] = torch.where((flip[:, None] & real)[..., None], mirrored, boxes)
+    return out
 
 
 def random_erasing(x: torch.Tensor, p: float, value: str) -> torch.Tensor:

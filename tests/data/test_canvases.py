@@ -14,7 +14,7 @@ from dlforge.data.canvases import PLAIN_LEVELS, CanvasConfig, export_coco, fashi
 from dlforge.data.coco import read_coco
 from dlforge.data.detection import collate_detection, unpad
 from dlforge.data.images import FASHION_LABELS
-from dlforge.errors import DataError
+from dlforge.errors import ConfigError, DataError
 from dlforge.eval.coco_map import coco_map
 
 # pycocotools' decode predates numpy 2's copy keyword; its warning is about pycocotools, not about what is tested
@@ -157,3 +157,41 @@ def test_textures_without_scikit_image_name_the_package(tmp_path, monkeypatch):
 def test_a_limit_makes_only_that_many_canvases_per_split(cache, canvases):
     limited = load_canvases(config(cache, limit=7))
     assert [len(limited[s].images) for s in ("train", "val", "test")] == [7, 6, 7]
+
+
+def tight_box(mask: torch.Tensor) -> list[float]:
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def test_hflip_mirrors_each_chosen_canvas_with_its_boxes_masks_and_map(cache):
+    bundle = fashion_canvases(config(cache, task="instance_segmentation", augment={"hflip": 0.5}))
+    assert bundle.augment is not None and bundle.augment.training
+    batch = bundle.train.__getitems__(list(range(16)))
+    torch.manual_seed(0)
+    out = bundle.augment(batch)
+    flipped = [bool((out["x"][b] != batch["x"][b]).any()) for b in range(16)]
+    assert 0 < sum(flipped) < 16  # some canvases mirrored, some not
+    for b in range(16):
+        same = not flipped[b]
+        torch.testing.assert_close(out["x"][b], batch["x"][b] if same else batch["x"][b].flip(-1))
+        torch.testing.assert_close(out["y"][b], batch["y"][b] if same else batch["y"][b].flip(-1))
+        for k in range(batch["boxes"].shape[1]):
+            if not batch["box_mask"][b, k]:  # padding stays padding
+                assert out["boxes"][b, k].tolist() == batch["boxes"][b, k].tolist() and not out["masks"][b, k].any()
+                continue
+            # the box is still the tight box of the object's (mirrored) pixels
+            assert out["boxes"][b, k].tolist() == tight_box(out["masks"][b, k])
+            torch.testing.assert_close(out["masks"][b, k], batch["masks"][b, k] if same else
+                                       batch["masks"][b, k].flip(-1))
+    assert bundle.augment.eval()(batch) is batch  # evaluation batches pass through
+
+
+def test_canvases_refuse_augmentations_that_would_move_the_labels_and_score_a_train_sample(cache):
+    for key in ("crop_padding", "erasing"):
+        with pytest.raises(ConfigError, match=f"data.augment.{key}: would move or hide"):
+            config(cache, augment={key: 1})
+    bundle = fashion_canvases(config(cache, eval_train=5))
+    assert len(bundle.split("train", evaluation=True)) == 5 and len(bundle.train) == 24
+    assert bundle.info["n_eval_train"] == 5
+    assert fashion_canvases(config(cache, eval_train=None)).eval_train is None
