@@ -28,11 +28,14 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     0 when every pixel is ignored."""
     k = logits.shape[1]
     valid = target != ignore_index  # (B, H, W)
-    probs = torch.softmax(logits.float(), dim=1) * valid[:, None]  # (B, K, H, W), ignored pixels zeroed
-    onehot = F.one_hot(target.clamp(min=0), k).permute(0, 3, 1, 2) * valid[:, None]  # (B, K, H, W)
-    inter = (probs * onehot).sum(dim=(0, 2, 3))  # (K,)
-    truth = onehot.sum(dim=(0, 2, 3)).float()  # (K,)
-    dice = 2 * inter / (probs.sum(dim=(0, 2, 3)) + truth).clamp(min=DICE_EPS)
+    probs = torch.softmax(logits.float(), dim=1)  # (B, K, H, W)
+    t = target.clamp(min=0)
+    # sum(p_c * t_c) is the sum of each valid pixel's probability of its own class, by class: no one-hot tensor
+    own = probs.gather(1, t[:, None])[:, 0][valid]  # (P,) over the valid pixels
+    inter = torch.zeros(k, dtype=probs.dtype, device=probs.device).index_add(0, t[valid], own)  # (K,)
+    truth = torch.bincount(t[valid], minlength=k).to(probs.dtype)  # (K,)
+    predicted = (probs * valid[:, None]).sum(dim=(0, 2, 3))  # (K,), ignored pixels left out
+    dice = 2 * inter / (predicted + truth).clamp(min=DICE_EPS)
     present = truth > 0
     if not present.any():
         return logits.sum() * 0.0  # nothing to score, yet a graph for backward

@@ -95,6 +95,21 @@ def test_soft_dice_matches_the_formula_pixel_by_pixel(absent):
     assert soft_dice_loss(logits, y).item() == pytest.approx(brute_force_dice(logits, y), abs=1e-6)
 
 
+def test_soft_dice_gradient_is_the_one_hot_forms(one_thread):
+    """The loss gathers each pixel's own-class probability instead of building a one-hot map: same gradient."""
+    logits, y = targets(seed=2)
+    logits = logits.double().requires_grad_()
+    soft_dice_loss(logits, y).backward()
+    reference = logits.detach().clone().requires_grad_()
+    valid = (y != -100)[:, None]
+    probs = torch.softmax(reference, dim=1) * valid
+    onehot = F.one_hot(y.clamp(min=0), 5).permute(0, 3, 1, 2) * valid
+    truth = onehot.sum(dim=(0, 2, 3))
+    dice = 2 * (probs * onehot).sum(dim=(0, 2, 3)) / (probs.sum(dim=(0, 2, 3)) + truth)
+    (1 - dice[truth > 0].mean()).backward()
+    torch.testing.assert_close(logits.grad, reference.grad, rtol=1e-5, atol=1e-8)  # the loss works in float32
+
+
 def test_losses_ignore_the_minus_100_pixels():
     logits, y = targets(seed=1)
     changed = logits.clone()
