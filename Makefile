@@ -33,9 +33,11 @@ data:
 demo: install
 	$(VENV)/bin/dlforge train breast-cancer-mlp
 
-# The floors of the house (ruff, then the import contract in pyproject.toml), then the whole suite.
+# The floors of the house (ruff, then the import contract in pyproject.toml), then the whole suite on one worker per
+# core (at most 4; TEST_WORKERS=0 runs it in this process), torch on one thread in each (tests/conftest.py).
+TEST_WORKERS ?= auto
 test: lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal
 
 lint: install-dev
 	$(VENV)/bin/ruff check dlforge tests bench scripts examples

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -10,6 +11,12 @@ import torch
 from dlforge.config import TrainConfig
 from dlforge.data.dataset import TensorDictDataset
 from dlforge.registry import create_model
+
+# Under pytest-xdist (`make test`: one worker per core) each worker runs torch on one thread, and so do the commands
+# it starts: two workers of two OpenMP threads each on two cores wait on each other (see `one_thread`).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 # No progress bar, no TensorBoard, no checkpoints, evaluation per epoch, a log row on every step.
 QUIET_TRAIN = {"progress": False, "tensorboard": False, "checkpoint_every": None, "eval_every": "epoch",
