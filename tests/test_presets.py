@@ -17,8 +17,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "dlforge" / "configs"
 PRESETS = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 # A preset that starts from another run (transfer, init_from) or takes its tokenizer needs that run first: the
 # source preset's smoke run, made once per session and copied into the runs folder of each preset that needs it.
-NEEDS = {"fashion-transfer1pct": "fashion-pretrain5", "canvas-detector-pt": "fashion-fcos-backbone",
-         "genre-bert-small": "bert-shakespeare-mlm",
+NEEDS = {"fashion-transfer1pct": "fashion-pretrain5", "genre-bert-small": "bert-shakespeare-mlm",
          "gpt-bible-adapt": "gpt-shakespeare-bpe", "gpt-bible-scratch": "gpt-shakespeare-bpe",
          "gpt-shakespeare-sft": "gpt-shakespeare-bpe", "gpt-shakespeare-sft-lora": "gpt-shakespeare-bpe"}
 # A GPU preset's smoke run on a CPU: the same recipe at a toy size, in fp32, uncompiled.

@@ -32,13 +32,10 @@ TARGETS = {
     "fashion-vit": ([("accuracy", ">= 0.89 (goal 0.905)")], 30),
     "canvas-unet": ([("miou", ">= 0.80"), ("pixel_accuracy", ">= 0.97"), ("mean_dice", "")], 20),
     "canvas-detector": ([("map_50", ">= 0.85"), ("map", ">= 0.55"), ("map_75", ""), ("mar_100", "")], 30),
-    "canvas-detector-pt": ([("map_50", ">= 0.85"), ("map", ">= 0.55"), ("map_75", ""), ("mar_100", "")], 30),
     "canvas-maskdet": ([("mask_map", ">= 0.45"), ("map_50", ">= 0.85"), ("map", ">= 0.55"), ("mask_map_50", "")],
                        30),
 }
 BENCHES = {"coco_map": [], "vit_step": []}
-# presets trained first, whose run the preset starts from (train.transfer); their wall-clock counts in its own
-BEFORE = {"canvas-detector-pt": "fashion-fcos-backbone"}
 
 
 def load() -> dict:
@@ -55,8 +52,7 @@ def render(records: dict) -> str:
         "",
         "Written by `scripts/results/vision.py` (`make results-vision`); do not edit by hand. Each figure is the",
         "test split of one `dlforge train PRESET` run on this machine (test canvases are made of Fashion-MNIST test",
-        "items only); wall-clock is the whole command (canvas generation, training, evaluation, plots, model card),",
-        "and for a preset that starts from another run (train.transfer), that run's command too.",
+        "items only); wall-clock is the whole command (canvas generation, training, evaluation, plots, model card).",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.",
         "",
@@ -70,8 +66,6 @@ def render(records: dict) -> str:
             lines.append(f"| {preset} | — | not measured yet | | | ({limit} min) | |")
             continue
         wall = f"{r['wall_s'] / 60:.1f} min ({limit} min)"
-        if "before" in r:
-            wall += f", {r['before']['wall_s'] / 60:.1f} of them {r['before']['preset']}"
         for i, (metric, target) in enumerate(metrics):
             head = (preset, r["steps"], wall, r["measured"]) if i == 0 else ("", "", "", "")
             lines.append(f"| {head[0]} | {metric} | {_shown(r['test'].get(metric))} | {target} | {head[1]} | "
@@ -103,11 +97,7 @@ def main() -> None:
     for preset in presets:
         if preset not in TARGETS:
             raise SystemExit(f"{preset}: not in this table; expected one of {', '.join(TARGETS)}")
-        first = resultstools.run_preset(BEFORE[preset]) if preset in BEFORE else None
         record = resultstools.run_preset(preset)
-        if first is not None:
-            record["wall_s"] = round(record["wall_s"] + first["wall_s"], 1)
-            record["before"] = {"preset": BEFORE[preset], "wall_s": first["wall_s"], "test": first["test"]}
         eval_json = json.loads((resultstools.ROOT / record["run_dir"] / "eval.json").read_text())
         if "test_per_class" in eval_json:
             record["per_class"] = eval_json["test_per_class"]
