@@ -119,16 +119,13 @@ def flip_targets(batch: dict[str, torch.Tensor], flip: torch.Tensor, width: int)
     batch): the semantic map y (B, H, W), the masks (B, M, H, W), and the boxes (B, M, 4), whose [x1, x2) becomes
     [W - x2, W - x1); padding slots stay as they were."""
     out = {}
-    for key in ("y", "masks"):
-        if key in dense_targets(batch):
-            t = batch[key]
+    for key in dense_targets(batch):
+        t = batch[key]
+        if key == "boxes":  # with box_mask, as every batch with boxes has it
+            mirrored = torch.stack([width - t[..., 2], t[..., 1], width - t[..., 0], t[..., 3]], dim=-1)
+            out[key] = torch.where((flip[:, None] & batch["box_mask"])[..., None], mirrored, t)
+        else:
             out[key] = torch.where(flip.view(-1, *[1] * (t.ndim - 1)), t.flip(-1), t)
-    if "boxes" in batch:
-        boxes = batch["boxes"]
-        mirrored = torch.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], dim=-1)
-        real = batch["box_mask"] if "box_mask" in batch else torch.ones(boxes.shape[:2], dtype=torch.bool,
-                                                                          device=boxes.device)
-        out["boxes"] = torch.where((flip[:, None] & real)[..., None], mirrored, boxes)
     return out
 
 

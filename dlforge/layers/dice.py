@@ -30,10 +30,11 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     valid = target != ignore_index  # (B, H, W)
     probs = torch.softmax(logits.float(), dim=1)  # (B, K, H, W)
     t = target.clamp(min=0)
+    classes = t[valid]  # (P,): the class of each valid pixel
     # sum(p_c * t_c) is the sum of each valid pixel's probability of its own class, by class: no one-hot tensor
-    own = probs.gather(1, t[:, None])[:, 0][valid]  # (P,) over the valid pixels
-    inter = torch.zeros(k, dtype=probs.dtype, device=probs.device).index_add(0, t[valid], own)  # (K,)
-    truth = torch.bincount(t[valid], minlength=k).to(probs.dtype)  # (K,)
+    own = probs.gather(1, t[:, None])[:, 0][valid]  # (P,)
+    inter = torch.zeros(k, dtype=probs.dtype, device=probs.device).index_add(0, classes, own)  # (K,)
+    truth = torch.bincount(classes, minlength=k).to(probs.dtype)  # (K,)
     predicted = (probs * valid[:, None]).sum(dim=(0, 2, 3))  # (K,), ignored pixels left out
     dice = 2 * inter / (predicted + truth).clamp(min=DICE_EPS)
     present = truth > 0
