@@ -23,6 +23,7 @@ import dlforge.data.weather_sequences  # noqa: F401  seattle_weather
 
 # models
 import dlforge.models.alexnet  # noqa: F401
+import dlforge.models.autoencoder  # noqa: F401  autoencoder, conv_autoencoder
 import dlforge.models.bert  # noqa: F401
 import dlforge.models.char_rnn  # noqa: F401
 import dlforge.models.efficientnet  # noqa: F401
@@ -37,6 +38,7 @@ import dlforge.models.rnn  # noqa: F401
 import dlforge.models.seq2seq  # noqa: F401
 import dlforge.models.simple_cnn  # noqa: F401
 import dlforge.models.unet  # noqa: F401
+import dlforge.models.vae  # noqa: F401  vae, conv_vae
 import dlforge.models.vgg  # noqa: F401
 import dlforge.models.vit  # noqa: F401
 
@@ -44,6 +46,7 @@ import dlforge.models.vit  # noqa: F401
 import dlforge.tasks.classification  # noqa: F401
 import dlforge.tasks.detection  # noqa: F401  detection, instance_segmentation
 import dlforge.tasks.forecast  # noqa: F401
+import dlforge.tasks.generation  # noqa: F401
 import dlforge.tasks.language_modeling  # noqa: F401
 import dlforge.tasks.masked_lm  # noqa: F401
 import dlforge.tasks.regression  # noqa: F401

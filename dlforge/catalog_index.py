@@ -41,7 +41,8 @@ CONFIGS = {  # config class: {key: (type, bounds)}
         'label_fraction': ('float', {'gt': 0, 'le': 1}), 'max_train': ('int | None', {'ge': 1}),
         'label_names': ('list[str] | None', {}), 'channels': ("Literal[1, 3, 'auto']", {}),
         'image_size': ('int | list[int] | None', {}), 'ops': ('list[dict[str, Any]]', {}), 'augment': ('Any', {}),
-        'strict': ('bool', {}),
+        'task': ("Literal['classification', 'generation']", {}),
+        'binarize': ("Literal['threshold', 'sample'] | None", {}), 'generation': ('Any', {}), 'strict': ('bool', {}),
     },
     'dlforge.data.masked_lm.MaskedLMConfig': {
         'name': ('str', {}), 'num_workers': ('int', {'ge': 0}), 'limit': ('int | None', {'ge': 1}),
@@ -107,6 +108,11 @@ CONFIGS = {  # config class: {key: (type, bounds)}
         'width_mult': ('float', {'gt': 0}), 'pool': ("Literal['max', 'avg']", {}), 'pool_kernel': ('int', {'ge': 1}),
         'pool_stride': ('int', {'ge': 1}), 'pool_after': ('list[int]', {}), 'hidden': ('list[int]', {}),
         'dropout': ('float', {'ge': 0, 'lt': 1}),
+    },
+    'dlforge.models.autoencoder.AutoencoderConfig': {
+        'in_channels': ('int', {'ge': 1}), 'image_size': ('int | list[int]', {}),
+        'arch': ("Literal['mlp', 'conv']", {}), 'hidden': ('list[int]', {}), 'code_size': ('int', {'ge': 1}),
+        'loss': ("Literal['mse', 'bce']", {}), 'denoise': ('float', {'ge': 0}),
     },
     'dlforge.models.bert.BertConfig': {
         'vocab_size': ('int', {'ge': 2}), 'dim': ('int', {'ge': 1}), 'n_layers': ('int', {'ge': 1}),
@@ -218,6 +224,11 @@ CONFIGS = {  # config class: {key: (type, bounds)}
         'block': ("Literal['basic', 'bottleneck']", {}), 'layers': ('list[int] | None', {}),
         'dropout': ('float', {'ge': 0, 'lt': 1}), 'loss': ("Literal['cross_entropy', 'dice', 'ce_dice']", {}),
     },
+    'dlforge.models.vae.VAEConfig': {
+        'in_channels': ('int', {'ge': 1}), 'image_size': ('int | list[int]', {}),
+        'arch': ("Literal['mlp', 'conv']", {}), 'hidden': ('list[int]', {}), 'latent': ('int', {'ge': 1}),
+        'decoder': ("Literal['bernoulli', 'gaussian']", {}), 'beta': ('float', {'ge': 0}),
+    },
     'dlforge.models.vgg.VGGConfig': {
         'in_channels': ('int', {'ge': 1}), 'num_classes': ('int', {'ge': 2}), 'image_size': ('int', {'ge': 1}),
         'loss': ("Literal['cross_entropy', 'perceptron']", {}), 'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
@@ -238,11 +249,14 @@ CONFIGS = {  # config class: {key: (type, bounds)}
 
 MODELS = {  # name: (module, config class)
     'alexnet_small': ('dlforge.models.alexnet', 'dlforge.models.alexnet.AlexNetConfig'),
+    'autoencoder': ('dlforge.models.autoencoder', 'dlforge.models.autoencoder.AutoencoderConfig'),
     'bert_classifier': ('dlforge.models.bert', 'dlforge.models.bert.BertConfig'),
     'bert_mlm': ('dlforge.models.bert', 'dlforge.models.bert.BertConfig'),
     'char_gru': ('dlforge.models.char_rnn', 'dlforge.models.char_rnn.CharRNNConfig'),
     'char_lstm': ('dlforge.models.char_rnn', 'dlforge.models.char_rnn.CharRNNConfig'),
     'char_rnn': ('dlforge.models.char_rnn', 'dlforge.models.char_rnn.CharRNNConfig'),
+    'conv_autoencoder': ('dlforge.models.autoencoder', 'dlforge.models.autoencoder.AutoencoderConfig'),
+    'conv_vae': ('dlforge.models.vae', 'dlforge.models.vae.VAEConfig'),
     'efficientnet_b0_small': ('dlforge.models.efficientnet', 'dlforge.models.efficientnet.EfficientNetConfig'),
     'efficientnet_small_scaled': ('dlforge.models.efficientnet', 'dlforge.models.efficientnet.EfficientNetConfig'),
     'fcos': ('dlforge.models.fcos', 'dlforge.models.fcos.FCOSConfig'),
@@ -273,6 +287,7 @@ MODELS = {  # name: (module, config class)
     'unet': ('dlforge.models.unet', 'dlforge.models.unet.UNetConfig'),
     'unet_resnet20': ('dlforge.models.unet', 'dlforge.models.unet.UNetConfig'),
     'unet_small': ('dlforge.models.unet', 'dlforge.models.unet.UNetConfig'),
+    'vae': ('dlforge.models.vae', 'dlforge.models.vae.VAEConfig'),
     'vgg11_small': ('dlforge.models.vgg', 'dlforge.models.vgg.VGGConfig'),
     'vgg16_small': ('dlforge.models.vgg', 'dlforge.models.vgg.VGGConfig'),
     'vit': ('dlforge.models.vit', 'dlforge.models.vit.ViTConfig'),
@@ -314,6 +329,7 @@ TASKS = {  # name: module
     'classification': 'dlforge.tasks.classification',
     'detection': 'dlforge.tasks.detection',
     'forecast': 'dlforge.tasks.forecast',
+    'generation': 'dlforge.tasks.generation',
     'instance_segmentation': 'dlforge.tasks.detection',
     'language_modeling': 'dlforge.tasks.language_modeling',
     'masked_lm': 'dlforge.tasks.masked_lm',

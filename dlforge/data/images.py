@@ -2,6 +2,8 @@
 
     data: {name: fashion_mnist, val_size: 5000, augment: {crop_padding: 2, hflip: 0.5}}
     data: {name: image_folder, path: photos/, image_size: 64, channels: auto}
+    data: {name: fashion_mnist, task: generation}                     # pixels in [0, 1], for generative models
+    data: {name: fashion_mnist, task: generation, binarize: sample}   # 0/1 pixels, drawn once (static)
 
 Every source yields uint8 images (N, H, W, C) and class ids per split, and one `build_images` does the rest alike for
 all: keep the chosen `classes` (relabelled 0..k-1), carve out the splits the source lacks (test by `test_fraction`,
@@ -9,8 +11,13 @@ validation by `val_size`, both stratified), thin the training labels (`label_fra
 OpenCV `ops`, then normalize each channel with the mean and std of the train split only. All of it goes into
 `preprocessing`, so that `prepare_images` turns new image files into exactly the tensors the model was trained on.
 
-Batches are {"x": float32 (B, C, H, W), "y": int64 (B,)}. Resizing is bilinear with antialiasing (torch's, modeled on
-Pillow's), the same code for training data and new files.
+Batches are {"x": float32 (B, C, H, W), "y": int64 (B,)}. With `task: generation` the images are for generative
+models (`dlforge.tasks.generation`): not standardized but scaled to [0, 1] (mean 0, std 1 in `preprocessing`), the
+class ids kept for class-conditional models, and `binarize` can make the pixels 0/1: `threshold` at 0.5, or `sample`,
+a Bernoulli draw with each pixel's intensity as its probability, made once per image from `split_seed` (the
+statically binarized MNIST of Salakhutdinov & Murray 2008 and the VAE literature).
+
+Resizing is bilinear with antialiasing (torch's, modeled on Pillow's), the same code for training data and new files.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dlforge.config import DataConfig
 from dlforge.data.augment import AugmentConfig, BatchAugment
@@ -48,6 +55,16 @@ FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal
                   "Ankle boot"]
 
 
+class GenerationEval(BaseModel):
+    """How a generative model on these images is scored at the end of its run (`dlforge.tasks.generation`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    iwae_k: int = Field(0, ge=0, description="importance samples of the IWAE log-likelihood bound (VAE; 0: none)")
+    iwae_images: int = Field(1000, ge=1, description="first images of a split scored with the IWAE bound")
+    extractor: str | None = Field(None, description="the classifier run or model folder for FID, KID and IS")
+    samples: int = Field(1000, ge=2, description="generated images scored against as many real ones")
+
+
 class ImageDataConfig(DataConfig):
     """Image classification data: fashion_mnist, idx (IDX files), digits (scikit-learn), image_folder."""
 
@@ -65,6 +82,11 @@ class ImageDataConfig(DataConfig):
     image_size: int | list[int] | None = Field(None, description="resize to this side or [height, width] on load")
     ops: list[dict[str, Any]] = Field(default_factory=list, description="OpenCV steps, e.g. [{op: canny}]")
     augment: AugmentConfig | None = Field(None, description="batched augmentation of training batches")
+    task: Literal["classification", "generation"] = Field("classification", description="generation: pixels in "
+                                                          "[0, 1] for generative models (autoencoder, VAE, ...)")
+    binarize: Literal["threshold", "sample"] | None = Field(None, description="task generation: 0/1 pixels, at "
+                                                            "0.5 or drawn once per image (static binarization)")
+    generation: GenerationEval | None = Field(None, description="task generation: the end-of-run scores")
     strict: bool = Field(False, description="image_folder: stop at an unreadable file instead of skipping it")
 
     @model_validator(mode="before")
@@ -94,6 +116,9 @@ class ImageDataConfig(DataConfig):
                 got = self.image_size
                 raise ConfigError(f"data.image_size: expected a positive side or [height, width], got {got}")
         validate_ops(self.ops, "data.ops")
+        for key in ("binarize", "generation"):
+            if getattr(self, key) is not None and self.task != "generation":
+                raise ConfigError(f"data.{key}: only for task: generation (images for generative models)")
         return self
 
     def size(self) -> tuple[int, int] | None:
@@ -208,11 +233,16 @@ def build_images(source: Source, config: ImageDataConfig) -> DataBundle:
         if from_arrays:
             x, mode = to_channels(x, config.channels)
         s.x = _apply_ops(x, checked)
+    if config.binarize is not None:
+        for i, name in enumerate(sorted(splits)):
+            splits[name].x = binarize(splits[name].x, config.binarize, [config.split_seed, i])
 
     mean, std = channel_stats(splits["train"].x)
     N, H, W, C = splits["train"].x.shape
+    if config.task == "generation":  # pixels / 255: what generative models read and write
+        mean, std = [0.0] * C, [1.0] * C
     preprocessing = {
-        "kind": "image", "task": "classification", "mean": mean, "std": std, "channels": C, "image_size": [H, W],
+        "kind": "image", "task": config.task, "mean": mean, "std": std, "channels": C, "image_size": [H, W],
         "input_mode": mode, "input_size": [int(v) for v in input_size], "ops": config.ops,
         "label_names": label_names,
     }  # fmt: skip
@@ -220,9 +250,14 @@ def build_images(source: Source, config: ImageDataConfig) -> DataBundle:
                 for name, s in splits.items()}
     k = len(label_names)
     sizes = {f"n_{n}": len(splits[n].y) if n in splits else 0 for n in ("train", "val", "test")}
-    info = {"task": "classification", "num_classes": k, "label_names": label_names, "modality": "image",
+    info = {"task": config.task, "num_classes": k, "label_names": label_names, "modality": "image",
             "source": source.name, "image_shape": [C, H, W], **sizes}
     info.update({key: v for key, v in source.info.items() if key != "input_mode"})
+    if config.task == "generation":
+        info["binarized"] = config.binarize
+        info["generation"] = (config.generation or GenerationEval()).model_dump()
+        pixels = splits["train"].x.astype(np.float64).mean(axis=0) / 255  # (H, W, C): the independent-pixel baseline
+        info["pixel_means"] = np.round(pixels.transpose(2, 0, 1), 6).tolist()  # (C, H, W)
     if splits["train"].files is not None:
         info["files"] = {name: s.files for name, s in splits.items()}
     augment = None
@@ -310,6 +345,15 @@ def _apply_ops(images: np.ndarray, checked: list) -> np.ndarray:
         return images
     gray = images.shape[3] == 1
     return np.stack([as_hwc(run_ops(img[..., 0] if gray else img, checked)) for img in images])
+
+
+def binarize(images: np.ndarray, how: str, seed: list[int]) -> np.ndarray:
+    """uint8 images -> 0/255: `threshold` at 128, or `sample`, each pixel 255 with probability pixel / 255, drawn once
+    from `seed` (the same split and seed give the same images)."""
+    if how == "threshold":
+        return np.where(images >= 128, 255, 0).astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random(images.shape) < images / 255.0, 255, 0).astype(np.uint8)
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:

@@ -39,7 +39,7 @@ from dlforge.models.output import Output
 # Metrics where smaller is better; anything ending in "loss" is too.
 LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "mape", "smape", "mase", "rel_mae", "naive_mae", "naive_rmse",
                    "naive_mape", "naive_smape", "naive_mase", "perplexity", "ppl", "nll", "bits_per_char", "bpc",
-                   "bits_per_token", "error", "wer", "cer")
+                   "bits_per_token", "error", "wer", "cer", "recon", "kl", "nll_iwae", "nll_pixels", "fid", "kid")
 
 
 def lower_is_better(metric_name: str) -> bool:

@@ -30,3 +30,11 @@ class DetectionOutput(Output):
     detection_mask: torch.Tensor | None = None
     masks: torch.Tensor | None = None
     mask_probs: torch.Tensor | None = None
+
+
+@dataclass
+class GenerativeOutput(Output):
+    """A generative model's Output: `parts` names the loss's parts (per-sample means over the batch, detached), e.g.
+    a VAE's recon and kl, which evaluation averages and logs beside the loss."""
+
+    parts: dict[str, torch.Tensor] | None = None

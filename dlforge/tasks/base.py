@@ -25,6 +25,7 @@ from dlforge.eval.metrics import TaskMetrics
 from dlforge.layers.losses import CLASSIFICATION_LOSSES
 
 TARGET_KEYS = ("y", "labels", "naive")  # batch entries that are targets, never model inputs
+GENERATIVE_FIELDS = frozenset({"code_size", "latent"})  # config fields only generative models have
 
 
 @dataclass
@@ -105,6 +106,9 @@ def choose_loss(task: str, user: dict[str, Any], fields: set[str], info: dict[st
                 ) -> dict[str, Any]:
     """The loss of a classification or regression model: the config's, checked against the task, or the task's
     default (cross-entropy, MSE)."""
+    if fields & GENERATIVE_FIELDS:
+        raise ConfigError(f"model: a generative model (it reconstructs or samples images) needs images for generation "
+                          f"(data.task: generation); data {data_name!r} is {task}")
     if "loss" not in fields:
         return user
     loss = user.get("loss", "mse" if task == "regression" else "cross_entropy")

@@ -538,3 +538,41 @@ def test_erasing_probability_and_same_seed_same_result():
     erasing_only = BatchAugment(AugmentConfig(erasing=0.3))({"x": x})["x"]
     share = (erasing_only != x).flatten(1).any(dim=1).float().mean().item()
     assert 0.25 < share < 0.35
+
+
+# --- images for generative models (task: generation) -----------------------------------------------------------
+
+
+def test_generation_data_keeps_pixels_in_unit_range_and_the_labels(tmp_path):
+    x, y, tx, ty = write_idx_set(tmp_path / "gen")
+    bundle = build("idx", path=str(tmp_path / "gen"), val_size=6, task="generation")
+    assert bundle.info["task"] == "generation" and bundle.preprocessing["task"] == "generation"
+    assert bundle.preprocessing["mean"] == [0.0] and bundle.preprocessing["std"] == [1.0]
+    test_x, test_y = xy(bundle, "test")
+    torch.testing.assert_close(test_x[:, 0], torch.from_numpy(tx).float() / 255, rtol=0, atol=1e-6)
+    assert torch.equal(test_y, torch.from_numpy(ty).long())  # class-conditional models read them
+    train = raw(bundle, "train").astype(np.float64) / 255  # (N, H, W, 1)
+    np.testing.assert_allclose(bundle.info["pixel_means"], train.mean(axis=0).transpose(2, 0, 1), atol=1e-6)
+    assert bundle.info["generation"]["iwae_k"] == 0 and bundle.info["binarized"] is None
+
+
+def test_static_binarization_is_drawn_once_and_follows_the_intensities(tmp_path):
+    write_idx_set(tmp_path / "bin", n_train=400)
+    a = build("idx", path=str(tmp_path / "bin"), val_size=6, task="generation", binarize="sample")
+    b = build("idx", path=str(tmp_path / "bin"), val_size=6, task="generation", binarize="sample")
+    gray = build("idx", path=str(tmp_path / "bin"), val_size=6, task="generation")
+    xa, xg = xy(a, "train")[0], xy(gray, "train")[0]
+    assert set(xa.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(xa, xy(b, "train")[0])  # static: the same draw on every build
+    assert xa.mean().item() == pytest.approx(xg.mean().item(), abs=0.01)  # Bernoulli(p): mean p
+    other = build("idx", path=str(tmp_path / "bin"), val_size=6, task="generation", binarize="sample", split_seed=1)
+    assert not torch.equal(xy(other, "test")[0], xy(a, "test")[0])
+    t = build("idx", path=str(tmp_path / "bin"), val_size=6, task="generation", binarize="threshold")
+    assert torch.equal(xy(t, "test")[0], (xy(gray, "test")[0] >= 128 / 255).float())
+
+
+@pytest.mark.parametrize("key", ["binarize", "generation"])
+def test_generation_options_need_the_generation_task(key):
+    value = "sample" if key == "binarize" else {"iwae_k": 10}
+    with pytest.raises(ConfigError, match=rf"data\.{key}: only for task: generation"):
+        ImageDataConfig(name="digits", **{key: value})

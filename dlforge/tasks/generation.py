@@ -1,0 +1,164 @@
+"""Generation: models that learn the distribution of images in [0, 1] (`data: {task: generation}`) to reconstruct,
+encode and sample them: autoencoders and VAEs (`dlforge.models.autoencoder`, `dlforge.models.vae`).
+
+Metrics, per split: `mse`, the reconstruction's squared error per pixel (models that reconstruct their input), and
+the loss's named parts averaged per image (a VAE's `recon` and `kl` in nats, and `elbo` = -(recon + kl)). At the end
+of the run, on the validation and test splits (`data.generation`): `nll_iwae`, the VAE's importance-weighted bound
+on -log p(x) in nats with `iwae_k` samples over the first `iwae_images` images, beside `nll_pixels`, the exact NLL of
+independent Bernoulli pixels with the training split's pixel means (the baseline a VAE must beat).
+Report: plots/reconstructions.png (test images over their reconstructions), plots/samples.png (64 samples of a
+model that samples), plots/interpolation.png (decoded walks between the latents of test images, a VAE's) and
+plots/latent_grid.png (the decoder over a grid of the first two latent dimensions, the others at 0).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from dlforge.errors import ConfigError
+from dlforge.eval.metrics import TaskMetrics
+from dlforge.models.output import Output
+from dlforge.registry import register_task
+from dlforge.tasks.base import GENERATIVE_FIELDS, RunReport, Task
+
+SHOWN = 16  # test images in plots/reconstructions.png and walks in plots/interpolation.png
+
+
+class GenerationMetrics(TaskMetrics):
+    """Reconstruction MSE per pixel and the loss's named parts (a `GenerativeOutput`'s), averaged per image."""
+
+    task = "generation"
+
+    def __init__(self, loss_name: str = ""):
+        self.loss_name = loss_name
+        self.updates = 0
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, output: Output, batch: dict[str, torch.Tensor]) -> None:
+        x = batch["x"]
+        n = len(x)
+        if output.logits.shape == x.shape:  # a reconstruction's logits
+            mse = (torch.sigmoid(output.logits.float()) - x.float()).square().mean()
+            self.sums["mse"] = self.sums.get("mse", 0.0) + mse.item() * n
+        for name, value in (getattr(output, "parts", None) or {}).items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value) * n
+        self.count += n
+        self.updates += 1
+
+    def compute(self) -> dict[str, float]:
+        if not self.count:
+            return {}
+        result = {name: total / self.count for name, total in self.sums.items()}
+        if "recon" in result and "kl" in result:
+            result["elbo"] = -(result["recon"] + result["kl"])
+        return result
+
+    def reset(self) -> None:
+        self.sums, self.count, self.updates = {}, 0, 0
+
+    def to(self, device: torch.device | str) -> GenerationMetrics:
+        return self
+
+
+@register_task("generation")
+class Generation(Task):
+    """Images to reconstruct, encode and sample."""
+
+    name = "generation"
+    report_key = "generation"
+
+    def metric_set(self, loss_name: str = "") -> GenerationMetrics:
+        return GenerationMetrics(loss_name)
+
+    def metrics(self, info: dict[str, Any], loss_name: str = "", split: str = "val") -> GenerationMetrics:
+        return GenerationMetrics(loss_name)
+
+    def model_options(self, user: dict[str, Any], fields: set[str], info: dict[str, Any], data_name: str
+                      ) -> dict[str, Any]:
+        if not fields & GENERATIVE_FIELDS:
+            raise ConfigError(f"model: data {data_name!r} is for generative models (data.task: generation); use "
+                              "one: autoencoder, conv_autoencoder, vae, conv_vae")
+        return user
+
+    def decoded_scores(self, model: torch.nn.Module, dataset: Any, info: dict[str, Any], tokenizer: Any,
+                       model_meta: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]] | None:
+        """The IWAE bound on the NLL of the split's first images (VAEs) beside the independent-pixel baseline."""
+        options = info.get("generation") or {}
+        k = options.get("iwae_k", 0)
+        if not k or not hasattr(model, "log_likelihood"):
+            return None
+        n = min(options.get("iwae_images", 1000), len(dataset))
+        x = torch.stack([dataset[i]["x"] for i in range(n)])
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        torch.manual_seed(0)  # the importance samples: the same figure on every call
+        try:
+            ll = torch.cat([model.log_likelihood(chunk.to(device), k).cpu() for chunk in x.split(50)])
+        finally:
+            model.train(was_training)
+        scores = {"nll_iwae": float(-ll.double().mean())}
+        means = info.get("pixel_means")
+        if means is not None:
+            scores["nll_pixels"] = independent_pixels_nll(torch.tensor(means), x)
+        return scores, {"iwae_k": k, "images": n}
+
+    def test_report(self, run: RunReport) -> dict[str, Any]:
+        from dlforge.runs.grids import save_grid
+
+        model, plots, test = run.model, run.run_path / "plots", run.data.test
+        if test is None or not len(test):
+            return {}
+        x = torch.stack([test[i]["x"] for i in range(min(SHOWN, len(test)))]).to(run.device)
+        written = []
+        with torch.no_grad():
+            if hasattr(model, "encode") and hasattr(model, "decode"):
+                recon = model.decode(model.encode(x))
+                save_grid(torch.cat([x, recon]).cpu(), plots / "reconstructions.png", cols=len(x), scale=2)
+                written.append("reconstructions.png")
+            if hasattr(model, "sample"):
+                g = torch.Generator().manual_seed(0)
+                save_grid(model.sample(64, generator=g).cpu(), plots / "samples.png", cols=8, scale=2)
+                written.append("samples.png")
+            if hasattr(model, "posterior"):
+                save_grid(interpolations(model, x), plots / "interpolation.png", cols=10, scale=2)
+                save_grid(latent_grid(model), plots / "latent_grid.png", cols=15, scale=2)
+                written += ["interpolation.png", "latent_grid.png"]
+        return {"plots": written}
+
+
+def independent_pixels_nll(means: torch.Tensor, x: torch.Tensor) -> float:
+    """The exact NLL in nats per image of images x (N, C, H, W) in [0, 1] under independent Bernoulli pixels with
+    probabilities `means` (C, H, W), clamped away from 0 and 1."""
+    p = means.double().clamp(1e-6, 1 - 1e-6)
+    x = x.double()
+    log_px = x * p.log() + (1 - x) * (1 - p).log()
+    return float(-log_px.flatten(1).sum(dim=1).mean())
+
+
+def interpolations(model: torch.nn.Module, x: torch.Tensor, steps: int = 10) -> torch.Tensor:
+    """Decoded straight walks between the posterior means of consecutive pairs of images: (pairs * steps, C, H, W)."""
+    z = model.encode(x)
+    pairs = [(z[i], z[i + 1]) for i in range(0, len(z) - 1, 2)]
+    t = torch.linspace(0, 1, steps, device=z.device).view(-1, 1)
+    walks = torch.cat([a + t * (b - a) for a, b in pairs])  # (pairs * steps, latent)
+    return model.decode(walks).cpu()
+
+
+def latent_grid(model: torch.nn.Module, side: int = 15) -> torch.Tensor:
+    """The decoder over a side x side grid of the first two latent dimensions at the standard normal's quantiles
+    (0.05..0.95), the other dimensions at 0: (side * side, C, H, W)."""
+    device = next(model.parameters()).device
+    q = torch.linspace(0.05, 0.95, side, dtype=torch.float64)
+    values = (math.sqrt(2) * torch.erfinv(2 * q - 1)).float()  # the normal's quantiles
+    z = torch.zeros(side * side, model.config.latent, device=device)
+    rows, cols = torch.meshgrid(values, values, indexing="ij")
+    z[:, 0] = rows.flatten().to(device)
+    if model.config.latent > 1:
+        z[:, 1] = cols.flatten().to(device)
+    return model.decode(z).cpu()
