@@ -127,6 +127,13 @@ CONFIGS = {  # config class: {key: (type, bounds)}
         'embed_dim': ('int', {'ge': 1}), 'dim': ('int', {'ge': 1}), 'n_layers': ('int', {'ge': 1}),
         'dropout': ('float', {'ge': 0, 'lt': 1}), 'tie_weights': ('bool', {}), 'loss': ("Literal['cross_entropy']", {}),
     },
+    'dlforge.models.diffusion.DiffusionConfig': {
+        'in_channels': ('int', {'ge': 1}), 'image_size': ('int | list[int]', {}), 'num_classes': ('int', {'ge': 1}),
+        'channels': ('list[int]', {}), 'layers_per_block': ('int', {'ge': 1}), 'norm_groups': ('int', {'ge': 1}),
+        'head_dim': ('int', {'ge': 1}), 'attention': ('bool', {}), 'dropout': ('float', {'ge': 0, 'lt': 1}),
+        'conditional': ('bool', {}), 'cond_drop': ('float', {'ge': 0, 'lt': 1}), 'schedule': ('Any', {}),
+        'sampling': ('Any', {}),
+    },
     'dlforge.models.efficientnet.EfficientNetConfig': {
         'in_channels': ('int', {'ge': 1}), 'num_classes': ('int', {'ge': 2}), 'image_size': ('int', {'ge': 1}),
         'loss': ("Literal['cross_entropy', 'perceptron']", {}), 'label_smoothing': ('float', {'ge': 0, 'lt': 1}),
@@ -257,6 +264,8 @@ MODELS = {  # name: (module, config class)
     'char_rnn': ('dlforge.models.char_rnn', 'dlforge.models.char_rnn.CharRNNConfig'),
     'conv_autoencoder': ('dlforge.models.autoencoder', 'dlforge.models.autoencoder.AutoencoderConfig'),
     'conv_vae': ('dlforge.models.vae', 'dlforge.models.vae.VAEConfig'),
+    'ddpm_unet': ('dlforge.models.diffusion', 'dlforge.models.diffusion.DiffusionConfig'),
+    'ddpm_unet_cond': ('dlforge.models.diffusion', 'dlforge.models.diffusion.DiffusionConfig'),
     'efficientnet_b0_small': ('dlforge.models.efficientnet', 'dlforge.models.efficientnet.EfficientNetConfig'),
     'efficientnet_small_scaled': ('dlforge.models.efficientnet', 'dlforge.models.efficientnet.EfficientNetConfig'),
     'fcos': ('dlforge.models.fcos', 'dlforge.models.fcos.FCOSConfig'),

@@ -26,6 +26,7 @@ from dlforge.cli import (
     lr_find,
     rag,
     runs,
+    sample,
     tokenizer,
     train,
     translate,
@@ -59,6 +60,7 @@ info.register(app)
 generate.register(app)
 translate.register(app)
 embed.register(app)
+sample.register(app)
 app.add_typer(runs.app, name="runs", help="List, show and compare runs.")
 app.add_typer(info.config_app, name="config", help="The config schema.")
 app.add_typer(image.app, name="image", help="Image files: OpenCV operations, and a ViT's attention over one.")

@@ -132,9 +132,10 @@ class NoiseSchedule(nn.Module):
         return x0, eps
 
     def ddpm_step(self, output: torch.Tensor, t: int, prev: int, x: torch.Tensor,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """x_prev ~ q(x_prev | x_t, x_0 predicted): the posterior mean, plus sigma * noise from `generator` if t > 0,
-        sigma^2 = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)."""
+                  generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """x_prev ~ q(x_prev | x_t, x_0 predicted): the posterior mean, plus sigma * noise if t > 0 (`noise`, or
+        drawn from `generator`), sigma^2 = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t /
+        alpha_bar_prev)."""
         a_t, a_prev = self._alpha_bar(t), self._alpha_bar(prev)
         b_t, b_prev = 1 - a_t, 1 - a_prev
         alpha_t = a_t / a_prev
@@ -144,11 +145,12 @@ class NoiseSchedule(nn.Module):
         if t == 0:
             return mean
         variance = torch.clamp(b_prev / b_t * beta_t, min=1e-20)
-        noise = torch.randn(output.shape, generator=generator, device=output.device, dtype=output.dtype)
+        if noise is None:
+            noise = torch.randn(output.shape, generator=generator, device=output.device, dtype=output.dtype)
         return mean + variance**0.5 * noise
 
     def ddim_step(self, output: torch.Tensor, t: int, prev: int, x: torch.Tensor, eta: float = 0.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
         """x_prev = sqrt(alpha_bar_prev) x_0 + sqrt(1 - alpha_bar_prev - sigma^2) eps (+ sigma noise when eta > 0),
         sigma = eta * sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev))."""
         a_t, a_prev = self._alpha_bar(t), self._alpha_bar(prev)
@@ -156,13 +158,14 @@ class NoiseSchedule(nn.Module):
         sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
         out = a_prev**0.5 * x0 + (1 - a_prev - sigma**2) ** 0.5 * eps
         if eta > 0:
-            out = out + sigma * torch.randn(output.shape, generator=generator, device=output.device,
-                                            dtype=output.dtype)
+            if noise is None:
+                noise = torch.randn(output.shape, generator=generator, device=output.device, dtype=output.dtype)
+            out = out + sigma * noise
         return out
 
     def step(self, sampler: str, output: torch.Tensor, t: int, prev: int, x: torch.Tensor, eta: float = 0.0,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """One reverse step of `sampler` (ddpm or ddim)."""
+             generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One reverse step of `sampler` (ddpm or ddim); the noise it adds is `noise`, or drawn from `generator`."""
         if sampler == "ddpm":
-            return self.ddpm_step(output, t, prev, x, generator)
-        return self.ddim_step(output, t, prev, x, eta, generator)
+            return self.ddpm_step(output, t, prev, x, generator, noise)
+        return self.ddim_step(output, t, prev, x, eta, generator, noise)

@@ -24,7 +24,7 @@ from pydantic.dataclasses import dataclass
 from torch import nn
 
 from dlforge.errors import ConfigError
-from dlforge.models.output import Output
+from dlforge.models.output import GenerativeOutput
 from dlforge.registry import register_model
 
 
@@ -87,6 +87,11 @@ def check_conv_sides(shape: tuple[int, int, int], depth: int) -> None:
                           f"{shape[1]}x{shape[2]}; use fewer widths or arch: mlp")
 
 
+def pixel_mse(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The reconstruction's squared error per pixel, sigmoid(logits) against x: a metric, detached."""
+    return (torch.sigmoid(logits.detach().float()) - x.float()).square().mean()
+
+
 def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, loss: str) -> torch.Tensor:
     """Per-pixel mean: squared error of sigmoid(logits), or binary cross-entropy of the logits against x in [0, 1]."""
     if loss == "bce":
@@ -130,11 +135,12 @@ class Autoencoder(nn.Module):
             self.encoder = conv_encoder(shape, c.hidden, c.code_size)
             self.decoder = conv_decoder(c.code_size, c.hidden, shape)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> Output:
+    def forward(self, batch: dict[str, torch.Tensor]) -> GenerativeOutput:
         x = batch["x"]  # (B, C, H, W) in [0, 1]
         noisy = x + self.config.denoise * torch.randn_like(x) if self.training and self.config.denoise else x
         logits = self.decoder(self.encoder(noisy))  # (B, C, H, W)
-        return Output(logits=logits, loss=reconstruction_loss(logits, x, self.config.loss))
+        loss = reconstruction_loss(logits, x, self.config.loss)
+        return GenerativeOutput(logits=logits, loss=loss, parts={"mse": pixel_mse(logits, x)})
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) in [0, 1] -> codes (B, code_size)."""

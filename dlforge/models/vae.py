@@ -35,6 +35,7 @@ from dlforge.models.autoencoder import (
     image_shape,
     mlp_decoder,
     mlp_encoder,
+    pixel_mse,
 )
 from dlforge.models.output import GenerativeOutput
 from dlforge.registry import register_model
@@ -88,8 +89,8 @@ class VAE(nn.Module):
         recon = -self.log_px(logits, x)  # (B,) nats
         kl = -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(dim=1)  # (B,)
         loss = (recon + self.config.beta * kl).mean()
-        return GenerativeOutput(logits=logits, loss=loss, parts={"recon": recon.mean().detach(),
-                                                                 "kl": kl.mean().detach()})
+        parts = {"recon": recon.mean().detach(), "kl": kl.mean().detach(), "mse": pixel_mse(logits, x)}
+        return GenerativeOutput(logits=logits, loss=loss, parts=parts)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mu and log sigma^2 of q(z | x), (B, latent) each."""

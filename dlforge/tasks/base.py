@@ -25,7 +25,7 @@ from dlforge.eval.metrics import TaskMetrics
 from dlforge.layers.losses import CLASSIFICATION_LOSSES
 
 TARGET_KEYS = ("y", "labels", "naive")  # batch entries that are targets, never model inputs
-GENERATIVE_FIELDS = frozenset({"code_size", "latent"})  # config fields only generative models have
+GENERATIVE_FIELDS = frozenset({"code_size", "latent", "schedule", "noise_dim"})  # fields of generative models only
 
 
 @dataclass

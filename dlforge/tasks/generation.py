@@ -28,7 +28,8 @@ SHOWN = 16  # test images in plots/reconstructions.png and walks in plots/interp
 
 
 class GenerationMetrics(TaskMetrics):
-    """Reconstruction MSE per pixel and the loss's named parts (a `GenerativeOutput`'s), averaged per image."""
+    """The loss's named parts (a `GenerativeOutput`'s: reconstruction MSE per pixel, a VAE's recon and kl), averaged
+    per image, and the ELBO from recon and kl."""
 
     task = "generation"
 
@@ -40,11 +41,7 @@ class GenerationMetrics(TaskMetrics):
 
     @torch.no_grad()
     def update(self, output: Output, batch: dict[str, torch.Tensor]) -> None:
-        x = batch["x"]
-        n = len(x)
-        if output.logits.shape == x.shape:  # a reconstruction's logits
-            mse = (torch.sigmoid(output.logits.float()) - x.float()).square().mean()
-            self.sums["mse"] = self.sums.get("mse", 0.0) + mse.item() * n
+        n = len(batch["x"])
         for name, value in (getattr(output, "parts", None) or {}).items():
             self.sums[name] = self.sums.get(name, 0.0) + float(value) * n
         self.count += n
@@ -82,7 +79,7 @@ class Generation(Task):
                       ) -> dict[str, Any]:
         if not fields & GENERATIVE_FIELDS:
             raise ConfigError(f"model: data {data_name!r} is for generative models (data.task: generation); use "
-                              "one: autoencoder, conv_autoencoder, vae, conv_vae")
+                              "one: autoencoder, conv_autoencoder, vae, conv_vae, ddpm_unet, ddpm_unet_cond")
         return user
 
     def decoded_scores(self, model: torch.nn.Module, dataset: Any, info: dict[str, Any], tokenizer: Any,

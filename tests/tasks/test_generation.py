@@ -76,3 +76,27 @@ def test_wrong_model_and_data_pairs_are_refused_in_one_line(tmp_path, capsys):
                               {"name": "vae"})
     err = one_line_error(run_here(capsys, "train", str(generative)))
     assert "a generative model" in err and "data.task: generation" in err
+
+
+def test_sample_writes_a_seeded_grid_or_a_folder(vae_run, tmp_path, capsys):
+    first = ok_json(run_here(capsys, "sample", str(vae_run), "--n", "16", "--out", str(tmp_path / "a.png"), "--json"))
+    assert first["n"] == 16 and first["files"] == 1 and first["seed"] == 0
+    run_here(capsys, "sample", str(vae_run), "--n", "16", "--out", str(tmp_path / "b.png"))
+    ok_json(run_here(capsys, "sample", str(vae_run), "--n", "16", "--seed", "1", "--out", str(tmp_path / "c.png"),
+                     "--json"))
+    a, b, c = ((tmp_path / f"{k}.png").read_bytes() for k in "abc")
+    assert a == b and a != c  # the seed decides the images
+    folder = ok_json(run_here(capsys, "sample", str(vae_run / "model"), "--n", "5", "--out", str(tmp_path / "many"),
+                              "--json"))
+    assert folder["files"] == 5 and sorted(p.name for p in (tmp_path / "many").iterdir()) == [
+        f"{i:05d}.png" for i in range(5)]
+
+
+def test_sample_refusals_are_one_line(vae_run, tmp_path, capsys):
+    err = one_line_error(run_here(capsys, "sample", str(vae_run), "--steps", "20", "--out", str(tmp_path / "x.png")))
+    assert "--steps" in err and "diffusion" in err
+    err = one_line_error(run_here(capsys, "sample", str(vae_run), "--class", "3", "--out", str(tmp_path / "x.png")))
+    assert "--class" in err and "not class-conditional" in err
+    err = one_line_error(run_here(capsys, "sample", str(vae_run), "--out", str(tmp_path / "missing" / "x.png")))
+    assert "does not exist" in err
+    assert not (tmp_path / "x.png").exists()
