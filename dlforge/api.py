@@ -360,7 +360,7 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
         if split == "test":
             reports.update(task.test_report(RunReport(cfg.name, run_path, model, data, trainer.device, tm)))
         decoded = None if split == "train" else task.decoded_scores(model, ds, data.info, data.tokenizer,
-                                                                    {"extra": extra})  # BLEU, exact match...
+                                                                    {"extra": extra}, train=data.train)  # BLEU...
         if decoded is not None:
             metrics[split].update(decoded[0])
             scores[split] = decoded[0]
@@ -433,7 +433,7 @@ def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
         check_tokenizer(data.tokenizer, trained_with, f"{run_path}: data.tokenizer")
     task = create_task(data.info.get("task"))
     metrics = evaluate_model(model, ds, task.metrics(data.info, getattr(model.config, "loss", ""), split))
-    decoded = task.decoded_scores(model, ds, data.info, data.tokenizer, model.meta)  # BLEU, exact match...
+    decoded = task.decoded_scores(model, ds, data.info, data.tokenizer, model.meta, train=data.train)  # BLEU, FID...
     if decoded is not None:
         metrics.update(decoded[0])
     return metrics

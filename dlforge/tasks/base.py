@@ -60,10 +60,10 @@ class Task:
         return user
 
     def decoded_scores(self, model: torch.nn.Module, dataset: Any, info: dict[str, Any], tokenizer: Any,
-                       model_meta: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]] | None:
-        """Scores that need decoding (BLEU of beam search, exact match of generated answers) on a validation or test
-        split, and their report; None when the task has none. `model_meta` describes the model folder (its
-        tokenizers)."""
+                       model_meta: dict[str, Any], train: Any = None) -> tuple[dict[str, float], dict[str, Any]] | None:
+        """Scores that need decoding (BLEU of beam search, exact match of generated answers, FID of samples) on a
+        validation or test split, and their report; None when the task has none. `model_meta` describes the model
+        folder (its tokenizers); `train` is the training split, where a score compares against it."""
         return None
 
     report_key = ""  # the key of `decoded_scores`' report in eval.json

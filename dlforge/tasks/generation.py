@@ -83,27 +83,72 @@ class Generation(Task):
         return user
 
     def decoded_scores(self, model: torch.nn.Module, dataset: Any, info: dict[str, Any], tokenizer: Any,
-                       model_meta: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]] | None:
-        """The IWAE bound on the NLL of the split's first images (VAEs) beside the independent-pixel baseline."""
+                       model_meta: dict[str, Any], train: Any = None) -> tuple[dict[str, float], dict[str, Any]] | None:
+        """The IWAE bound on the NLL of the split's first images (VAEs) beside the independent-pixel baseline; FID,
+        KID and IS of samples against the split on the declared extractor (models that sample), with the
+        reference rows."""
         options = info.get("generation") or {}
-        k = options.get("iwae_k", 0)
-        if not k or not hasattr(model, "log_likelihood"):
-            return None
-        n = min(options.get("iwae_images", 1000), len(dataset))
-        x = torch.stack([dataset[i]["x"] for i in range(n)])
-        device = next(model.parameters()).device
+        scores: dict[str, float] = {}
+        report: dict[str, Any] = {}
         was_training = model.training
         model.eval()
-        torch.manual_seed(0)  # the importance samples: the same figure on every call
         try:
-            ll = torch.cat([model.log_likelihood(chunk.to(device), k).cpu() for chunk in x.split(50)])
+            if options.get("iwae_k") and hasattr(model, "log_likelihood"):
+                scores_nll, report["iwae"] = _iwae(model, dataset, info, options)
+                scores.update(scores_nll)
+            if options.get("extractor") and hasattr(model, "sample"):
+                scores_fid, report["fid"] = self._fid(model, dataset, train, info, options)
+                scores.update(scores_fid)
         finally:
             model.train(was_training)
-        scores = {"nll_iwae": float(-ll.double().mean())}
-        means = info.get("pixel_means")
-        if means is not None:
-            scores["nll_pixels"] = independent_pixels_nll(torch.tensor(means), x)
-        return scores, {"iwae_k": k, "images": n}
+        return (scores, report) if scores else None
+
+    def _fid(self, model: torch.nn.Module, dataset: Any, train: Any, info: dict[str, Any], options: dict[str, Any]
+             ) -> tuple[dict[str, float], dict[str, Any]]:
+        """FID/KID/IS of `samples` generated images against as many of the split's; the floor (as many training
+        images against the split) and the ceiling (Gaussian noise against it). The samples are drawn once per
+        model and reused for the next split."""
+        from dlforge.eval.generative import ClassifierExtractor, generation_scores
+
+        device = next(model.parameters()).device
+        extractor = ClassifierExtractor.load(options["extractor"], device)
+        n = min(options.get("samples", 1000), len(dataset))
+        images, labels = self._samples(model, n, info)
+        real = extractor.extract(_images(dataset, n))
+        fake = extractor.extract(images)
+        scores = generation_scores(real, fake, kid_subset_size=min(1000, n))
+        if labels is not None:  # a class-conditional model: do its samples show their class?
+            scores["class_match"] = float((fake.logits.argmax(dim=1) == labels).double().mean())
+        rows = {"model": scores}
+        if train is not None:
+            rows["real train (floor)"] = generation_scores(real, extractor.extract(_images(train, n)),
+                                                           kid_subset_size=min(1000, n))
+        g = torch.Generator().manual_seed(0)
+        noise = (0.5 + 0.5 * torch.randn(real_shape(dataset, n), generator=g)).clamp(0, 1)
+        rows["Gaussian noise (ceiling)"] = generation_scores(real, extractor.extract(noise),
+                                                             kid_subset_size=min(1000, n))
+        flat = {k: v for k, v in scores.items() if k != "n"}
+        for tag, row in (("floor", rows.get("real train (floor)")), ("ceiling", rows["Gaussian noise (ceiling)"])):
+            if row is not None:
+                flat.update({f"fid_{tag}": row["fid"], f"kid_{tag}": row["kid"], f"is_{tag}": row["is"]})
+        named = extractor_name(extractor)
+        return flat, {"extractor": named, "fid": f"FID-{named}", "samples": n, "rows": rows}
+
+    def _samples(self, model: torch.nn.Module, n: int, info: dict[str, Any]
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """n samples (seed 0), classes in turn for a conditional model; cached for this model and n."""
+        key = (id(model), n)
+        cached = getattr(self, "_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        labels = None
+        kwargs: dict[str, Any] = {}
+        if getattr(model.config, "conditional", False):
+            labels = torch.arange(n) % int(info["num_classes"])
+            kwargs["labels"] = labels
+        images = model.sample(n, generator=torch.Generator().manual_seed(0), **kwargs).cpu()
+        self._cache = (key, (images, labels))
+        return images, labels
 
     def test_report(self, run: RunReport) -> dict[str, Any]:
         from dlforge.runs.grids import save_grid
@@ -127,6 +172,39 @@ class Generation(Task):
                 save_grid(latent_grid(model), plots / "latent_grid.png", cols=15, scale=2)
                 written += ["interpolation.png", "latent_grid.png"]
         return {"plots": written}
+
+
+def _iwae(model: torch.nn.Module, dataset: Any, info: dict[str, Any], options: dict[str, Any]
+          ) -> tuple[dict[str, float], dict[str, Any]]:
+    k = options["iwae_k"]
+    n = min(options.get("iwae_images", 1000), len(dataset))
+    x = _images(dataset, n)
+    device = next(model.parameters()).device
+    torch.manual_seed(0)  # the importance samples: the same figure on every call
+    ll = torch.cat([model.log_likelihood(chunk.to(device), k).cpu() for chunk in x.split(50)])
+    scores = {"nll_iwae": float(-ll.double().mean())}
+    means = info.get("pixel_means")
+    if means is not None:
+        scores["nll_pixels"] = independent_pixels_nll(torch.tensor(means), x)
+    return scores, {"iwae_k": k, "images": n}
+
+
+def _images(dataset: Any, n: int) -> torch.Tensor:
+    """The first n images (n, C, H, W) of a split."""
+    return torch.stack([dataset[i]["x"] for i in range(n)])
+
+
+def real_shape(dataset: Any, n: int) -> tuple[int, ...]:
+    return (n, *dataset[0]["x"].shape)
+
+
+def extractor_name(extractor: Any) -> str:
+    """`FMNIST(<run>)` for a Fashion-MNIST classifier, else `<data>(<run>)`."""
+    from dlforge.data.images import FASHION_LABELS
+
+    names = extractor.model.meta["extra"].get("data_info.json", {}).get("label_names")
+    source = "FMNIST" if names == FASHION_LABELS else "classifier"
+    return f"{source}({extractor.name})"
 
 
 def independent_pixels_nll(means: torch.Tensor, x: torch.Tensor) -> float:

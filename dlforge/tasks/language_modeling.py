@@ -37,7 +37,7 @@ class LanguageModeling(Task):
         return TokenMetrics("language_modeling", chars_per_token, loss_name)
 
     def decoded_scores(self, model: torch.nn.Module, dataset: Any, info: dict[str, Any], tokenizer: Any,
-                       model_meta: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]] | None:
+                       model_meta: dict[str, Any], train: Any = None) -> tuple[dict[str, float], dict[str, Any]] | None:
         if not info.get("chat"):  # instruction tuning only: greedy answers against the references
             return None
         from dlforge.data.sft import records_of

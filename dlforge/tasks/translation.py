@@ -32,7 +32,7 @@ class Translation(Task):
         return TokenMetrics("translation", None, loss_name)  # no bits per character
 
     def decoded_scores(self, model: torch.nn.Module, dataset: Any, info: dict[str, Any], tokenizer: Any,
-                       model_meta: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]] | None:
+                       model_meta: dict[str, Any], train: Any = None) -> tuple[dict[str, float], dict[str, Any]] | None:
         """BLEU and chrF with beam search and greedy decoding, with the tokenizers of the model folder that
         `model_meta` describes (as `load_model` gives it)."""
         from dlforge.data.translation import translation_tokenizers

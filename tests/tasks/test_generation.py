@@ -22,17 +22,32 @@ def write_config(path: Path, runs: Path, data: dict, model: dict, **train) -> Pa
     return path
 
 
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("vae")
-    config = write_config(tmp / "vae.yaml", tmp / "runs",
-                          {**DIGITS, "generation": {"iwae_k": 64, "iwae_images": 40}},
-                          {"name": "vae", "hidden": [64], "latent": 4}, monitor="val/loss", max_steps=300)
+def train_here(config: Path) -> None:
     from dlforge.cli.main import main
 
     with pytest.raises(SystemExit) as done:
         main(["train", str(config), "--json"])
     assert done.value.code in (0, None)
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tmp_path_factory):
+    """A digits classifier: the feature extractor of FID, KID and IS."""
+    tmp = tmp_path_factory.mktemp("cls")
+    train_here(write_config(tmp / "cls.yaml", tmp / "runs", {**DIGITS, "task": "classification"},
+                            {"name": "simple_cnn", "channels": [16, 32]}, max_steps=150))
+    (run,) = [p for p in (tmp / "runs").iterdir() if p.is_dir()]
+    return run
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory, classifier_run):
+    tmp = tmp_path_factory.mktemp("vae")
+    config = write_config(tmp / "vae.yaml", tmp / "runs",
+                          {**DIGITS, "generation": {"iwae_k": 64, "iwae_images": 40, "extractor": str(classifier_run),
+                                                    "samples": 150}},
+                          {"name": "vae", "hidden": [64], "latent": 4}, monitor="val/loss", max_steps=300)
+    train_here(config)
     (run,) = [p for p in (tmp / "runs").iterdir() if p.is_dir()]
     return run
 
@@ -45,10 +60,21 @@ def test_vae_run_reports_elbo_parts_and_the_iwae_bound(vae_run):
         assert m["loss"] == pytest.approx(m["recon"] + m["kl"], rel=1e-3)  # beta 1: the loss is -ELBO
         assert m["kl"] > 0 and 0 <= m["mse"] < 0.25
     test = ev["test"]
-    assert ev["generation"]["test"] == {"iwae_k": 64, "images": 40}
+    assert ev["generation"]["test"]["iwae"] == {"iwae_k": 64, "images": 40}
     assert test["nll_pixels"] > test["nll_iwae"] > 0  # 300 steps beat independent pixels
     for name in ("reconstructions", "samples", "interpolation", "latent_grid"):
         assert (vae_run / "plots" / f"{name}.png").stat().st_size > 0
+
+
+def test_fid_kid_is_with_reference_rows_on_the_declared_extractor(vae_run, classifier_run):
+    ev = json.loads((vae_run / "eval.json").read_text())
+    test, report = ev["test"], ev["generation"]["test"]["fid"]
+    assert report["fid"] == f"FID-classifier({classifier_run.name})" and report["samples"] == 150
+    assert set(report["rows"]) == {"model", "real train (floor)", "Gaussian noise (ceiling)"}
+    assert test["fid_floor"] < test["fid"] < test["fid_ceiling"]  # better than noise, worse than real images
+    assert test["kid_floor"] < test["kid_ceiling"]
+    assert 1 <= test["is"] <= 10 and 0 <= test["confident"] <= 1
+    assert report["rows"]["model"]["fid"] == pytest.approx(test["fid"])
 
 
 def test_eval_reprints_the_scores_of_the_run(vae_run, capsys):
@@ -56,6 +82,8 @@ def test_eval_reprints_the_scores_of_the_run(vae_run, capsys):
     out = ok_json(run_here(capsys, "eval", str(vae_run), "--json"))["metrics"]
     assert out["nll_iwae"] == pytest.approx(ev["test"]["nll_iwae"], rel=1e-6)  # seeded importance samples
     assert out["kl"] == pytest.approx(ev["test"]["kl"], rel=0.05)  # one z per image: a fresh draw
+    assert out["fid"] == pytest.approx(ev["test"]["fid"], rel=1e-6)  # seeded samples, the same real images
+    assert out["fid_floor"] == pytest.approx(ev["test"]["fid_floor"], rel=1e-6)
 
 
 def test_autoencoder_learns_to_reconstruct(tmp_path, capsys):
