@@ -48,6 +48,7 @@ from dlforge.runs.rundir import (
 from dlforge.tasks.base import RunReport, Task
 from dlforge.train import distributed
 from dlforge.train.callbacks import (
+    EMA,
     Checkpointer,
     EarlyStopping,
     FlopsUtilization,
@@ -171,6 +172,8 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
         callbacks.append(EarlyStopping(es.metric or t.monitor, es.mode, es.patience, es.min_delta))
     monitor = t.monitor if data.val is not None else None  # no validation split: no best tracking
     callbacks.append(Checkpointer(ckpt_dir, t.checkpoint_every, t.keep_checkpoints, monitor, t.monitor_mode))
+    if t.ema is not None:  # after the Checkpointer: the best checkpoint is saved with the average swapped in
+        callbacks.append(EMA(t.ema.decay, t.ema.warmup))
     if t.mfu:
         callbacks.insert(0, FlopsUtilization(model.flops_per_token(data.info.get("context"))))  # before the loggers
     if t.progress:

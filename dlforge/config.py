@@ -59,6 +59,13 @@ class EarlyStopping(Section):
     min_delta: float = Field(0.0, ge=0, description="the least change that counts as an improvement")
 
 
+class EMAConfig(Section):
+    """An exponential moving average of the weights, evaluated and saved in their place (train.ema)."""
+
+    decay: float = Field(0.999, gt=0, lt=1, description="weight of the average at each step")
+    warmup: bool = Field(True, description="decay min(decay, (1 + n) / (10 + n)) at update n: early steps count")
+
+
 class TransferConfig(Section):
     """Transfer learning: start from another run's weights, with a new head for this data's labels."""
 
@@ -133,6 +140,7 @@ class TrainConfig(Section):
     monitor: str = Field("val/loss", description="metric for best-checkpoint tracking")
     monitor_mode: Literal["auto", "min", "max"] = Field("auto", description="auto: min for losses, max otherwise")
     early_stopping: EarlyStopping | None = Field(None, description="stop when a metric stops improving")
+    ema: EMAConfig | None = Field(None, description="evaluate and keep a moving average of the weights")
     transfer: TransferConfig | None = Field(None, description="start from another run's backbone, new head")
     init_from: str | None = Field(None, description="start from all the weights of this run (folder, name, 'latest', "
                                   "'latest:NAME') or model folder: continued pretraining, fine-tuning")

@@ -3,6 +3,7 @@
 Events (each gets the trainer first):
     on_fit_start(trainer)              before the first step (after a resume's state is loaded)
     on_step_end(trainer, logs)         after every optimizer step; `logs` is filled on log steps, else {}
+    on_eval_start(trainer)             before each validation pass
     on_eval_end(trainer, metrics)      after each validation pass: {"val/loss": ..., "val/accuracy": ...}
     on_epoch_end(trainer)              after an epoch ran to its end (and its evaluation)
     on_fit_end(trainer)                after the loop ends normally (max steps, early stop or a signal)
@@ -23,6 +24,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dlforge.errors import ConfigError
 from dlforge.eval.metrics import lower_is_better
 from dlforge.runs.progress import Progress
@@ -34,6 +37,7 @@ class Callback:
 
     def on_fit_start(self, trainer) -> None: ...
     def on_step_end(self, trainer, logs: dict[str, float]) -> None: ...
+    def on_eval_start(self, trainer) -> None: ...
     def on_eval_end(self, trainer, metrics: dict[str, float]) -> None: ...
     def on_epoch_end(self, trainer) -> None: ...
     def on_fit_end(self, trainer) -> None: ...
@@ -214,6 +218,62 @@ class Checkpointer(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_step, self.last_saved = state["best"], state["best_step"], state["last_saved"]
+
+
+class EMA(Callback):
+    """An exponential moving average of the model's floating-point weights and buffers, updated after every step:
+    avg = d * avg + (1 - d) * w, with d = min(decay, (1 + n) / (10 + n)) at update n under `warmup`. Validation
+    and the best checkpoint see the average (it is swapped in at on_eval_start and out at on_eval_end, so it must
+    come after the Checkpointer); at the end of training the model keeps the average. Every rank keeps its own
+    (the weights are the same on all), and the average is in each checkpoint, so a resume continues it exactly."""
+
+    rank_zero_only = False
+
+    def __init__(self, decay: float = 0.999, warmup: bool = True):
+        self.decay, self.warmup = decay, warmup
+        self.average: dict[str, torch.Tensor] | None = None
+        self.updates = 0  # the trainer step whose weights were folded in last
+        self._raw: dict[str, torch.Tensor] | None = None
+
+    def _tracked(self, model) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    def on_fit_start(self, trainer) -> None:
+        if self.average is None:
+            self.average = {k: v.detach().clone() for k, v in self._tracked(trainer.model).items()}
+
+    @torch.no_grad()
+    def _update(self, trainer) -> None:
+        """Fold in the weights of this step, once (a step's evaluation comes before its on_step_end)."""
+        if self.updates == trainer.step:
+            return
+        self.updates = trainer.step
+        n = self.updates
+        d = min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+        for key, value in self._tracked(trainer.model).items():
+            self.average[key].lerp_(value, 1 - d)
+
+    def on_step_end(self, trainer, logs: dict[str, float]) -> None:
+        self._update(trainer)
+
+    def on_eval_start(self, trainer) -> None:
+        self._update(trainer)
+        self._raw = {k: v.detach().clone() for k, v in self._tracked(trainer.model).items()}
+        trainer.model.load_state_dict(self.average, strict=False)
+
+    def on_eval_end(self, trainer, metrics: dict[str, float]) -> None:
+        if self._raw is not None:
+            trainer.model.load_state_dict(self._raw, strict=False)
+            self._raw = None
+
+    def on_fit_end(self, trainer) -> None:
+        trainer.model.load_state_dict(self.average, strict=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"average": self.average, "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.average, self.updates = state["average"], state["updates"]
 
 
 class EarlyStopping(Callback):

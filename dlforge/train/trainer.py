@@ -299,6 +299,8 @@ class Trainer:
         data = self.val_data if data is None else data
         if data is None:
             return {}
+        if split == "val":
+            self._emit("on_eval_start")
         results = evaluate_model(self.model, data, self.metrics, batch_size=self.eval_batch_size,
                                  device=self.device, autocast_dtype=self.autocast_dtype,
                                  channels_last=self.cfg.channels_last)
