@@ -161,8 +161,8 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
     loss_name = getattr(model.config, "loss", "")
     # before the run folder exists too: a setting the Trainer refuses (a warmup longer than the run...) leaves nothing
     task = create_task(data.info.get("task"))
-    trainer = Trainer(model, t, data.train, data.val, metrics=task.metrics(data.info, loss_name),
-                      num_workers=cfg.data_config().num_workers, batch_transform=data.augment)
+    trainer = task.trainer_class(model)(model, t, data.train, data.val, metrics=task.metrics(data.info, loss_name),
+                                        num_workers=cfg.data_config().num_workers, batch_transform=data.augment)
     if resume is None:
         run_path = _broadcast_path(info, lambda: _new_run(cfg, run_dir, held))
     ckpt_dir = run_path / "checkpoints"

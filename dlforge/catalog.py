@@ -26,6 +26,7 @@ import dlforge.models.alexnet  # noqa: F401
 import dlforge.models.autoencoder  # noqa: F401  autoencoder, conv_autoencoder
 import dlforge.models.bert  # noqa: F401
 import dlforge.models.char_rnn  # noqa: F401
+import dlforge.models.dcgan  # noqa: F401  dcgan, dcgan_sn
 import dlforge.models.diffusion  # noqa: F401  ddpm_unet, ddpm_unet_cond
 import dlforge.models.efficientnet  # noqa: F401
 import dlforge.models.fcos  # noqa: F401

@@ -127,6 +127,12 @@ CONFIGS = {  # config class: {key: (type, bounds)}
         'embed_dim': ('int', {'ge': 1}), 'dim': ('int', {'ge': 1}), 'n_layers': ('int', {'ge': 1}),
         'dropout': ('float', {'ge': 0, 'lt': 1}), 'tie_weights': ('bool', {}), 'loss': ("Literal['cross_entropy']", {}),
     },
+    'dlforge.models.dcgan.DCGANConfig': {
+        'in_channels': ('int', {'ge': 1}), 'image_size': ('int | list[int]', {}), 'num_classes': ('int', {'ge': 1}),
+        'noise_dim': ('int', {'ge': 1}), 'g_widths': ('list[int]', {}), 'd_widths': ('list[int]', {}),
+        'loss': ("Literal['non_saturating', 'hinge']", {}), 'spectral_norm': ('bool', {}), 'conditional': ('bool', {}),
+        'd_lr_scale': ('float', {'gt': 0}),
+    },
     'dlforge.models.diffusion.DiffusionConfig': {
         'in_channels': ('int', {'ge': 1}), 'image_size': ('int | list[int]', {}), 'num_classes': ('int', {'ge': 1}),
         'channels': ('list[int]', {}), 'layers_per_block': ('int', {'ge': 1}), 'norm_groups': ('int', {'ge': 1}),
@@ -264,6 +270,8 @@ MODELS = {  # name: (module, config class)
     'char_rnn': ('dlforge.models.char_rnn', 'dlforge.models.char_rnn.CharRNNConfig'),
     'conv_autoencoder': ('dlforge.models.autoencoder', 'dlforge.models.autoencoder.AutoencoderConfig'),
     'conv_vae': ('dlforge.models.vae', 'dlforge.models.vae.VAEConfig'),
+    'dcgan': ('dlforge.models.dcgan', 'dlforge.models.dcgan.DCGANConfig'),
+    'dcgan_sn': ('dlforge.models.dcgan', 'dlforge.models.dcgan.DCGANConfig'),
     'ddpm_unet': ('dlforge.models.diffusion', 'dlforge.models.diffusion.DiffusionConfig'),
     'ddpm_unet_cond': ('dlforge.models.diffusion', 'dlforge.models.diffusion.DiffusionConfig'),
     'efficientnet_b0_small': ('dlforge.models.efficientnet', 'dlforge.models.efficientnet.EfficientNetConfig'),

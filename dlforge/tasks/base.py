@@ -68,6 +68,12 @@ class Task:
 
     report_key = ""  # the key of `decoded_scores`' report in eval.json
 
+    def trainer_class(self, model: torch.nn.Module) -> type:
+        """The Trainer that trains `model`: the one loop, or a subclass with its own step (a GAN's two players)."""
+        from dlforge.train.trainer import Trainer
+
+        return Trainer
+
     def test_report(self, run: RunReport) -> dict[str, Any]:
         """Plots and tables of the test split, written under the run folder; returns eval.json entries."""
         return {}

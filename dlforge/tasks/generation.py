@@ -79,8 +79,17 @@ class Generation(Task):
                       ) -> dict[str, Any]:
         if not fields & GENERATIVE_FIELDS:
             raise ConfigError(f"model: data {data_name!r} is for generative models (data.task: generation); use "
-                              "one: autoencoder, conv_autoencoder, vae, conv_vae, ddpm_unet, ddpm_unet_cond")
+                              "one: autoencoder, conv_autoencoder, vae, conv_vae, dcgan, dcgan_sn, ddpm_unet, "
+                              "ddpm_unet_cond")
         return user
+
+    def trainer_class(self, model: torch.nn.Module) -> type:
+        """GANs (`adversarial = True`) train with the adversarial step, every other model with the Trainer's."""
+        if getattr(model, "adversarial", False):
+            from dlforge.train.adversarial import AdversarialTrainer
+
+            return AdversarialTrainer
+        return super().trainer_class(model)
 
     def decoded_scores(self, model: torch.nn.Module, dataset: Any, info: dict[str, Any], tokenizer: Any,
                        model_meta: dict[str, Any], train: Any = None) -> tuple[dict[str, float], dict[str, Any]] | None:
