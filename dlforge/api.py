@@ -366,7 +366,8 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
                                                                     {"extra": extra}, train=data.train)  # BLEU...
         if decoded is not None:
             metrics[split].update(decoded[0])
-            scores[split] = decoded[0]
+            if decoded[0]:  # a report alone (FID skipped, say why) has nothing to plot
+                scores[split] = decoded[0]
             reports.setdefault(task.report_key, {})[split] = decoded[1]
     if scores:
         plot_scores(scores, run_path / "plots" / "scores.png", title=f"{cfg.name}: {describe_weights(weights)}")

@@ -22,7 +22,8 @@ NEEDS = {"fashion-transfer1pct": "fashion-pretrain5", "genre-bert-small": "bert-
          "gpt-shakespeare-sft": "gpt-shakespeare-bpe", "gpt-shakespeare-sft-lora": "gpt-shakespeare-bpe"}
 # A GPU preset's smoke run on a CPU: the same recipe at a toy size, in fp32, uncompiled.
 SHRINK = {"gpt2-124m": ["model.n_layers=1", "model.n_heads=2", "model.dim=32", "model.context=32", "data.context=32",
-                        "train.precision=fp32", "train.compile=false"]}
+                        "train.precision=fp32", "train.compile=false"],
+          "fashion-ddpm": ["model.sampling.steps=2"]}  # the report's 64 samples in 2 steps, not 50
 SMOKE = ["train.max_steps=2", "train.max_epochs=null", "train.warmup_steps=0", "train.progress=false",
          "train.tensorboard=false", "train.eval_every=1", "train.checkpoint_every=1", "data.limit=64"]
 

@@ -1,24 +1,30 @@
 """Generation: models that learn the distribution of images in [0, 1] (`data: {task: generation}`) to reconstruct,
-encode and sample them: autoencoders and VAEs (`dlforge.models.autoencoder`, `dlforge.models.vae`).
+encode and sample them: autoencoders, VAEs, GANs and diffusion models (`dlforge.models.autoencoder`, `.vae`, `.dcgan`,
+`.diffusion`). GANs train with the adversarial step (`trainer_class`, `dlforge.train.adversarial`).
 
-Metrics, per split: `mse`, the reconstruction's squared error per pixel (models that reconstruct their input), and
-the loss's named parts averaged per image (a VAE's `recon` and `kl` in nats, and `elbo` = -(recon + kl)). At the end
-of the run, on the validation and test splits (`data.generation`): `nll_iwae`, the VAE's importance-weighted bound
-on -log p(x) in nats with `iwae_k` samples over the first `iwae_images` images, beside `nll_pixels`, the exact NLL of
-independent Bernoulli pixels with the training split's pixel means (the baseline a VAE must beat).
-Report: plots/reconstructions.png (test images over their reconstructions), plots/samples.png (64 samples of a
-model that samples), plots/interpolation.png (decoded walks between the latents of test images, a VAE's) and
-plots/latent_grid.png (the decoder over a grid of the first two latent dimensions, the others at 0).
+Metrics, per split: the loss's named parts averaged per image: `mse`, the reconstruction's squared error per pixel
+(autoencoders, VAEs), a VAE's `recon` and `kl` in nats and `elbo` = -(recon + kl), a GAN's `d_loss` and `g_loss`.
+At the end of the run, on the validation and test splits (`data.generation`): `nll_iwae`, the VAE's
+importance-weighted bound on -log p(x) in nats with `iwae_k` samples over the first `iwae_images` images, beside
+`nll_pixels`, the exact NLL of independent Bernoulli pixels with the training split's pixel means (the baseline a
+VAE must beat); with an `extractor` (a classifier run), FID, KID and IS of `samples` seeded samples against as many
+images of the split (`dlforge.eval.generative`), the share classified with confidence > 0.9, the smallest class
+share, a conditional model's class match, and the reference rows: real training images (`*_floor`) and Gaussian
+noise (`*_ceiling`) against the same images. A missing extractor run skips them with a note, losing nothing else.
+Report: plots/reconstructions.png (test images over their reconstructions), plots/samples.png (64 seeded samples,
+a class per column for a conditional model), plots/interpolation.png (decoded walks between the latents of test
+images, a VAE's) and plots/latent_grid.png (the decoder over a grid of the first two latent dimensions).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import torch
 
-from dlforge.errors import ConfigError
+from dlforge.errors import ConfigError, DlforgeError
 from dlforge.eval.metrics import TaskMetrics
 from dlforge.models.output import Output
 from dlforge.registry import register_task
@@ -106,11 +112,15 @@ class Generation(Task):
                 scores_nll, report["iwae"] = _iwae(model, dataset, info, options)
                 scores.update(scores_nll)
             if options.get("extractor") and hasattr(model, "sample"):
-                scores_fid, report["fid"] = self._fid(model, dataset, train, info, options)
-                scores.update(scores_fid)
+                try:
+                    scores_fid, report["fid"] = self._fid(model, dataset, train, info, options)
+                    scores.update(scores_fid)
+                except DlforgeError as exc:  # no extractor run yet: the run's other results stand, and say why
+                    print(f"note: FID, KID and IS skipped: {exc}", file=sys.stderr, flush=True)
+                    report["fid"] = {"skipped": str(exc)}
         finally:
             model.train(was_training)
-        return (scores, report) if scores else None
+        return (scores, report) if scores or report else None
 
     def _fid(self, model: torch.nn.Module, dataset: Any, train: Any, info: dict[str, Any], options: dict[str, Any]
              ) -> tuple[dict[str, float], dict[str, Any]]:
@@ -174,7 +184,10 @@ class Generation(Task):
                 written.append("reconstructions.png")
             if hasattr(model, "sample"):
                 g = torch.Generator().manual_seed(0)
-                save_grid(model.sample(64, generator=g).cpu(), plots / "samples.png", cols=8, scale=2)
+                kwargs = {}
+                if getattr(model.config, "conditional", False):  # a class per column
+                    kwargs["labels"] = torch.arange(64) % min(int(run.data.info["num_classes"]), 8)
+                save_grid(model.sample(64, generator=g, **kwargs).cpu(), plots / "samples.png", cols=8, scale=2)
                 written.append("samples.png")
             if hasattr(model, "posterior"):
                 save_grid(interpolations(model, x), plots / "interpolation.png", cols=10, scale=2)

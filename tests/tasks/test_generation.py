@@ -128,3 +128,44 @@ def test_sample_refusals_are_one_line(vae_run, tmp_path, capsys):
     err = one_line_error(run_here(capsys, "sample", str(vae_run), "--out", str(tmp_path / "missing" / "x.png")))
     assert "does not exist" in err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.fixture(scope="module")
+def ddpm_run(tmp_path_factory, classifier_run):
+    tmp = tmp_path_factory.mktemp("ddpm")
+    model = {"name": "ddpm_unet_cond", "channels": [8, 16], "norm_groups": 4, "head_dim": 4,
+             "sampling": {"steps": 5}}
+    train_here(write_config(tmp / "ddpm.yaml", tmp / "runs",
+                            {**DIGITS, "generation": {"extractor": str(classifier_run), "samples": 40}}, model,
+                            max_steps=20, ema={"decay": 0.9}))
+    (run,) = [p for p in (tmp / "runs").iterdir() if p.is_dir()]
+    return run
+
+
+def test_diffusion_run_samples_with_steps_and_class(ddpm_run, tmp_path, capsys):
+    ev = json.loads((ddpm_run / "eval.json").read_text())
+    assert {"fid", "kid", "is", "class_match", "fid_floor", "fid_ceiling"} <= set(ev["test"])
+    assert (ddpm_run / "plots" / "samples.png").stat().st_size > 0
+    out = ok_json(run_here(capsys, "sample", str(ddpm_run), "--n", "6", "--steps", "3", "--class", "7",
+                           "--out", str(tmp_path / "t.png"), "--json"))
+    assert out["steps"] == 3 and out["class"] == 7 and out["n"] == 6
+    again = ok_json(run_here(capsys, "sample", str(ddpm_run), "--n", "6", "--steps", "3", "--class", "7",
+                             "--out", str(tmp_path / "u.png"), "--json"))
+    assert again["class"] == 7 and (tmp_path / "t.png").read_bytes() == (tmp_path / "u.png").read_bytes()
+    err = one_line_error(run_here(capsys, "sample", str(ddpm_run), "--class", "Hat", "--out", str(tmp_path / "v.png")))
+    assert "unknown class 'Hat'" in err
+
+
+def test_gan_trains_and_a_missing_extractor_skips_the_scores_with_a_note(tmp_path, capsys):
+    model = {"name": "dcgan", "g_widths": [16, 8], "d_widths": [8, 16], "noise_dim": 8}
+    config = write_config(tmp_path / "gan.yaml", tmp_path / "runs",
+                          {**DIGITS, "generation": {"extractor": "latest:no-such-classifier"}}, model, max_steps=10)
+    proc = run_here(capsys, "train", str(config), "--json")
+    out = ok_json(proc)
+    assert "FID, KID and IS skipped" in proc.stderr
+    assert {"d_loss", "g_loss"} <= set(out["metrics"]["test"])
+    ev = json.loads(next((tmp_path / "runs").glob("gan-*/eval.json")).read_text())
+    assert "skipped" in ev["generation"]["test"]["fid"]
+    run = next((tmp_path / "runs").glob("gan-*"))
+    out = ok_json(run_here(capsys, "sample", str(run), "--n", "4", "--out", str(tmp_path / "g.png"), "--json"))
+    assert out["files"] == 1 and (tmp_path / "g.png").stat().st_size > 0
