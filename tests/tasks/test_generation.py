@@ -95,6 +95,28 @@ def test_autoencoder_learns_to_reconstruct(tmp_path, capsys):
     assert len(pixels) == 1 and len(pixels[0]) == 8  # (C, H, W)
     assert test["mse"] < 0.05  # the mean image alone scores about 0.1 on digits
 
+    # the encoder as a feature extractor: dlforge embed on image files gives the codes of those images
+    import numpy as np
+    from PIL import Image
+
+    from dlforge import api
+    from dlforge.cli.embed import IMAGE_SUFFIXES
+    from dlforge.config import load_config
+    from dlforge.data.imagefiles import IMAGE_SUFFIXES as KNOWN
+
+    assert IMAGE_SUFFIXES == KNOWN
+    run = next((tmp_path / "runs").glob("ae-*"))
+    x = api.build_data(load_config(str(config))).test.tensors["x"][:3]  # (3, 1, 8, 8) in [0, 1]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(x):
+        Image.fromarray((img[0].numpy() * 255).round().astype(np.uint8)).save(folder / f"{i}.png")
+    out = ok_json(run_here(capsys, "embed", str(run), "--input", str(folder), "--out", str(tmp_path / "c.npy"),
+                           "--json"))
+    assert out["images"] == 3 and out["dim"] == 8
+    expected = api.load(run).encode(x).detach().numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "c.npy"), expected, atol=1e-5)
+
 
 def test_wrong_model_and_data_pairs_are_refused_in_one_line(tmp_path, capsys):
     classifier = write_config(tmp_path / "cls.yaml", tmp_path / "runs", DIGITS, {"name": "simple_cnn"})
