@@ -79,6 +79,14 @@ def image_shape(in_channels: int, image_size: int | list[int]) -> tuple[int, int
     return in_channels, sides[0], sides[-1]
 
 
+def check_hidden(hidden: list[int], arch: str, in_channels: int, image_size: int | list[int]) -> None:
+    """`model.hidden` of an autoencoder or VAE: positive widths, and for a conv encoder sides it can halve."""
+    if not hidden or min(hidden) < 1:
+        raise ConfigError(f"model.hidden: expected at least one positive width, got {hidden}")
+    if arch == "conv":
+        check_conv_sides(image_shape(in_channels, image_size), len(hidden))
+
+
 def check_conv_sides(shape: tuple[int, int, int], depth: int) -> None:
     """A conv encoder halves the sides `depth` times: they must divide by 2**depth."""
     k = 2**depth
@@ -112,10 +120,7 @@ class AutoencoderConfig:
 
     @model_validator(mode="after")
     def _check(self) -> AutoencoderConfig:
-        if not self.hidden or min(self.hidden) < 1:
-            raise ConfigError(f"model.hidden: expected at least one positive width, got {self.hidden}")
-        if self.arch == "conv":
-            check_conv_sides(image_shape(self.in_channels, self.image_size), len(self.hidden))
+        check_hidden(self.hidden, self.arch, self.in_channels, self.image_size)
         return self
 
 

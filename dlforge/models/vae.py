@@ -27,9 +27,8 @@ from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 from torch import nn
 
-from dlforge.errors import ConfigError
 from dlforge.models.autoencoder import (
-    check_conv_sides,
+    check_hidden,
     conv_decoder,
     conv_encoder,
     image_shape,
@@ -56,10 +55,7 @@ class VAEConfig:
 
     @model_validator(mode="after")
     def _check(self) -> VAEConfig:
-        if not self.hidden or min(self.hidden) < 1:
-            raise ConfigError(f"model.hidden: expected at least one positive width, got {self.hidden}")
-        if self.arch == "conv":
-            check_conv_sides(image_shape(self.in_channels, self.image_size), len(self.hidden))
+        check_hidden(self.hidden, self.arch, self.in_channels, self.image_size)
         return self
 
 
