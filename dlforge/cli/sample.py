@@ -23,6 +23,12 @@ def sample_cmd(
     as_json: bool = typer.Option(False, "--json", help="print a summary as JSON"),
 ) -> None:
     """Sample images: `dlforge sample latest --n 64 --out grid.png`."""
+    from dlforge.paths import output_file, output_folder
+
+    if out.suffix.lower() == ".png":  # a wrong --out fails before torch loads
+        output_file(out, "the PNG grid to write the samples to (--out)")
+    else:
+        output_folder(out, "the folder to write one PNG per sample to (--out)")
     from dlforge.eval.sampling import sample_run
 
     summary = sample_run(run, n=n, out=out, steps=steps, seed=seed, label=label)
