@@ -30,7 +30,7 @@ def embed_cmd(
     images with an autoencoder or VAE run: `dlforge embed latest:fashion-ae --input photos/ --out codes.npy`."""
     from dlforge.paths import existing_file, output_file
 
-    if input_path.is_dir() or input_path.suffix.lower() in IMAGE_SUFFIXES:
+    if model != "minilm" and (input_path.is_dir() or input_path.suffix.lower() in IMAGE_SUFFIXES):  # images
         from dlforge.eval.image_embed import embed_images
 
         summary = embed_images(model, input_path, out, batch_size=max(batch_size, 256))

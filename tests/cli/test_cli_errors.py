@@ -47,6 +47,8 @@ PATH_CASES: dict[str, dict[str, tuple[list[str], str, str]]] = {
               "folder as input": (["minilm", "--input", FOLDER, "--out", "x.npy"], FOLDER, IS_FOLDER),
               "folder as output": (["minilm", "--input", FILE, "--out", FOLDER], FOLDER, IS_FOLDER),
               "unwritable output": (["minilm", "--input", FILE, "--out", f"{UNDER_FILE}.npy"], UNDER_FILE, UNWRITABLE)},
+    "sample": {"file as output folder": ([RUN, "--out", FILE], FILE, IS_FILE),
+               "unwritable output": ([RUN, "--out", f"{UNDER_FILE}.png"], UNDER_FILE, UNWRITABLE)},
     "runs list": {"file as runs folder": (["--runs-dir", FILE], FILE, "folder")},
     "runs show": {"missing run": ([RUN], RUN, NO_RUN), "file as run": ([FILE], FILE, NOT_RUN)},
     "runs compare": {"missing run": ([RUN, "other"], RUN, NO_RUN),
