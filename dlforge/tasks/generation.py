@@ -175,7 +175,7 @@ class Generation(Task):
         model, plots, test = run.model, run.run_path / "plots", run.data.test
         if test is None or not len(test):
             return {}
-        x = torch.stack([test[i]["x"] for i in range(min(SHOWN, len(test)))]).to(run.device)
+        x = _images(test, min(SHOWN, len(test))).to(run.device)
         written = []
         with torch.no_grad():
             if hasattr(model, "encode") and hasattr(model, "decode"):
