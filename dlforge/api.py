@@ -67,6 +67,7 @@ class RunResult:
     stop_reason: str  # max_steps, max_epochs, early_stopping: ..., SIGINT, SIGTERM
     steps: int
     wall_s: float
+    fit_s: float = 0.0  # the training loop alone (wall_s adds data loading, the final evaluation and the reports)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metric -> value
     # the weights `metrics` are of: {"checkpoint": "best", "step", "epoch", "metric", "value"} or
     # {"checkpoint": "last", "step"}
@@ -189,12 +190,13 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
             atomic_write_json(run_path / RUN_FILE, {"started_from": started_from})
         registry.start(run_path.name, str(run_path), cfg.name, cfg.hash(), data.fingerprint, git_revision())
     try:
+        fit_start = time.perf_counter()
         try:
             trainer.fit()
         finally:
             distributed.cleanup(info)
         result = RunResult(run_path, "interrupted" if trainer.interrupted else "completed", trainer.stop_reason,
-                           trainer.step, 0.0, main_process=info.is_main)
+                           trainer.step, 0.0, time.perf_counter() - fit_start, main_process=info.is_main)
         if info.is_main and not trainer.interrupted:
             evaluated, limited = limit_splits(data, t.limit_eval_batches, trainer.eval_batch_size)
             result.metrics, result.weights = _finalize(cfg, run_path, model, evaluated, trainer, task, started_from,

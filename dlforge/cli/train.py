@@ -54,8 +54,8 @@ def train_cmd(
     if not result.main_process:  # another process of a distributed run: the first one reports
         raise typer.Exit(result.exit_code)
     summary = {"run_dir": str(result.run_dir), "status": result.status, "stop_reason": result.stop_reason,
-               "steps": result.steps, "wall_s": round(result.wall_s, 2), "metrics": result.metrics,
-               "weights": result.weights, "eval_note": result.eval_note}
+               "steps": result.steps, "wall_s": round(result.wall_s, 2), "fit_s": round(result.fit_s, 2),
+               "metrics": result.metrics, "weights": result.weights, "eval_note": result.eval_note}
     if as_json:
         emit_json(summary)
         raise typer.Exit(result.exit_code)

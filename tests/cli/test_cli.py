@@ -182,6 +182,7 @@ def test_train_json_summary(trained):
     for result, run in zip(trained.results, trained.runs, strict=True):
         s = ok_json(result)
         assert s["status"] == "completed" and s["steps"] == MAX_STEPS and s["stop_reason"] == "max_steps"
+        assert 0 < s["fit_s"] < s["wall_s"]  # the loop alone, inside the whole command's time
         assert run.is_dir() and run.parent == trained.dir / "runs"
         assert set(s["metrics"]) == {"train", "val", "test"}
         written = json.loads((run / "eval.json").read_text())
