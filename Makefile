@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv data install install-dev lint bench results results-classic results-lm results-rag results-vision clean
+.PHONY: demo test venv data install install-dev lint bench results results-classic results-lm results-rag results-vision results-generative clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,15 @@ results-classic: install
 # two hours on 2 CPU cores. The benchmarks need the dev extra (pycocotools).
 results-vision: install-dev
 	$(PY) scripts/results/vision.py all --bench
+
+# The autoencoder, VAE, DCGAN and DDPM presets, their samples scored on the fashion-extractor classifier (trained
+# first), DDPM-1000 beside DDIM-50, and the generative benchmarks (docs/results/generative.md + generative.json): about
+# three hours on 2 CPU cores. The benchmarks need the dev extra (diffusers).
+results-generative: install-dev
+	$(PY) -m dlforge train fashion-extractor
+	$(PY) scripts/results/generative.py train all
+	$(PY) scripts/results/generative.py score --ddpm1000
+	$(PY) scripts/results/generative.py bench
 
 # GPT, BERT, translation, domain adaptation, instruction tuning (docs/results/lm.md and the pages it links): about
 # two hours on 2 CPU cores. The benchmarks compare against transformers, in the bench extra.

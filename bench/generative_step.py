@@ -46,7 +46,7 @@ def config(args, **extra) -> TrainConfig:
 
 def trainer_round(name: str, args, data: TensorDictDataset, run_dir: Path) -> float:
     torch.manual_seed(0)
-    model = create_model(name, image_size=SIZE)
+    model = create_model(name, image_size=SIZE, **({} if name == "dcgan" else {"channels": args.channels}))
     adversarial = getattr(model, "adversarial", False)
     cfg = config(args, optimizer="adam" if adversarial else "adamw", lr=2e-4,
                  **({"betas": (0.5, 0.999)} if adversarial else {"weight_decay": 0.0}))
@@ -58,7 +58,7 @@ def trainer_round(name: str, args, data: TensorDictDataset, run_dir: Path) -> fl
 
 def plain_diffusion_round(args, x: torch.Tensor) -> float:
     torch.manual_seed(0)
-    model = create_model("ddpm_unet", image_size=SIZE)
+    model = create_model("ddpm_unet", image_size=SIZE, channels=args.channels)
     alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), dim=0)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.0)
 
@@ -104,7 +104,7 @@ def ddim_rounds(args) -> tuple[list[float], list[float]]:
     from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
     torch.manual_seed(0)
-    model = create_model("ddpm_unet", image_size=SIZE).eval()
+    model = create_model("ddpm_unet", image_size=SIZE, channels=args.channels).eval()
     unet = UNet2DModel(**model.diffusers_config()).eval()
     unet.load_state_dict(model.state_dict())
     pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear",
@@ -134,14 +134,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--channels", default="16,32,64", help="the U-Net's widths (default: the fashion-ddpm preset's)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    args.channels = [int(c) for c in args.channels.split(",")]
 
     x = torch.rand(N, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     data = TensorDictDataset({"x": x, "y": torch.randint(0, 10, (N,), generator=torch.Generator().manual_seed(1))})
     if args.bench == "ddim":
         t_ours, t_base = ddim_rounds(args)
-        result = {"benchmark": "ddim_sampling", "model": "ddpm_unet 32-64-64, 50 DDIM steps", "images": args.batch,
+        widths = "-".join(map(str, args.channels))
+        result = {"benchmark": "ddim_sampling", "model": f"ddpm_unet {widths}, 50 DDIM steps", "images": args.batch,
                   "baseline": "diffusers DDIMPipeline", **summary(t_ours, t_base, args.batch)}
     else:
         name = "ddpm_unet" if args.bench == "diffusion" else "dcgan"
@@ -155,7 +158,8 @@ def main() -> None:
                 return trainer_round(name, args, data, run_dir)
 
             t_ours, t_base = paired_rounds(ours, lambda r: plain(args, x), args.rounds)
-        result = {"benchmark": f"{args.bench}_step", "model": name, "batch_size": args.batch,
+        shown = name if name == "dcgan" else f"{name} {'-'.join(map(str, args.channels))}"
+        result = {"benchmark": f"{args.bench}_step", "model": shown, "batch_size": args.batch,
                   "baseline": "a plain PyTorch loop", **summary(t_ours, t_base, args.batch)}
     result.update({"rounds": args.rounds, "threads": torch.get_num_threads()})
     if args.json:
