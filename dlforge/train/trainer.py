@@ -54,6 +54,8 @@ class Trainer:
         self.num_workers = num_workers
         self.dist = distributed.setup(c.device)
         self.device = self.dist.device
+        if self.dist.rank:  # seeded alike, every rank would repeat rank 0's draws (a GAN's noise, dropout masks)
+            self._reseed_rank(0)
         self.model = model.to(self.device)  # the plain module: saved, evaluated
         if c.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -390,9 +392,17 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.dist.rank:  # the checkpoint holds rank 0's generators: the others start afresh from this step
+            self._reseed_rank(self.step)
         for key, cb in self._callback_keys():
             if key in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][key])
+
+    def _reseed_rank(self, step: int) -> None:
+        """Another rank's own random streams, from (seed, rank, step). A resumed distributed run continues rank 0's
+        streams exactly and reseeds the others: its data order and weights' path match only up to these draws."""
+        seed = (self.cfg.seed * 1_000_003 + self.dist.rank * 7_919 + step) % 2**32
+        seed_everything(seed)
 
     def _callback_keys(self) -> list[tuple[str, Callback]]:
         """Class name, with #2, #3... for a second and third callback of one class."""
