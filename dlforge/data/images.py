@@ -61,7 +61,8 @@ class GenerationEval(BaseModel):
     model_config = ConfigDict(extra="forbid")
     iwae_k: int = Field(0, ge=0, description="importance samples of the IWAE log-likelihood bound (VAE; 0: none)")
     iwae_images: int = Field(1000, ge=1, description="first images of a split scored with the IWAE bound")
-    extractor: str | None = Field(None, description="the classifier run or model folder for FID, KID and IS")
+    extractor: str | None = Field(None, description="FID, KID and IS on: a classifier run or model folder, or a "
+                                     "file of pytorch-fid's Inception-v3 weights (.pth)")
     samples: int = Field(1000, ge=2, description="generated images scored against as many real ones")
 
 

@@ -116,7 +116,40 @@ def generation_scores(real: Features, fake: Features, kid_subsets: int = 100, ki
             "min_class_share": float(shares.min()), "n": len(fake)}
 
 
-class ClassifierExtractor(nn.Module):
+class Extractor(nn.Module):
+    """What FID, KID and IS read: `features(x)` of images in [0, 1] (B, C, H, W) gives pooled features (B, D) and
+    class logits (B, K); `forward` the features alone (torchmetrics calls it so); `name` goes into the reports."""
+
+    name = "extractor"
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)[0]
+
+    @torch.no_grad()
+    def extract(self, images: torch.Tensor, batch_size: int = 500) -> Features:
+        """Features and logits of images in [0, 1] (N, C, H, W), float64, on the CPU."""
+        device = next(self.buffers()).device
+        feats, logits = [], []
+        for chunk in images.split(batch_size):
+            f, lg = self.features(chunk.to(device))
+            feats.append(f.double().cpu())
+            logits.append(lg.double().cpu())
+        return Features(torch.cat(feats), torch.cat(logits))
+
+
+def load_extractor(spec: str | Path, device: str | torch.device = "cpu") -> Extractor:
+    """`data.generation.extractor`: a file (pytorch-fid's Inception-v3 weights, e.g.
+    pt_inception-2015-12-05-6726825d.pth) or a dlforge image classifier run (folder, name, latest:NAME)."""
+    path = Path(str(spec)).expanduser()
+    if path.suffix in (".pth", ".pt") or path.is_file():
+        return InceptionExtractor.load(path, device)
+    return ClassifierExtractor.load(spec, device)
+
+
+class ClassifierExtractor(Extractor):
     """A dlforge image classifier as the feature extractor. Takes images in [0, 1] (B, C, H, W), resizes them to the
     classifier's input size (bilinear, antialiased) and normalizes them as its training images were; `forward`
     returns the pooled penultimate features (B, D) (torchmetrics calls it so), `extract` features and logits."""
@@ -163,16 +196,47 @@ class ClassifierExtractor(nn.Module):
         feats = self.model.features(self._prepare(x))  # (B, D)
         return feats, self.model.head[1:](feats)  # the rest of the head: (dropout,) Linear -> (B, K)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)[0]
+
+class InceptionExtractor(Extractor):
+    """Inception-v3 of the FID papers from a local weights file in pytorch-fid's format (never downloaded). Images in
+    [0, 1] are repeated to 3 channels when grey, resized to 299x299 (bilinear, as pytorch-fid) and scaled to
+    [-1, 1]; the 2048 pooled features give FID and KID, the 1008 logits IS."""
+
+    def __init__(self, network: nn.Module, name: str):
+        super().__init__()
+        self.network, self.name = network.eval(), name
+        self.num_features = 2048
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> InceptionExtractor:
+        from dlforge.artifacts import check_shapes
+        from dlforge.models.inception_fid import FIDInceptionV3
+
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise DataError(f"{path}: no such file; data.generation.extractor names pytorch-fid's Inception-v3 "
+                            "weights (pt_inception-2015-12-05-6726825d.pth), which dlforge never downloads, or a "
+                            "classifier run")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a file that is not a tensor state dict, whatever torch says
+            raise DataError(f"{path}: not a PyTorch state dict ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise DataError(f"{path}: expected a state dict of tensors (pytorch-fid's file format)")
+        network = FIDInceptionV3()
+        counter = "num_batches_tracked"  # BatchNorm's step counter: in some saved files, unused here
+        own = {k: v for k, v in network.state_dict().items() if not k.endswith(counter)}
+        state = {k: v for k, v in state.items() if not k.endswith(counter)}
+        check_shapes(own, state, str(path), "data.generation.extractor expects pytorch-fid's Inception-v3 weights")
+        network.load_state_dict(state, strict=False)
+        return cls(network, "Inception-v3").to(device)
 
     @torch.no_grad()
-    def extract(self, images: torch.Tensor, batch_size: int = 500) -> Features:
-        """Features and logits of images in [0, 1] (N, C, H, W), float64, on the CPU."""
-        device = self.mean.device
-        feats, logits = [], []
-        for chunk in images.split(batch_size):
-            f, lg = self.features(chunk.to(device))
-            feats.append(f.double().cpu())
-            logits.append(lg.double().cpu())
-        return Features(torch.cat(feats), torch.cat(logits))
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] != 3:
+            raise DataError(f"Inception-v3 reads 1- or 3-channel images, got {x.shape[1]} channels")
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        return self.network(2 * x - 1)

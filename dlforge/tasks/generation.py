@@ -127,10 +127,10 @@ class Generation(Task):
         """FID/KID/IS of `samples` generated images against as many of the split's; the floor (as many training
         images against the split) and the ceiling (Gaussian noise against it). The samples are drawn once per
         model and reused for the next split."""
-        from dlforge.eval.generative import ClassifierExtractor, generation_scores
+        from dlforge.eval.generative import generation_scores, load_extractor
 
         device = next(model.parameters()).device
-        extractor = ClassifierExtractor.load(options["extractor"], device)
+        extractor = load_extractor(options["extractor"], device)
         n = min(options.get("samples", 1000), len(dataset))
         images, labels = self._samples(model, n, info)
         real = extractor.extract(_images(dataset, n))
@@ -221,9 +221,11 @@ def real_shape(dataset: Any, n: int) -> tuple[int, ...]:
 
 
 def extractor_name(extractor: Any) -> str:
-    """`FMNIST(<run>)` for a Fashion-MNIST classifier, else `<data>(<run>)`."""
+    """`FMNIST(<run>)` for a Fashion-MNIST classifier, `classifier(<run>)` for another, `Inception-v3`."""
     from dlforge.data.images import FASHION_LABELS
 
+    if not hasattr(extractor, "model"):
+        return extractor.name
     names = extractor.model.meta["extra"].get("data_info.json", {}).get("label_names")
     source = "FMNIST" if names == FASHION_LABELS else "classifier"
     return f"{source}({extractor.name})"

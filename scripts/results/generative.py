@@ -207,7 +207,8 @@ def render(records: dict) -> str:
               "confident, DDIM-50 FID within 25% of DDPM-1000's, class match >= 90%, DDIM-50 sampling <= 3 min.", ""]
     for preset in ("fashion-dcgan", "fashion-ddpm"):
         if preset in presets:
-            lines.append(f"- `{preset}`: {presets[preset]['steps']} steps, {_minutes(presets[preset], PRESETS[preset])}.")
+            rec = presets[preset]
+            lines.append(f"- `{preset}`: {rec['steps']} steps, {_minutes(rec, PRESETS[preset])}.")
     if records["bench"]:
         lines += ["", "## Benchmarks", "",
                   "`python bench/generative_step.py --bench NAME --json`, dlforge and its baseline interleaved in one",
