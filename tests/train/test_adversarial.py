@@ -46,6 +46,28 @@ def test_each_step_moves_d_then_g_with_their_own_optimizers(train_config):
     assert all(p.grad is None for p in gan.parameters())  # nothing left over for the next step
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_both_players(train_config, precision):
+    """Autocast in both players' forwards; fp16 scales each player's loss with its own GradScaler."""
+    torch.manual_seed(0)
+    gan = create_model("dcgan", **TINY)
+    before = {k: v.clone() for k, v in gan.state_dict().items()}
+    t = AdversarialTrainer(gan, train_config(max_steps=3, batch_size=16, lr=1e-3, optimizer="adam",
+                                             precision=precision), images())
+    dtypes = []
+    gan.discriminator.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    t.fit()
+    assert set(dtypes) == {torch.bfloat16 if precision == "bf16" else torch.float16}
+    assert {p: s.is_enabled() for p, s in t.scalers.items()} == dict.fromkeys(t.scalers, precision == "fp16")
+    if precision == "fp16":
+        assert t.scalers["discriminator"] is not t.scalers["generator"]
+        assert t.state_dict()["adversarial"]["discriminator_scaler"]["scale"] > 0  # saved for resume
+    after = gan.state_dict()
+    moved = {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])}
+    assert any(k.startswith("generator.") for k in moved) and any(k.startswith("discriminator.") for k in moved)
+    assert all(p.dtype == torch.float32 for p in gan.parameters())  # master weights stay fp32
+
+
 @pytest.mark.parametrize("loss", ["non_saturating", "hinge"])
 def test_losses_are_the_papers(loss):
     torch.manual_seed(0)
