@@ -72,7 +72,8 @@ results-vision: install-dev
 results-generative: install-dev
 	$(PY) -m dlforge train fashion-extractor
 	$(PY) scripts/results/generative.py train all
-	$(PY) scripts/results/generative.py score --ddpm1000
+	$(PY) scripts/results/generative.py score
+	$(PY) scripts/results/generative.py score fashion-ddpm --compare 1000
 	$(PY) scripts/results/generative.py bench
 
 # GPT, BERT, translation, domain adaptation, instruction tuning (docs/results/lm.md and the pages it links): about

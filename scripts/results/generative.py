@@ -2,7 +2,7 @@
 
     python scripts/results/generative.py train fashion-ae fashion-vae ...     # train these presets, record them
     python scripts/results/generative.py record fashion-dcgan=out.json        # a run trained before: its train --json
-    python scripts/results/generative.py score [--ddpm1000]                   # sample, time and score the runs
+    python scripts/results/generative.py score [PRESET...] [--compare 1000]   # sample, time and score the runs
     python scripts/results/generative.py bench                                # the bench/generative_step.py rows
     python scripts/results/generative.py                                      # re-render from the records only
 
@@ -11,7 +11,8 @@ and the training loop alone: `fit_s`). `score` loads each recorded run that samp
 classes in turn for a class-conditional model), times the sampling and scores them against the first 1,000 test
 images on one extractor (`--extractor`, a dlforge classifier run; default the latest fashion-extractor run), beside
 the reference rows (real training images: the floor; Gaussian noise: the ceiling). For the diffusion run it does so
-with the preset's DDIM-50 sampler and, with `--ddpm1000`, with 1,000 DDPM ancestral steps too (an hour on 2 cores).
+with the preset's DDIM-50 sampler; `--compare N` samples it with DDIM-50 and with 1,000 DDPM ancestral steps, N
+images each (N = 1000: over an hour on 2 cores).
 For the autoencoder it computes the PCA baselines (16 and 32 components fitted on the training split). Records live
 in docs/results/generative.json.
 """
@@ -67,59 +68,58 @@ def record(records: dict, pairs: list[str], cwd: str) -> None:
         print(json.dumps({preset: rec["test"]}), flush=True)
 
 
-def score(records: dict, extractor_run: str, ddpm1000: bool) -> None:
+def score(records: dict, extractor_spec: str, only: list[str], compare: int) -> None:
+    """Sample, time and score every recorded run that samples (or those in `only`); `compare` > 0: the diffusion
+    run with DDIM-50 and DDPM-1000 on that many samples each, against as many test images."""
     import torch
 
     from dlforge.api import build_data, load
     from dlforge.config import load_config
-    from dlforge.eval.generative import ClassifierExtractor, generation_scores
-    from dlforge.runs.rundir import resolve_run
+    from dlforge.eval.generative import generation_scores, load_extractor
     from dlforge.tasks.generation import _images, extractor_name, real_shape
 
-    extractor = ClassifierExtractor.load(extractor_run)
-    named = extractor_name(extractor)
-    refs = None
+    extractor = load_extractor(extractor_spec)
     for preset, rec in records["presets"].items():
+        if only and preset not in only:
+            continue
         run = Path(rec["run_dir"])
-        cfg = load_config(run / "config.yaml")
-        data = build_data(cfg)
+        data = build_data(load_config(run / "config.yaml"))
         if preset == "fashion-ae":
             records["scores"][preset] = pca_baselines(data)
             continue
         model = load(run)
         if not hasattr(model, "sample"):
             continue
-        real = extractor.extract(_images(data.test, N))
-        if refs is None:
-            g = torch.Generator().manual_seed(0)
-            noise = (0.5 + 0.5 * torch.randn(real_shape(data.test, N), generator=g)).clamp(0, 1)
-            refs = {"real train (floor)": generation_scores(real, extractor.extract(_images(data.train, N))),
-                    "Gaussian noise (ceiling)": generation_scores(real, extractor.extract(noise))}
-        conditional = getattr(model.config, "conditional", False)
-        labels = torch.arange(N) % int(data.info["num_classes"]) if conditional else None
-        samplers = [("default", {})]
+        if "reference" not in records or records["reference"].get("extractor") != extractor_name(extractor):
+            real = extractor.extract(_images(data.test, N))
+            noise = (0.5 + 0.5 * torch.randn(real_shape(data.test, N), generator=torch.Generator().manual_seed(0)))
+            records["reference"] = {
+                "extractor": extractor_name(extractor), "extractor_spec": extractor_spec,
+                "real train (floor)": generation_scores(real, extractor.extract(_images(data.train, N))),
+                "Gaussian noise (ceiling)": generation_scores(real, extractor.extract(noise.clamp(0, 1)))}
+        runs = [("default" if not hasattr(model, "schedule") else "DDIM-50", N, {})]
         if hasattr(model, "schedule"):
-            samplers = [("DDIM-50", {"steps": 50, "sampler": "ddim"})]
-            if ddpm1000:
-                samplers.append(("DDPM-1000", {"steps": 1000, "sampler": "ddpm"}))
+            runs = [("DDIM-50", N, {"steps": 50, "sampler": "ddim"})]
+            if compare:
+                runs = [(f"{tag} (n={compare})", compare, {"steps": steps, "sampler": sampler})
+                        for tag, steps, sampler in (("DDIM-50", 50, "ddim"), ("DDPM-1000", 1000, "ddpm"))]
         rows = records["scores"].setdefault(preset, {})
-        for tag, kwargs in samplers:
-            if labels is not None:
-                kwargs["labels"] = labels
+        for tag, n, kwargs in runs:
+            real = extractor.extract(_images(data.test, n))
+            labels = None
+            if getattr(model.config, "conditional", False):  # classes in turn
+                labels = kwargs["labels"] = torch.arange(n) % int(data.info["num_classes"])
             start = time.perf_counter()
             with torch.no_grad():
-                images = model.sample(N, generator=torch.Generator().manual_seed(0), **kwargs).cpu()
+                images = model.sample(n, generator=torch.Generator().manual_seed(0), **kwargs).cpu()
             seconds = time.perf_counter() - start
             fake = extractor.extract(images)
-            row = generation_scores(real, fake)
+            row = generation_scores(real, fake, kid_subset_size=min(1000, n))
             if labels is not None:
                 row["class_match"] = float((fake.logits.argmax(dim=1) == labels).double().mean())
             rows[tag] = {**row, "sample_s": round(seconds, 1), "threads": torch.get_num_threads()}
             print(json.dumps({preset: {tag: rows[tag]}}), flush=True)
             resultstools.save(RECORDS, records)
-    records["reference"] = {"extractor": named, **(refs or {})}
-    records["extractor_run"] = str(resolve_run(extractor_run))
-    resultstools.save(RECORDS, records)
 
 
 def pca_baselines(data) -> dict:
@@ -170,8 +170,8 @@ def render(records: dict) -> str:
              f"{N:,} samples (seed 0) against the first {N:,} Fashion-MNIST test images on one extractor.", "",
              f"Machine: {records.get('machine', resultstools.machine())}.", ""]
     if ref:
-        lines += [f"Extractor: `{ref['extractor']}` (run `{records.get('extractor_run', '?')}`). Reference rows on",
-                  "the same images: real training images (the floor) and Gaussian noise (the ceiling).", "",
+        lines += [f"Extractor: `{ref['extractor']}` (`--extractor {ref.get('extractor_spec')}`). Reference rows on the",
+                  "same images: real training images (the floor) and Gaussian noise (the ceiling).", "",
                   "| reference | FID | KID | IS | confident > 0.9 |", "|---|---|---|---|---|"]
         for name in ("real train (floor)", "Gaussian noise (ceiling)"):
             r = ref.get(name, {})
@@ -194,12 +194,13 @@ def render(records: dict) -> str:
                   f"pixels: {_f(gain and 100 * gain, 1)}% lower (target >= 30%). "
                   f"{_minutes(vae, PRESETS['fashion-vae'])}."]
     lines += ["", "## Samples", "",
-              "| run | sampler | FID | KID | IS (target) | confident > 0.9 | smallest class | class match | "
-              "sampling 1,000 |", "|---|---|---|---|---|---|---|---|---|"]
+              "| run | sampler | samples | FID | KID | IS (target) | confident > 0.9 | smallest class | class match | "
+              "sampling time |", "|---|---|---|---|---|---|---|---|---|---|"]
     targets = {"fashion-dcgan": ">= 7.0", "fashion-ddpm": ">= 6.5"}
     for preset in ("fashion-vae", "fashion-dcgan", "fashion-ddpm"):
         for tag, r in scores.get(preset, {}).items():
-            lines.append(f"| {preset} | {tag} | {_f(r.get('fid'), 2)} | {_f(r.get('kid'))} | {_f(r.get('is'), 2)} "
+            lines.append(f"| {preset} | {tag} | {r.get('n')} | {_f(r.get('fid'), 2)} | {_f(r.get('kid'))} | "
+                         f"{_f(r.get('is'), 2)} "
                          f"({targets.get(preset, '')}) | {_f(r.get('confident'), 3)} | "
                          f"{_f(r.get('min_class_share'), 3)} | {_f(r.get('class_match'), 3)} | "
                          f"{_f(r.get('sample_s'), 1)} s |")
@@ -223,10 +224,10 @@ def render(records: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("action", nargs="?", choices=["train", "record", "score", "bench"])
-    ap.add_argument("items", nargs="*", help="train: presets ('all'); record: PRESET=FILE pairs")
+    ap.add_argument("items", nargs="*", help="train: presets ('all'); record: PRESET=FILE pairs; score: presets")
     ap.add_argument("--cwd", default=".", help="record: where the recorded commands ran (their run_dir is relative)")
     ap.add_argument("--extractor", default="latest:fashion-extractor", help="score: the classifier run to score on")
-    ap.add_argument("--ddpm1000", action="store_true", help="score: the diffusion run with DDPM-1000 too (slow)")
+    ap.add_argument("--compare", type=int, default=0, help="score: DDIM-50 against DDPM-1000 on this many samples")
     args = ap.parse_args()
     records = load()
     if args.action == "train":
@@ -234,7 +235,7 @@ def main() -> None:
     elif args.action == "record":
         record(records, args.items, args.cwd)
     elif args.action == "score":
-        score(records, args.extractor, args.ddpm1000)
+        score(records, args.extractor, args.items, args.compare)
     elif args.action == "bench":
         bench(records)
     records["machine"] = resultstools.machine()
