@@ -20,6 +20,8 @@ def sample_cmd(
     steps: int = typer.Option(None, "--steps", min=1, help="sampling steps of a diffusion model (default: its own)"),
     seed: int = typer.Option(0, "--seed", help="the same seed gives the same images"),
     label: str = typer.Option(None, "--class", help="a class name or id, for a class-conditional model"),
+    guidance: float = typer.Option(None, "--guidance", help="classifier-free guidance scale of a class-conditional "
+                                                             "diffusion model (default: its own; 1: none)"),
     as_json: bool = typer.Option(False, "--json", help="print a summary as JSON"),
 ) -> None:
     """Sample images: `dlforge sample latest --n 64 --out grid.png`."""
@@ -31,7 +33,7 @@ def sample_cmd(
         output_folder(out, "the folder to write one PNG per sample to (--out)")
     from dlforge.eval.sampling import sample_run
 
-    summary = sample_run(run, n=n, out=out, steps=steps, seed=seed, label=label)
+    summary = sample_run(run, n=n, out=out, steps=steps, seed=seed, label=label, guidance=guidance)
     if as_json:
         emit_json(summary)
     else:

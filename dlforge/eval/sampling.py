@@ -24,9 +24,10 @@ DEFAULT_SEED = 0
 
 
 def sample_run(run: str | Path, n: int = 64, out: str | Path = "samples.png", steps: int | None = None,
-               seed: int = DEFAULT_SEED, label: str | None = None, device: str = "cpu") -> dict[str, Any]:
+               seed: int = DEFAULT_SEED, label: str | None = None, device: str = "cpu",
+               guidance: float | None = None) -> dict[str, Any]:
     """Draw `n` images from the run's model and write them to `out`: a .png grid, or a folder of one PNG each.
-    Returns {"run", "n", "out", "files", "seed", "steps", "class", "seconds", "images_per_s"}."""
+    Returns {"run", "n", "out", "files", "seed", "steps", "guidance", "class", "seconds", "images_per_s"}."""
     from dlforge.artifacts import load_trained
     from dlforge.paths import output_file, output_folder
     from dlforge.runs.grids import save_grid
@@ -51,6 +52,13 @@ def sample_run(run: str | Path, n: int = 64, out: str | Path = "samples.png", st
             raise DlforgeError(f"--steps: a {model.registry_name} model samples in one pass; --steps is for diffusion "
                                "models")
         kwargs["steps"] = steps
+    if guidance is not None:
+        if "guidance" not in accepts or not getattr(model.config, "conditional", False):
+            raise DlforgeError(f"--guidance: the {model.registry_name} model of {run} has no classifier-free guidance; "
+                               "class-conditional diffusion models do")
+        if guidance < 0:
+            raise DlforgeError(f"--guidance: expected a scale >= 0 (1: the conditional prediction), got {guidance}")
+        kwargs["guidance"] = guidance
     class_id = None
     if label is not None:
         if "labels" not in accepts or not getattr(model.config, "conditional", False):
@@ -73,7 +81,8 @@ def sample_run(run: str | Path, n: int = 64, out: str | Path = "samples.png", st
         out.mkdir(parents=True, exist_ok=True)
         files = [str(save_grid(images[i:i + 1], out / f"{i:05d}.png", cols=1, scale=1)) for i in range(n)]
     return {"run": str(run), "n": n, "out": str(out), "files": len(files), "seed": seed, "steps": steps,
-            "class": class_id, "seconds": round(seconds, 3), "images_per_s": round(n / max(seconds, 1e-9), 2)}
+            "guidance": guidance, "class": class_id, "seconds": round(seconds, 3),
+            "images_per_s": round(n / max(seconds, 1e-9), 2)}
 
 
 class _Shown:

@@ -278,13 +278,14 @@ class DiffusionModel(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
                steps: int | None = None, sampler: str | None = None, progress: Callable[[int, int], None] | None = None,
-               batch_size: int = 250) -> torch.Tensor:
-        """n images (n, C, H, W) in [0, 1], denoised from N(0, I) in `steps` steps of `sampler` (the config's by
-        default); `labels` (n,) class ids for a conditional model (none: unconditional); `progress(done, total)`
-        after each step of each batch. The noise comes from `generator` (CPU), so a seed gives the same images on
-        any device."""
+               batch_size: int = 250, guidance: float | None = None) -> torch.Tensor:
+        """n images (n, C, H, W) in [0, 1], denoised from N(0, I) in `steps` steps of `sampler` and the guidance
+        scale `guidance` (the config's by default); `labels` (n,) class ids for a conditional model (none:
+        unconditional); `progress(done, total)` after each step of each batch. The noise comes from `generator`
+        (CPU), so a seed gives the same images on any device."""
         c, s = self.config, self.config.sampling
         steps, sampler = steps or s.steps, sampler or s.sampler
+        guidance = s.guidance if guidance is None else guidance
         plan = self.schedule.plan(steps, sampler, s.spacing)
         device = next(self.parameters()).device
         sides = [c.image_size] if isinstance(c.image_size, int) else c.image_size
@@ -294,7 +295,7 @@ class DiffusionModel(nn.Module):
             x = torch.randn(m, c.in_channels, sides[0], sides[-1], generator=generator).to(device)
             y = None if labels is None else labels[start:start + m].to(device)
             for t, prev in plan:
-                pred = self._guided(x, t, y)
+                pred = self._guided(x, t, y, guidance)
                 noise = torch.randn(x.shape, generator=generator).to(device) if (sampler == "ddpm" and t > 0) or (
                     sampler == "ddim" and s.eta > 0) else None
                 x = self.schedule.step(sampler, pred, t, prev, x, s.eta, noise=noise)
@@ -304,9 +305,8 @@ class DiffusionModel(nn.Module):
             out.append(((x + 1) / 2).clamp(0, 1))
         return torch.cat(out)
 
-    def _guided(self, x: torch.Tensor, t: int, labels: torch.Tensor | None) -> torch.Tensor:
+    def _guided(self, x: torch.Tensor, t: int, labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
         tt = torch.full((len(x),), t, device=x.device, dtype=torch.long)
-        guidance = self.config.sampling.guidance
         if labels is None or self.class_embedding is None:
             return self.net(x, tt)
         if guidance == 1.0:

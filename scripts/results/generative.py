@@ -68,7 +68,7 @@ def record(records: dict, pairs: list[str], cwd: str) -> None:
         print(json.dumps({preset: rec["test"]}), flush=True)
 
 
-def score(records: dict, extractor_spec: str, only: list[str], compare: int) -> None:
+def score(records: dict, extractor_spec: str, only: list[str], compare: int, guidance: float | None) -> None:
     """Sample, time and score every recorded run that samples (or those in `only`); `compare` > 0: the diffusion
     run with DDIM-50 and DDPM-1000 on that many samples each, against as many test images."""
     import torch
@@ -103,6 +103,8 @@ def score(records: dict, extractor_spec: str, only: list[str], compare: int) -> 
             if compare:
                 runs = [(f"{tag} (n={compare})", compare, {"steps": steps, "sampler": sampler})
                         for tag, steps, sampler in (("DDIM-50", 50, "ddim"), ("DDPM-1000", 1000, "ddpm"))]
+        if guidance is not None and getattr(model.config, "conditional", False) and hasattr(model, "schedule"):
+            runs = [(f"{tag}, guidance {guidance:g}", n, {**kwargs, "guidance": guidance}) for tag, n, kwargs in runs]
         rows = records["scores"].setdefault(preset, {})
         for tag, n, kwargs in runs:
             real = extractor.extract(_images(data.test, n))
@@ -227,6 +229,7 @@ def main() -> None:
     ap.add_argument("items", nargs="*", help="train: presets ('all'); record: PRESET=FILE pairs; score: presets")
     ap.add_argument("--cwd", default=".", help="record: where the recorded commands ran (their run_dir is relative)")
     ap.add_argument("--extractor", default="latest:fashion-extractor", help="score: the classifier run to score on")
+    ap.add_argument("--guidance", type=float, help="score: another guidance scale for the conditional diffusion run")
     ap.add_argument("--compare", type=int, default=0, help="score: DDIM-50 against DDPM-1000 on this many samples")
     args = ap.parse_args()
     records = load()
@@ -235,7 +238,7 @@ def main() -> None:
     elif args.action == "record":
         record(records, args.items, args.cwd)
     elif args.action == "score":
-        score(records, args.extractor, args.items, args.compare)
+        score(records, args.extractor, args.items, args.compare, args.guidance)
     elif args.action == "bench":
         bench(records)
     records["machine"] = resultstools.machine()

@@ -77,8 +77,11 @@ def test_guided_sampling_and_progress():
     assert seen == [(i, 8) for i in range(1, 9)]  # 4 steps for each of 2 batches
     unguided = create_model("ddpm_unet_cond", **TINY, num_classes=3, sampling={"steps": 4, "guidance": 1.0}).eval()
     unguided.load_state_dict(model.state_dict())
-    assert not torch.allclose(images, unguided.sample(4, generator=torch.Generator().manual_seed(0), labels=labels,
-                                                      batch_size=2))
+    plain = unguided.sample(4, generator=torch.Generator().manual_seed(0), labels=labels, batch_size=2)
+    assert not torch.allclose(images, plain)
+    # the scale given at sampling time overrides the config's
+    torch.testing.assert_close(model.sample(4, generator=torch.Generator().manual_seed(0), labels=labels,
+                                            batch_size=2, guidance=1.0), plain)
 
 
 def test_ddpm_sampler_draws_noise_at_every_step_but_the_last():

@@ -147,6 +147,8 @@ def test_sample_refusals_are_one_line(vae_run, tmp_path, capsys):
     assert "--steps" in err and "diffusion" in err
     err = one_line_error(run_here(capsys, "sample", str(vae_run), "--class", "3", "--out", str(tmp_path / "x.png")))
     assert "--class" in err and "not class-conditional" in err
+    err = one_line_error(run_here(capsys, "sample", str(vae_run), "--guidance", "3", "--out", str(tmp_path / "x.png")))
+    assert "--guidance" in err and "no classifier-free guidance" in err
     err = one_line_error(run_here(capsys, "sample", str(vae_run), "--out", str(tmp_path / "missing" / "x.png")))
     assert "does not exist" in err
     assert not (tmp_path / "x.png").exists()
@@ -176,6 +178,9 @@ def test_diffusion_run_samples_with_steps_and_class(ddpm_run, tmp_path, capsys):
     assert again["class"] == 7 and (tmp_path / "t.png").read_bytes() == (tmp_path / "u.png").read_bytes()
     err = one_line_error(run_here(capsys, "sample", str(ddpm_run), "--class", "Hat", "--out", str(tmp_path / "v.png")))
     assert "unknown class 'Hat'" in err
+    guided = ok_json(run_here(capsys, "sample", str(ddpm_run), "--n", "6", "--steps", "3", "--class", "7",
+                              "--guidance", "4", "--out", str(tmp_path / "g.png"), "--json"))
+    assert guided["guidance"] == 4.0 and (tmp_path / "g.png").read_bytes() != (tmp_path / "t.png").read_bytes()
 
 
 def test_gan_trains_and_a_missing_extractor_skips_the_scores_with_a_note(tmp_path, capsys):
