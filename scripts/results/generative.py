@@ -202,8 +202,8 @@ def render(records: dict) -> str:
     for preset in ("fashion-vae", "fashion-dcgan", "fashion-ddpm"):
         for tag, r in scores.get(preset, {}).items():
             lines.append(f"| {preset} | {tag} | {r.get('n')} | {_f(r.get('fid'), 2)} | {_f(r.get('kid'))} | "
-                         f"{_f(r.get('is'), 2)} "
-                         f"({targets.get(preset, '')}) | {_f(r.get('confident'), 3)} | "
+                         f"{_f(r.get('is'), 2)}{f' ({targets[preset]})' if preset in targets else ''} | "
+                         f"{_f(r.get('confident'), 3)} | "
                          f"{_f(r.get('min_class_share'), 3)} | {_f(r.get('class_match'), 3)} | "
                          f"{_f(r.get('sample_s'), 1)} s |")
     lines += ["", "Targets: DCGAN FID below the VAE's, every class >= 5% of its samples; diffusion >= 80% of samples",
