@@ -84,7 +84,7 @@ SKIPPED = {  # commands, by a part of their line
     "lm perplexity": "two GPTs over the whole validation split of two corpora (~30 s)",
     "--type wordpiece": "WordPiece over the whole Bible (~6 s)",
     "gpt-bible-scratch": "the data of gpt-bible-adapt, run just before, from random weights (~8 s)",
-    "train fashion-ddpm": "its report samples 64 images in 50 guided steps (~30 s); tests/test_presets.py runs it",
+    "train fashion-ddpm": "its report samples 64 images in 50 steps (~15 s); tests/test_presets.py runs it",
     "sample latest:fashion-ddpm": "needs the fashion-ddpm run above; tests/tasks/test_generation.py samples one",
 }
 SHORT_TRAIN = ["train.max_steps=1", "train.max_epochs=null", "train.warmup_steps=0", "train.progress=false",
