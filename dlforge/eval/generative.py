@@ -122,6 +122,11 @@ class Extractor(nn.Module):
 
     name = "extractor"
 
+    @property
+    def report_name(self) -> str:
+        """How reports name the scores' extractor: `FID-<report_name>`."""
+        return self.name
+
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
@@ -179,6 +184,14 @@ class ClassifierExtractor(Extractor):
         folder = Path(model.meta["folder"])
         name = folder.parent.name if folder.name == "model" else folder.name
         return cls(model, pre, name).to(device)
+
+    @property
+    def report_name(self) -> str:
+        """`FMNIST(<run>)` for a Fashion-MNIST classifier, `classifier(<run>)` for another."""
+        from dlforge.data.images import FASHION_LABELS
+
+        names = self.model.meta["extra"].get("data_info.json", {}).get("label_names")
+        return f"{'FMNIST' if names == FASHION_LABELS else 'classifier'}({self.name})"
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()

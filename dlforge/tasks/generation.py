@@ -150,7 +150,7 @@ class Generation(Task):
         for tag, row in (("floor", rows.get("real train (floor)")), ("ceiling", rows["Gaussian noise (ceiling)"])):
             if row is not None:
                 flat.update({f"fid_{tag}": row["fid"], f"kid_{tag}": row["kid"], f"is_{tag}": row["is"]})
-        named = extractor_name(extractor)
+        named = extractor.report_name
         return flat, {"extractor": named, "fid": f"FID-{named}", "samples": n, "rows": rows}
 
     def _samples(self, model: torch.nn.Module, n: int, info: dict[str, Any]
@@ -218,17 +218,6 @@ def _images(dataset: Any, n: int) -> torch.Tensor:
 
 def real_shape(dataset: Any, n: int) -> tuple[int, ...]:
     return (n, *dataset[0]["x"].shape)
-
-
-def extractor_name(extractor: Any) -> str:
-    """`FMNIST(<run>)` for a Fashion-MNIST classifier, `classifier(<run>)` for another, `Inception-v3`."""
-    from dlforge.data.images import FASHION_LABELS
-
-    if not hasattr(extractor, "model"):
-        return extractor.name
-    names = extractor.model.meta["extra"].get("data_info.json", {}).get("label_names")
-    source = "FMNIST" if names == FASHION_LABELS else "classifier"
-    return f"{source}({extractor.name})"
 
 
 def independent_pixels_nll(means: torch.Tensor, x: torch.Tensor) -> float:

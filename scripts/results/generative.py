@@ -76,7 +76,7 @@ def score(records: dict, extractor_spec: str, only: list[str], compare: int, gui
     from dlforge.api import build_data, load
     from dlforge.config import load_config
     from dlforge.eval.generative import generation_scores, load_extractor
-    from dlforge.tasks.generation import _images, extractor_name, real_shape
+    from dlforge.tasks.generation import _images, real_shape
 
     extractor = load_extractor(extractor_spec)
     for preset, rec in records["presets"].items():
@@ -90,11 +90,11 @@ def score(records: dict, extractor_spec: str, only: list[str], compare: int, gui
         model = load(run)
         if not hasattr(model, "sample"):
             continue
-        if "reference" not in records or records["reference"].get("extractor") != extractor_name(extractor):
+        if "reference" not in records or records["reference"].get("extractor") != extractor.report_name:
             real = extractor.extract(_images(data.test, N))
             noise = (0.5 + 0.5 * torch.randn(real_shape(data.test, N), generator=torch.Generator().manual_seed(0)))
             records["reference"] = {
-                "extractor": extractor_name(extractor), "extractor_spec": extractor_spec,
+                "extractor": extractor.report_name, "extractor_spec": extractor_spec,
                 "real train (floor)": generation_scores(real, extractor.extract(_images(data.train, N))),
                 "Gaussian noise (ceiling)": generation_scores(real, extractor.extract(noise.clamp(0, 1)))}
         runs = [("default" if not hasattr(model, "schedule") else "DDIM-50", N, {})]
