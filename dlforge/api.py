@@ -24,11 +24,11 @@ import torch
 
 from dlforge.artifacts import load_trained, read_json, save_model
 from dlforge.config import QUICK_OVERRIDES, Config, dump_config, load_config
-from dlforge.data.dataset import DataBundle
+from dlforge.data.dataset import DataBundle, build_data  # noqa: F401  (build_data: the public API)
 from dlforge.errors import ConfigError, DlforgeError, Interrupted, note, raising_on_signals, warn
 from dlforge.eval.evaluate import evaluate_model, limit_splits
 from dlforge.paths import output_file, output_folder
-from dlforge.registry import create_model, create_task, dataset_entry
+from dlforge.registry import create_model, create_task
 from dlforge.run_start import (
     RUN_FILE,
     init_from,  # noqa: F401  (the public API)
@@ -88,17 +88,6 @@ class RunResult:
             return 0
         signum = getattr(signal.Signals, self.stop_reason, None)
         return 128 + int(signum) if signum is not None else 1
-
-
-def build_data(cfg: Config) -> DataBundle:
-    dcfg = cfg.data_config()
-    data = dataset_entry(cfg.data["name"]).fn(dcfg)
-    if dcfg.limit is not None:  # the first N of each split: a smoke run over real data, in seconds
-        for split in ("train", "val", "test", "eval_train"):
-            ds = getattr(data, split)
-            if ds is not None and len(ds) > dcfg.limit:
-                setattr(data, split, torch.utils.data.Subset(ds, range(dcfg.limit)))
-    return data
 
 
 def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
@@ -422,16 +411,18 @@ def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     return load_trained(path, device=device)
 
 
-def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
+def evaluate(run: str | Path, split: str = "test", backend: str = "torch") -> dict[str, float]:
     """Metrics of a run's final model on one split of its data (rebuilt from the run's config), with the scores its
-    task decodes (BLEU and chrF of a translation run, exact match of an instruction-tuned one)."""
+    task decodes (BLEU and chrF of a translation run, exact match of an instruction-tuned one). `backend`
+    "onnxruntime" runs the run's ONNX export instead (`dlforge export`): the task's metrics from its logits, without
+    the loss or decoded scores (the graph is the forward pass)."""
     run_path = resolve_run(str(run))
     cfg = load_config(run_path / "config.yaml")
     data = build_data(cfg)
     ds = data.split(split, evaluation=True) if split in ("train", "val", "test") else None
     if ds is None:
         raise DlforgeError(f"--split: {split!r} is not a split of this run; expected train, val or test")
-    model = load(run_path)
+    model = _backend_model(run_path, backend)
     trained_with = tokenizer_hash(model.meta["extra"].get("preprocessing.json"))
     if data.tokenizer is not None and trained_with is not None:  # e.g. data.tokenizer: latest:NAME has moved on
         from dlforge.text.tokenizer import check_tokenizer
@@ -439,25 +430,38 @@ def evaluate(run: str | Path, split: str = "test") -> dict[str, float]:
         check_tokenizer(data.tokenizer, trained_with, f"{run_path}: data.tokenizer")
     task = create_task(data.info.get("task"))
     metrics = evaluate_model(model, ds, task.metrics(data.info, getattr(model.config, "loss", ""), split))
-    decoded = task.decoded_scores(model, ds, data.info, data.tokenizer, model.meta, train=data.train)  # BLEU, FID...
+    decoded = None
+    if backend == "torch":
+        decoded = task.decoded_scores(model, ds, data.info, data.tokenizer, model.meta, train=data.train)  # BLEU...
     if decoded is not None:
         metrics.update(decoded[0])
     return metrics
 
 
-def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None) -> list[dict[str, Any]]:
+def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None, backend: str = "torch"
+            ) -> list[dict[str, Any]]:
     """Predictions of a run's model for new inputs, read as its task reads them: one row each, e.g. a label and class
     probabilities for rows of a CSV file, image files or texts, a forecast's steps after a file of recent values,
-    the continuation of each prompt, the translation of each sentence (the model card names the file it reads)."""
+    the continuation of each prompt, the translation of each sentence (the model card names the file it reads).
+    `backend` "onnxruntime" runs the run's ONNX export (`dlforge export`) where the task needs only the forward."""
     if out is not None:  # before any work
         output_file(out, "the CSV file to write the predictions to (out)")
-    model = load(run)
+    model = _backend_model(run, backend)
     extra = model.meta["extra"]
     task_name = (extra.get("data_info.json") or {}).get("task") or extra["preprocessing.json"].get("task")
     rows = create_task(task_name).predict(model, Path(input_path))
     if out is not None:
         _write_rows(Path(out), rows)
     return rows
+
+
+def _backend_model(run: str | Path, backend: str) -> torch.nn.Module:
+    """The run's model in PyTorch, or its ONNX export in onnxruntime."""
+    from dlforge.deploy.onnx_run import BACKENDS, onnx_model
+
+    if backend not in BACKENDS:
+        raise DlforgeError(f"--backend: {backend!r} is not a backend; expected one of {', '.join(BACKENDS)}")
+    return load(run) if backend == "torch" else onnx_model(run)
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:

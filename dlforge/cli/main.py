@@ -17,6 +17,7 @@ import typer
 
 from dlforge.cli import (
     embed,
+    export,
     finetune,
     generate,
     gpt2,
@@ -61,6 +62,7 @@ generate.register(app)
 translate.register(app)
 embed.register(app)
 sample.register(app)
+export.register(app)
 app.add_typer(runs.app, name="runs", help="List, show and compare runs.")
 app.add_typer(info.config_app, name="config", help="The config schema.")
 app.add_typer(image.app, name="image", help="Image files: OpenCV operations, and a ViT's attention over one.")

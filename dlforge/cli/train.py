@@ -75,6 +75,8 @@ def train_cmd(
 def eval_cmd(
     run: str = typer.Argument(..., help="run folder, name or 'latest'"),
     split: str = typer.Option("test", "--split", help="train, val or test"),
+    backend: str = typer.Option("torch", "--backend", help="torch, or onnxruntime: the run's ONNX export (`dlforge "
+                                                           "export RUN`), its metrics without the loss"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Evaluate a run's final model on a split of its data."""
@@ -83,9 +85,9 @@ def eval_cmd(
     run_path = resolve_run(run)  # `latest` or a name: report the run it is
     from dlforge.api import evaluate
 
-    metrics = evaluate(run_path, split)
+    metrics = evaluate(run_path, split, backend)
     if as_json:
-        emit_json({"run": str(run_path), "split": split, "metrics": metrics})
+        emit_json({"run": str(run_path), "split": split, "backend": backend, "metrics": metrics})
     else:
         metrics_table(f"{run_path}: {split}", {split: metrics})
 
@@ -98,6 +100,8 @@ def predict_cmd(
     out: Path = typer.Option(None, "--out", help="write predictions to this CSV"),
     top_k: int = typer.Option(3, "--top-k", min=1, help="the table shows each input's k likeliest classes (--json "
                                                          "and --out keep every class's probability)"),
+    backend: str = typer.Option("torch", "--backend", help="torch, or onnxruntime: the run's ONNX export (`dlforge "
+                                                           "export RUN`)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Predict for new inputs: labels and probabilities, values, forecasts, continuations or translations."""
@@ -108,7 +112,7 @@ def predict_cmd(
         output_file(out, "the CSV file to write the predictions to (--out)")
     from dlforge.api import predict
 
-    rows = predict(run, input_path, out)
+    rows = predict(run, input_path, out, backend)
     if as_json:
         emit_json(rows)
     elif out is not None:

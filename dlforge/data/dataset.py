@@ -87,6 +87,20 @@ class DataBundle:
         return getattr(self, name)
 
 
+def build_data(cfg: Any) -> DataBundle:
+    """The DataBundle of a `Config`'s data section (its registered dataset), cut to `data.limit` samples a split."""
+    from dlforge.registry import dataset_entry
+
+    dcfg = cfg.data_config()
+    data = dataset_entry(cfg.data["name"]).fn(dcfg)
+    if dcfg.limit is not None:  # the first N of each split: a smoke run over real data, in seconds
+        for split in ("train", "val", "test", "eval_train"):
+            ds = getattr(data, split)
+            if ds is not None and len(ds) > dcfg.limit:
+                setattr(data, split, torch.utils.data.Subset(ds, range(dcfg.limit)))
+    return data
+
+
 def default_cache_dir() -> Path:
     """Where datasets that are generated or prepared once are cached unless their config names a folder."""
     return Path.home() / ".cache" / "dlforge" / "datasets"

@@ -155,7 +155,9 @@ class Bert(nn.Module):
             raise ValueError(f"input of {input_ids.shape[1]} tokens is longer than model.context "
                              f"{self.config.context}; truncate it")
         t, mask = input_ids.shape[1], None
-        if attention_mask is not None and not bool(attention_mask.all()):  # no padding: SDPA's unmasked kernels
+        if attention_mask is not None and torch.compiler.is_exporting():  # one graph for any padding: mask, no trim
+            mask = padding_mask(attention_mask)
+        elif attention_mask is not None and not bool(attention_mask.all()):  # no padding: SDPA's unmasked kernels
             keep = int(attention_mask.any(dim=0).nonzero().max()) + 1 if attention_mask.any() else 1
             # the columns after the last real token of every row are padding only: skip them, return zeros there
             input_ids, attention_mask = input_ids[:, :keep], attention_mask[:, :keep]

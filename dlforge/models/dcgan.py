@@ -110,6 +110,7 @@ class DCGAN(nn.Module):
 
     self_supervised = True  # real images are all it needs
     adversarial = True  # two players, two optimizers: trained by dlforge.train.adversarial
+    export_refusal = "its forward draws random noise for both players' losses; sample with `dlforge sample`"
 
     def __init__(self, config: DCGANConfig):
         super().__init__()

@@ -218,6 +218,8 @@ class DiffusionModel(nn.Module):
     """The U-Net (diffusers' module names) and its noise schedule."""
 
     self_supervised = True  # the images are their own targets: a batch of images always has a loss
+    export_refusal = ("its forward draws noise and timesteps (the denoising objective); sample with "
+                      "`dlforge sample`")
 
     def __init__(self, config: DiffusionConfig):
         super().__init__()

@@ -237,6 +237,8 @@ class FCOS(nn.Module):
     """Stages stem, stage1..stageN (a ResNet's), head (FPN + towers). forward(batch) -> DetectionOutput."""
 
     backbone_type = ResNet  # train.transfer loads the stem and stages of a ResNet run (same names and shapes)
+    export_refusal = ("its detections come from a data-dependent decoding (score threshold, per-class NMS), "
+                      "Python control flow that a fixed graph does not hold")
 
     def __init__(self, config: FCOSConfig, extra_strides: tuple[int, ...] = ()):
         super().__init__()

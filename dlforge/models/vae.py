@@ -64,6 +64,8 @@ class VAE(nn.Module):
     decoder the pixels' `log_scale`."""
 
     self_supervised = True  # the images are their own targets: a batch of images always has a loss
+    export_refusal = ("its forward draws a random latent (the ELBO is an objective, not an inference); sample "
+                      "with `dlforge sample`, or embed with its encoder")
 
     def __init__(self, config: VAEConfig):
         super().__init__()

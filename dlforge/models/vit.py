@@ -123,7 +123,7 @@ class ViTEmbedding(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images)  # (B, N, C)
         if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1)  # (B, 1 + N, C)
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, C)
         grid = self.patch_embed.grid(*images.shape[-2:])
         return self.drop(x + resample_positions(self.pos_embed, self.grid, grid, self.prefix))
 

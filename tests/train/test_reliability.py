@@ -49,8 +49,11 @@ def _wait_rows(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 1
     while time.time() < end:
         if proc.poll() is not None:
             return False
-        if path.exists() and path.read_text().count("\n") >= n:
-            return True
+        try:
+            if path.read_text().count("\n") >= n:
+                return True
+        except FileNotFoundError:  # not written yet, or being replaced (a resume rewrites it to its checkpoint's step)
+            pass
         time.sleep(0.005)
     raise AssertionError(f"no {n} rows in {path} within {timeout} s")
 

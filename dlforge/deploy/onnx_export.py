@@ -1,0 +1,188 @@
+"""ONNX export of a trained model, kept only once onnxruntime gives PyTorch's numbers.
+
+    folder = export_onnx(model, signature, examples, Path("runs/NAME/onnx"), source={...})
+
+The graph's inputs and outputs are the task's signature (`Task.signature`, saved as the model folder's
+signature.json): its names, with the batch dynamic, and any length the signature marks -1 dynamic too. torch's
+exporter (`torch.onnx.export(dynamo=True)`, through torch.export and onnxscript) writes the graph; then every example
+batch (held-out inputs at two sizes, from the caller) runs through PyTorch and through onnxruntime, and the largest
+absolute difference of every output is written to export.json. Above `TOLERANCE` the export is refused and nothing is
+kept: the folder is written all at once (`dlforge.artifacts.write_folder`), so a failed or killed export leaves the
+previous one, if any, as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlforge.artifacts import read_json, verify_folder, write_folder, write_json
+from dlforge.errors import DlforgeError
+
+FORMAT = "dlforge-onnx"
+TOLERANCE = 1e-4  # fp32: the largest absolute difference allowed between onnxruntime's outputs and PyTorch's
+OPSET = 18
+
+
+class ExportError(DlforgeError):
+    """A model that can't be exported, or whose export gives other numbers than PyTorch."""
+
+
+def require_onnx() -> Any:
+    """onnxruntime, or a one-line error naming the extra that installs it."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise DlforgeError(f"ONNX needs the export extra ({exc.name} is not installed): "
+                           f"pip install 'dlforge[export]'") from None
+    return onnxruntime
+
+
+class SignatureGraph(torch.nn.Module):
+    """`model` as a graph of positional tensors: the signature's inputs in, its outputs out (a tuple)."""
+
+    def __init__(self, model: torch.nn.Module, inputs: Sequence[str], outputs: Sequence[str]):
+        super().__init__()
+        self.model, self.inputs, self.outputs = model, tuple(inputs), tuple(outputs)
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(dict(zip(self.inputs, tensors)))
+        return tuple(getattr(out, name) for name in self.outputs)
+
+
+def export_onnx(model: torch.nn.Module, signature: Mapping[str, Any], examples: Sequence[Mapping[str, torch.Tensor]],
+                out: Path, source: Mapping[str, Any] | None = None, tolerance: float = TOLERANCE) -> dict[str, Any]:
+    """Export `model` (eval mode, on the CPU) to `out`/model.onnx with `out`/export.json; returns export.json.
+
+    `examples` are batches of the signature's inputs: the first is traced (its batch must be 2 or more, or the
+    exporter would fix the batch to 1), every one is checked. Raises `ExportError` with a one-line reason when the
+    exporter fails, or when an output's shape or values differ from PyTorch's by more than `tolerance`."""
+    ort = require_onnx()
+    refusal = getattr(model, "export_refusal", None)
+    if refusal:
+        raise ExportError(f"{model.registry_name} can't be exported to ONNX: {refusal}")
+    names = [spec["name"] for spec in signature["inputs"]]
+    outputs = [spec["name"] for spec in signature["outputs"]]
+    missing = [n for n in names if n not in examples[0]]
+    if missing:
+        raise ExportError(f"the example inputs lack {', '.join(missing)} of the signature's inputs")
+    if len(next(iter(examples[0].values()))) < 2:
+        raise ExportError("the traced example needs a batch of 2 or more (a batch of 1 would be fixed in the graph)")
+    graph = SignatureGraph(model.eval().cpu(), names, outputs)
+    report: dict[str, Any] = {}
+
+    def fill(tmp: Path) -> None:
+        path = tmp / "model.onnx"
+        _trace(graph, [_tensor(examples[0][n]) for n in names], signature, path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        checks = [_check(graph, session, {n: _tensor(ex[n]) for n in names}, tolerance) for ex in examples]
+        report.update({"format": "onnx", "opset": OPSET, "file": "model.onnx", "source": dict(source or {}),
+                       "model": model.registry_name, "inputs": signature["inputs"], "outputs": signature["outputs"],
+                       "dynamic": _dynamic_axes(signature), "tolerance": tolerance,
+                       "max_abs_diff": max(c["max_abs_diff"] for c in checks), "checks": checks,
+                       "versions": _versions(ort)})
+        write_json(tmp / "export.json", report)
+
+    write_folder(Path(out), FORMAT, fill)
+    return report
+
+
+def read_export(folder: Path) -> dict[str, Any]:
+    """export.json of an export folder, after every file is checked against its manifest."""
+    verify_folder(folder, FORMAT, ("model.onnx", "export.json"))
+    return read_json(folder / "export.json")
+
+
+def _tensor(value: torch.Tensor) -> torch.Tensor:
+    return value.detach().cpu().contiguous()
+
+
+def _dynamic_axes(signature: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Each input's and output's dynamic dimensions: those the signature marks -1 (the batch always)."""
+    return {spec["name"]: [i for i, n in enumerate(spec["shape"]) if n == -1]
+            for spec in [*signature["inputs"], *signature["outputs"]]}
+
+
+def _trace(graph: SignatureGraph, args: list[torch.Tensor], signature: Mapping[str, Any], path: Path) -> None:
+    dims = _dynamic_axes(signature)
+    auto = torch.export.Dim.AUTO
+    shapes = (tuple({i: auto for i in dims[name]} for name in graph.inputs),)  # forward(*tensors): one tuple argument
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings(), \
+                _quiet("torch.onnx", "torch.export", "torch.fx", "torch._dynamo", "torch._export"):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, tuple(args), str(path), dynamo=True, input_names=list(graph.inputs),
+                              output_names=list(graph.outputs), dynamic_shapes=shapes, opset_version=OPSET,
+                              external_data=False, optimize=True, verbose=False, report=False)
+    except Exception as exc:
+        raise ExportError(f"{graph.model.registry_name} could not be exported to ONNX: {_reason(exc)}") from exc
+
+
+def _check(graph: SignatureGraph, session: Any, batch: dict[str, torch.Tensor], tolerance: float) -> dict[str, Any]:
+    """Run `batch` through PyTorch and onnxruntime; the largest difference of every output, or ExportError."""
+    with torch.no_grad():
+        expected = graph(*batch.values())
+    sizes = {k: list(v.shape) for k, v in batch.items()}
+    try:
+        got = session.run(list(graph.outputs), {k: v.numpy() for k, v in batch.items()})
+    except Exception as exc:  # onnxruntime's Fail/InvalidArgument: e.g. a size the exporter fixed
+        raise ExportError(f"onnxruntime could not run the exported graph on inputs of shapes {sizes}: "
+                          f"{_reason(exc)}") from exc
+    diffs = {}
+    for name, want, have in zip(graph.outputs, expected, got):
+        want = want.detach().float().numpy()
+        if tuple(have.shape) != want.shape:
+            raise ExportError(f"the ONNX graph's {name} has shape {list(have.shape)} for inputs of shapes {sizes}; "
+                              f"PyTorch gives {list(want.shape)} (a size fixed at export?)")
+        diffs[name] = float(np.abs(have.astype(np.float32) - want).max()) if want.size else 0.0
+    worst = max(diffs, key=diffs.get)
+    if not diffs[worst] <= tolerance:
+        raise ExportError(f"the ONNX graph's {worst} differs from PyTorch's by {diffs[worst]:.3g} (tolerance "
+                          f"{tolerance:g}) on inputs of shapes {sizes}; not exported")
+    return {"shapes": sizes, "max_abs_diff": diffs[worst], "per_output": diffs}
+
+
+def _reason(exc: BaseException) -> str:
+    """The line of an exporter's error that says what went wrong (its summary's, else its first)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("## Exception summary") and i + 1 < len(lines):
+            return _clean(lines[i + 1])
+    return _clean(lines[0]) if lines else type(exc).__name__
+
+
+def _clean(line: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", line)[:400]
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str):
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
+
+
+def _versions(ort: Any) -> dict[str, str]:
+    import onnx
+    import onnxscript
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": onnxscript.__version__,
+            "onnxruntime": ort.__version__}
