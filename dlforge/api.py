@@ -449,7 +449,11 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path | None = No
     model = _backend_model(run, backend)
     extra = model.meta["extra"]
     task_name = (extra.get("data_info.json") or {}).get("task") or extra["preprocessing.json"].get("task")
-    rows = create_task(task_name).predict(model, Path(input_path))
+    task = create_task(task_name)
+    if task.generates and backend != "torch":
+        raise DlforgeError(f"predict --backend {backend}: a {task.name} model's predictions are decoded token by "
+                           f"token, which its exported forward graph does not do; use --backend torch")
+    rows = task.predict(model, Path(input_path))
     if out is not None:
         _write_rows(Path(out), rows)
     return rows

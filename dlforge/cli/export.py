@@ -31,9 +31,12 @@ def export_cmd(
         raise DlforgeError(f"--format: {fmt!r} is not an export format; expected one of {', '.join(FORMATS)}")
     if out is not None:
         output_folder(out, "the folder to write the export to (--out)")
+    from dlforge.runs.rundir import resolve_run
+
+    run_path = resolve_run(run)  # a missing run fails before torch loads
     from dlforge.deploy.onnx_run import export_run
 
-    folder, report = export_run(run, out)
+    folder, report = export_run(run_path, out)
     if as_json:
         emit_json({"out": str(folder), **report})
         return

@@ -56,7 +56,7 @@ class SignatureGraph(torch.nn.Module):
         self.model, self.inputs, self.outputs = model, tuple(inputs), tuple(outputs)
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(dict(zip(self.inputs, tensors)))
+        out = self.model(dict(zip(self.inputs, tensors, strict=True)))
         return tuple(getattr(out, name) for name in self.outputs)
 
 
@@ -140,7 +140,7 @@ def _check(graph: SignatureGraph, session: Any, batch: dict[str, torch.Tensor], 
         raise ExportError(f"onnxruntime could not run the exported graph on inputs of shapes {sizes}: "
                           f"{_reason(exc)}") from exc
     diffs = {}
-    for name, want, have in zip(graph.outputs, expected, got):
+    for name, want, have in zip(graph.outputs, expected, got, strict=True):
         want = want.detach().float().numpy()
         if tuple(have.shape) != want.shape:
             raise ExportError(f"the ONNX graph's {name} has shape {list(have.shape)} for inputs of shapes {sizes}; "

@@ -67,6 +67,7 @@ class Task:
         return None
 
     report_key = ""  # the key of `decoded_scores`' report in eval.json
+    generates = False  # predict decodes step by step (text, translations): more than one forward, so no ONNX stand-in
 
     def trainer_class(self, model: torch.nn.Module) -> type:
         """The Trainer that trains `model`: the one loop, or a subclass with its own step (a GAN's two players)."""

@@ -27,6 +27,7 @@ class LanguageModeling(Task):
     name = "language_modeling"
     report_key = "answers"
     varying_dims = (1,)
+    generates = True
 
     def metric_set(self, chars_per_token: float | None = 1.0, loss_name: str = "") -> TokenMetrics:
         return TokenMetrics("language_modeling", chars_per_token, loss_name)

@@ -27,6 +27,7 @@ class MaskedLM(LanguageModeling):
     """The masked tokens of a text."""
 
     name = "masked_lm"
+    generates = False  # a mask is filled from one forward
 
     def metric_set(self, chars_per_token: float | None = None, loss_name: str = "") -> TokenMetrics:
         return TokenMetrics("masked_lm", chars_per_token, loss_name)

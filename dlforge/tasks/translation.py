@@ -24,6 +24,7 @@ class Translation(Task):
     name = "translation"
     report_key = "translation"
     varying_dims = (1,)
+    generates = True
 
     def metric_set(self, chars_per_token: float | None = None, loss_name: str = "") -> TokenMetrics:
         return TokenMetrics("translation", chars_per_token, loss_name)
