@@ -18,6 +18,7 @@ import io
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,41 +61,61 @@ class SignatureGraph(torch.nn.Module):
         return tuple(getattr(out, name) for name in self.outputs)
 
 
+@dataclass
+class Graph:
+    """One more graph of an export, beside model.onnx: `module` (forward(batch dict) -> an object with the
+    signature's outputs as attributes), its signature and its example batches (the first traced), as for the model."""
+
+    file: str
+    module: torch.nn.Module
+    signature: Mapping[str, Any]
+    examples: Sequence[Mapping[str, torch.Tensor]]
+
+
 def export_onnx(model: torch.nn.Module, signature: Mapping[str, Any], examples: Sequence[Mapping[str, torch.Tensor]],
-                out: Path, source: Mapping[str, Any] | None = None, tolerance: float = TOLERANCE) -> dict[str, Any]:
+                out: Path, source: Mapping[str, Any] | None = None, tolerance: float = TOLERANCE,
+                extra: Sequence[Graph] = ()) -> dict[str, Any]:
     """Export `model` (eval mode, on the CPU) to `out`/model.onnx with `out`/export.json; returns export.json.
 
     `examples` are batches of the signature's inputs: the first is traced (its batch must be 2 or more, or the
-    exporter would fix the batch to 1), every one is checked. Raises `ExportError` with a one-line reason when the
-    exporter fails, or when an output's shape or values differ from PyTorch's by more than `tolerance`."""
+    exporter would fix the batch to 1), every one is checked. `extra` graphs (a decoder step with its KV cache...)
+    are exported and checked the same way into the same folder, and reported under "graphs". Raises `ExportError`
+    with a one-line reason when the exporter fails, or when an output's shape or values differ from PyTorch's by more
+    than `tolerance`; nothing is written then."""
     ort = require_onnx()
     refusal = getattr(model, "export_refusal", None)
     if refusal:
         raise ExportError(f"{model.registry_name} can't be exported to ONNX: {refusal}")
-    names = [spec["name"] for spec in signature["inputs"]]
-    outputs = [spec["name"] for spec in signature["outputs"]]
-    missing = [n for n in names if n not in examples[0]]
-    if missing:
-        raise ExportError(f"the example inputs lack {', '.join(missing)} of the signature's inputs")
-    if len(next(iter(examples[0].values()))) < 2:
-        raise ExportError("the traced example needs a batch of 2 or more (a batch of 1 would be fixed in the graph)")
-    graph = SignatureGraph(model.eval().cpu(), names, outputs)
+    graphs = [Graph("model.onnx", model.eval().cpu(), signature, examples), *extra]
     report: dict[str, Any] = {}
 
     def fill(tmp: Path) -> None:
-        path = tmp / "model.onnx"
-        _trace(graph, [_tensor(examples[0][n]) for n in names], signature, path)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        checks = [_check(graph, session, {n: _tensor(ex[n]) for n in names}, tolerance) for ex in examples]
+        done = {g.file: _export_graph(ort, g, tmp / g.file, tolerance) for g in graphs}
+        main = done.pop("model.onnx")
         report.update({"format": "onnx", "opset": OPSET, "file": "model.onnx", "source": dict(source or {}),
-                       "model": model.registry_name, "inputs": signature["inputs"], "outputs": signature["outputs"],
-                       "dynamic": _dynamic_axes(signature), "tolerance": tolerance,
-                       "max_abs_diff": max(c["max_abs_diff"] for c in checks), "checks": checks,
+                       "model": model.registry_name, **main, "tolerance": tolerance, "graphs": done,
                        "versions": _versions(ort)})
         write_json(tmp / "export.json", report)
 
     write_folder(Path(out), FORMAT, fill)
     return report
+
+
+def _export_graph(ort: Any, g: Graph, path: Path, tolerance: float) -> dict[str, Any]:
+    names = [spec["name"] for spec in g.signature["inputs"]]
+    outputs = [spec["name"] for spec in g.signature["outputs"]]
+    missing = [n for n in names if n not in g.examples[0]]
+    if missing:
+        raise ExportError(f"the example inputs lack {', '.join(missing)} of the signature's inputs")
+    if len(g.examples[0][names[0]]) < 2:
+        raise ExportError("the traced example needs a batch of 2 or more (a batch of 1 would be fixed in the graph)")
+    graph = SignatureGraph(g.module, names, outputs)
+    _trace(graph, [_tensor(g.examples[0][n]) for n in names], g.signature, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    checks = [_check(graph, session, {n: _tensor(ex[n]) for n in names}, tolerance) for ex in g.examples]
+    return {"inputs": list(g.signature["inputs"]), "outputs": list(g.signature["outputs"]),
+            "dynamic": _dynamic_axes(g.signature), "max_abs_diff": max(c["max_abs_diff"] for c in checks),
+            "checks": checks}
 
 
 def read_export(folder: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from dlforge.artifacts import load_trained, weights_sha256
 from dlforge.config import load_config
 from dlforge.data.dataset import build_data, collate_batch
+from dlforge.deploy.onnx_decoder import has_kv_cache, with_past_graph
 from dlforge.deploy.onnx_export import FORMAT, TOLERANCE, export_onnx, read_export, require_onnx
 from dlforge.errors import DlforgeError
 from dlforge.models.output import Output
@@ -47,7 +48,10 @@ def export_run(run: str | Path, out: str | Path | None = None, runs_dir: str | P
     _replaceable(folder)
     source = {"run": run_path.name, "model_folder": Path(model.meta["folder"]).name,
               "weights_sha256": weights_sha256(Path(model.meta["folder"]))}
-    return folder, export_onnx(model, signature, examples, folder, source, tolerance)
+    extra = []
+    if has_kv_cache(model):  # GPT: the decoder step too, its cache as inputs and outputs
+        extra.append(with_past_graph(model, torch.cat([examples[0]["input_ids"], examples[1]["input_ids"]])))
+    return folder, export_onnx(model, signature, examples, folder, source, tolerance, extra)
 
 
 def held_out_examples(run_path: Path, signature: dict[str, Any]) -> list[dict[str, torch.Tensor]]:

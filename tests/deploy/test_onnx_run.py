@@ -117,3 +117,38 @@ def test_a_language_model_exports_with_a_dynamic_length_and_keeps_its_perplexity
         assert round(onnx_eval["metrics"][key], 4) == round(torch_eval["metrics"][key], 4), key
     proc = run_here(capsys, "predict", str(gpt_run), str(gpt_run / "config.yaml"), "--backend", "onnxruntime")
     assert proc.returncode == 2 and "decoded token by token" in one_line_error(proc)
+
+
+def test_greedy_decoding_through_the_kv_cache_graph_is_the_models_own(gpt_run, capsys):
+    """model_with_past.onnx fed its own presents, token by token, picks the tokens the PyTorch model picks with its
+    preallocated KVCache, with logits within 1e-4 at every step."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from dlforge.api import load
+
+    if not (gpt_run / "onnx" / "model_with_past.onnx").exists():
+        assert run_here(capsys, "export", str(gpt_run)).returncode == 0
+    report = json.loads((gpt_run / "onnx" / "export.json").read_text())
+    graph = report["graphs"]["model_with_past.onnx"]
+    assert graph["max_abs_diff"] <= 1e-4 and [c["shapes"]["input_ids"][1] for c in graph["checks"]][1] == 1
+    model = load(gpt_run)
+    layers = model.config.n_layers
+    session = ort.InferenceSession(str(gpt_run / "onnx" / "model_with_past.onnx"), providers=["CPUExecutionProvider"])
+    prompt = torch.tensor([[5, 9, 2, 7], [1, 1, 3, 8]])
+    heads, head_dim = model.config.n_heads, model.config.dim // model.config.n_heads
+    past = {f"past_{k}_{i}": np.zeros((2, heads, 0, head_dim), np.float32) for i in range(layers)
+            for k in ("key", "value")}
+    names = ["logits"] + [f"present_{k}_{i}" for i in range(layers) for k in ("key", "value")]
+    cache, ids, theirs = model.init_state(2), prompt, prompt.numpy()
+    with torch.no_grad():
+        for _ in range(8):
+            logits, cache = model.step(ids, cache)
+            got = session.run(names, {"input_ids": theirs, **past})
+            np.testing.assert_allclose(got[0], logits.numpy(), rtol=0, atol=1e-4)
+            ids = logits[:, -1].argmax(-1, keepdim=True)
+            theirs = got[0][:, -1].argmax(-1)[:, None].astype(np.int64)
+            assert (theirs == ids.numpy()).all()
+            past = {n.replace("present", "past"): v for n, v in zip(names[1:], got[1:], strict=True)}
+    assert past["past_key_0"].shape[2] == cache.length == 4 + 7
