@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv data install install-dev lint bench results results-classic results-lm results-rag results-vision results-generative clean
+.PHONY: demo test venv data install install-dev lint bench results results-classic results-lm results-rag results-vision results-generative results-deploy clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,10 @@ results-generative: install-dev
 	$(PY) scripts/results/generative.py score
 	$(PY) scripts/results/generative.py score fashion-ddpm --compare 1000
 	$(PY) scripts/results/generative.py bench
+
+# Deployment: ONNX in onnxruntime against PyTorch eager (docs/results/deploy.md + deploy.json): a few minutes.
+results-deploy: install
+	$(PY) scripts/results/deploy.py bench
 
 # GPT, BERT, translation, domain adaptation, instruction tuning (docs/results/lm.md and the pages it links): about
 # two hours on 2 CPU cores. The benchmarks compare against transformers, in the bench extra.

@@ -411,18 +411,19 @@ def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     return load_trained(path, device=device)
 
 
-def evaluate(run: str | Path, split: str = "test", backend: str = "torch") -> dict[str, float]:
+def evaluate(run: str | Path, split: str = "test", backend: str = "torch", export: str | Path | None = None
+             ) -> dict[str, float]:
     """Metrics of a run's final model on one split of its data (rebuilt from the run's config), with the scores its
     task decodes (BLEU and chrF of a translation run, exact match of an instruction-tuned one). `backend`
     "onnxruntime" runs the run's ONNX export instead (`dlforge export`): the task's metrics from its logits, without
-    the loss or decoded scores (the graph is the forward pass)."""
+    the loss or decoded scores (the graph is the forward pass); `export` is the export folder (default RUN/onnx)."""
     run_path = resolve_run(str(run))
     cfg = load_config(run_path / "config.yaml")
     data = build_data(cfg)
     ds = data.split(split, evaluation=True) if split in ("train", "val", "test") else None
     if ds is None:
         raise DlforgeError(f"--split: {split!r} is not a split of this run; expected train, val or test")
-    model = _backend_model(run_path, backend)
+    model = _backend_model(run_path, backend, export)
     trained_with = tokenizer_hash(model.meta["extra"].get("preprocessing.json"))
     if data.tokenizer is not None and trained_with is not None:  # e.g. data.tokenizer: latest:NAME has moved on
         from dlforge.text.tokenizer import check_tokenizer
@@ -438,15 +439,15 @@ def evaluate(run: str | Path, split: str = "test", backend: str = "torch") -> di
     return metrics
 
 
-def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None, backend: str = "torch"
-            ) -> list[dict[str, Any]]:
+def predict(run: str | Path, input_path: str | Path, out: str | Path | None = None, backend: str = "torch",
+            export: str | Path | None = None) -> list[dict[str, Any]]:
     """Predictions of a run's model for new inputs, read as its task reads them: one row each, e.g. a label and class
     probabilities for rows of a CSV file, image files or texts, a forecast's steps after a file of recent values,
     the continuation of each prompt, the translation of each sentence (the model card names the file it reads).
     `backend` "onnxruntime" runs the run's ONNX export (`dlforge export`) where the task needs only the forward."""
     if out is not None:  # before any work
         output_file(out, "the CSV file to write the predictions to (out)")
-    model = _backend_model(run, backend)
+    model = _backend_model(run, backend, export)
     extra = model.meta["extra"]
     task_name = (extra.get("data_info.json") or {}).get("task") or extra["preprocessing.json"].get("task")
     task = create_task(task_name)
@@ -459,13 +460,15 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path | None = No
     return rows
 
 
-def _backend_model(run: str | Path, backend: str) -> torch.nn.Module:
-    """The run's model in PyTorch, or its ONNX export in onnxruntime."""
+def _backend_model(run: str | Path, backend: str, export: str | Path | None = None) -> torch.nn.Module:
+    """The run's model in PyTorch, or its ONNX export (`export`, default RUN/onnx) in onnxruntime."""
     from dlforge.deploy.onnx_run import BACKENDS, onnx_model
 
     if backend not in BACKENDS:
         raise DlforgeError(f"--backend: {backend!r} is not a backend; expected one of {', '.join(BACKENDS)}")
-    return load(run) if backend == "torch" else onnx_model(run)
+    if export is not None and backend == "torch":
+        raise DlforgeError("--export: an export folder is run by --backend onnxruntime, not torch")
+    return load(run) if backend == "torch" else onnx_model(run, export)
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,4 +1,5 @@
-"""`dlforge export`: a run's model as an ONNX graph, checked against PyTorch before it is kept."""
+"""`dlforge export`: a run's model as an ONNX graph, checked against PyTorch before it is kept; `dlforge quantize`:
+that graph in int8, its effect measured."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ FORMATS = ("onnx",)
 
 def register(app: typer.Typer) -> None:
     app.command("export")(export_cmd)
+    app.command("quantize")(quantize_cmd)
 
 
 def export_cmd(
@@ -44,3 +46,44 @@ def export_cmd(
     console.print(f"{report['model']} exported to {folder / report['file']} (opset {report['opset']}); largest "
                   f"difference from PyTorch {report['max_abs_diff']:.2g} (tolerance {report['tolerance']:g}) on "
                   f"held-out inputs: {checks}", soft_wrap=True)
+
+
+def quantize_cmd(
+    run: str = typer.Argument(..., help="a run exported with `dlforge export` (folder, name or 'latest')"),
+    mode: str = typer.Option("dynamic", "--mode", help="dynamic (int8 weights) or static (int8 weights and "
+                                                        "activations, calibrated on training batches)"),
+    calibration_batches: int = typer.Option(8, "--calibration-batches", help="static: training batches of 32 that "
+                                                                             "set the activations' ranges"),
+    out: Path = typer.Option(None, "--out", help="the folder to write to (default: RUN/onnx-int8-MODE)"),
+    rounds: int = typer.Option(10, "--rounds", min=1, help="paired rounds of the latency measurement"),
+    as_json: bool = typer.Option(False, "--json", help="print quantize.json"),
+) -> None:
+    """Quantize a run's ONNX export to int8 with onnxruntime: `dlforge quantize latest --mode static`. Reports the
+    test metrics, file size and latency at batch 1 and 64 of fp32 and int8, side by side."""
+    from dlforge.errors import DlforgeError
+    from dlforge.paths import output_folder
+
+    if mode not in ("dynamic", "static"):
+        raise DlforgeError(f"--mode: {mode!r} is not a quantization mode; expected dynamic or static")
+    if out is not None:
+        output_folder(out, "the folder to write the quantized model to (--out)")
+    from dlforge.runs.rundir import resolve_run
+
+    run_path = resolve_run(run)
+    from dlforge.deploy.quantize import quantize_run
+
+    folder, report = quantize_run(run_path, mode, calibration_batches, out, rounds=rounds)
+    if as_json:
+        emit_json({"out": str(folder), **report})
+        return
+    size = report["size"]
+    console.print(f"{report['model']} int8 ({mode}) written to {folder / 'model.onnx'}: {size['int8_bytes']:,} bytes "
+                  f"against {size['fp32_bytes']:,} ({size['ratio']:.2f}x smaller)", soft_wrap=True)
+    before, after = report["metrics"]["fp32"], report["metrics"]["int8"]
+    console.print("test metrics, fp32 -> int8: " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}"
+                                                             for k in after if k in before), soft_wrap=True)
+    for key, row in report["latency"].items():
+        console.print(f"{key}: fp32 {row['fp32_ms']:.2f} ms, int8 {row['int8_ms']:.2f} ms "
+                      f"(int8 {row['speedup_median']:.2f}x as fast)", soft_wrap=True)
+    for note in report["notes"]:
+        console.print(f"note: {note}", soft_wrap=True)

@@ -77,6 +77,8 @@ def eval_cmd(
     split: str = typer.Option("test", "--split", help="train, val or test"),
     backend: str = typer.Option("torch", "--backend", help="torch, or onnxruntime: the run's ONNX export (`dlforge "
                                                            "export RUN`), its metrics without the loss"),
+    export: Path = typer.Option(None, "--export", help="onnxruntime: the export folder to run (default RUN/onnx; "
+                                                        "e.g. RUN/onnx-int8-static from `dlforge quantize`)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Evaluate a run's final model on a split of its data."""
@@ -85,7 +87,7 @@ def eval_cmd(
     run_path = resolve_run(run)  # `latest` or a name: report the run it is
     from dlforge.api import evaluate
 
-    metrics = evaluate(run_path, split, backend)
+    metrics = evaluate(run_path, split, backend, export)
     if as_json:
         emit_json({"run": str(run_path), "split": split, "backend": backend, "metrics": metrics})
     else:
@@ -102,6 +104,7 @@ def predict_cmd(
                                                          "and --out keep every class's probability)"),
     backend: str = typer.Option("torch", "--backend", help="torch, or onnxruntime: the run's ONNX export (`dlforge "
                                                            "export RUN`)"),
+    export: Path = typer.Option(None, "--export", help="onnxruntime: the export folder to run (default RUN/onnx)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Predict for new inputs: labels and probabilities, values, forecasts, continuations or translations."""
@@ -112,7 +115,7 @@ def predict_cmd(
         output_file(out, "the CSV file to write the predictions to (--out)")
     from dlforge.api import predict
 
-    rows = predict(run, input_path, out, backend)
+    rows = predict(run, input_path, out, backend, export)
     if as_json:
         emit_json(rows)
     elif out is not None:

@@ -161,7 +161,7 @@ def _trace(graph: SignatureGraph, args: list[torch.Tensor], signature: Mapping[s
                               output_names=list(graph.outputs), dynamic_shapes=shapes, opset_version=opset,
                               external_data=False, optimize=True, verbose=False, report=False)
     except Exception as exc:
-        raise ExportError(f"{graph.model.registry_name} could not be exported to ONNX: {_reason(exc)}") from exc
+        raise ExportError(f"{graph.model.registry_name} could not be exported to ONNX: {error_reason(exc)}") from exc
 
 
 def _check(graph: SignatureGraph, session: Any, batch: dict[str, torch.Tensor], tolerance: float) -> dict[str, Any]:
@@ -173,7 +173,7 @@ def _check(graph: SignatureGraph, session: Any, batch: dict[str, torch.Tensor], 
         got = session.run(list(graph.outputs), {k: v.numpy() for k, v in batch.items()})
     except Exception as exc:  # onnxruntime's Fail/InvalidArgument: e.g. a size the exporter fixed
         raise Unrunnable(f"onnxruntime could not run the exported graph on inputs of shapes {sizes}: "
-                          f"{_reason(exc)}") from exc
+                          f"{error_reason(exc)}") from exc
     diffs = {}
     for name, want, have in zip(graph.outputs, expected, got, strict=True):
         want = want.detach().float().numpy()
@@ -188,7 +188,7 @@ def _check(graph: SignatureGraph, session: Any, batch: dict[str, torch.Tensor], 
     return {"shapes": sizes, "max_abs_diff": diffs[worst], "per_output": diffs}
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
     """The line of an exporter's error that says what went wrong (its summary's, else its first)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     for i, line in enumerate(lines):

@@ -45,7 +45,7 @@ def export_run(run: str | Path, out: str | Path | None = None, runs_dir: str | P
     signature = _signature(model, run_path)
     examples = held_out_examples(run_path, signature)
     folder = Path(out) if out is not None else run_path / "onnx"
-    _replaceable(folder)
+    replaceable(folder)
     source = {"run": run_path.name, "model_folder": Path(model.meta["folder"]).name,
               "weights_sha256": weights_sha256(Path(model.meta["folder"]))}
     extra = []
@@ -66,8 +66,8 @@ def held_out_examples(run_path: Path, signature: dict[str, Any]) -> list[dict[st
         raise DlforgeError(f"{run_path}: its {split} split has {len(ds)} samples; checking an export needs "
                            f"{TRACED + 1} or more")
     names = [spec["name"] for spec in signature["inputs"]]
-    traced = _batch(ds, range(TRACED), names)
-    checked = _batch(ds, range(TRACED, min(len(ds), TRACED + CHECKED)), names)
+    traced = batch_of(ds, range(TRACED), names)
+    checked = batch_of(ds, range(TRACED, min(len(ds), TRACED + CHECKED)), names)
     examples = [traced, checked]
     shorter = {spec["name"]: [i for i, n in enumerate(spec["shape"]) if n == -1 and i > 0]
                for spec in signature["inputs"]}
@@ -90,10 +90,11 @@ class OnnxModel(torch.nn.Module):
     """An ONNX export run by onnxruntime: forward(batch) -> Output(logits) without a loss; `config`, `meta` and
     `registry_name` are those of the PyTorch model it was exported from."""
 
-    def __init__(self, folder: Path, model: torch.nn.Module):
+    def __init__(self, folder: Path, model: torch.nn.Module, verify: bool = True):
         super().__init__()
         ort = require_onnx()
-        self.export = read_export(folder)
+        # `verify`: the files against the folder's manifest (False only for a folder still being written)
+        self.export = read_export(folder) if verify else json.loads((folder / "export.json").read_text("utf-8"))
         made_from = self.export.get("source", {}).get("weights_sha256")
         if made_from != weights_sha256(Path(model.meta["folder"])):
             raise DlforgeError(f"{folder}: the export was made from other weights than this run's model; export again")
@@ -118,7 +119,7 @@ class OnnxModel(torch.nn.Module):
                              f"graph is its forward); use the torch backend") from None
 
 
-def _replaceable(folder: Path) -> None:
+def replaceable(folder: Path) -> None:
     """Refuse to write over anything but an earlier export: the export replaces its folder whole."""
     if not folder.exists():
         return
@@ -140,7 +141,8 @@ def _signature(model: torch.nn.Module, run_path: Path) -> dict[str, Any]:
     return signature
 
 
-def _batch(ds: Any, indices: range, names: list[str]) -> dict[str, torch.Tensor]:
+def batch_of(ds: Any, indices: range, names: list[str]) -> dict[str, torch.Tensor]:
+    """The samples `indices` of `ds` collated, keeping the inputs `names`."""
     batch = next(iter(DataLoader(Subset(ds, indices), batch_size=len(indices), collate_fn=collate_batch)))
     return {n: batch[n] for n in names}
 

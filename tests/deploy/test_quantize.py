@@ -1,0 +1,79 @@
+"""`dlforge quantize`: int8 through onnxruntime's quantizer (dynamic, and static QDQ calibrated on training batches),
+with the report's figures checked against what they claim to measure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from clitools import one_line_error, run_here, write_blobs_csv, write_config
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    from dlforge.api import train
+    from dlforge.deploy.onnx_run import export_run
+
+    d = tmp_path_factory.mktemp("quantize")
+    cfg = write_config(d / "cfg.yaml", write_blobs_csv(d / "blobs.csv", n=600), max_steps=40, checkpoint_every=None)
+    mlp = train(cfg, run_dir=d / "runs" / "mlp").run_dir
+    quiet = ["train.progress=false", "train.tensorboard=false", "train.checkpoint_every=null"]
+    cnn = train("digits-cnn", ["train.max_steps=30", "train.max_epochs=null", *quiet], run_dir=d / "runs" / "cnn").run_dir
+    for run in (mlp, cnn):
+        export_run(run)
+    return {"mlp": mlp, "cnn": cnn}
+
+
+def test_dynamic_int8_reports_what_it_measured(runs, capsys):
+    run = runs["mlp"]
+    proc = run_here(capsys, "quantize", str(run), "--mode", "dynamic", "--rounds", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    folder = run / "onnx-int8-dynamic"
+    assert report["out"] == str(folder) and json.loads((folder / "quantize.json").read_text())["mode"] == "dynamic"
+    ops = {n.op_type for n in onnx.load(str(folder / "model.onnx")).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear"}  # int8 weights, on the fly
+    size = report["size"]
+    assert size["fp32_bytes"] == (run / "onnx" / "model.onnx").stat().st_size
+    assert size["int8_bytes"] == (folder / "model.onnx").stat().st_size < size["fp32_bytes"]
+    fp32 = json.loads(run_here(capsys, "eval", str(run), "--backend", "onnxruntime", "--json").stdout)["metrics"]
+    int8 = json.loads(run_here(capsys, "eval", str(run), "--backend", "onnxruntime", "--export", str(folder),
+                               "--json").stdout)["metrics"]
+    for key in fp32:
+        assert round(report["metrics"]["fp32"][key], 4) == round(fp32[key], 4), key
+        assert round(report["metrics"]["int8"][key], 4) == round(int8[key], 4), key
+    assert abs(int8["accuracy"] - fp32["accuracy"]) <= 0.05  # blobs: int8 weights barely move the decisions
+    assert sorted(report["latency"]) == ["batch 1", "batch 60"]  # the test split has 60 rows: all of them
+    for row in report["latency"].values():
+        assert row["fp32_ms"] > 0 and row["int8_ms"] > 0 and row["rounds"] == 2
+        assert (row["speedup_median"] < 1) == any(f"at batch {row['batch']} " in n for n in report["notes"])
+
+
+def test_static_int8_is_calibrated_qdq_and_runs_through_eval_and_predict(runs, capsys, tmp_path):
+    run = runs["cnn"]
+    proc = run_here(capsys, "quantize", str(run), "--mode", "static", "--calibration-batches", "3", "--rounds", "1",
+                    "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["calibration"] == {"split": "train", "batches": 3, "batch_size": 32}
+    graph = onnx.load(str(run / "onnx-int8-static" / "model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("QuantizeLinear") >= 2 and ops.count("DequantizeLinear") >= 4  # activations and weights
+    before, after = report["metrics"]["fp32"]["accuracy"], report["metrics"]["int8"]["accuracy"]
+    assert abs(before - after) <= 0.05, (before, after)
+    proc = run_here(capsys, "eval", str(run), "--backend", "onnxruntime", "--export", str(run / "onnx-int8-static"),
+                    "--json")
+    assert round(json.loads(proc.stdout)["metrics"]["accuracy"], 4) == round(after, 4)
+
+
+def test_quantize_refuses_in_one_line(runs, capsys, tmp_path):
+    proc = run_here(capsys, "quantize", str(runs["mlp"]), "--mode", "int4")
+    assert proc.returncode == 2 and "--mode: 'int4' is not a quantization mode" in one_line_error(proc)
+    proc = run_here(capsys, "eval", str(runs["mlp"]), "--export", str(tmp_path))
+    assert proc.returncode == 2 and "--export: an export folder is run by --backend onnxruntime" in one_line_error(proc)
+    bare = runs["mlp"].parent / "bare"
+    bare.mkdir()
+    proc = run_here(capsys, "quantize", str(bare))
+    assert proc.returncode == 2
