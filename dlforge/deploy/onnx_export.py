@@ -81,14 +81,15 @@ class Graph:
 
 def export_onnx(model: torch.nn.Module, signature: Mapping[str, Any], examples: Sequence[Mapping[str, torch.Tensor]],
                 out: Path, source: Mapping[str, Any] | None = None, tolerance: float = TOLERANCE,
-                extra: Sequence[Graph] = ()) -> dict[str, Any]:
+                extra: Sequence[Graph] = (), optimize: bool = True) -> dict[str, Any]:
     """Export `model` (eval mode, on the CPU) to `out`/model.onnx with `out`/export.json; returns export.json.
 
     `examples` are batches of the signature's inputs: the first is traced (its batch must be 2 or more, or the
     exporter would fix the batch to 1), every one is checked. `extra` graphs (a decoder step with its KV cache...)
     are exported and checked the same way into the same folder, and reported under "graphs". Raises `ExportError`
     with a one-line reason when the exporter fails, or when an output's shape or values differ from PyTorch's by more
-    than `tolerance`; nothing is written then."""
+    than `tolerance`; nothing is written then. `optimize`: onnxscript's graph optimizer after the export (constant
+    folding, dead code; onnxruntime does much the same when it loads a graph, so it is mostly file size)."""
     ort = require_onnx()
     refusal = getattr(model, "export_refusal", None)
     if refusal:
@@ -97,7 +98,7 @@ def export_onnx(model: torch.nn.Module, signature: Mapping[str, Any], examples: 
     report: dict[str, Any] = {}
 
     def fill(tmp: Path) -> None:
-        done = {g.file: _export_graph(ort, g, tmp / g.file, tolerance) for g in graphs}
+        done = {g.file: _export_graph(ort, g, tmp / g.file, tolerance, optimize) for g in graphs}
         main = done.pop("model.onnx")
         report.update({"format": "onnx", "file": "model.onnx", "source": dict(source or {}),
                        "model": model.registry_name, **main, "tolerance": tolerance, "graphs": done,
@@ -108,7 +109,7 @@ def export_onnx(model: torch.nn.Module, signature: Mapping[str, Any], examples: 
     return report
 
 
-def _export_graph(ort: Any, g: Graph, path: Path, tolerance: float) -> dict[str, Any]:
+def _export_graph(ort: Any, g: Graph, path: Path, tolerance: float, optimize: bool) -> dict[str, Any]:
     names = [spec["name"] for spec in g.signature["inputs"]]
     outputs = [spec["name"] for spec in g.signature["outputs"]]
     missing = [n for n in names if n not in g.examples[0]]
@@ -118,7 +119,7 @@ def _export_graph(ort: Any, g: Graph, path: Path, tolerance: float) -> dict[str,
         raise ExportError("the traced example needs a batch of 2 or more (a batch of 1 would be fixed in the graph)")
     graph = SignatureGraph(g.module, names, outputs)
     for opset in OPSETS:
-        _trace(graph, [_tensor(g.examples[0][n]) for n in names], g.signature, path, opset)
+        _trace(graph, [_tensor(g.examples[0][n]) for n in names], g.signature, path, opset, optimize)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         try:
             checks = [_check(graph, session, {n: _tensor(ex[n]) for n in names}, tolerance) for ex in g.examples]
@@ -147,8 +148,8 @@ def _dynamic_axes(signature: Mapping[str, Any]) -> dict[str, list[int]]:
             for spec in [*signature["inputs"], *signature["outputs"]]}
 
 
-def _trace(graph: SignatureGraph, args: list[torch.Tensor], signature: Mapping[str, Any], path: Path, opset: int
-           ) -> None:
+def _trace(graph: SignatureGraph, args: list[torch.Tensor], signature: Mapping[str, Any], path: Path, opset: int,
+           optimize: bool) -> None:
     dims = _dynamic_axes(signature)
     auto = torch.export.Dim.AUTO
     shapes = (tuple({i: auto for i in dims[name]} for name in graph.inputs),)  # forward(*tensors): one tuple argument
@@ -159,7 +160,7 @@ def _trace(graph: SignatureGraph, args: list[torch.Tensor], signature: Mapping[s
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, tuple(args), str(path), dynamo=True, input_names=list(graph.inputs),
                               output_names=list(graph.outputs), dynamic_shapes=shapes, opset_version=opset,
-                              external_data=False, optimize=True, verbose=False, report=False)
+                              external_data=False, optimize=optimize, verbose=False, report=False)
     except Exception as exc:
         raise ExportError(f"{graph.model.registry_name} could not be exported to ONNX: {error_reason(exc)}") from exc
 

@@ -1,9 +1,11 @@
 """Write docs/results/deploy.md: the deployment figures of issue 16 measured so far (2 CPU cores).
 
-    python scripts/results/deploy.py bench       # bench/onnx_latency.py: onnxruntime against PyTorch eager
-    python scripts/results/deploy.py             # re-render from the records only
+    python scripts/results/deploy.py bench                          # bench/onnx_latency.py: onnxruntime vs PyTorch
+    python scripts/results/deploy.py quantize RUN [--mode static]   # dlforge quantize RUN: int8 against fp32
+    python scripts/results/deploy.py                                # re-render from the records only
 
-Records live in docs/results/deploy.json.
+`--from-json FILE` records a saved output (of `bench/onnx_latency.py --json`, or of `dlforge quantize RUN --json`)
+instead of measuring again. Records live in docs/results/deploy.json.
 """
 
 from __future__ import annotations
@@ -24,35 +26,70 @@ NAMES = {"resnet20": "Fashion-MNIST ResNet-20 (1x28x28)", "minilm": "MiniLM-L6 (
          "gpt": "char GPT (128 tokens)"}
 
 
+def _latency_table(bench: dict) -> list[str]:
+    lines = ["| model | batch | PyTorch ms | onnxruntime ms | ratio median | min | max |",
+             "|---|---|---|---|---|---|---|"]
+    for name, label in NAMES.items():
+        for batch, r in bench.get(name, {}).items():
+            lines.append(f"| {label} | {batch.removeprefix('batch ')} | {r['torch_ms']:.2f} "
+                         f"| {r['onnxruntime_ms']:.2f} | {r['ratio_median']:.3f} | {r['ratio_min']:.3f} "
+                         f"| {r['ratio_max']:.3f} |")
+    threads = bench.get("threads", "?")
+    return [*lines, "", f"{threads} threads for PyTorch; onnxruntime's default pool (one thread a core)."]
+
+
+def _quantize_rows(runs: dict) -> list[str]:
+    lines = ["| run | mode | test accuracy fp32 -> int8 | file fp32 -> int8 | batch | fp32 ms | int8 ms "
+             "| int8 speedup (min, max) |", "|---|---|---|---|---|---|---|---|"]
+    for key, r in runs.items():
+        acc = f"{r['metrics']['fp32']['accuracy']:.4f} -> {r['metrics']['int8']['accuracy']:.4f}"
+        mb = r["size"]
+        size = f"{mb['fp32_bytes'] / 1e6:.2f} -> {mb['int8_bytes'] / 1e6:.2f} MB ({mb['ratio']:.2f}x)"
+        for row in r["latency"].values():
+            lines.append(f"| {key} | {r['mode']} | {acc} | {size} | {row['batch']} | {row['fp32_ms']:.2f} "
+                         f"| {row['int8_ms']:.2f} | {row['speedup_median']:.2f} ({row['speedup_min']:.2f}, "
+                         f"{row['speedup_max']:.2f}) |")
+    notes = [f"- {key}: {note}" for key, r in runs.items() for note in r.get("notes", [])]
+    return [*lines, "", *(notes or ["No int8 model was slower than its fp32 export."])]
+
+
 def render(records: dict) -> str:
     lines = ["# Results: deployment", "",
              "Written by `scripts/results/deploy.py` (`make results-deploy`); do not edit by hand.", "",
-             f"Machine: {records.get('machine', resultstools.machine())}.", "",
-             "## ONNX in onnxruntime against PyTorch eager", "",
-             "`python bench/onnx_latency.py --json`: each model exported by `dlforge.deploy.onnx_export` (checked within",
-             "1e-4 of PyTorch first), then onnxruntime (fp32, CPUExecutionProvider) and PyTorch eager (eval,",
-             "inference_mode) timed in paired, interleaved rounds in one process. The ratio is PyTorch's time over",
-             "onnxruntime's (above 1: onnxruntime is faster; target >= 1); median, min and max over the rounds.", "",
-             "| model | batch | PyTorch ms | onnxruntime ms | ratio median | min | max |", "|---|---|---|---|---|---|---|"]
-    bench = records.get("onnx_latency", {})
-    for name, label in NAMES.items():
-        for batch, r in bench.get(name, {}).items():
-            lines.append(f"| {label} | {batch.removeprefix('batch ')} | {r['torch_ms']:.2f} | {r['onnxruntime_ms']:.2f} "
-                         f"| {r['ratio_median']:.3f} | {r['ratio_min']:.3f} | {r['ratio_max']:.3f} |")
-    if bench:
-        lines += ["", f"{bench.get('threads', '?')} threads for PyTorch; onnxruntime's default pool (one thread a core)."]
-    return "\n".join(lines) + "\n"
+             f"Machine: {records.get('machine', resultstools.machine())}.", ""]
+    if records.get("onnx_latency"):
+        lines += ["## ONNX in onnxruntime against PyTorch eager", "",
+                  "`python bench/onnx_latency.py --json`: each model exported by `dlforge.deploy.onnx_export` (checked",
+                  "within 1e-4 of PyTorch first), then onnxruntime (fp32, CPUExecutionProvider) and PyTorch eager",
+                  "(eval, inference_mode) timed in paired, interleaved rounds in one process. The ratio is PyTorch's",
+                  "time over onnxruntime's (above 1: onnxruntime is faster; target >= 1); median, min and max over the",
+                  "rounds.", "", *_latency_table(records["onnx_latency"]), ""]
+    if records.get("quantize"):
+        lines += ["## int8", "",
+                  "`dlforge quantize RUN --mode MODE --json` on a finished run's export: onnxruntime's quantizer, then",
+                  "the test split through the fp32 and the int8 graph, the file sizes, and the latency of each in",
+                  "onnxruntime at batch 1 and 64 in paired rounds (speedup: fp32 time over int8 time).", "",
+                  *_quantize_rows(records["quantize"]), ""]
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", nargs="?", choices=["bench"])
-    ap.add_argument("--from-json", help="bench: record this saved output of bench/onnx_latency.py --json instead")
+    ap.add_argument("action", nargs="?", choices=["bench", "quantize"])
+    ap.add_argument("run", nargs="?", help="quantize: the run (its preset names the row)")
+    ap.add_argument("--mode", default="static", help="quantize: dynamic or static")
+    ap.add_argument("--from-json", help="record this saved output instead of measuring again")
     args = ap.parse_args()
     records = resultstools.load(RECORDS, {})
+    saved = json.loads(Path(args.from_json).read_text()) if args.from_json else None
     if args.action == "bench":
-        records["onnx_latency"] = (json.loads(Path(args.from_json).read_text()) if args.from_json
-                                   else resultstools.run_bench("onnx_latency"))
+        records["onnx_latency"] = saved or resultstools.run_bench("onnx_latency")
+    elif args.action == "quantize":
+        if not args.run and saved is None:
+            raise SystemExit("quantize: name the run, or give --from-json")
+        report = saved or resultstools.run_json(["-m", "dlforge", "quantize", args.run, "--mode", args.mode, "--json"])
+        preset = report["run"].rsplit("-", 2)[0]  # NAME-YYYYMMDD-HHMMSS
+        records.setdefault("quantize", {})[f"{preset} ({report['mode']})"] = report
     records["machine"] = resultstools.machine()
     resultstools.save(RECORDS, records)
     OUT.write_text(render(records))

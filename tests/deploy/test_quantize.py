@@ -20,7 +20,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     cfg = write_config(d / "cfg.yaml", write_blobs_csv(d / "blobs.csv", n=600), max_steps=40, checkpoint_every=None)
     mlp = train(cfg, run_dir=d / "runs" / "mlp").run_dir
     quiet = ["train.progress=false", "train.tensorboard=false", "train.checkpoint_every=null"]
-    cnn = train("digits-cnn", ["train.max_steps=30", "train.max_epochs=null", *quiet], run_dir=d / "runs" / "cnn").run_dir
+    cnn = train("digits-cnn", ["train.max_steps=30", "train.max_epochs=null", *quiet],
+                run_dir=d / "runs" / "cnn").run_dir
     for run in (mlp, cnn):
         export_run(run)
     return {"mlp": mlp, "cnn": cnn}
