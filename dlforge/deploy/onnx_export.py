@@ -27,12 +27,14 @@ import torch
 
 from dlforge.artifacts import read_json, verify_folder, write_folder, write_json
 from dlforge.errors import DlforgeError
+from dlforge.layers.attention import MultiHeadAttention
 
 FORMAT = "dlforge-onnx"
 TOLERANCE = 1e-4  # fp32: the largest absolute difference allowed between onnxruntime's outputs and PyTorch's
 # ONNX opsets, tried in order: 23 has the Attention op, which onnxruntime runs as one kernel (MiniLM at batch 64 x 128
 # tokens: 1.8 s against 2.7 s for opset 18's decomposed softmax(QK^T)V); onnxruntime 1.32's Attention refuses some
-# shapes (cross-attention under a padding mask), and such a graph is exported again at 18.
+# shapes, and such a graph is exported again at 18. Cross-attention under a padding mask is one of them, so a model
+# with cross-attention starts at 18.
 OPSETS = (23, 18)
 
 
@@ -118,14 +120,16 @@ def _export_graph(ort: Any, g: Graph, path: Path, tolerance: float, optimize: bo
     if len(g.examples[0][names[0]]) < 2:
         raise ExportError("the traced example needs a batch of 2 or more (a batch of 1 would be fixed in the graph)")
     graph = SignatureGraph(g.module, names, outputs)
-    for opset in OPSETS:
+    cross = any(isinstance(m, MultiHeadAttention) and m.cross for m in g.module.modules())
+    opsets = OPSETS[1:] if cross else OPSETS
+    for opset in opsets:
         _trace(graph, [_tensor(g.examples[0][n]) for n in names], g.signature, path, opset, optimize)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         try:
             checks = [_check(graph, session, {n: _tensor(ex[n]) for n in names}, tolerance) for ex in g.examples]
             break
         except Unrunnable:
-            if opset == OPSETS[-1]:
+            if opset == opsets[-1]:
                 raise
     return {"opset": opset, "inputs": list(g.signature["inputs"]), "outputs": list(g.signature["outputs"]),
             "dynamic": _dynamic_axes(g.signature), "max_abs_diff": max(c["max_abs_diff"] for c in checks),
