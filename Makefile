@@ -76,9 +76,11 @@ results-generative: install-dev
 	$(PY) scripts/results/generative.py score fashion-ddpm --compare 1000
 	$(PY) scripts/results/generative.py bench
 
-# Deployment: ONNX in onnxruntime against PyTorch eager (docs/results/deploy.md + deploy.json): a few minutes.
+# Deployment: ONNX in onnxruntime against PyTorch eager, MiniLM in int8 (docs/results/deploy.md + deploy.json): a few
+# minutes. The int8 rows of runs: scripts/results/deploy.py quantize RUN.
 results-deploy: install
 	$(PY) scripts/results/deploy.py bench
+	$(PY) scripts/results/deploy.py minilm
 
 # GPT, BERT, translation, domain adaptation, instruction tuning (docs/results/lm.md and the pages it links): about
 # two hours on 2 CPU cores. The benchmarks compare against transformers, in the bench extra.

@@ -2,9 +2,10 @@
 
     python scripts/results/deploy.py bench                          # bench/onnx_latency.py: onnxruntime vs PyTorch
     python scripts/results/deploy.py quantize RUN [--mode static]   # dlforge quantize RUN: int8 against fp32
+    python scripts/results/deploy.py minilm                         # bench/minilm_int8.py: MiniLM embeddings in int8
     python scripts/results/deploy.py                                # re-render from the records only
 
-`--from-json FILE` records a saved output (of `bench/onnx_latency.py --json`, or of `dlforge quantize RUN --json`)
+`--from-json FILE` records a saved output (of the benchmark, or of `dlforge quantize RUN --json`)
 instead of measuring again. Records live in docs/results/deploy.json.
 """
 
@@ -70,12 +71,26 @@ def render(records: dict) -> str:
                   "the test split through the fp32 and the int8 graph, the file sizes, and the latency of each in",
                   "onnxruntime at batch 1 and 64 in paired rounds (speedup: fp32 time over int8 time).", "",
                   *_quantize_rows(records["quantize"]), ""]
+    m = records.get("minilm_int8")
+    if m:
+        lines += ["## MiniLM sentence embeddings in int8", "",
+                  "`python bench/minilm_int8.py --json`: all-MiniLM-L6-v2 (the RAG embedder) exported, then",
+                  "onnxruntime's dynamic int8 as `dlforge quantize --mode dynamic` does it (per-channel weights), on the",
+                  "first",
+                  f"{m['passages']} paragraphs of the Debian FAQ.", "",
+                  "| figure | measured | target |", "|---|---|---|",
+                  f"| cosine int8 to fp32, mean (min) | {m['cosine_mean']:.4f} ({m['cosine_min']:.4f}) | >= 0.99 |",
+                  f"| file fp32 -> int8 | {m['fp32_bytes'] / 1e6:.1f} -> {m['int8_bytes'] / 1e6:.1f} MB "
+                  f"({m['size_ratio']:.2f}x) | >= 3.5x |",
+                  f"| {m['batch']}, fp32 -> int8 | {m['fp32_ms']:.0f} -> {m['int8_ms']:.0f} ms, "
+                  f"{m['speedup_median']:.2f}x ({m['speedup_min']:.2f}-{m['speedup_max']:.2f}, {m['rounds']} rounds) "
+                  f"| >= 1.5x |", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", nargs="?", choices=["bench", "quantize"])
+    ap.add_argument("action", nargs="?", choices=["bench", "quantize", "minilm"])
     ap.add_argument("run", nargs="?", help="quantize: the run (its preset names the row)")
     ap.add_argument("--mode", default="static", help="quantize: dynamic or static")
     ap.add_argument("--from-json", help="record this saved output instead of measuring again")
@@ -84,6 +99,8 @@ def main() -> None:
     saved = json.loads(Path(args.from_json).read_text()) if args.from_json else None
     if args.action == "bench":
         records["onnx_latency"] = saved or resultstools.run_bench("onnx_latency")
+    elif args.action == "minilm":
+        records["minilm_int8"] = saved or resultstools.run_bench("minilm_int8")
     elif args.action == "quantize":
         if not args.run and saved is None:
             raise SystemExit("quantize: name the run, or give --from-json")
