@@ -75,9 +75,8 @@ def render(records: dict) -> str:
     if m:
         lines += ["## MiniLM sentence embeddings in int8", "",
                   "`python bench/minilm_int8.py --json`: all-MiniLM-L6-v2 (the RAG embedder) exported, then",
-                  "onnxruntime's dynamic int8 as `dlforge quantize --mode dynamic` does it (per-channel weights), on the",
-                  "first",
-                  f"{m['passages']} paragraphs of the Debian FAQ.", "",
+                  "onnxruntime's dynamic int8 as `dlforge quantize --mode dynamic` does it (per-channel weights),",
+                  f"on the first {m['passages']} paragraphs of the Debian FAQ.", "",
                   "| figure | measured | target |", "|---|---|---|",
                   f"| cosine int8 to fp32, mean (min) | {m['cosine_mean']:.4f} ({m['cosine_min']:.4f}) | >= 0.99 |",
                   f"| file fp32 -> int8 | {m['fp32_bytes'] / 1e6:.1f} -> {m['int8_bytes'] / 1e6:.1f} MB "
