@@ -83,7 +83,7 @@ def quantize_cmd(
     console.print("test metrics, fp32 -> int8: " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}"
                                                              for k in after if k in before), soft_wrap=True)
     for key, row in report["latency"].items():
-        console.print(f"{key}: fp32 {row['fp32_ms']:.2f} ms, int8 {row['int8_ms']:.2f} ms "
+        console.print(f"{key}: fp32 {row['fp32_ms']:.3g} ms, int8 {row['int8_ms']:.3g} ms "
                       f"(int8 {row['speedup_median']:.2f}x as fast)", soft_wrap=True)
     for note in report["notes"]:
         console.print(f"note: {note}", soft_wrap=True)

@@ -160,7 +160,7 @@ def _trace(graph: SignatureGraph, args: list[torch.Tensor], signature: Mapping[s
     chatter = io.StringIO()
     try:
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings(), \
-                _quiet("torch.onnx", "torch.export", "torch.fx", "torch._dynamo", "torch._export"):
+                quiet_loggers("torch.onnx", "torch.export", "torch.fx", "torch._dynamo", "torch._export"):
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, tuple(args), str(path), dynamo=True, input_names=list(graph.inputs),
                               output_names=list(graph.outputs), dynamic_shapes=shapes, opset_version=opset,
@@ -209,7 +209,7 @@ def _clean(line: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet(*loggers: str):
+def quiet_loggers(*loggers: str):
     saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
     for logger, _ in saved:
         logger.setLevel(logging.ERROR)

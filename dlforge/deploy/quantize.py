@@ -25,7 +25,7 @@ import numpy as np
 from dlforge.artifacts import load_trained, write_folder, write_json
 from dlforge.config import load_config
 from dlforge.data.dataset import build_data
-from dlforge.deploy.onnx_export import FORMAT, error_reason, read_export, require_onnx
+from dlforge.deploy.onnx_export import FORMAT, error_reason, quiet_loggers, read_export, require_onnx
 from dlforge.deploy.onnx_run import OnnxModel, batch_of, replaceable
 from dlforge.errors import DlforgeError
 from dlforge.eval.evaluate import evaluate_model
@@ -113,12 +113,13 @@ def _quantize(src: Path, dst: Path, mode: str, train: Any, names: list[str], bat
             return next(self.feeds, None)
 
     try:
-        if mode == "dynamic":
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=list(DYNAMIC_OPS),
-                             per_channel=True)
-        else:
-            quantize_static(src, dst, Calibration(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        with quiet_loggers(""):  # the quantizer's advice to pre-process, logged on the root logger at every call
+            if mode == "dynamic":
+                quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=list(DYNAMIC_OPS),
+                                 per_channel=True)
+            else:
+                quantize_static(src, dst, Calibration(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     except Exception as exc:  # the quantizer's own errors: an op or a shape it does not handle
         raise QuantizeError(f"onnxruntime's quantizer could not quantize {name} ({mode}): {error_reason(exc)}") from exc
 
@@ -157,8 +158,8 @@ def _notes(latency: dict[str, dict[str, Any]]) -> list[str]:
             why = ("this CPU has VNNI int8 dot products, but the quantize and dequantize steps around each int8 op "
                    "cost more than they save at this size" if _has_vnni() else
                    "this CPU has no VNNI int8 dot products, so int8 matmuls are not faster than fp32 ones")
-            notes.append(f"int8 is slower than fp32 at {key} here ({row['int8_ms']:.2f} ms against "
-                         f"{row['fp32_ms']:.2f} ms): {why}")
+            notes.append(f"int8 is slower than fp32 at {key} here ({row['int8_ms']:.3g} ms against "
+                         f"{row['fp32_ms']:.3g} ms): {why}")
     return notes
 
 
