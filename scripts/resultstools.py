@@ -28,6 +28,14 @@ def save(path: Path, records: dict) -> None:
     path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
 
 
+def finish(records_path: Path, page: Path, records: dict, render: Callable[[dict], str]) -> None:
+    """The end of a results script: stamp the machine, save the records, write the page from them."""
+    records["machine"] = machine()
+    save(records_path, records)
+    page.write_text(render(records))
+    print(f"wrote {page}")
+
+
 def run_preset(preset: str, overrides: list[str] = ()) -> dict:
     """`dlforge train PRESET --json` here and now: the run's eval.json figures and the command's wall-clock."""
     t0 = time.perf_counter()

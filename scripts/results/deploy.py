@@ -106,10 +106,7 @@ def main() -> None:
         report = saved or resultstools.run_json(["-m", "dlforge", "quantize", args.run, "--mode", args.mode, "--json"])
         preset = report["run"].rsplit("-", 2)[0]  # NAME-YYYYMMDD-HHMMSS
         records.setdefault("quantize", {})[f"{preset} ({report['mode']})"] = report
-    records["machine"] = resultstools.machine()
-    resultstools.save(RECORDS, records)
-    OUT.write_text(render(records))
-    print(f"wrote {OUT}")
+    resultstools.finish(RECORDS, OUT, records, render)
 
 
 if __name__ == "__main__":

@@ -241,10 +241,7 @@ def main() -> None:
         score(records, args.extractor, args.items, args.compare, args.guidance)
     elif args.action == "bench":
         bench(records)
-    records["machine"] = resultstools.machine()
-    resultstools.save(RECORDS, records)
-    OUT.write_text(render(records))
-    print(f"wrote {OUT}")
+    resultstools.finish(RECORDS, OUT, records, render)
 
 
 if __name__ == "__main__":
