@@ -25,6 +25,7 @@ import torch
 from dlforge.artifacts import load_trained, read_json, save_model
 from dlforge.config import QUICK_OVERRIDES, Config, dump_config, load_config
 from dlforge.data.dataset import DataBundle, build_data  # noqa: F401  (build_data: the public API)
+from dlforge.deploy.onnx_run import backend_model
 from dlforge.errors import ConfigError, DlforgeError, Interrupted, note, raising_on_signals, warn
 from dlforge.eval.evaluate import evaluate_model, limit_splits
 from dlforge.paths import output_file, output_folder
@@ -423,7 +424,7 @@ def evaluate(run: str | Path, split: str = "test", backend: str = "torch", expor
     ds = data.split(split, evaluation=True) if split in ("train", "val", "test") else None
     if ds is None:
         raise DlforgeError(f"--split: {split!r} is not a split of this run; expected train, val or test")
-    model = _backend_model(run_path, backend, export)
+    model = backend_model(run_path, backend, export)
     trained_with = tokenizer_hash(model.meta["extra"].get("preprocessing.json"))
     if data.tokenizer is not None and trained_with is not None:  # e.g. data.tokenizer: latest:NAME has moved on
         from dlforge.text.tokenizer import check_tokenizer
@@ -447,7 +448,7 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path | None = No
     `backend` "onnxruntime" runs the run's ONNX export (`dlforge export`) where the task needs only the forward."""
     if out is not None:  # before any work
         output_file(out, "the CSV file to write the predictions to (out)")
-    model = _backend_model(run, backend, export)
+    model = backend_model(run, backend, export)
     extra = model.meta["extra"]
     task_name = (extra.get("data_info.json") or {}).get("task") or extra["preprocessing.json"].get("task")
     task = create_task(task_name)
@@ -458,17 +459,6 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path | None = No
     if out is not None:
         _write_rows(Path(out), rows)
     return rows
-
-
-def _backend_model(run: str | Path, backend: str, export: str | Path | None = None) -> torch.nn.Module:
-    """The run's model in PyTorch, or its ONNX export (`export`, default RUN/onnx) in onnxruntime."""
-    from dlforge.deploy.onnx_run import BACKENDS, onnx_model
-
-    if backend not in BACKENDS:
-        raise DlforgeError(f"--backend: {backend!r} is not a backend; expected one of {', '.join(BACKENDS)}")
-    if export is not None and backend == "torch":
-        raise DlforgeError("--export: an export folder is run by --backend onnxruntime, not torch")
-    return load(run) if backend == "torch" else onnx_model(run, export)
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -86,6 +86,16 @@ def onnx_model(run: str | Path, export: str | Path | None = None, runs_dir: str 
     return OnnxModel(folder, model)
 
 
+def backend_model(run: str | Path, backend: str, export: str | Path | None = None) -> torch.nn.Module:
+    """The run's model in PyTorch (`backend` "torch"), or its ONNX export (`export`, default RUN/onnx) in
+    onnxruntime."""
+    if backend not in BACKENDS:
+        raise DlforgeError(f"--backend: {backend!r} is not a backend; expected one of {', '.join(BACKENDS)}")
+    if export is not None and backend == "torch":
+        raise DlforgeError("--export: an export folder is run by --backend onnxruntime, not torch")
+    return load_trained(run) if backend == "torch" else onnx_model(run, export)
+
+
 class OnnxModel(torch.nn.Module):
     """An ONNX export run by onnxruntime: forward(batch) -> Output(logits) without a loss; `config`, `meta` and
     `registry_name` are those of the PyTorch model it was exported from."""
