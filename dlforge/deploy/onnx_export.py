@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -203,8 +204,6 @@ def error_reason(exc: BaseException) -> str:
 
 
 def _clean(line: str) -> str:
-    import re
-
     return re.sub(r"\x1b\[[0-9;]*m", "", line)[:400]
 
 

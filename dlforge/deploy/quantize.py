@@ -80,11 +80,12 @@ def quantize_run(run: str | Path, mode: str = "dynamic", calibration_batches: in
         size["ratio"] = size["fp32_bytes"] / size["int8_bytes"]
         sizes = sorted({min(n, len(test)) for n in LATENCY_BATCHES})  # a small test split: its whole size
         latency = {f"batch {n}": _latency(fp32, int8, batch_of(test, range(n), names), rounds, calls) for n in sizes}
+        vnni = _has_vnni()
         report.update({"mode": mode, "run": run_path.name, "model": torch_model.registry_name,
                        "calibration": {"split": "train", "batches": calibration_batches,
                                        "batch_size": CALIBRATION_BATCH} if mode == "static" else None,
                        "metrics": {"fp32": before, "int8": after}, "size": size, "latency": latency,
-                       "cpu_int8_dot_product": _has_vnni(), "notes": _notes(latency)})
+                       "cpu_int8_dot_product": vnni, "notes": _notes(latency, vnni)})
         write_json(tmp / "quantize.json", report)
 
     write_folder(folder, FORMAT, fill)
@@ -151,12 +152,12 @@ def _has_vnni() -> bool | None:
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
-def _notes(latency: dict[str, dict[str, Any]]) -> list[str]:
+def _notes(latency: dict[str, dict[str, Any]], vnni: bool | None) -> list[str]:
     notes = []
     for key, row in latency.items():
         if row["speedup_median"] < 1:
             why = ("this CPU has VNNI int8 dot products, but the quantize and dequantize steps around each int8 op "
-                   "cost more than they save at this size" if _has_vnni() else
+                   "cost more than they save at this size" if vnni else
                    "this CPU has no VNNI int8 dot products, so int8 matmuls are not faster than fp32 ones")
             notes.append(f"int8 is slower than fp32 at {key} here ({row['int8_ms']:.3g} ms against "
                          f"{row['fp32_ms']:.3g} ms): {why}")

@@ -98,7 +98,7 @@ class Task:
             was_training = model.training
             model.eval()
             try:
-                logits = model({k: v.to(_device_of(model)) for k, v in inputs.items()}).logits
+                logits = model({k: v.to(device_of(model)) for k, v in inputs.items()}).logits
             finally:
                 model.train(was_training)
         varying = set(self.varying_dims)
@@ -128,7 +128,7 @@ def choose_loss(task: str, user: dict[str, Any], fields: set[str], info: dict[st
     return {**user, "loss": loss}
 
 
-def _device_of(model: torch.nn.Module) -> torch.device:
+def device_of(model: torch.nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
 

@@ -19,7 +19,7 @@ import torch
 from dlforge.errors import ConfigError
 from dlforge.eval.detection import DetectionMetrics
 from dlforge.registry import register_task
-from dlforge.tasks.base import RunReport, Task, _device_of, _spec
+from dlforge.tasks.base import RunReport, Task, _spec, device_of
 from dlforge.tasks.inputs import PREDICT_BATCH
 
 PLOTTED = 8  # test images drawn in plots/detections.png
@@ -141,7 +141,7 @@ def _detect(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Any:
     was_training = model.training
     model.eval()
     try:
-        device = _device_of(model)
+        device = device_of(model)
         return model({k: v.to(device) for k, v in batch.items()})
     finally:
         model.train(was_training)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from dlforge.errors import DlforgeError, warn
-from dlforge.tasks.base import _device_of
+from dlforge.tasks.base import device_of
 
 PREDICT_BATCH = 256  # inputs per forward pass: a large file never needs all its activations at once
 
@@ -129,7 +129,7 @@ def predict_logits(model: torch.nn.Module, path: Path) -> tuple[torch.Tensor, Ke
 @torch.no_grad()
 def forward_in_batches(model: torch.nn.Module, batch: Batch, size: int = PREDICT_BATCH) -> torch.Tensor:
     """`model(batch).logits` computed `size` rows at a time on the model's device; float32 on the CPU."""
-    device = _device_of(model)  # the CPU for a model without parameters (an ONNX stand-in)
+    device = device_of(model)  # the CPU for a model without parameters (an ONNX stand-in)
     n = len(next(iter(batch.values())))
     parts = []
     for start in range(0, n, size):

@@ -23,7 +23,7 @@ from dlforge.errors import ConfigError, DataError
 from dlforge.eval.segmentation import SegmentationMetrics
 from dlforge.layers.dice import SEGMENTATION_LOSSES
 from dlforge.registry import register_task
-from dlforge.tasks.base import RunReport, Task, _device_of
+from dlforge.tasks.base import RunReport, Task, device_of
 
 PLOTTED = 6  # test images in plots/segmentation.png
 PREDICT_CHUNK = 32  # images prepared and segmented at a time
@@ -135,7 +135,7 @@ def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     was_training = model.training
     model.eval()
     try:
-        device = _device_of(model)  # the CPU for a model without parameters (an ONNX stand-in)
+        device = device_of(model)  # the CPU for a model without parameters (an ONNX stand-in)
         return model({"x": x.to(device)}).logits.float().cpu()  # (N, K, H, W)
     finally:
         model.train(was_training)
