@@ -25,6 +25,7 @@ import torch
 from dlforge.artifacts import load_trained, read_json, save_model
 from dlforge.config import QUICK_OVERRIDES, Config, dump_config, load_config
 from dlforge.data.dataset import DataBundle, build_data  # noqa: F401  (build_data: the public API)
+from dlforge.deploy.distill import build_distiller, teacher_record, unwrap
 from dlforge.deploy.onnx_run import backend_model
 from dlforge.errors import ConfigError, DlforgeError, Interrupted, note, raising_on_signals, warn
 from dlforge.eval.evaluate import evaluate_model, limit_splits
@@ -163,6 +164,10 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
         callbacks.append(EarlyStopping(es.metric or t.monitor, es.mode, es.patience, es.min_delta))
     monitor = t.monitor if data.val is not None else None  # no validation split: no best tracking
     callbacks.append(Checkpointer(ckpt_dir, t.checkpoint_every, t.keep_checkpoints, monitor, t.monitor_mode))
+    if t.prune is not None and not t.prune.structured:  # first: every other callback sees the pruned weights
+        from dlforge.deploy.prune import Pruner
+
+        callbacks.insert(0, Pruner(t.prune))
     if t.ema is not None:  # after the Checkpointer: the best checkpoint is saved with the average swapped in
         callbacks.append(EMA(t.ema.decay, t.ema.warmup))
     if t.mfu:
@@ -177,7 +182,7 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
     if info.is_main:  # after the restore: a resume refused there (another model shape...) leaves the run as it was
         atomic_write_text(run_path / "config.yaml", dump_config(cfg))  # as written: init_from: latest:NAME stays
         if resume is None:
-            atomic_write_json(run_path / RUN_FILE, {"started_from": started_from})
+            atomic_write_json(run_path / RUN_FILE, {"started_from": started_from, **teacher_record(model)})
         registry.start(run_path.name, str(run_path), cfg.name, cfg.hash(), data.fingerprint, git_revision())
     try:
         fit_start = time.perf_counter()
@@ -188,6 +193,7 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
         result = RunResult(run_path, "interrupted" if trainer.interrupted else "completed", trainer.stop_reason,
                            trainer.step, 0.0, time.perf_counter() - fit_start, main_process=info.is_main)
         if info.is_main and not trainer.interrupted:
+            model = unwrap(model)  # a distilled run saves, evaluates and describes the student alone
             evaluated, limited = limit_splits(data, t.limit_eval_batches, trainer.eval_batch_size)
             result.metrics, result.weights = _finalize(cfg, run_path, model, evaluated, trainer, task, started_from,
                                                        limited)
@@ -237,7 +243,8 @@ def _registry_metrics(result: RunResult) -> dict[str, Any]:
 def _data_and_model(cfg: Config, fresh: bool) -> tuple[DataBundle, torch.nn.Module, dict[str, str] | None]:
     """The data and the model ready to train: seeded, built, with the transfer backbone or the init_from weights
     loaded (a fresh run only: a resume has every weight in its checkpoint), frozen as train.transfer says, LoRA
-    adapters added; and what the weights started from (`_load_start`: None from scratch or on a resume)."""
+    adapters added, wrapped with train.distill's teacher; and what the weights started from (`_load_start`: None
+    from scratch or on a resume)."""
     seed_everything(cfg.train.seed)
     data = build_data(cfg)
     model = build_model(cfg, data)
@@ -252,7 +259,53 @@ def _data_and_model(cfg: Config, fresh: bool) -> tuple[DataBundle, torch.nn.Modu
         from dlforge.llm.lora import add_lora
 
         add_lora(model, cfg.train.lora)
+    if cfg.train.prune is not None:
+        _prepare_pruning(cfg, data, model, fresh)
+    if cfg.train.distill is not None:  # on a resume too: the teacher is in no checkpoint
+        model = build_distiller(model, cfg.train.distill, cfg.runs_dir, data)
     return data, model, started_from
+
+
+def _prepare_pruning(cfg: Config, data: DataBundle, model: torch.nn.Module, fresh: bool) -> None:
+    """Masks on the model, or its channels cut. The channels to cut depend on the source weights alone, so a resume
+    loads them again to cut the same ones (its checkpoint then fills the smaller layers)."""
+    from dlforge.data.dataset import collate_batch
+    from dlforge.deploy.prune import prepare
+    from dlforge.tasks.base import TARGET_KEYS
+
+    p, source = cfg.train.prune, cfg.train.init_from
+    if p.structured and not fresh and source is not None:
+        from dlforge.run_start import init_from
+
+        init_from(model, source, cfg.runs_dir, tokenizer=data.tokenizer)
+    example = {k: v for k, v in collate_batch([data.train[0], data.train[1]]).items() if k not in TARGET_KEYS}
+    channels = prepare(model, p, example, has_source=source is not None or cfg.train.transfer is not None)
+    if channels:
+        note("train.prune: channels kept " + ", ".join(f"{k} {v['after']}/{v['before']}" for k, v in channels.items()))
+
+
+def prune(run: str | Path, sparsities: list[float], structured: bool = False, finetune_steps: int = 500,
+          scope: str = "global", schedule: str = "oneshot", lr_scale: float = 0.1, overrides: list[str] | None = None,
+          rounds: int = 10) -> list[dict[str, Any]]:
+    """Prune a trained run and fine-tune it, once per sparsity: each a new run (`dlforge.deploy.prune_report`) with
+    its prune.json, returned. A sweep (several sparsities) also writes runs/prune-sweep-SOURCE/ (sweep.json, .png)."""
+    from dlforge.deploy.prune_report import prune_overrides, prune_report, sweep_plot
+
+    source = resolve_run(str(run))
+    reports = []
+    for sparsity in sparsities:
+        given = prune_overrides(source, sparsity, structured, scope, schedule, finetune_steps, lr_scale)
+        result = train(source / "config.yaml", [*given, *(overrides or [])])
+        if result.status != "completed":  # a signal stopped the fine-tuning: the run stays, to resume
+            raise Interrupted(int(getattr(signal.Signals, str(result.stop_reason), signal.SIGINT)))
+        reports.append(prune_report(source, result.run_dir, rounds, {"steps": result.steps, "seconds": result.fit_s}))
+    if len(reports) > 1:
+        folder = source.parent / f"prune-sweep-{source.name}"
+        metric = "accuracy" if "accuracy" in reports[0]["metrics"]["after"] else "loss"
+        folder.mkdir(exist_ok=True)
+        atomic_write_json(folder / "sweep.json", reports)
+        sweep_plot(reports, metric, folder / "sweep.png")
+    return reports
 
 
 def lr_find(config: Config | str | Path | dict, overrides: list[str] | None = None, start: float = 1e-7,
@@ -329,6 +382,10 @@ def _finalize(cfg: Config, run_path: Path, model: torch.nn.Module, data: DataBun
     else:
         weights = {"checkpoint": "last", "step": trainer.step}
     extra = {"preprocessing.json": data.preprocessing, "data_info.json": _jsonable(data.info)}
+    if cfg.train.prune is not None:  # masks applied and removed; a smaller architecture recorded
+        from dlforge.deploy.prune import PRUNING_FILE, finish
+
+        extra[PRUNING_FILE] = finish(model, cfg.train.prune)
     if data.tokenizer is not None:  # the tokenizer travels with the model, its hash recorded beside
         extra["preprocessing.json"] = {**data.preprocessing, "tokenizer_hash": data.tokenizer.hash}
         extra.update(data.tokenizer.files())

@@ -252,6 +252,9 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.
         model = create_model(meta["model"], **meta["config"])
     except DlforgeError as exc:
         raise CheckpointError(f"{config_path}: {exc}") from exc
+    if (meta["extra"].get("pruning.json") or {}).get("structured"):  # channels removed: the layers as saved
+        with safe_open(directory / "model.safetensors", framework="pt") as f:
+            resize_to(model, {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
     load_weights(model, directory / "model.safetensors")
     return model.to(device).eval(), meta
 
@@ -407,3 +410,45 @@ def load_trained(path: str | Path, device: str = "cpu", runs_dir: str | Path = "
     model, meta = load_model(folder, device=device)
     model.meta = {**meta, "folder": str(folder)}
     return model
+
+
+# --- a structurally pruned model's layers (dlforge.deploy.channels): its config builds them larger -----------
+
+
+def resize_to(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Resize every Conv2d, Linear, BatchNorm and LayerNorm of `model` whose weights have other shapes in `shapes`
+    (state-dict key -> shape); return the names of the layers resized. Values are left uninitialized: load them."""
+    resized = []
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        own = dict([*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)])
+        if not own or all(tuple(shapes.get(prefix + k, v.shape)) == tuple(v.shape) for k, v in own.items()):
+            continue
+        if not isinstance(module, nn.Conv2d | nn.Linear | nn.BatchNorm2d | nn.BatchNorm1d | nn.LayerNorm):
+            continue  # load_weights names the mismatch
+        for key, value in own.items():
+            shape = tuple(shapes.get(prefix + key, value.shape))
+            fresh = torch.empty(shape, dtype=value.dtype, device=value.device)
+            if isinstance(value, nn.Parameter):
+                setattr(module, key, nn.Parameter(fresh, requires_grad=value.requires_grad))
+            else:
+                module.register_buffer(key, fresh)
+        layer_sizes(module)
+        resized.append(name)
+    return resized
+
+
+def layer_sizes(module: nn.Module) -> None:
+    """Set a layer's size attributes from its (new) weight."""
+    w = module.weight
+    if isinstance(module, nn.Conv2d):
+        depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+        module.out_channels = w.shape[0]
+        module.groups = w.shape[0] if depthwise else module.groups
+        module.in_channels = w.shape[1] * module.groups
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = w.shape
+    elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
+        module.num_features = w.shape[0]
+    elif isinstance(module, nn.LayerNorm):
+        module.normalized_shape = tuple(w.shape)

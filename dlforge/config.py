@@ -88,6 +88,30 @@ class LoRAConfig(Section):
                                            "gate, up; 'proj' is both attn.proj and ffn.proj)")
 
 
+class DistillConfig(Section):
+    """Knowledge distillation (Hinton et al. 2015): learn from the labels and from a trained teacher's predictions."""
+
+    teacher: str = Field(description="the teacher: a run (folder, name, 'latest', 'latest:NAME') or a model folder")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the label loss; 1 - alpha weighs the teacher's")
+    temperature: float = Field(4.0, gt=0, description="T: both softmaxes over logits / T; the teacher term x T^2")
+
+
+class PruneConfig(Section):
+    """Pruning during a fine-tuning run (`dlforge prune`): magnitude masks, or whole channels removed."""
+
+    sparsity: float = Field(description="fraction of the weights (unstructured) or of each group's channels "
+                            "(structured) to remove", gt=0, lt=1)
+    structured: bool = Field(False, description="remove channels from conv/linear layers (needs train.init_from)")
+    scope: Literal["global", "layer"] = Field("global", description="unstructured: one magnitude threshold over "
+                                              "all layers, or the same sparsity in each")
+    schedule: Literal["oneshot", "gradual"] = Field("oneshot", description="unstructured: prune at the start, or "
+                                                    "raise sparsity cubically (Zhu & Gupta 2017)")
+    start_step: int = Field(0, ge=0, description="gradual: the step of the first pruning")
+    end_step: int | None = Field(None, ge=1, description="gradual: the step the full sparsity is reached "
+                                 "(default: 3/4 of train.max_steps)")
+    every: int = Field(50, ge=1, description="gradual: steps between mask updates")
+
+
 class TrainConfig(Section):
     """The Trainer's knobs. Training stops at `max_steps` or `max_epochs`, whichever comes first."""
 
@@ -145,6 +169,8 @@ class TrainConfig(Section):
     init_from: str | None = Field(None, description="start from all the weights of this run (folder, name, 'latest', "
                                   "'latest:NAME') or model folder: continued pretraining, fine-tuning")
     lora: LoRAConfig | None = Field(None, description="train LoRA adapters over the init_from model, frozen")
+    prune: PruneConfig | None = Field(None, description="prune the weights while training (see dlforge prune)")
+    distill: DistillConfig | None = Field(None, description="learn from a teacher run's softened predictions too")
     progress: bool = Field(True, description="show progress on stderr: a bar on a terminal, else plain lines")
     progress_every: float = Field(30.0, gt=0, description="seconds between plain progress lines (steps, rate, ETA) "
                                   "when stderr is not a terminal: logs, CI, nohup")

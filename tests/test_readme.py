@@ -86,6 +86,7 @@ SKIPPED = {  # commands, by a part of their line
     "gpt-bible-scratch": "the data of gpt-bible-adapt, run just before, from random weights (~8 s)",
     "train fashion-ddpm": "its report samples 64 images in 50 steps (~15 s); tests/test_presets.py runs it",
     "sample latest:fashion-ddpm": "needs the fashion-ddpm run above; tests/tasks/test_generation.py samples one",
+    "prune latest": "fine-tunes a pruned copy for 1500 steps, then times both; tests/deploy/test_prune.py runs it",
     "quantize latest": "calibrates, evaluates and times two graphs (~10 s); tests/deploy/test_quantize.py runs it",
 }
 SHORT_TRAIN = ["train.max_steps=1", "train.max_epochs=null", "train.warmup_steps=0", "train.progress=false",

@@ -25,6 +25,7 @@ from dlforge.cli import (
     info,
     lm,
     lr_find,
+    prune,
     rag,
     runs,
     sample,
@@ -63,6 +64,7 @@ translate.register(app)
 embed.register(app)
 sample.register(app)
 export.register(app)
+prune.register(app)
 app.add_typer(runs.app, name="runs", help="List, show and compare runs.")
 app.add_typer(info.config_app, name="config", help="The config schema.")
 app.add_typer(image.app, name="image", help="Image files: OpenCV operations, and a ViT's attention over one.")

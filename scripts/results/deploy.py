@@ -3,9 +3,10 @@
     python scripts/results/deploy.py bench                          # bench/onnx_latency.py: onnxruntime vs PyTorch
     python scripts/results/deploy.py quantize RUN [--mode static]   # dlforge quantize RUN: int8 against fp32
     python scripts/results/deploy.py minilm                         # bench/minilm_int8.py: MiniLM embeddings in int8
+    python scripts/results/deploy.py prune RUN -- --sparsity 0.9 ... # dlforge prune RUN ... --json: pruned vs source
     python scripts/results/deploy.py                                # re-render from the records only
 
-`--from-json FILE` records a saved output (of the benchmark, or of `dlforge quantize RUN --json`)
+`--from-json FILE` records a saved output (of the benchmark, or of `dlforge quantize|prune RUN --json`)
 instead of measuring again. Records live in docs/results/deploy.json.
 """
 
@@ -54,6 +55,26 @@ def _quantize_rows(runs: dict) -> list[str]:
     return [*lines, "", *(notes or ["No int8 model was slower than its fp32 export."])]
 
 
+def _prune_rows(runs: dict) -> list[str]:
+    lines = ["| run | pruned | fine-tuning | test accuracy before -> after | parameters (nonzero) | file (sparse) "
+             "| batch 1 / 64 speedup (min-max) |", "|---|---|---|---|---|---|---|"]
+    for key, r in runs.items():
+        kind = f"{r['sparsity']:.0%} of each group's channels" if r["structured"] else \
+            f"{r['sparsity']:.0%} of the weights ({r['scope']}, {r['schedule']})"
+        f = r["finetune"] or {}
+        tune = f"{f.get('steps', '?')} steps, {f.get('seconds', 0) / 60:.1f} min"
+        before, after = r["metrics"]["before"]["accuracy"], r["metrics"]["after"]["accuracy"]
+        acc = f"{before:.4f} -> {after:.4f} ({100 * (after - before):+.2f} pt)"
+        p, b = r["params"], r["file_bytes"]
+        params = f"{p['before']['nonzero']:,} -> {p['after']['nonzero']:,}"
+        size = f"{b['before'] / 1e6:.2f} -> {b['after'] / 1e6:.2f} MB ({b['after_sparse_csr'] / 1e6:.2f})"
+        speed = " / ".join(f"{row['speedup_median']:.2f}x ({row['speedup_min']:.2f}-{row['speedup_max']:.2f})"
+                           for row in r["latency"].values())
+        lines.append(f"| {key} | {kind} | {tune} | {acc} | {params} | {size} | {speed} |")
+    notes = sorted({note for r in runs.values() for note in r.get("notes", [])})
+    return [*lines, "", *(f"- {note}" for note in notes)]
+
+
 def render(records: dict) -> str:
     lines = ["# Results: deployment", "",
              "Written by `scripts/results/deploy.py` (`make results-deploy`); do not edit by hand.", "",
@@ -71,6 +92,13 @@ def render(records: dict) -> str:
                   "the test split through the fp32 and the int8 graph, the file sizes, and the latency of each in",
                   "onnxruntime at batch 1 and 64 in paired rounds (speedup: fp32 time over int8 time).", "",
                   *_quantize_rows(records["quantize"]), ""]
+    if records.get("prune"):
+        lines += ["## Pruning", "",
+                  "`dlforge prune RUN --sparsity S [--structured] --finetune-steps N --json`: the pruned run",
+                  "fine-tuned by the Trainer from the source's weights, then both models' test metrics, parameters,",
+                  "file (and its size stored sparse: CSR) and PyTorch latency at batch 1 and 64 in paired rounds",
+                  "(speedup: source time over pruned time). Fine-tuning time is the training loop's.", "",
+                  *_prune_rows(records["prune"]), ""]
     m = records.get("minilm_int8")
     if m:
         lines += ["## MiniLM sentence embeddings in int8", "",
@@ -89,11 +117,11 @@ def render(records: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", nargs="?", choices=["bench", "quantize", "minilm"])
+    ap.add_argument("action", nargs="?", choices=["bench", "quantize", "minilm", "prune"])
     ap.add_argument("run", nargs="?", help="quantize: the run (its preset names the row)")
     ap.add_argument("--mode", default="static", help="quantize: dynamic or static")
     ap.add_argument("--from-json", help="record this saved output instead of measuring again")
-    args = ap.parse_args()
+    args, rest = ap.parse_known_args()  # prune: the rest goes to `dlforge prune`
     records = resultstools.load(RECORDS, {})
     saved = json.loads(Path(args.from_json).read_text()) if args.from_json else None
     if args.action == "bench":
@@ -106,6 +134,12 @@ def main() -> None:
         report = saved or resultstools.run_json(["-m", "dlforge", "quantize", args.run, "--mode", args.mode, "--json"])
         preset = report["run"].rsplit("-", 2)[0]  # NAME-YYYYMMDD-HHMMSS
         records.setdefault("quantize", {})[f"{preset} ({report['mode']})"] = report
+    elif args.action == "prune":
+        if not args.run and saved is None:
+            raise SystemExit("prune: name the run, or give --from-json")
+        reports = saved or resultstools.run_json(["-m", "dlforge", "prune", args.run, *rest, "--json"])
+        for report in reports:
+            records.setdefault("prune", {})[report["run"].rsplit("-", 2)[0]] = report
     resultstools.finish(RECORDS, OUT, records, render)
 
 

@@ -53,6 +53,8 @@ PATH_CASES: dict[str, dict[str, tuple[list[str], str, str]]] = {
     "quantize": {"missing run": ([RUN], RUN, NO_RUN), "file as run": ([FILE], FILE, NOT_RUN),
                  "file as output folder": ([RUN, "--out", FILE], FILE, IS_FILE),
                  "unwritable output": ([RUN, "--out", UNDER_FILE], UNDER_FILE, UNWRITABLE)},
+    "prune": {"missing run": ([RUN, "--sparsity", "0.5"], RUN, NO_RUN),
+              "file as run": ([FILE, "--sparsity", "0.5"], FILE, NOT_RUN)},
     "sample": {"file as output folder": ([RUN, "--out", FILE], FILE, IS_FILE),
                "unwritable output": ([RUN, "--out", f"{UNDER_FILE}.png"], UNDER_FILE, UNWRITABLE)},
     "runs list": {"file as runs folder": (["--runs-dir", FILE], FILE, "folder")},
