@@ -34,6 +34,8 @@ def index_cmd(
     threads: int = typer.Option(None, "--threads", help="torch threads for embedding (default: one per core)"),
     progress_every: float = typer.Option(30.0, "--progress-every",
                                          help="off a terminal (a log, CI): seconds between progress lines"),
+    precision: str = typer.Option(None, "--embedder", help="new index: fp32 (default), or int8 (the model in "
+                                                           "onnxruntime dynamic int8; needs the export extra)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Index a folder, incrementally: new and changed files are read, deleted ones removed, the rest skipped."""
@@ -45,7 +47,7 @@ def index_cmd(
 
     r = index_folder(folder, db, model=model, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                      max_file_bytes=int(max_file_mb * 2**20), vector_dtype=vector_dtype, threads=threads,
-                     progress_every=progress_every)
+                     progress_every=progress_every, precision=precision)
     if as_json:
         emit_json(r.to_dict())
         return

@@ -14,7 +14,7 @@ input order. For all-MiniLM-L6-v2 the vectors agree with sentence-transformers' 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +43,22 @@ class SentenceEmbedder:
     @torch.no_grad()
     def embed(self, texts: Sequence[str], batch_size: int = 32, normalize: bool = True) -> np.ndarray:
         """(len(texts), dim) float32: mean-pooled, L2-normalized unless `normalize=False`."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        device = next(self.model.parameters()).device
+        for rows, input_ids, mask in self.padded_batches(texts, batch_size):
+            vectors = self.model.embed(input_ids.to(device), mask.to(device), normalize=normalize)  # (b, C)
+            out[rows] = vectors.float().cpu().numpy()
+        return out
+
+    def padded_batches(self, texts: Sequence[str], batch_size: int
+                       ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """(rows of `texts`, input_ids (b, T), attention_mask (b, T)) per batch: [CLS] text [SEP], cut to the
+        model's length, texts of similar length batched together (little padding)."""
         if batch_size < 1:
             raise ConfigError(f"batch_size: expected an integer >= 1, got {batch_size}")
         tok = self.tokenizer
         ids = [[tok.cls_id, *x[:self.max_length - 2], tok.sep_id] for x in tok.encode_batch(list(texts))]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: little padding
-        out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        device = next(self.model.parameters()).device
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             width = max(len(ids[i]) for i in rows)
@@ -58,9 +67,7 @@ class SentenceEmbedder:
             for j, i in enumerate(rows):
                 input_ids[j, :len(ids[i])] = torch.tensor(ids[i])
                 mask[j, :len(ids[i])] = 1
-            vectors = self.model.embed(input_ids.to(device), mask.to(device), normalize=normalize)  # (b, C)
-            out[rows] = vectors.float().cpu().numpy()
-        return out
+            yield rows, input_ids, mask
 
 
 def load_sentence_embedder(model: str | Path = "minilm", runs_dir: str | Path = "runs", device: str = "cpu"

@@ -29,7 +29,7 @@ from typing import Any
 
 from dlforge.errors import ConfigError, DataError
 from dlforge.rag.chunk import Chunk, Chunker, check_chunking, embedding_text
-from dlforge.rag.embed import RagEmbedder, load_embedder, torch_threads
+from dlforge.rag.embed import RagEmbedder, int8_folder, load_embedder, torch_threads
 from dlforge.rag.readers import file_type, read_document
 from dlforge.rag.sqlite_store import open_store
 from dlforge.rag.store import ChunkRecord, DocumentRecord, NoIndexError, Store
@@ -136,14 +136,15 @@ def _rel(path: Path, root: Path) -> str:
 def index_folder(folder: str | Path, db: str | Path, model: str | None = None, chunk_tokens: int | None = None,
                  chunk_overlap: int | None = None, max_file_bytes: int = MAX_FILE_BYTES,
                  vector_dtype: str | None = None, embedder: RagEmbedder | None = None, threads: int | None = None,
-                 progress: Callable[[IngestReport], None] | None = None, progress_every: float = PROGRESS_EVERY
-                 ) -> IngestReport:
+                 progress: Callable[[IngestReport], None] | None = None, progress_every: float = PROGRESS_EVERY,
+                 precision: str | None = None) -> IngestReport:
     """Bring the index at `db` in step with `folder` (see the module docstring). `model`, `chunk_tokens`,
     `chunk_overlap`, `vector_dtype` (f32, f16, bf16: how the HNSW index stores vectors) set up a new index (defaults:
     all-MiniLM-L6-v2, 200, 32 or a quarter of smaller chunks, f32); an existing index keeps its own and refuses
-    others. `threads`: torch threads for the embedding (default: torch's setting, one per core; fewer is faster when
-    the cores are busy with other work). `progress` is called after each written batch. The files done are shown on
-    stderr as they go (`dlforge.runs.progress`): a bar on a terminal, else a line every `progress_every` seconds.
+    others; so does `precision` (the embedder's: fp32, or int8, `dlforge.rag.embed_int8`). `threads`: torch threads
+    for the embedding (default: torch's setting, one per core; fewer is faster when the cores are busy). `progress`
+    is called after each written batch. The files done are shown on stderr as they go (`dlforge.runs.progress`): a
+    bar on a terminal, else a line every `progress_every` seconds.
     Every option is checked before anything is written: a refused call leaves no trace."""
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads {threads}: expected at least 1")
@@ -163,9 +164,14 @@ def index_folder(folder: str | Path, db: str | Path, model: str | None = None, c
     if built and vector_dtype not in (None, built["ann"]["dtype"]):
         raise ConfigError(f"--vector-dtype {vector_dtype}: the index was built with {built['ann']['dtype']}; index "
                           f"into a new --db to change it")
+    was = (built["embedder"].get("precision") or "fp32") if built else None
+    if built and precision not in (None, was):
+        raise ConfigError(f"--embedder {precision}: the index was built with {was} embeddings; index into a new --db "
+                          "to change it")
     t0 = time.perf_counter()
     if embedder is None:
-        embedder = load_embedder(model or (built["embedder"]["source"] if built else None))
+        embedder = load_embedder(model or (built["embedder"]["source"] if built else None), precision or was or "fp32",
+                                 int8_folder(db))
     report.model_seconds = time.perf_counter() - t0
     if not built:
         _check_room(chunking["max_tokens"], embedder)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dlforge.errors import ConfigError
-from dlforge.rag.embed import RagEmbedder, load_embedder
+from dlforge.rag.embed import RagEmbedder, int8_folder, load_embedder
 from dlforge.rag.sqlite_store import open_store
 from dlforge.rag.store import Filters, Store
 
@@ -57,7 +57,9 @@ class Retriever:
         model)."""
         store = open_store(db)
         try:
-            embedder = embedder or load_embedder(model or store.settings()["embedder"]["source"])
+            built = store.settings()["embedder"]
+            embedder = embedder or load_embedder(model or built["source"], built.get("precision") or "fp32",
+                                                 int8_folder(Path(db).expanduser().resolve()))
             return cls(store, embedder)
         except BaseException:
             store.close()
