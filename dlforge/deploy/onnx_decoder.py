@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from dlforge.deploy.onnx_export import Graph
-from dlforge.layers.attention import KVCache
+from dlforge.layers.attention import KVCache, padding_mask
 
 FILE = "model_with_past.onnx"
 
@@ -103,3 +103,87 @@ def _split(model: torch.nn.Module, rows: torch.Tensor, past: int) -> dict[str, A
     for i, layer in enumerate(cache.layers):
         batch[f"past_key_{i}"], batch[f"past_value_{i}"] = layer.k, layer.v
     return batch
+
+
+# --- encoder-decoder (the seq2seq Transformer): the encoder once, then the decoder step over its own KV cache -----
+
+ENCODER_FILE, DECODER_FILE = "encoder_model.onnx", "decoder_with_past_model.onnx"
+
+
+class Encoder(torch.nn.Module):
+    """forward({"input_ids", "attention_mask"}) -> memory (B, S, C): the source, encoded once per translation."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.registry_name = f"{model.registry_name} (encoder)"
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> SimpleNamespace:
+        return SimpleNamespace(memory=self.model.encode(batch["input_ids"], batch["attention_mask"]))
+
+
+class DecoderWithPast(torch.nn.Module):
+    """forward({"decoder_input_ids", "memory", "attention_mask", "past_key_i", "past_value_i"...}) -> logits and
+    the present keys and values of the decoder's self-attention. The cross-attention's keys and values are computed
+    from `memory` in the graph at every step (they are not part of the cache: one input fewer per layer)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.n_layers = model.config.decoder_layers
+        self.registry_name = f"{model.registry_name} (decoder step with its KV cache)"
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> SimpleNamespace:
+        cache = ConcatCache([ConcatLayerCache(batch[f"past_key_{i}"], batch[f"past_value_{i}"])
+                             for i in range(self.n_layers)])
+        logits = self.model.decode(batch["decoder_input_ids"], batch["memory"], padding_mask(batch["attention_mask"]),
+                                   cache)
+        present = {f"present_{kind}_{i}": getattr(layer, kind[0]) for i, layer in enumerate(cache.layers)
+                   for kind in ("key", "value")}
+        return SimpleNamespace(logits=logits, **present)
+
+
+def is_encoder_decoder(model: torch.nn.Module) -> bool:
+    return callable(getattr(model, "encode", None)) and callable(getattr(model, "start_decoding", None))
+
+
+def seq2seq_graphs(model: torch.nn.Module, examples: list[dict[str, torch.Tensor]]) -> list[Graph]:
+    """The encoder graph and the decoder-step graph, traced on the first held-out batch (a past of T - 2 target
+    tokens and 2 new ones) and checked on the second (one new token after T - 1, and an empty past)."""
+    c = model.config
+    heads, head_dim, dim = c.n_heads, c.dim // c.n_heads, c.dim
+    source = [{"name": n, "dtype": "int64", "shape": [-1, -1]} for n in ("input_ids", "attention_mask")]
+    encoder = {"task": "translation", "inputs": source,
+               "outputs": [{"name": "memory", "dtype": "float32", "shape": [-1, -1, dim]}]}
+    vocab = c.target_vocab_size or c.vocab_size
+    step = {"task": "translation",
+            "inputs": [{"name": "decoder_input_ids", "dtype": "int64", "shape": [-1, -1]},
+                       {"name": "memory", "dtype": "float32", "shape": [-1, -1, dim]}, source[1]],
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": [-1, -1, vocab]}]}
+    for i in range(c.decoder_layers):
+        for kind in ("key", "value"):
+            spec = {"dtype": "float32", "shape": [-1, heads, -1, head_dim]}
+            step["inputs"].append({"name": f"past_{kind}_{i}", **spec})
+            step["outputs"].append({"name": f"present_{kind}_{i}", **spec})
+    sources = [{k: ex[k] for k in ("input_ids", "attention_mask")} for ex in examples[:2]]
+    t = examples[0]["decoder_input_ids"].shape[1]
+    steps = [_decoder_split(model, examples[0], t - 2), _decoder_split(model, examples[1], t - 1),
+             _decoder_split(model, examples[1], 0)]
+    return [Graph(ENCODER_FILE, Encoder(model), encoder, sources), Graph(DECODER_FILE, DecoderWithPast(model), step,
+                                                                         steps)]
+
+
+@torch.no_grad()
+def _decoder_split(model: torch.nn.Module, batch: dict[str, torch.Tensor], past: int) -> dict[str, Any]:
+    """A step's inputs: the source's memory, the cache of the first `past` target tokens, and the rest."""
+    c = model.config
+    memory = model.encode(batch["input_ids"], batch["attention_mask"])
+    empty = torch.zeros(len(memory), c.n_heads, 0, c.dim // c.n_heads)
+    cache = ConcatCache([ConcatLayerCache(empty, empty) for _ in range(c.decoder_layers)])
+    target = batch["decoder_input_ids"]
+    if past:
+        model.decode(target[:, :past], memory, padding_mask(batch["attention_mask"]), cache)
+    out = {"decoder_input_ids": target[:, past:], "memory": memory, "attention_mask": batch["attention_mask"]}
+    for i, layer in enumerate(cache.layers):
+        out[f"past_key_{i}"], out[f"past_value_{i}"] = layer.k, layer.v
+    return out

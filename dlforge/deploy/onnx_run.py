@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from dlforge.artifacts import load_trained, weights_sha256
 from dlforge.config import load_config
 from dlforge.data.dataset import build_data, collate_batch
-from dlforge.deploy.onnx_decoder import has_kv_cache, with_past_graph
+from dlforge.deploy.onnx_decoder import has_kv_cache, is_encoder_decoder, seq2seq_graphs, with_past_graph
 from dlforge.deploy.onnx_export import FORMAT, TOLERANCE, export_onnx, read_export, require_onnx
 from dlforge.errors import DlforgeError
 from dlforge.models.output import Output
@@ -51,6 +51,8 @@ def export_run(run: str | Path, out: str | Path | None = None, runs_dir: str | P
     extra = []
     if has_kv_cache(model):  # GPT: the decoder step too, its cache as inputs and outputs
         extra.append(with_past_graph(model, torch.cat([examples[0]["input_ids"], examples[1]["input_ids"]])))
+    elif is_encoder_decoder(model):  # seq2seq: the encoder, and the decoder step over its cache
+        extra += seq2seq_graphs(model, examples)
     return folder, export_onnx(model, signature, examples, folder, source, tolerance, extra)
 
 

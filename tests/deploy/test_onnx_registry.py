@@ -72,3 +72,37 @@ def test_every_registered_model_exports_or_says_why_not(name, tmp_path, one_thre
         (want,) = SignatureGraph(model, list(third), ["logits"])(*third.values())
     assert got.shape == tuple(want.shape)
     np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=TOLERANCE)
+
+
+def test_seq2seq_encoder_and_decoder_step_graphs_decode_as_the_model_does(tmp_path, one_thread):
+    """encoder_model.onnx once, then decoder_with_past_model.onnx fed its own presents token by token: the logits of
+    the model's own cached decoding (`start_decoding`) at every step, within 1e-4."""
+    from dlforge.deploy.onnx_decoder import DECODER_FILE, ENCODER_FILE, is_encoder_decoder, seq2seq_graphs
+
+    torch.manual_seed(0)
+    model = create_model("transformer_seq2seq", encoder_layers=1, decoder_layers=2).eval()
+    assert is_encoder_decoder(model) and not is_encoder_decoder(create_model("gpt", n_layers=1))
+    examples = [_inputs(model, 2, 0), _inputs(model, 5, 1)]
+    report = export_onnx(model, _signature(examples[0]), examples, tmp_path, extra=seq2seq_graphs(model, examples),
+                         optimize=False)
+    assert all(report["graphs"][f]["max_abs_diff"] <= TOLERANCE for f in (ENCODER_FILE, DECODER_FILE))
+    encoder, decoder = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"])
+                        for f in (ENCODER_FILE, DECODER_FILE))
+    source = _inputs(model, 3, 2)
+    source = {"input_ids": source["input_ids"].numpy(), "attention_mask": source["attention_mask"].numpy()}
+    (memory,) = encoder.run(["memory"], source)
+    layers, c = model.config.decoder_layers, model.config
+    past = {f"past_{k}_{i}": np.zeros((3, c.n_heads, 0, c.dim // c.n_heads), np.float32) for i in range(layers)
+            for k in ("key", "value")}
+    names = ["logits"] + [f"present_{k}_{i}" for i in range(layers) for k in ("key", "value")]
+    state = model.start_decoding(torch.from_numpy(source["input_ids"]), torch.from_numpy(source["attention_mask"]))
+    ids = torch.full((3, 1), c.bos_id)
+    with torch.no_grad():
+        for _ in range(6):
+            want = state.step(ids)  # (B, V): the last position's logits
+            got = decoder.run(names, {"decoder_input_ids": ids.numpy(), "memory": memory,
+                                      "attention_mask": source["attention_mask"], **past})
+            np.testing.assert_allclose(got[0][:, -1], want.numpy(), rtol=0, atol=TOLERANCE)
+            ids = want.argmax(-1, keepdim=True)
+            past = {n.replace("present", "past"): v for n, v in zip(names[1:], got[1:], strict=True)}
+    assert past["past_key_0"].shape[2] == state.cache.length == 6
