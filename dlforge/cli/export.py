@@ -56,6 +56,8 @@ def quantize_cmd(
                                                                              "set the activations' ranges"),
     out: Path = typer.Option(None, "--out", help="the folder to write to (default: RUN/onnx-int8-MODE)"),
     rounds: int = typer.Option(10, "--rounds", min=1, help="paired rounds of the latency measurement"),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (the run's export), or torch "
+                                                                 "(torch.ao's dynamic int8, where it works)"),
     as_json: bool = typer.Option(False, "--json", help="print quantize.json"),
 ) -> None:
     """Quantize a run's ONNX export to int8 with onnxruntime: `dlforge quantize latest --mode static`. Reports the
@@ -65,19 +67,30 @@ def quantize_cmd(
 
     if mode not in ("dynamic", "static"):
         raise DlforgeError(f"--mode: {mode!r} is not a quantization mode; expected dynamic or static")
+    if backend not in ("onnxruntime", "torch"):
+        raise DlforgeError(f"--backend: {backend!r}; expected onnxruntime or torch")
+    if backend == "torch" and mode != "dynamic":
+        raise DlforgeError("--backend torch: PyTorch's int8 here is dynamic only; use --mode dynamic, or "
+                           "--backend onnxruntime for static int8")
     if out is not None:
         output_folder(out, "the folder to write the quantized model to (--out)")
     from dlforge.runs.rundir import resolve_run
 
     run_path = resolve_run(run)
-    from dlforge.deploy.quantize import quantize_run
+    if backend == "torch":
+        from dlforge.deploy.quantize_torch import quantize_torch
 
-    folder, report = quantize_run(run_path, mode, calibration_batches, out, rounds=rounds)
+        folder, report = quantize_torch(run_path, rounds=rounds)
+    else:
+        from dlforge.deploy.quantize import quantize_run
+
+        folder, report = quantize_run(run_path, mode, calibration_batches, out, rounds=rounds)
     if as_json:
         emit_json({"out": str(folder), **report})
         return
     size = report["size"]
-    console.print(f"{report['model']} int8 ({mode}) written to {folder / 'model.onnx'}: {size['int8_bytes']:,} bytes "
+    where = f"report in {folder}" if backend == "torch" else f"written to {folder / 'model.onnx'}"
+    console.print(f"{report['model']} int8 ({mode}, {backend}) {where}: {size['int8_bytes']:,} bytes "
                   f"against {size['fp32_bytes']:,} ({size['ratio']:.2f}x smaller)", soft_wrap=True)
     before, after = report["metrics"]["fp32"], report["metrics"]["int8"]
     console.print("test metrics, fp32 -> int8: " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}"

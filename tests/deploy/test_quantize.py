@@ -78,3 +78,61 @@ def test_quantize_refuses_in_one_line(runs, capsys, tmp_path):
     bare.mkdir()
     proc = run_here(capsys, "quantize", str(bare))
     assert proc.returncode == 2
+
+
+def test_torch_dynamic_int8_reports_metrics_size_and_latency_beside_onnxruntimes(runs, capsys):
+    run = runs["mlp"]
+    proc = run_here(capsys, "quantize", str(run), "--backend", "torch", "--rounds", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["out"] == str(run / "quantize-torch-dynamic.json") and report["backend"] == "torch"
+    assert report["quantized"] == ["blocks.0.linear", "blocks.1.linear", "head"] and report["refused"] == {}
+    evaluated = json.loads((run / "eval.json").read_text())["test"]
+    assert round(report["metrics"]["fp32"]["accuracy"], 4) == round(evaluated["accuracy"], 4)
+    assert abs(report["metrics"]["int8"]["accuracy"] - evaluated["accuracy"]) <= 0.05
+    assert report["size"]["int8_bytes"] > 0 and report["size"]["fp32_bytes"] > 0
+    assert "deprecated in torch 2.13" in report["notes"][0]
+    assert sorted(report["latency"]) == ["batch 1", "batch 60"]
+    proc = run_here(capsys, "quantize", str(run), "--backend", "torch", "--mode", "static")
+    assert proc.returncode == 2 and "--backend torch: PyTorch's int8 here is dynamic only" in one_line_error(proc)
+
+
+def test_layers_that_break_once_quantized_are_named_and_left_in_fp32():
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from dlforge.deploy.quantize import QuantizeError
+    from dlforge.deploy.quantize_torch import quantize_layers
+    from dlforge.models.output import Output
+
+    class Tied(nn.Module):  # reads one Linear's weight directly, as a tied output embedding does
+        registry_name = "tied"
+
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = nn.Linear(8, 8), nn.Linear(8, 3)
+
+        def forward(self, batch):
+            return Output(logits=self.head(torch.relu(F.linear(batch["x"], self.embed.weight))))
+
+    model = Tied().eval()
+    probe = {"x": torch.randn(4, 8)}
+    int8, kept, refused = quantize_layers(model, probe)
+    assert kept == ["head"] and list(refused) == ["embed"] and refused["embed"]
+    assert type(int8.head).__name__ == "Linear" and int8.head.__module__.startswith("torch.ao")
+    torch.testing.assert_close(int8(probe).logits, model(probe).logits, atol=0.05, rtol=0.05)
+    assert isinstance(model.embed, nn.Linear) and isinstance(model.head, nn.Linear)  # the original is untouched
+
+    class Conv(nn.Module):
+        registry_name = "conv"
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, batch):
+            return Output(logits=self.conv(batch["x"]).flatten(1))
+
+    with pytest.raises(QuantizeError, match="conv has no Linear, LSTM or GRU layer"):
+        quantize_layers(Conv(), {"x": torch.randn(1, 1, 5, 5)})
