@@ -128,7 +128,8 @@ class Pruner(Callback):
             self._update(trainer)
         else:
             apply_masks(trainer.model)
-        logs["sparsity"] = measured_sparsity(trainer.model)
+        if logs:  # a logging step (the others' logs are empty)
+            logs["sparsity"] = measured_sparsity(trainer.model)
 
     def _update(self, trainer) -> None:
         update_masks(trainer.model, sparsity_at(self.cfg, trainer.step, trainer.max_steps), self.cfg.scope)
