@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from clitools import ENV, dlforge_cmd, losses, one_line_error, run_here, write_blobs_csv, write_config
+from clitools import ENV, dlforge_cmd, losses, one_line_error, run_here, train_rows, write_blobs_csv, write_config
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
@@ -130,6 +130,10 @@ def test_prune_command_reports_what_the_files_and_models_hold(source, capsys):
     ev = json.loads(run_here(capsys, "eval", str(run), "--json").stdout)["metrics"]
     assert round(ev["accuracy"], 4) == round(report["metrics"]["after"]["accuracy"], 4)
     assert sorted(report["latency"]) == ["batch 1", "batch 64"]
+    rows = train_rows(run)
+    assert all("step" in r for r in rows)  # only logged steps get a row, each with the sparsity it had
+    assert [round(r["sparsity"], 2) for r in rows if "split" not in r] == [0.8] * len([r for r in rows
+                                                                                      if "split" not in r])
 
 
 def test_structured_prune_writes_a_smaller_model_that_loads_evaluates_and_predicts(source, capsys, tmp_path):
