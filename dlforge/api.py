@@ -163,6 +163,8 @@ def _train(config: Config | str | Path | dict, overrides: list[str] | None, run_
         es = t.early_stopping
         callbacks.append(EarlyStopping(es.metric or t.monitor, es.mode, es.patience, es.min_delta))
     monitor = t.monitor if data.val is not None else None  # no validation split: no best tracking
+    if t.prune is not None and t.prune.schedule == "gradual":  # weights pruned less than asked: never "best"
+        monitor = None
     callbacks.append(Checkpointer(ckpt_dir, t.checkpoint_every, t.keep_checkpoints, monitor, t.monitor_mode))
     if t.prune is not None and not t.prune.structured:  # first: every other callback sees the pruned weights
         from dlforge.deploy.prune import Pruner

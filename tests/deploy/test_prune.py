@@ -196,7 +196,8 @@ def test_masks_survive_kill_9_and_the_resumed_run_is_bitwise_the_same(tmp_path):
     train(None, resume=run)
     got, want = losses(run), losses(ref)
     assert got == want  # bitwise: the same masks, updates and zeros after the resume
-    final = load_trained(run)
+    final = load_trained(run)  # the final weights: an earlier evaluation's were pruned less than asked
+    assert json.loads((run / "eval.json").read_text())["weights"]["checkpoint"] == "last"
     assert measured_sparsity(final) == pytest.approx(0.9, abs=0.01)
     reference = load_trained(ref)
     for a, b in zip(final.state_dict().values(), reference.state_dict().values(), strict=True):
