@@ -193,17 +193,10 @@ def int8_folder(db: str | Path) -> Path:
     return db.with_name(db.name + ".int8-embedder")
 
 
-def load_embedder(source: str | Path | None = None, precision: str = "fp32", int8_folder: Path | None = None
-                  ) -> RagEmbedder:
+def load_embedder(source: str | Path | None = None) -> RagEmbedder:
     """`None` or DEFAULT_MODEL: the packaged all-MiniLM-L6-v2; otherwise a local sentence-transformers folder or a
     dlforge BERT run / model folder. A model already loaded in this process is reused, unless its files changed.
-    `precision` int8: the model in onnxruntime dynamic int8 (`dlforge.rag.embed_int8`), its graph in `int8_folder`."""
-    if precision != "fp32":
-        from dlforge.rag.embed_int8 import PRECISIONS, Int8Embedder
-
-        if precision not in PRECISIONS or int8_folder is None:
-            raise ConfigError(f"--embedder {precision}: expected one of {', '.join(PRECISIONS)}")
-        return Int8Embedder(load_embedder(source), int8_folder)
+    (The same model in int8: `dlforge.rag.embed_int8.with_precision`.)"""
     if source is None or str(source) == DEFAULT_MODEL:
         folder = default_model_folder()
         return _load(folder, DEFAULT_MODEL, "all-MiniLM-L6-v2", _stamp(folder))

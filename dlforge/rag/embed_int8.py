@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import torch
 
 from dlforge.errors import ConfigError
 from dlforge.rag.embed import BertEmbedder, RagEmbedder
@@ -30,17 +28,13 @@ RECIPE = "onnxruntime quantize_dynamic: QInt8 per-channel weights of MatMul/Gemm
 GRAPH = "model.onnx"  # the int8 graph, in the folder beside the export of the fp32 one
 
 
-class _Embeddings(torch.nn.Module):
-    """forward({"input_ids", "attention_mask"}) -> embeddings (B, C), mean-pooled and L2-normalised: the graph."""
-
-    registry_name = "sentence embedder"
-
-    def __init__(self, bert: torch.nn.Module):
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> SimpleNamespace:
-        return SimpleNamespace(embeddings=self.bert.embed(batch["input_ids"], batch["attention_mask"]))
+def with_precision(embedder: RagEmbedder, precision: str, folder: Path) -> RagEmbedder:
+    """`embedder` itself for fp32; for int8 its model in onnxruntime dynamic int8, the graph in `folder`."""
+    if precision == "fp32":
+        return embedder
+    if precision != "int8":
+        raise ConfigError(f"--embedder {precision}: expected one of {', '.join(PRECISIONS)}")
+    return Int8Embedder(embedder, folder)
 
 
 class Int8Embedder(RagEmbedder):
@@ -72,6 +66,26 @@ class Int8Embedder(RagEmbedder):
         return out
 
 
+def _embeddings(bert: Any) -> Any:
+    """The graph's module: forward({"input_ids", "attention_mask"}) -> embeddings (B, C), mean-pooled and
+    L2-normalised."""
+    from types import SimpleNamespace
+
+    import torch
+
+    class Embeddings(torch.nn.Module):
+        registry_name = "sentence embedder"
+
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, batch: dict[str, torch.Tensor]) -> SimpleNamespace:
+            return SimpleNamespace(embeddings=self.bert.embed(batch["input_ids"], batch["attention_mask"]))
+
+    return Embeddings()
+
+
 def _session(folder: Path, inner: Any) -> Any:
     """An onnxruntime session over the int8 graph in `folder`, exported and quantized there first if missing."""
     from dlforge.deploy.onnx_export import export_onnx, require_onnx
@@ -92,7 +106,7 @@ def _session(folder: Path, inner: Any) -> Any:
         signature = {"task": "embedding", "inputs": [{"name": n, "dtype": "int64", "shape": [-1, -1]}
                                                      for n in ("input_ids", "attention_mask")],
                      "outputs": [{"name": "embeddings", "dtype": "float32", "shape": [-1, inner.dim]}]}
-        export_onnx(_Embeddings(inner.model), signature, examples, folder / "fp32", source={"model": inner.name})
+        export_onnx(_embeddings(inner.model), signature, examples, folder / "fp32", source={"model": inner.name})
 
         def fill(tmp: Path) -> None:
             quantize_dynamic(folder / "fp32" / GRAPH, tmp / GRAPH, weight_type=QuantType.QInt8,

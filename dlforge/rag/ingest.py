@@ -170,8 +170,10 @@ def index_folder(folder: str | Path, db: str | Path, model: str | None = None, c
                           "to change it")
     t0 = time.perf_counter()
     if embedder is None:
-        embedder = load_embedder(model or (built["embedder"]["source"] if built else None), precision or was or "fp32",
-                                 int8_folder(db))
+        from dlforge.rag.embed_int8 import with_precision
+
+        embedder = with_precision(load_embedder(model or (built["embedder"]["source"] if built else None)),
+                                  precision or was or "fp32", int8_folder(db))
     report.model_seconds = time.perf_counter() - t0
     if not built:
         _check_room(chunking["max_tokens"], embedder)

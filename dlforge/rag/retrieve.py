@@ -58,8 +58,11 @@ class Retriever:
         store = open_store(db)
         try:
             built = store.settings()["embedder"]
-            embedder = embedder or load_embedder(model or built["source"], built.get("precision") or "fp32",
-                                                 int8_folder(Path(db).expanduser().resolve()))
+            if embedder is None:
+                from dlforge.rag.embed_int8 import with_precision
+
+                embedder = with_precision(load_embedder(model or built["source"]), built.get("precision") or "fp32",
+                                          int8_folder(Path(db).expanduser().resolve()))
             return cls(store, embedder)
         except BaseException:
             store.close()

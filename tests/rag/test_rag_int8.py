@@ -14,6 +14,7 @@ from ragtools import PETS, tiny_st_model, write_files
 
 from dlforge.errors import ConfigError, DataError
 from dlforge.rag.embed import int8_folder, load_embedder
+from dlforge.rag.embed_int8 import with_precision
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.retrieve import Retriever
 from dlforge.rag.sqlite_store import open_store
@@ -72,7 +73,7 @@ def test_int8_refusals_are_one_line(built, capsys, tmp_path):
     d, model, corpus, db, _ = built
     cls = tiny_st_model(tmp_path / "cls", pooling="cls")
     with pytest.raises(ConfigError, match="--embedder int8: the model cls runs on sentence-transformers"):
-        load_embedder(str(cls), "int8", tmp_path / "x.int8-embedder")
+        with_precision(load_embedder(str(cls)), "int8", tmp_path / "x.int8-embedder")
     proc = run_here(capsys, "rag", "index", str(corpus), "--db", str(tmp_path / "new.db"), "--model", str(model),
                     "--embedder", "int4")
     assert proc.returncode == 2 and "--embedder int4: expected one of fp32, int8" in one_line_error(proc)
