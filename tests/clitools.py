@@ -72,18 +72,28 @@ sys.__stdout__.write(json.dumps({"startup": startup, "results": results}))
 """
 
 
-def run_in_one_process(commands: dict[str, list[str]], cwd: Path, timeout: float = 300
+def run_in_one_process(commands: dict[str, list[str]], cwd: Path, timeout: float = 300,
+                       env: dict[str, str] | None = None
                        ) -> tuple[dict[str, tuple[subprocess.CompletedProcess, list[str]]], list[str]]:
     """Run `dlforge` commands one after the other in one fresh Python process, through the CLI's `main` (one
     interpreter start for them all: cheap when they fail early). Returns key -> (the command as a finished process,
-    for `one_line_error`; the top-level modules it imported), and the modules imported with the CLI itself."""
-    proc = subprocess.run([sys.executable, "-c", _ONE_PROCESS], input=json.dumps(commands), cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    for `one_line_error`; the top-level modules it imported), and the modules imported with the CLI itself. `env`:
+    the process's environment variables on top of `ENV`."""
+    proc = subprocess.run([sys.executable, "-c", _ONE_PROCESS], input=json.dumps(commands), cwd=cwd,
+                          env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"the commands' process failed:\n{proc.stderr}"
     report = json.loads(proc.stdout)
     results = {key: (subprocess.CompletedProcess(["dlforge", *commands[key]], r["code"], r["stdout"], r["stderr"]),
                      r["loaded"]) for key, r in report["results"].items()}
     return results, report["startup"]
+
+
+def run_together(commands: dict[str, list[str]], cwd: Path, env: dict[str, str] | None = None
+                 ) -> dict[str, subprocess.CompletedProcess]:
+    """`run_in_one_process` without the imported modules: key -> the command as a finished process. For commands
+    that only read, or fail on their input: one start of torch and the catalog for them all, instead of one each."""
+    results, _ = run_in_one_process(commands, cwd, env=env)
+    return {key: proc for key, (proc, _) in results.items()}
 
 
 def ok_json(proc: subprocess.CompletedProcess):

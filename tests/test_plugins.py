@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clitools import run_together
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "tagging_plugin"
@@ -43,12 +44,13 @@ def test_a_task_from_a_plugin_trains_evaluates_and_reports(tmp_path):
     assert set(report["test_per_label_f1"]) == {"right", "up", "far"}
     assert json.loads((run / "per_label_f1.json").read_text()) == report["test_per_label_f1"]
     assert json.loads((run / "model" / "config.json").read_text())["model"] == "tagger"
-    again = dlforge("eval", str(run), "--json", env=env, cwd=tmp_path)
+    # the other verbs, one after the other in one more process with the plug-in (one start of torch for the three)
+    results = run_together({"eval": ["eval", str(run), "--json"], "models": ["models"],
+                            "predict": ["predict", str(run), str(EXAMPLE / "tagging.yaml")]}, cwd=tmp_path, env=env)
+    again, listed, refused = results["eval"], results["models"], results["predict"]
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["metrics"]["accuracy"] == pytest.approx(report["test"]["accuracy"], abs=1e-6)
-    listed = dlforge("models", env=env, cwd=tmp_path)
     assert "tagger" in listed.stdout
-    refused = dlforge("predict", str(run), str(EXAMPLE / "tagging.yaml"), env=env, cwd=tmp_path)
     assert refused.returncode == 2 and "not available for tagging models" in refused.stderr
 
 

@@ -1,7 +1,9 @@
 """The command line end to end, as a person uses it: `python -m dlforge ...` in a subprocess, in a temp folder.
 
-Each CLI call pays for importing torch (a few seconds), so independent calls are started side by side (`run_all`),
-each as its own process, the way two terminals would; the tests then check each call's result on its own.
+Each new process pays for importing torch and the catalog (several seconds), so the commands that only read (eval,
+predict, runs, listings) or fail on their input run one after the other through the CLI's `main` in one fresh
+process (`run_together`); the trainings, the `--debug` tracebacks and the crafted folders get a process each.
+The tests then check each call's result on its own.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from clitools import (
     one_line_error,
     run_all,
     run_cli,
+    run_together,
     train_rows,
     write_blobs_csv,
     write_config,
@@ -91,7 +94,7 @@ def trained(tmp_path_factory) -> Trained:
 
 @pytest.fixture(scope="module")
 def used(trained) -> dict[str, subprocess.CompletedProcess]:
-    """eval, predict and runs commands on the trained runs, each its own process."""
+    """eval, predict and runs commands on the trained runs, one after the other in one process."""
     d, run = trained.dir, str(trained.run)
     with open(trained.csv, newline="") as f:
         rows = list(csv.reader(f))
@@ -101,7 +104,7 @@ def used(trained) -> dict[str, subprocess.CompletedProcess]:
         csv.writer(out).writerows([r[:-1] for r in rows])
     with open(empty_target, "w", newline="") as out:  # the column is there, waiting for the answers
         csv.writer(out).writerows([rows[0]] + [[*r[:-1], ""] for r in rows[1:]])
-    return run_all({
+    return run_together({
         "eval-test": ["eval", run, "--split", "test", "--json"],
         "eval-val": ["eval", run, "--split", "val", "--json"],
         "eval-bad-split": ["eval", run, "--split", "tset"],
@@ -122,10 +125,10 @@ def used(trained) -> dict[str, subprocess.CompletedProcess]:
 @pytest.fixture(scope="module")
 def info(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     d = tmp_path_factory.mktemp("info")
-    return run_all({"models": ["models", "--json"], "datasets": ["datasets", "--json"],
-                    "presets": ["presets", "--json"], "schema": ["config", "schema"], "help": ["--help"],
-                    "h": ["-h"], "train-h": ["train", "-h"], "runs-h": ["runs", "-h"], "version": ["--version"],
-                    "rag-eval-h": ["rag", "eval", "-h"]}, d)
+    return run_together({"models": ["models", "--json"], "datasets": ["datasets", "--json"],
+                         "presets": ["presets", "--json"], "schema": ["config", "schema"], "help": ["--help"],
+                         "h": ["-h"], "train-h": ["train", "-h"], "runs-h": ["runs", "-h"], "version": ["--version"],
+                         "rag-eval-h": ["rag", "eval", "-h"]}, d)
 
 
 def test_models_and_datasets_list_the_registry(info):
@@ -433,9 +436,9 @@ def bad(trained, tmp_path_factory) -> BadRuns:
     }
     assert sorted(cases) == sorted(BAD_INPUTS)
     commands = {name: ["train", *args] for name, (args, _) in cases.items()}
-    commands |= {f"{name} --debug": ["train", *cases[name][0], "--debug"] for name in WITH_DEBUG}
+    debug = {f"{name} --debug": ["train", *cases[name][0], "--debug"] for name in WITH_DEBUG}  # raises: own process
     before = {r.name: folder_digest(d / "runs" / r.name) for r in trained.runs}, registry_rows(d / "runs")
-    results = run_all(commands, d)
+    results = run_together(commands, d) | run_all(debug, d)
     after = {r.name: folder_digest(d / "runs" / r.name) for r in trained.runs}, registry_rows(d / "runs")
     return BadRuns(d, {name: (results[name], fragments) for name, (_, fragments) in cases.items()},
                    {name: results[f"{name} --debug"] for name in WITH_DEBUG}, before, after)

@@ -1,4 +1,5 @@
-"""The image, forecast and text-generation commands as a user runs them: `python -m dlforge ...` in a subprocess."""
+"""The image, forecast and text-generation commands as a user runs them: `python -m dlforge ...` in a subprocess
+(or several commands through the CLI in one fresh process, `run_together`: one start of torch for them)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from clitools import run_cli
+from clitools import run_cli, run_together
 
 PNG = b"\x89PNG"
 
@@ -43,16 +44,15 @@ def test_char_run_reports_perplexity_and_generates_from_the_cli(char_run):
     root, out = char_run
     test = out["metrics"]["test"]
     assert test["perplexity"] == pytest.approx(np.exp(test["loss"]), rel=1e-4)
-    proc = run_cli("generate", out["run_dir"], "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1",
-                   "--temperature", "0.8", "--json", cwd=root)
+    args = ["generate", out["run_dir"], "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1",
+            "--temperature", "0.8"]
+    procs = run_together({"json": [*args, "--json"], "streamed": args}, cwd=root)  # one process for these two
+    proc, streamed = procs["json"], procs["streamed"]
     assert proc.returncode == 0, proc.stderr
     gen = json.loads(proc.stdout)
     assert gen["prompt"] == "ROMEO:" and gen["stop_reason"] == "max_new_tokens" and gen["tokens"] == 20
-    again = run_cli("generate", out["run_dir"], "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1",
-                    "--temperature", "0.8", "--json", cwd=root)
+    again = run_cli(*args, "--json", cwd=root)  # another process
     assert json.loads(again.stdout)["completion"] == gen["completion"]  # same seed, same text
-    streamed = run_cli("generate", out["run_dir"], "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1",
-                       "--temperature", "0.8", cwd=root)
     assert streamed.returncode == 0 and gen["completion"] in streamed.stdout
 
 
@@ -75,14 +75,14 @@ data: {{name: timeseries_csv, path: {csv}, time_column: date, window: 24, horizo
 model: {{name: gru_forecaster, dim: 16, n_layers: 1, residual: true}}
 train: {{max_steps: 30, batch_size: 32, lr: 0.01, progress: false, tensorboard: false, eval_every: 10}}
 """)
-    proc = run_cli("train", str(cfg), "--json", cwd=tmp_path)
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(cfg.read_text().replace("val_size: 48}", "val_size: 48, fill: error}"))
+    procs = run_together({"train": ["train", str(cfg), "--json"], "strict": ["train", str(strict)]}, cwd=tmp_path)
+    proc, refused = procs["train"], procs["strict"]
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     test = out["metrics"]["test"]
     assert {"mae", "rmse", "mape", "mase", "naive_mae", "rel_mae"} <= set(test)
     assert test["rel_mae"] == pytest.approx(test["mae"] / test["naive_mae"], rel=1e-6)
     assert (tmp_path / out["run_dir"] / "plots" / "forecast.png").read_bytes().startswith(PNG)
-    strict = tmp_path / "strict.yaml"
-    strict.write_text(cfg.read_text().replace("val_size: 48}", "val_size: 48, fill: error}"))
-    refused = run_cli("train", str(strict), cwd=tmp_path)
     assert refused.returncode == 2 and "sales.csv" in refused.stderr and "Traceback" not in refused.stderr

@@ -1,12 +1,12 @@
-"""`dlforge tokenizer train|encode|decode|report` and `dlforge lm prepare` as a person runs them, in subprocesses
-started side by side; person-made mistakes end in one line and exit code 2."""
+"""`dlforge tokenizer train|encode|decode|report` and `dlforge lm prepare` as a person runs them, one after the other
+through the CLI in one fresh process (`run_together`); person-made mistakes end in one line and exit code 2."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from clitools import ok_json, one_line_error, run_all
+from clitools import ok_json, one_line_error, run_together
 
 from dlforge.data.corpus import load_corpus
 from dlforge.text.tokenizer import load_tokenizer, train_tokenizer
@@ -33,7 +33,7 @@ def cli(tmp_path_factory):
         "bad_path": ["tokenizer", "train", "no/such/corpus", "--vocab-size", "300", "--out", "x"],
         "bad_vocab": ["tokenizer", "train", "corpus", "--vocab-size", "100", "--out", "y"],
     }
-    return root, run_all(commands, cwd=root)
+    return root, run_together(commands, cwd=root)
 
 
 def test_train_reports_and_matches_training_in_another_process(cli):

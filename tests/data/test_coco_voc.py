@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from clitools import one_line_error, run_cli
+from clitools import one_line_error, run_here
 from PIL import Image
 
 from dlforge.data import rle
@@ -87,7 +87,8 @@ def test_coco_folder_reads_polygons_rles_crowds_and_resizes(tmp_path):
     assert len(boxes_only.train) == 3 and "masks" not in boxes_only.train[0]
 
 
-def test_a_corrupt_image_or_a_box_outside_is_one_data_error_naming_file_and_annotation(tmp_path):
+def test_a_corrupt_image_or_a_box_outside_is_one_data_error_naming_file_and_annotation(tmp_path, monkeypatch,
+                                                                                         capsys):
     doc = write_coco_folder(tmp_path)
     images, annotations = tmp_path / "train", tmp_path / "instances_train.json"
     outside = json.loads(json.dumps(doc))
@@ -110,7 +111,8 @@ def test_a_corrupt_image_or_a_box_outside_is_one_data_error_naming_file_and_anno
     cfg = {"data": {"name": "coco", "path": str(tmp_path), "image_size": 32}, "model": {"name": "mlp"},
            "train": {"max_steps": 1}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    line = one_line_error(run_cli("train", str(tmp_path / "cfg.yaml"), cwd=tmp_path))
+    monkeypatch.chdir(tmp_path)
+    line = one_line_error(run_here(capsys, "train", str(tmp_path / "cfg.yaml")))  # the CLI, in this process
     assert "img2.png: cannot read the image" in line and "annotation 13" in line
     assert not (tmp_path / "runs").exists()
 

@@ -17,7 +17,7 @@ from dlforge.llm.generate import load_language_model
 from dlforge.registry import create_model
 from dlforge.text.chat import DEFAULT_CHAT_TEMPLATE, chat_segments, encode_chat, render_chat
 from dlforge.text.tokenizer import train_tokenizer, with_chat_template
-from tests.clitools import ok_json, run_cli
+from tests.clitools import ok_json, run_together
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Who speaks first in Hamlet?"}, {"role": "assistant", "content": "BERNARDO"}],
@@ -212,8 +212,11 @@ def test_sft_run_from_a_base_learns_the_answers_and_chat_stops_at_the_end_of_tur
     rows = api.predict(result.run_dir, questions)
     assert [(r["prompt"], r["completion"], r["stop_reason"]) for r in rows] == [(q, a, "eos") for q, a in QA]
     assert "prompts.txt`: prompts, one per line" in (result.run_dir / "README.md").read_text()
-    out = ok_json(run_cli("generate", str(result.run_dir), "--chat", QA[0][0], "--temperature", "0", "--json"))
+    procs = run_together({  # one process for the two commands: one start of torch
+        "chat": ["generate", str(result.run_dir), "--chat", QA[0][0], "--temperature", "0", "--json"],
+        "no-template": ["generate", str(tiny_lm_run.run), "--chat", "hello"]}, cwd=tmp_path)
+    out = ok_json(procs["chat"])
     assert out["completion"] == QA[0][1] and out["stop_reason"] == "eos"
     assert out["prompt"] == f"Question: {QA[0][0]}\nAnswer:"
-    proc = run_cli("generate", str(tiny_lm_run.run), "--chat", "hello")
+    proc = procs["no-template"]
     assert proc.returncode == 2 and "no chat template" in proc.stderr

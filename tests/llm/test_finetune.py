@@ -15,7 +15,7 @@ from dlforge.config import load_config
 from dlforge.errors import CheckpointError, ConfigError
 from dlforge.llm.generate import load_language_model
 from dlforge.llm.perplexity import corpus_perplexity
-from tests.clitools import ok_json, run_cli
+from tests.clitools import ok_json, run_here
 from tests.lmtools import tiny_lm_config, write_corpus
 
 
@@ -89,10 +89,10 @@ def test_init_from_and_lora_config_rules(tiny_lm_run, tmp_path):
         load_config(cfg)
 
 
-def test_perplexity_command_measures_each_model_on_each_corpus(tiny_lm_run, tmp_path):
+def test_perplexity_command_measures_each_model_on_each_corpus(tiny_lm_run, tmp_path, capsys):
     other = write_corpus(tmp_path / "other", seed=1)
-    out = ok_json(run_cli("lm", "perplexity", str(tiny_lm_run.run), "--corpus", str(tiny_lm_run.corpus),
-                          "--corpus", str(other), "--split", "test", "--json"))
+    out = ok_json(run_here(capsys, "lm", "perplexity", str(tiny_lm_run.run), "--corpus", str(tiny_lm_run.corpus),
+                           "--corpus", str(other), "--split", "test", "--json"))
     ev = json.loads((tiny_lm_run.run / "eval.json").read_text())
     own, new = out["results"]
     assert (own["corpus"], new["corpus"], own["split"]) == (str(tiny_lm_run.corpus), str(other), "test")

@@ -31,7 +31,7 @@ from dlforge.llm.lora import (
 )
 from dlforge.registry import create_model
 from dlforge.train.trainer import Trainer
-from tests.clitools import ok_json, run_cli
+from tests.clitools import ok_json, run_together
 
 SETTINGS = LoRAConfig(rank=4, alpha=8, dropout=0.1, targets=["qkv", "proj", "fc"])
 
@@ -206,10 +206,13 @@ def test_lora_run_keeps_the_adapter_and_the_merged_model(tiny_lm_run, tmp_path):
     again = merge_adapter(tiny_lm_run.run, run / "adapter", tmp_path / "merged")
     assert all(torch.equal(a, b) for a, b in zip(load_model(again)[0].state_dict().values(),
                                                  merged.state_dict().values(), strict=True))
-    out = ok_json(run_cli("lm", "merge-lora", str(tiny_lm_run.run), str(run / "adapter"), "--out",
-                          str(tmp_path / "cli"), "--json"))
+    procs = run_together({  # one process for the two commands: one start of torch
+        "merge": ["lm", "merge-lora", str(tiny_lm_run.run), str(run / "adapter"), "--out", str(tmp_path / "cli"),
+                  "--json"],
+        "over": ["lm", "merge-lora", str(run), str(run / "adapter"), "--out", str(tmp_path / "wrong")]}, cwd=tmp_path)
+    out = ok_json(procs["merge"])
     assert out["rank"] == 2 and torch.equal(load_model(tmp_path / "cli")[0].blocks[1].attn.qkv.weight,
                                             merged.blocks[1].attn.qkv.weight)
-    proc = run_cli("lm", "merge-lora", str(run), str(run / "adapter"), "--out", str(tmp_path / "wrong"))  # over
+    proc = procs["over"]
     assert proc.returncode == 2 and "trained over another base model" in proc.stderr  # the merged model: refused
     assert not (tmp_path / "wrong").exists()

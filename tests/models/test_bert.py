@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from clitools import ok_json, run_cli, run_here
+from clitools import ok_json, run_here, run_together
 
 from dlforge import api
 from dlforge.artifacts import load_model, save_model
@@ -273,16 +273,19 @@ def test_embed_api_and_cli_agree_and_keep_the_input_order(mlm_run, tmp_path):
         ids = torch.tensor([[tok.cls_id, *tok.encode(text)[:22], tok.sep_id]])
         with torch.no_grad():
             np.testing.assert_allclose(row, model.embed(ids)[0].numpy(), atol=1e-5)
-    proc = run_cli("embed", str(mlm_run.run_dir), "--input", str(tmp_path / "in.txt"), "--out",
-                   str(tmp_path / "out.npy"), "--json", check=True)
-    assert json.loads(proc.stdout)["texts"] == 4
+    records = tmp_path / "in.jsonl"
+    records.write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
+    procs = run_together({  # the two commands one after the other in one process: one start of torch
+        "npy": ["embed", str(mlm_run.run_dir), "--input", str(tmp_path / "in.txt"), "--out", str(tmp_path / "out.npy"),
+                "--json"],
+        "jsonl": ["embed", str(mlm_run.run_dir), "--input", str(records), "--text-field", "body", "--out",
+                  str(tmp_path / "out.jsonl")]}, cwd=tmp_path)
+    for proc in procs.values():
+        assert proc.returncode == 0, proc.stderr
+    assert json.loads(procs["npy"].stdout)["texts"] == 4
     saved = np.load(tmp_path / "out.npy")
     assert saved.dtype == np.float32 and saved.shape == (4, TINY["dim"])
     np.testing.assert_allclose(saved, vectors, atol=1e-5)
-    records = tmp_path / "in.jsonl"
-    records.write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
-    run_cli("embed", str(mlm_run.run_dir), "--input", str(records), "--text-field", "body", "--out",
-            str(tmp_path / "out.jsonl"), check=True)
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(np.array([x["embedding"] for x in lines]), vectors, atol=1e-5)
 
@@ -302,10 +305,10 @@ def test_a_dlforge_bert_run_embeds_for_retrieval(mlm_run):
     assert run.fingerprint() == folder.fingerprint() and run.source == folder.source  # one model, one identity
 
 
-def test_embed_cli_errors_are_one_line(mlm_run, tmp_path):
+def test_embed_cli_errors_are_one_line(mlm_run, tmp_path, capsys):
     (tmp_path / "in.txt").write_text("hello\n")
-    proc = run_cli("embed", str(mlm_run.run_dir), "--input", str(tmp_path / "in.txt"), "--out",
-                   str(tmp_path / "out.csv"))
+    proc = run_here(capsys, "embed", str(mlm_run.run_dir), "--input", str(tmp_path / "in.txt"), "--out",
+                    str(tmp_path / "out.csv"))  # the CLI, in this process
     assert proc.returncode == 2 and "a .npy or .jsonl file" in proc.stderr
     assert "Traceback" not in proc.stderr
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from clitools import run_cli
+from clitools import run_here
 from torch import nn
 
 from dlforge import api
@@ -317,11 +317,12 @@ def test_attention_overlay_of_a_trained_run(digits_run, tmp_path):
         attention_overlay(folder, image, tmp_path / "cnn.png")
 
 
-def test_image_attention_command(digits_run, tmp_path):
+def test_image_attention_command(digits_run, tmp_path, monkeypatch, capsys):
     image = write_digit_png(tmp_path / "digit.png", seed=3)
     out = tmp_path / "attention.png"
     run = str(digits_run.run_dir)
-    done = run_cli("image", "attention", run, str(image), "--out", str(out), "--json", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    done = run_here(capsys, "image", "attention", run, str(image), "--out", str(out), "--json")  # the CLI, in-process
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["out"] == str(out) and summary["method"] == "rollout" and out.stat().st_size > 1000

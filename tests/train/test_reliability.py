@@ -19,6 +19,7 @@ from clitools import (
     losses,
     one_line_error,
     run_cli,
+    run_here,
     train_rows,
     write_blobs_csv,
     write_config,
@@ -118,11 +119,12 @@ def test_damaged_newest_checkpoint_falls_back_with_warning(setup):
     assert steps == list(range(1, 41))  # rows 21..30 written again from checkpoint-20, then 31..40
 
 
-def test_nan_loss_stop_names_the_step_and_leaves_no_nan_checkpoint(tmp_path):
+def test_nan_loss_stop_names_the_step_and_leaves_no_nan_checkpoint(tmp_path, monkeypatch, capsys):
     csv = write_blobs_csv(tmp_path / "b.csv", n=120)
     cfg = write_config(tmp_path / "c.yaml", csv, max_steps=40, lr=1e6, optimizer="sgd", momentum=0.0,
                        checkpoint_every=1)
-    proc = run_cli("train", str(cfg), "model.dropout=0.0", "--run-dir", str(tmp_path / "r"), cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    proc = run_here(capsys, "train", str(cfg), "model.dropout=0.0", "--run-dir", str(tmp_path / "r"))  # in-process
     assert proc.returncode == 2, proc.stderr
     assert "loss is" in proc.stderr and "at step" in proc.stderr and "Traceback" not in proc.stderr
     import torch
@@ -137,7 +139,8 @@ def test_nan_loss_stop_names_the_step_and_leaves_no_nan_checkpoint(tmp_path):
 # --- issue 13: nothing is lost, errors stay honest, long work shows progress -----------------------------------------
 
 
-def test_one_process_writes_a_run_and_a_long_training_reports_progress_off_a_terminal(tmp_path):
+def test_one_process_writes_a_run_and_a_long_training_reports_progress_off_a_terminal(tmp_path, monkeypatch,
+                                                                                        capsys):
     """Defect 27: two --resume of one run, or one --run-dir started twice, interleaved metrics.jsonl. Defect 10:
     outside a terminal, train printed evaluation lines only."""
     csv = write_blobs_csv(tmp_path / "b.csv", n=120)
@@ -149,7 +152,8 @@ def test_one_process_writes_a_run_and_a_long_training_reports_progress_off_a_ter
     assert _wait_rows(run, 2, first)
     first.send_signal(signal.SIGSTOP)  # paused while it holds the run: the others get the CPU
     try:
-        second = run_cli("train", "--resume", str(run), cwd=tmp_path)
+        monkeypatch.chdir(tmp_path)
+        second = run_here(capsys, "train", "--resume", str(run))  # the CLI, in this test's process
         assert f"{run}: another dlforge process (pid {first.pid}) is writing this run" in one_line_error(second)
         with pytest.raises(DlforgeError, match=rf"\(pid {first.pid}\)"):  # the same --run-dir again
             api.train(str(cfg), run_dir=run)
