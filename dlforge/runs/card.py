@@ -99,10 +99,14 @@ def _training_section(config: dict[str, Any], wall_s: float, started_from: dict[
         schedule += f" after {train['warmup_steps']} warmup steps"
     limits = [f"{train[k]} {k.removeprefix('max_')}" for k in ("max_steps", "max_epochs") if train.get(k)]
     length = "at most " + " or ".join(limits) if limits else NOT_RECORDED
+    distill = train.get("distill")
+    teacher = [f"- Distilled from: `{distill['teacher']}` (alpha {distill['alpha']}, temperature "
+               f"{distill['temperature']}; run.json: the folder and weights' SHA-256)"] if distill else []
     return [
         "## Training",
         "",
         f"- Started from: {_started_from(train, started_from)}",
+        *teacher,
         f"- Optimizer: {optimizer}",
         f"- Learning rate: {train.get('lr', NOT_RECORDED)}",
         f"- Schedule: {schedule}",
