@@ -17,7 +17,8 @@ With C the K x K matrix of pixel counts (rows the true class, columns the predic
 - iou_NAME per class that occurs (with `per_class`), NAME the class name with characters other than letters,
   digits, - and _ made _ ("iou_T-shirt_top"), so that the keys stay single path parts in metrics.jsonl and plots.
 
-Counts accumulate as int64 in a torchmetrics `Metric` state, so they add up exactly over batches and processes.
+Counts accumulate as int64 in a torchmetrics `Metric` state (`dlforge.eval.tm_metrics.PixelConfusion`), so they add
+up exactly over batches and processes.
 """
 
 from __future__ import annotations
@@ -26,34 +27,8 @@ import re
 from typing import Any
 
 import torch
-from torchmetrics import Metric
 
 from dlforge.eval.metrics import TaskMetrics
-from dlforge.layers.dice import IGNORE_INDEX
-
-
-class PixelConfusion(Metric):
-    """Pixel counts (K, K) int64, rows the true class, columns the predicted one; target pixels of -100 skipped."""
-
-    full_state_update = False
-
-    def __init__(self, num_classes: int):
-        super().__init__()
-        self.num_classes = num_classes
-        self.add_state("matrix", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """pred and target: class maps of the same shape, e.g. (B, H, W)."""
-        k = self.num_classes
-        valid = target != IGNORE_INDEX
-        t, p = target[valid].long(), pred[valid].long()
-        if len(t) and (int(t.min()) < 0 or int(t.max()) >= k):
-            bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
-            raise ValueError(f"target class {bad} outside 0..{k - 1} (and not the ignored {IGNORE_INDEX})")
-        self.matrix += torch.bincount(t * k + p, minlength=k * k).reshape(k, k)
-
-    def compute(self) -> torch.Tensor:
-        return self.matrix
 
 
 def confusion_scores(matrix: torch.Tensor) -> dict[str, Any]:
@@ -91,6 +66,8 @@ class SegmentationMetrics(TaskMetrics):
         names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(num_classes)]
         if len(names) != num_classes:
             raise ValueError(f"{len(names)} class names for {num_classes} classes")
+        from dlforge.eval.tm_metrics import PixelConfusion
+
         super().__init__(PixelConfusion(num_classes))
         self.num_classes, self.class_names, self.loss_name = num_classes, names, loss_name
         self.per_class = per_class
