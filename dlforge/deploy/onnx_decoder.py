@@ -58,12 +58,29 @@ class WithPast(torch.nn.Module):
         self.registry_name = f"{model.registry_name} (decoder step with its KV cache)"
 
     def forward(self, batch: dict[str, torch.Tensor]) -> SimpleNamespace:
-        cache = ConcatCache([ConcatLayerCache(batch[f"past_key_{i}"], batch[f"past_value_{i}"])
-                             for i in range(self.n_layers)])
-        logits, cache = self.model.step(batch["input_ids"], cache)
-        present = {f"present_{kind}_{i}": getattr(layer, kind[0]) for i, layer in enumerate(cache.layers)
-                   for kind in ("key", "value")}
-        return SimpleNamespace(logits=logits, **present)
+        logits, cache = self.model.step(batch["input_ids"], past_cache(batch, self.n_layers))
+        return SimpleNamespace(logits=logits, **presents(cache))
+
+
+def past_cache(batch: dict[str, torch.Tensor], n_layers: int) -> ConcatCache:
+    """The cache a step graph reads: past_key_i, past_value_i (B, H, P, D) of each layer."""
+    return ConcatCache([ConcatLayerCache(batch[f"past_key_{i}"], batch[f"past_value_{i}"]) for i in range(n_layers)])
+
+
+def presents(cache: ConcatCache) -> dict[str, torch.Tensor]:
+    """The cache a step graph returns: present_key_i, present_value_i (B, H, P + T, D) of each layer."""
+    return {f"present_{kind}_{i}": getattr(layer, kind[0]) for i, layer in enumerate(cache.layers)
+            for kind in ("key", "value")}
+
+
+def add_cache_specs(signature: dict[str, Any], n_layers: int, heads: int, head_dim: int) -> dict[str, Any]:
+    """The past_* inputs and present_* outputs of a step graph's signature, B and the length dynamic."""
+    for i in range(n_layers):
+        for kind in ("key", "value"):
+            spec = {"dtype": "float32", "shape": [-1, heads, -1, head_dim]}
+            signature["inputs"].append({"name": f"past_{kind}_{i}", **spec})
+            signature["outputs"].append({"name": f"present_{kind}_{i}", **spec})
+    return signature
 
 
 def has_kv_cache(model: torch.nn.Module) -> bool:
@@ -80,11 +97,7 @@ def with_past_graph(model: torch.nn.Module, input_ids: torch.Tensor) -> Graph:
     heads, head_dim = c.n_heads, c.dim // c.n_heads
     signature = {"task": "language_modeling", "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [-1, -1]}],
                  "outputs": [{"name": "logits", "dtype": "float32", "shape": [-1, -1, c.vocab_size]}]}
-    for i in range(c.n_layers):
-        for kind in ("key", "value"):
-            spec = {"dtype": "float32", "shape": [-1, heads, -1, head_dim]}
-            signature["inputs"].append({"name": f"past_{kind}_{i}", **spec})
-            signature["outputs"].append({"name": f"present_{kind}_{i}", **spec})
+    add_cache_specs(signature, c.n_layers, heads, head_dim)
     t = input_ids.shape[1]
     examples = [_split(model, input_ids[:2], t - 2), _split(model, input_ids[2:7], t - 1),
                 _split(model, input_ids[2:7], 0)]
@@ -134,13 +147,10 @@ class DecoderWithPast(torch.nn.Module):
         self.registry_name = f"{model.registry_name} (decoder step with its KV cache)"
 
     def forward(self, batch: dict[str, torch.Tensor]) -> SimpleNamespace:
-        cache = ConcatCache([ConcatLayerCache(batch[f"past_key_{i}"], batch[f"past_value_{i}"])
-                             for i in range(self.n_layers)])
+        cache = past_cache(batch, self.n_layers)
         logits = self.model.decode(batch["decoder_input_ids"], batch["memory"], padding_mask(batch["attention_mask"]),
                                    cache)
-        present = {f"present_{kind}_{i}": getattr(layer, kind[0]) for i, layer in enumerate(cache.layers)
-                   for kind in ("key", "value")}
-        return SimpleNamespace(logits=logits, **present)
+        return SimpleNamespace(logits=logits, **presents(cache))
 
 
 def is_encoder_decoder(model: torch.nn.Module) -> bool:
@@ -160,11 +170,7 @@ def seq2seq_graphs(model: torch.nn.Module, examples: list[dict[str, torch.Tensor
             "inputs": [{"name": "decoder_input_ids", "dtype": "int64", "shape": [-1, -1]},
                        {"name": "memory", "dtype": "float32", "shape": [-1, -1, dim]}, source[1]],
             "outputs": [{"name": "logits", "dtype": "float32", "shape": [-1, -1, vocab]}]}
-    for i in range(c.decoder_layers):
-        for kind in ("key", "value"):
-            spec = {"dtype": "float32", "shape": [-1, heads, -1, head_dim]}
-            step["inputs"].append({"name": f"past_{kind}_{i}", **spec})
-            step["outputs"].append({"name": f"present_{kind}_{i}", **spec})
+    add_cache_specs(step, c.decoder_layers, heads, head_dim)
     sources = [{k: ex[k] for k in ("input_ids", "attention_mask")} for ex in examples[:2]]
     t = examples[0]["decoder_input_ids"].shape[1]
     steps = [_decoder_split(model, examples[0], t - 2), _decoder_split(model, examples[1], t - 1),

@@ -4,6 +4,7 @@
     python scripts/results/deploy.py quantize RUN [--mode static]   # dlforge quantize RUN: int8 against fp32
     python scripts/results/deploy.py minilm                         # bench/minilm_int8.py: MiniLM embeddings in int8
     python scripts/results/deploy.py prune RUN -- --sparsity 0.9 ... # dlforge prune RUN ... --json: pruned vs source
+    python scripts/results/deploy.py sweep RUN -- --sparsity 0.5,0.8,0.9 ...  # a sweep: the curve PNG beside the page
     python scripts/results/deploy.py rag                            # the Debian FAQ indexed with fp32 and int8 MiniLM
     python scripts/results/deploy.py                                # re-render from the records only
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for re
 import resultstools  # noqa: E402
 
 RECORDS = resultstools.RESULTS / "deploy.json"
+SWEEP_PNG = resultstools.RESULTS / "deploy-prune-sweep.png"
 OUT = resultstools.RESULTS / "deploy.md"
 NAMES = {"resnet20": "Fashion-MNIST ResNet-20 (1x28x28)", "minilm": "MiniLM-L6 (128 tokens)",
          "gpt": "char GPT (128 tokens)"}
@@ -144,6 +146,17 @@ def render(records: dict) -> str:
                   "plain and blanked. Indexing speed counts reading, chunking, embedding and writing (the int8 graph's",
                   "one-time export and quantization is in the model's loading time, not in it).", "",
                   *_rag_rows(records["rag_int8"]), ""]
+    sweep = records.get("prune_sweep")
+    if sweep:
+        first = sweep[0]
+        lines += [f"### Sparsity against accuracy: {first['source']}", "",
+                  f"![sweep]({SWEEP_PNG.name})", "",
+                  "| sparsity | test accuracy | nonzero parameters | fine-tuning |", "|---|---|---|---|",
+                  f"| 0 (source) | {first['metrics']['before']['accuracy']:.4f} "
+                  f"| {first['params']['before']['nonzero']:,} | |",
+                  *(f"| {r['sparsity']:.0%} ({r['scope']}, {r['schedule']}) | {r['metrics']['after']['accuracy']:.4f} "
+                    f"| {r['params']['after']['nonzero']:,} | {r['finetune']['steps']} steps, "
+                    f"{r['finetune']['seconds'] / 60:.1f} min |" for r in sweep), ""]
     m = records.get("minilm_int8")
     if m:
         lines += ["## MiniLM sentence embeddings in int8", "",
@@ -162,7 +175,7 @@ def render(records: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", nargs="?", choices=["bench", "quantize", "minilm", "prune", "rag"])
+    ap.add_argument("action", nargs="?", choices=["bench", "quantize", "minilm", "prune", "sweep", "rag"])
     ap.add_argument("run", nargs="?", help="quantize: the run (its preset names the row)")
     ap.add_argument("--mode", default="static", help="quantize: dynamic or static")
     ap.add_argument("--from-json", help="record this saved output instead of measuring again")
@@ -179,6 +192,14 @@ def main() -> None:
         report = saved or resultstools.run_json(["-m", "dlforge", "quantize", args.run, "--mode", args.mode, "--json"])
         preset = report["run"].rsplit("-", 2)[0]  # NAME-YYYYMMDD-HHMMSS
         records.setdefault("quantize", {})[f"{preset} ({report['mode']})"] = report
+    elif args.action == "sweep":
+        if not args.run and saved is None:
+            raise SystemExit("sweep: name the run, or give --from-json")
+        reports = saved or resultstools.run_json(["-m", "dlforge", "prune", args.run, *rest, "--json"])
+        records["prune_sweep"] = reports
+        from dlforge.deploy.prune_report import sweep_plot
+
+        sweep_plot(reports, "accuracy", SWEEP_PNG)
     elif args.action == "rag":
         records["rag_int8"] = saved or rag_int8()
     elif args.action == "prune":
