@@ -10,8 +10,6 @@ alternating), and the test metrics before and after. A sweep (several sparsities
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import torch
 from dlforge.artifacts import load_trained, read_json
 from dlforge.config import load_config
 from dlforge.data.dataset import build_data
+from dlforge.deploy.latency import paired_latency
 from dlforge.deploy.onnx_run import batch_of
 from dlforge.deploy.prune import measured_sparsity, prunable_layers
 from dlforge.errors import ConfigError
@@ -97,21 +96,10 @@ def _test_metrics(run: Path) -> dict[str, float]:
 
 def _latency(before: torch.nn.Module, after: torch.nn.Module, batch: dict[str, torch.Tensor], rounds: int,
              calls: int) -> dict[str, Any]:
-    """Median milliseconds per call of each model on `batch`, in paired rounds alternating which goes first."""
-    times: dict[str, list[float]] = {"before": [], "after": []}
+    """Each model's PyTorch latency on `batch` (`paired_latency`: before_ms, after_ms, the speedup)."""
     with torch.inference_mode():
-        for r in range(rounds):
-            for key in ("before", "after") if r % 2 == 0 else ("after", "before"):
-                model = before if key == "before" else after
-                model(batch)  # warm
-                start = time.perf_counter()
-                for _ in range(calls):
-                    model(batch)
-                times[key].append((time.perf_counter() - start) / calls)
-    ratios = [a / b for a, b in zip(times["before"], times["after"], strict=True)]
-    return {"batch": len(next(iter(batch.values()))), "before_ms": 1000 * statistics.median(times["before"]),
-            "after_ms": 1000 * statistics.median(times["after"]), "speedup_median": statistics.median(ratios),
-            "speedup_min": min(ratios), "speedup_max": max(ratios), "rounds": rounds}
+        return paired_latency(("before", lambda: before(batch)), ("after", lambda: after(batch)),
+                              len(next(iter(batch.values()))), rounds, calls)
 
 
 def _notes(pruning: dict[str, Any], latency: dict[str, Any]) -> list[str]:

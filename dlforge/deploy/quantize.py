@@ -15,8 +15,6 @@ batch 1 and batch 64 (paired, interleaved rounds on held-out inputs), with a sen
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import numpy as np
 from dlforge.artifacts import load_trained, write_folder, write_json
 from dlforge.config import load_config
 from dlforge.data.dataset import build_data
+from dlforge.deploy.latency import paired_latency
 from dlforge.deploy.onnx_export import FORMAT, error_reason, quiet_loggers, read_export, require_onnx
 from dlforge.deploy.onnx_run import OnnxModel, batch_of, replaceable
 from dlforge.errors import DlforgeError
@@ -126,22 +125,10 @@ def _quantize(src: Path, dst: Path, mode: str, train: Any, names: list[str], bat
 
 
 def _latency(fp32: OnnxModel, int8: OnnxModel, batch: dict, rounds: int, calls: int) -> dict[str, Any]:
-    """Median seconds a call of each model on `batch`, in paired rounds alternating which goes first."""
+    """Each graph's latency in onnxruntime on `batch` (`paired_latency`: fp32_ms, int8_ms, the speedup)."""
     feeds = {k: v.numpy() for k, v in batch.items()}
-    times: dict[str, list[float]] = {"fp32": [], "int8": []}
-    for r in range(rounds):
-        order = ("fp32", "int8") if r % 2 == 0 else ("int8", "fp32")
-        for key in order:
-            session = (fp32 if key == "fp32" else int8).session
-            session.run(None, feeds)  # warm
-            start = time.perf_counter()
-            for _ in range(calls):
-                session.run(None, feeds)
-            times[key].append((time.perf_counter() - start) / calls)
-    ratios = [a / b for a, b in zip(times["fp32"], times["int8"], strict=True)]
-    return {"batch": len(next(iter(feeds.values()))), "fp32_ms": 1000 * statistics.median(times["fp32"]),
-            "int8_ms": 1000 * statistics.median(times["int8"]), "speedup_median": statistics.median(ratios),
-            "speedup_min": min(ratios), "speedup_max": max(ratios), "rounds": rounds}
+    runs = ("fp32", lambda: fp32.session.run(None, feeds)), ("int8", lambda: int8.session.run(None, feeds))
+    return paired_latency(*runs, len(next(iter(feeds.values()))), rounds, calls)
 
 
 def _has_vnni() -> bool | None:

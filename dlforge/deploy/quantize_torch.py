@@ -28,9 +28,9 @@ from torch import nn
 from dlforge.artifacts import load_trained, read_json
 from dlforge.config import load_config
 from dlforge.data.dataset import build_data
+from dlforge.deploy.latency import paired_latency
 from dlforge.deploy.onnx_export import error_reason
 from dlforge.deploy.onnx_run import batch_of
-from dlforge.deploy.prune_report import _latency
 from dlforge.deploy.quantize import LATENCY_BATCHES, QuantizeError, _has_vnni, _notes
 from dlforge.eval.evaluate import evaluate_model
 from dlforge.registry import create_task
@@ -61,10 +61,9 @@ def quantize_torch(run: str | Path, runs_dir: str | Path = "runs", rounds: int =
     latency = {}
     with torch.inference_mode():
         for n in sorted({min(n, len(test)) for n in LATENCY_BATCHES}):
-            row = _latency(model, int8, batch_of(test, range(n), names), rounds, calls)
-            latency[f"batch {n}"] = {"batch": row["batch"], "fp32_ms": row["before_ms"], "int8_ms": row["after_ms"],
-                                     "speedup_median": row["speedup_median"], "speedup_min": row["speedup_min"],
-                                     "speedup_max": row["speedup_max"], "rounds": rounds}
+            batch = batch_of(test, range(n), names)
+            runs = ("fp32", lambda b=batch: model(b)), ("int8", lambda b=batch: int8(b))
+            latency[f"batch {n}"] = paired_latency(*runs, n, rounds, calls)
     vnni = _has_vnni()
     refusals = [f"{name} left in fp32: {reason}" for name, reason in refused.items()]
     report = {"mode": "dynamic", "backend": "torch", "run": run_path.name, "model": model.registry_name,
