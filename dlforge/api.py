@@ -35,6 +35,7 @@ from dlforge.run_start import (
     RUN_FILE,
     init_from,  # noqa: F401  (the public API)
     load_start,
+    prepare_pruning,
     recorded_start,
     tokenizer_hash,
 )
@@ -262,28 +263,10 @@ def _data_and_model(cfg: Config, fresh: bool) -> tuple[DataBundle, torch.nn.Modu
 
         add_lora(model, cfg.train.lora)
     if cfg.train.prune is not None:
-        _prepare_pruning(cfg, data, model, fresh)
+        prepare_pruning(model, cfg, data, fresh)
     if cfg.train.distill is not None:  # on a resume too: the teacher is in no checkpoint
         model = build_distiller(model, cfg.train.distill, cfg.runs_dir, data)
     return data, model, started_from
-
-
-def _prepare_pruning(cfg: Config, data: DataBundle, model: torch.nn.Module, fresh: bool) -> None:
-    """Masks on the model, or its channels cut. The channels to cut depend on the source weights alone, so a resume
-    loads them again to cut the same ones (its checkpoint then fills the smaller layers)."""
-    from dlforge.data.dataset import collate_batch
-    from dlforge.deploy.prune import prepare
-    from dlforge.tasks.base import TARGET_KEYS
-
-    p, source = cfg.train.prune, cfg.train.init_from
-    if p.structured and not fresh and source is not None:
-        from dlforge.run_start import init_from
-
-        init_from(model, source, cfg.runs_dir, tokenizer=data.tokenizer)
-    example = {k: v for k, v in collate_batch([data.train[0], data.train[1]]).items() if k not in TARGET_KEYS}
-    channels = prepare(model, p, example, has_source=source is not None or cfg.train.transfer is not None)
-    if channels:
-        note("train.prune: channels kept " + ", ".join(f"{k} {v['after']}/{v['before']}" for k, v in channels.items()))
 
 
 def prune(run: str | Path, sparsities: list[float], structured: bool = False, finetune_steps: int = 500,
@@ -291,7 +274,7 @@ def prune(run: str | Path, sparsities: list[float], structured: bool = False, fi
           rounds: int = 10) -> list[dict[str, Any]]:
     """Prune a trained run and fine-tune it, once per sparsity: each a new run (`dlforge.deploy.prune_report`) with
     its prune.json, returned. A sweep (several sparsities) also writes runs/prune-sweep-SOURCE/ (sweep.json, .png)."""
-    from dlforge.deploy.prune_report import prune_overrides, prune_report, sweep_plot
+    from dlforge.deploy.prune_report import prune_overrides, prune_report, write_sweep
 
     source = resolve_run(str(run))
     reports = []
@@ -302,11 +285,7 @@ def prune(run: str | Path, sparsities: list[float], structured: bool = False, fi
             raise Interrupted(int(getattr(signal.Signals, str(result.stop_reason), signal.SIGINT)))
         reports.append(prune_report(source, result.run_dir, rounds, {"steps": result.steps, "seconds": result.fit_s}))
     if len(reports) > 1:
-        folder = source.parent / f"prune-sweep-{source.name}"
-        metric = "accuracy" if "accuracy" in reports[0]["metrics"]["after"] else "loss"
-        folder.mkdir(exist_ok=True)
-        atomic_write_json(folder / "sweep.json", reports)
-        sweep_plot(reports, metric, folder / "sweep.png")
+        write_sweep(source, reports)
     return reports
 
 

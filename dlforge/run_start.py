@@ -105,3 +105,20 @@ def tokenizer_hash(preprocessing: dict[str, Any] | None) -> str | None:
         return pre["tokenizer_hash"]
     inside = pre.get("tokenizer")
     return inside.get("hash") if isinstance(inside, dict) else None
+
+
+def prepare_pruning(model: torch.nn.Module, cfg: Config, data: Any, fresh: bool) -> None:
+    """train.prune: masks on the model, or its channels cut (`dlforge.deploy.prune`). The channels to cut depend
+    on the source weights alone, so a resume loads them again to cut the same ones (its checkpoint then fills the
+    smaller layers)."""
+    from dlforge.data.dataset import collate_batch
+    from dlforge.deploy.prune import prepare
+    from dlforge.tasks.base import TARGET_KEYS
+
+    p, source = cfg.train.prune, cfg.train.init_from
+    if p.structured and not fresh and source is not None:
+        init_from(model, source, cfg.runs_dir, tokenizer=data.tokenizer)
+    example = {k: v for k, v in collate_batch([data.train[0], data.train[1]]).items() if k not in TARGET_KEYS}
+    channels = prepare(model, p, example, has_source=source is not None or cfg.train.transfer is not None)
+    if channels:
+        note("train.prune: channels kept " + ", ".join(f"{k} {v['after']}/{v['before']}" for k, v in channels.items()))

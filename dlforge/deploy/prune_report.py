@@ -110,6 +110,15 @@ def _notes(pruning: dict[str, Any], latency: dict[str, Any]) -> list[str]:
             "or a sparse runtime"]
 
 
+def write_sweep(source: Path, reports: list[dict[str, Any]]) -> Path:
+    """A sweep's reports and curve (test accuracy, else loss) in runs/prune-sweep-SOURCE/: sweep.json, sweep.png."""
+    folder = source.parent / f"prune-sweep-{source.name}"
+    folder.mkdir(exist_ok=True)
+    atomic_write_json(folder / "sweep.json", reports)
+    metric = "accuracy" if "accuracy" in reports[0]["metrics"]["after"] else "loss"
+    return sweep_plot(reports, metric, folder / "sweep.png")
+
+
 def sweep_plot(reports: list[dict[str, Any]], metric: str, path: Path) -> Path:
     """The test `metric` against sparsity for a sweep of pruning runs, the source's as a dashed line."""
     import matplotlib
