@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from dlforge.deploy.onnx_export import export_onnx, require_onnx
+from dlforge.deploy.onnx_export import export_onnx, ort_session, require_onnx
 from dlforge.deploy.quantize import DYNAMIC_OPS
 from dlforge.llm.embed import load_sentence_embedder
 from dlforge.rag.embed import default_model_folder
@@ -71,7 +71,7 @@ def main() -> None:
     p.add_argument("--passages", type=int, default=256)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    ort = require_onnx()
+    require_onnx()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     embedder = load_sentence_embedder(default_model_folder())
@@ -85,7 +85,7 @@ def main() -> None:
                                                                       encode(embedder, texts[2:7])], d / "fp32")
         quantize_dynamic(d / "fp32" / "model.onnx", d / "int8.onnx", weight_type=QuantType.QInt8,
                          op_types_to_quantize=list(DYNAMIC_OPS), per_channel=True)  # dlforge quantize's dynamic
-        sessions = {k: ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+        sessions = {k: ort_session(f)
                     for k, f in (("fp32", d / "fp32" / "model.onnx"), ("int8", d / "int8.onnx"))}
         sizes = {"fp32": (d / "fp32" / "model.onnx").stat().st_size, "int8": (d / "int8.onnx").stat().st_size}
         vectors = {k: [] for k in sessions}

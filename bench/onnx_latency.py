@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from dlforge.config import load_config
-from dlforge.deploy.onnx_export import export_onnx, require_onnx
+from dlforge.deploy.onnx_export import export_onnx, ort_session, require_onnx
 from dlforge.registry import create_model
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -73,11 +73,11 @@ def timer(fn, calls: int):
 
 
 def bench(name: str, batches: list[int], rounds: int, calls: int, folder: Path) -> dict:
-    ort = require_onnx()
+    require_onnx()
     model = build(name)
     example = inputs(name, 2)
     export_onnx(model, signature(name, example), [example, inputs(name, 5, 1)], folder / name)
-    session = ort.InferenceSession(str(folder / name / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort_session(folder / name / "model.onnx")
     results = {}
     for batch in batches:
         x = inputs(name, batch, 2)

@@ -24,7 +24,7 @@ from dlforge.artifacts import load_trained, weights_sha256
 from dlforge.config import load_config
 from dlforge.data.dataset import build_data, collate_batch
 from dlforge.deploy.onnx_decoder import has_kv_cache, is_encoder_decoder, seq2seq_graphs, with_past_graph
-from dlforge.deploy.onnx_export import FORMAT, TOLERANCE, export_onnx, read_export, require_onnx
+from dlforge.deploy.onnx_export import FORMAT, TOLERANCE, export_onnx, ort_session, read_export, require_onnx
 from dlforge.errors import DlforgeError
 from dlforge.models.output import Output
 from dlforge.runs.rundir import resolve_run
@@ -104,13 +104,13 @@ class OnnxModel(torch.nn.Module):
 
     def __init__(self, folder: Path, model: torch.nn.Module, verify: bool = True):
         super().__init__()
-        ort = require_onnx()
+        require_onnx()
         # `verify`: the files against the folder's manifest (False only for a folder still being written)
         self.export = read_export(folder) if verify else json.loads((folder / "export.json").read_text("utf-8"))
         made_from = self.export.get("source", {}).get("weights_sha256")
         if made_from != weights_sha256(Path(model.meta["folder"])):
             raise DlforgeError(f"{folder}: the export was made from other weights than this run's model; export again")
-        self.session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        self.session = ort_session(folder / "model.onnx")
         self.config, self.meta, self.registry_name = model.config, model.meta, model.registry_name
         self.input_names = [spec["name"] for spec in self.export["inputs"]]
         self.output_names = [spec["name"] for spec in self.export["outputs"]]

@@ -88,10 +88,10 @@ def _embeddings(bert: Any) -> Any:
 
 def _session(folder: Path, inner: Any) -> Any:
     """An onnxruntime session over the int8 graph in `folder`, exported and quantized there first if missing."""
-    from dlforge.deploy.onnx_export import export_onnx, require_onnx
+    from dlforge.deploy.onnx_export import export_onnx, ort_session, require_onnx
     from dlforge.deploy.quantize import DYNAMIC_OPS
 
-    ort = require_onnx()
+    require_onnx()
     graph = folder / "int8" / GRAPH
     if not graph.is_file():
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -113,6 +113,4 @@ def _session(folder: Path, inner: Any) -> Any:
                              op_types_to_quantize=list(DYNAMIC_OPS), per_channel=True)
 
         write_folder(folder / "int8", "dlforge-onnx", fill)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return ort_session(graph)
