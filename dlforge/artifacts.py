@@ -69,7 +69,7 @@ def _write_folder(directory: Path, fmt: str, fill: Callable[[Path], None]) -> Pa
         mode = _file_mode()
         for p in tmp.iterdir():  # safetensors writes its files 0600: give every file the mode a new file gets
             os.chmod(p, mode)
-        files = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
+        files = {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
         write_json(tmp / "manifest.json", {"format": fmt, "version": VERSION, "files": files})
         for p in tmp.iterdir():
             _fsync(p)
@@ -126,7 +126,7 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -171,7 +171,7 @@ def verify_folder(directory: Path, fmt: str, required: Iterable[str]) -> dict[st
             raise DamagedFile(path, "missing")
         if path.stat().st_size != entry.get("bytes"):
             raise DamagedFile(path, f"size mismatch (expected {entry.get('bytes')} bytes, found {path.stat().st_size})")
-        if _sha256(path) != entry.get("sha256"):
+        if file_sha256(path) != entry.get("sha256"):
             raise DamagedFile(path, "sha256 mismatch")
     return manifest["files"]
 
@@ -390,7 +390,7 @@ def weights_sha256(folder: Path) -> str:
     folder = Path(folder)
     for name in WEIGHT_FILES:
         if (folder / name).is_file():
-            return _sha256(folder / name)
+            return file_sha256(folder / name)
     raise DamagedFile(folder / WEIGHT_FILES[0], "missing")
 
 

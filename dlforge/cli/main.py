@@ -27,6 +27,7 @@ from dlforge.cli import (
     lr_find,
     prune,
     rag,
+    registry,
     runs,
     sample,
     tokenizer,
@@ -73,6 +74,8 @@ gpt2.register(lm.app)
 finetune.register(lm.app)
 app.add_typer(lm.app, name="lm", help="Language models: token shards, GPT-2 weights, perplexity on corpora, LoRA.")
 app.add_typer(rag.app, name="rag", help="Question answering over your documents: index, ask, eval, stats.")
+app.add_typer(registry.app, name="registry", help="Versions of trained models and their aliases: add, list, show, "
+                                                  "alias, rollback, history.")
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:

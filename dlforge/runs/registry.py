@@ -54,14 +54,18 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-class RunRegistry:
-    """The table of runs in `runs_dir/registry.db`; safe to use from several processes at once."""
+class WalDatabase:
+    """A SQLite file that several processes read and write at once (WAL mode, short BEGIN IMMEDIATE writes retried
+    while locked): the run registry's, and the model registry's (dlforge.deploy.model_registry). Subclasses give
+    SCHEMA: the statements that create their tables (IF NOT EXISTS), run in one transaction."""
 
-    def __init__(self, runs_dir: str | Path = "runs"):
-        self.path = Path(runs_dir) / REGISTRY_FILE
+    SCHEMA: tuple[str, ...] = ()
+
+    def __init__(self, path: Path):
+        self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._set_wal()
-        self._write(self._create_schema)
+        self._write(lambda conn: [conn.execute(statement) for statement in self.SCHEMA])
 
     # --- connection and retries ---------------------------------------------------------------------------------
 
@@ -106,13 +110,18 @@ class RunRegistry:
 
         return self._retry(transaction)
 
-    @staticmethod
-    def _create_schema(conn: sqlite3.Connection) -> None:
-        conn.execute(SCHEMA)
-
     def _set_wal(self) -> None:
         # journal_mode is stored in the database file; it cannot change inside a transaction.
         self._retry(lambda conn: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+
+
+class RunRegistry(WalDatabase):
+    """The table of runs in `runs_dir/registry.db`; safe to use from several processes at once."""
+
+    SCHEMA = (SCHEMA,)
+
+    def __init__(self, runs_dir: str | Path = "runs"):
+        super().__init__(Path(runs_dir) / REGISTRY_FILE)
 
     # --- writes -------------------------------------------------------------------------------------------------
 
