@@ -136,3 +136,47 @@ def test_layers_that_break_once_quantized_are_named_and_left_in_fp32():
 
     with pytest.raises(QuantizeError, match="conv has no Linear, LSTM or GRU layer"):
         quantize_layers(Conv(), {"x": torch.randn(1, 1, 5, 5)})
+
+
+def test_the_matmul_kept_in_fp32_is_the_one_whose_outliers_cost_most(tmp_path):
+    """Three Linear layers over sequences (MatMuls, as in a transformer); the input of the second has one feature 1000x
+    the others (an outlier channel that per-
+    tensor int8 crushes the rest of the input for). `outlier_matmuls` ranks it first, and keeping it fp32 is what
+    `least_harmed` finds brings the outputs closest to fp32's, with an error well below all-int8's."""
+    import numpy as np
+    import onnx
+    import torch
+    from torch import nn
+
+    from dlforge.deploy.onnx_export import ort_session
+    from dlforge.deploy.quantize import least_harmed, outlier_matmuls, quantize_dynamic_int8
+
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(32, 64), nn.Linear(64, 64), nn.Linear(64, 16)
+            self.register_buffer("scale", torch.ones(64))
+            self.scale[5] = 1000.0
+
+        def forward(self, x):
+            return self.c(torch.relu(self.b(torch.relu(self.a(x)) * self.scale)))
+
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(Net().eval(), (torch.randn(4, 8, 32),), str(path), dynamo=True, input_names=["x"],
+                      dynamic_shapes={"x": {0: torch.export.Dim("b")}}, external_data=False, verbose=False)
+    feeds = [{"x": np.random.default_rng(i).standard_normal((16, 8, 32)).astype(np.float32)} for i in range(3)]
+    matmuls = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "MatMul"]
+    ranked = outlier_matmuls(path, feeds, 3)
+    assert list(ranked)[0] == matmuls[1] and ranked[matmuls[1]] > 2 * max(list(ranked.values())[1:])
+    choice = least_harmed(path, feeds, 2)
+    assert choice["keep"] == matmuls[1]
+    assert choice["errors"][matmuls[1]] < 0.8 * choice["all_int8"]
+    quantize_dynamic_int8(path, tmp_path / "int8.onnx", keep_fp32=[choice["keep"]])
+    nodes = {n.name: n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert nodes.get(matmuls[1]) == "MatMul"  # left as it was
+    assert "DynamicQuantizeMatMul" in nodes.values() or "MatMulInteger" in nodes.values()  # the others quantized
+    want = ort_session(path).run(None, feeds[0])[0]
+    got = ort_session(tmp_path / "int8.onnx").run(None, feeds[0])[0]
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
