@@ -30,6 +30,7 @@ from dlforge.cli import (
     registry,
     runs,
     sample,
+    serve,
     tokenizer,
     train,
     translate,
@@ -66,6 +67,7 @@ embed.register(app)
 sample.register(app)
 export.register(app)
 prune.register(app)
+serve.register(app)
 app.add_typer(runs.app, name="runs", help="List, show and compare runs.")
 app.add_typer(info.config_app, name="config", help="The config schema.")
 app.add_typer(image.app, name="image", help="Image files: OpenCV operations, and a ViT's attention over one.")

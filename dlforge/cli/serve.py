@@ -1,0 +1,53 @@
+"""`dlforge serve MODEL... [--host 127.0.0.1] [--port 8000] [--api-key KEY]`: the HTTP server
+(dlforge.deploy.serve)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dlforge.cli.output import console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_cmd)
+
+
+def serve_cmd(
+    models: list[str] = typer.Argument(..., help="runs, model folders, registry:NAME@ALIAS, or minilm"),
+    host: str = typer.Option("127.0.0.1", "--host", help="the address to listen on (beyond loopback: needs a key)"),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    api_key: str = typer.Option(None, "--api-key", envvar="DLFORGE_API_KEY",
+                                help="a bearer token every route but health requires (or DLFORGE_API_KEY)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where runs and the model registry are"),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="larger request bodies: 413"),
+    running: int = typer.Option(2, "--running", min=1, help="requests running a model at once"),
+    waiting: int = typer.Option(8, "--waiting", min=0, help="requests queued behind them; more are answered 429"),
+) -> None:
+    """Serve models over HTTP: an OpenAI-compatible API (completions, chat, embeddings, models), health routes
+    and Prometheus metrics; bound to 127.0.0.1 unless told otherwise."""
+    from dlforge.deploy.serve.served import check_bind, check_model_path
+
+    check_bind(host, api_key)
+    for ref in models:
+        if not ref.startswith("registry:") and ref != "minilm":
+            check_model_path(ref, runs_dir)
+            from dlforge.runs.rundir import model_dir
+
+            model_dir(ref, runs_dir)  # a wrong path is said before torch loads
+    from dlforge.deploy.serve.app import ServeOptions, create_app, serve
+    from dlforge.deploy.serve.served import load_served
+
+    loaded = [load_served(ref, runs_dir) for ref in models]
+    ids = [m.id for m in loaded]
+    if len(set(ids)) != len(ids):
+        from dlforge.errors import DlforgeError
+
+        raise DlforgeError(f"two models would be served under one id: {', '.join(ids)}")
+    app = create_app(loaded, ServeOptions(api_key=api_key, max_body_bytes=max_body_bytes, running=running,
+                                          waiting=waiting))
+    for m in loaded:
+        console.print(f"{m.id}: {m.kind} ({m.source})", soft_wrap=True)
+    console.print(f"serving on http://{host}:{port} (OpenAI API under /v1, metrics at /metrics)", soft_wrap=True)
+    serve(app, host, port, api_key)

@@ -1,0 +1,1 @@
+"""`dlforge serve`: the HTTP server (OpenAI-compatible API, health, Prometheus metrics) over loaded models."""

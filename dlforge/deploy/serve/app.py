@@ -1,0 +1,389 @@
+"""`dlforge serve`: one FastAPI app over the loaded models, safe by default.
+
+    app = create_app([load_served("runs/gpt-..."), load_served("minilm")], ServeOptions(api_key="..."))
+    serve(app, host="127.0.0.1", port=8000)
+
+Routes: the OpenAI-compatible API (`openai_api`), KServe's health routes (`/v2/health/live`, `/v2/health/ready`,
+`/v2/models/{name}/ready`) and Prometheus' `/metrics`. In front of every route, before a body is parsed (`Guard`):
+a bearer token when one is set (health excepted), a cap on the body's size, one JSON log line per request, and the
+request metrics. Work that runs a model is admitted by `Admission`: `running` at once, `waiting` more queued, and
+beyond that an immediate 429 with Retry-After, so that a burst is refused quickly rather than served slowly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+from dlforge.deploy.serve import openai_api as oa
+from dlforge.deploy.serve.generation import Choice, plan, run_choice
+from dlforge.deploy.serve.metrics import Metrics
+from dlforge.errors import DlforgeError
+
+HEALTH = ("/v2/health/live", "/v2/health/ready")
+
+
+@dataclass
+class ServeOptions:
+    api_key: str | None = None
+    max_body_bytes: int = 1 << 20
+    running: int = 2  # requests running a model at once
+    waiting: int = 8  # requests queued behind them; more are answered 429
+    retry_after_s: int = 1
+    max_embedding_inputs: int = 256
+    log: Callable[[str], None] | None = None  # one JSON line per request; default stderr
+
+
+class Busy(Exception):
+    pass
+
+
+class Admission:
+    """`running` requests at once, `waiting` more in line; `enter` raises Busy beyond that."""
+
+    def __init__(self, running: int, waiting: int, metrics: Metrics):
+        self.max_running, self.max_waiting, self.metrics = running, waiting, metrics
+        self.running = self.waiting = 0
+        self._slots = asyncio.Semaphore(running)
+
+    async def enter(self) -> None:
+        if self.running + self.waiting >= self.max_running + self.max_waiting:
+            raise Busy
+        self.waiting += 1
+        self.metrics.waiting.set(self.waiting)
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+            self.metrics.waiting.set(self.waiting)
+        self.running += 1
+        self.metrics.running.set(self.running)
+
+    def leave(self) -> None:
+        self.running -= 1
+        self.metrics.running.set(self.running)
+        self._slots.release()
+
+
+def create_app(models: list[Any], options: ServeOptions | None = None) -> FastAPI:
+    options = options or ServeOptions()
+    metrics = Metrics()
+    served = {m.id: m for m in models}
+    for m in models:
+        metrics.model_info.labels(m.id, m.kind, m.source, m.version or "").set(1)
+    app = FastAPI(title="dlforge serve", docs_url=None, redoc_url=None, openapi_url=None)
+    pool = ThreadPoolExecutor(max_workers=options.running, thread_name_prefix="dlforge-model")
+    admission: dict[str, Admission] = {}
+
+    def admit() -> Admission:  # made on the server's loop, at the first request
+        if "a" not in admission:
+            admission["a"] = Admission(options.running, options.waiting, metrics)
+        return admission["a"]
+
+    def find(model_id: str, kind: str, route: str) -> Any:
+        m = served.get(model_id)
+        if m is None:
+            raise oa.ApiError(404, f"The model `{model_id}` does not exist (served: {', '.join(served)})", "model",
+                              "model_not_found")
+        if m.kind != kind:
+            raise oa.ApiError(400, f"model {model_id} is a {m.kind} model; {route} needs a {kind} model", "model")
+        return m
+
+    @app.exception_handler(oa.ApiError)
+    async def _api_error(_: Request, exc: oa.ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), exc.status, headers=exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(oa.ApiError(exc.status_code, str(exc.detail)).body(), exc.status_code)
+
+    @app.exception_handler(DlforgeError)
+    async def _dlforge_error(_: Request, exc: DlforgeError) -> JSONResponse:
+        return JSONResponse(oa.ApiError(400, str(exc)).body(), 400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # logged by uvicorn with its traceback
+        return JSONResponse(oa.ApiError(500, f"internal error: {type(exc).__name__}", kind="server_error").body(), 500)
+
+    @app.get("/v2/health/live")
+    async def live() -> dict:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready() -> dict:
+        return {"ready": bool(served)}
+
+    @app.get("/v2/models/{name}/ready")
+    async def model_ready(name: str) -> dict:
+        if name not in served:
+            raise oa.ApiError(404, f"The model `{name}` does not exist", "name", "model_not_found")
+        return {"name": name, "ready": True}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict:
+        return {"object": "list", "data": [m.card() for m in served.values()]}
+
+    @app.get("/v1/models/{model_id}")
+    async def get_model(model_id: str) -> dict:
+        if model_id not in served:
+            raise oa.ApiError(404, f"The model `{model_id}` does not exist", "model", "model_not_found")
+        return served[model_id].card()
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    async def generate(request: Request, cls: type, route: str) -> Any:
+        body = oa.parse(cls, await request.body())
+        model = find(body.model, "generate", route)
+        job = plan(model, body)  # counted and checked before any wait
+        gate = admit()
+        await _enter(gate, options)
+        if body.stream:
+            return StreamingResponse(_stream(model, body, job, gate, pool, metrics), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        try:
+            cancel = threading.Event()
+            loop = asyncio.get_running_loop()
+            choices = [await loop.run_in_executor(pool, run_choice, model, job, i, cancel)
+                       for i in range(len(job.prompts))]
+        finally:
+            gate.leave()
+        _count_tokens(metrics, model.id, job, choices)
+        tokens = oa.usage(sum(job.prompt_tokens), sum(c.tokens for c in choices))
+        return oa.completion_body(oa.new_id("chatcmpl" if job.chat else "cmpl"), model.id,
+                                  [{"text": c.text, "finish_reason": c.finish_reason} for c in choices], job.chat,
+                                  tokens)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        return await generate(request, oa.CompletionRequest, "/v1/completions")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        return await generate(request, oa.ChatRequest, "/v1/chat/completions")
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Any:
+        body = oa.parse(oa.EmbeddingRequest, await request.body())
+        model = find(body.model, "embed", "/v1/embeddings")
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        if not 1 <= len(texts) <= options.max_embedding_inputs:
+            raise oa.ApiError(400, f"input: expected 1 to {options.max_embedding_inputs} texts, got {len(texts)}",
+                              "input")
+        if body.dimensions is not None and body.dimensions != model.embedder.dim:
+            raise oa.ApiError(400, f"dimensions: this model's embeddings have {model.embedder.dim}, got "
+                                   f"{body.dimensions}", "dimensions")
+        gate = admit()
+        await _enter(gate, options)
+        try:
+            vectors = await asyncio.get_running_loop().run_in_executor(pool, model.embedder.embed, texts)
+        finally:
+            gate.leave()
+        tokens = sum(min(len(t) + 2, model.embedder.max_length) for t in model.tokenizer.encode_batch(texts))
+        metrics.prompt_tokens.labels(model.id).inc(tokens)
+        return oa.embedding_body(model.id, vectors, body.encoding_format, tokens)
+
+    guarded = Guard(app, options, metrics)
+    guarded.state = app.state
+    return guarded  # type: ignore[return-value]
+
+
+async def _enter(gate: Admission, options: ServeOptions) -> None:
+    try:
+        await gate.enter()
+    except Busy:
+        raise oa.ApiError(429, f"the server is busy ({gate.max_running} requests running, {gate.max_waiting} "
+                               f"waiting); retry after {options.retry_after_s} s", None, "rate_limit_exceeded",
+                          kind="rate_limit_error", headers={"Retry-After": str(options.retry_after_s)}) from None
+
+
+async def _stream(model: Any, body: Any, job: Any, gate: Admission, pool: ThreadPoolExecutor,
+                  metrics: Metrics) -> AsyncIterator[str]:
+    """The server-sent events of one streamed response; the admission slot is held until it ends, and a client
+    that goes away cancels the generation at its next token."""
+    rid, created = oa.new_id("chatcmpl" if job.chat else "cmpl"), int(time.time())
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    cancel = threading.Event()
+    choices: list[Choice] = []
+
+    def worker() -> None:
+        try:
+            for i in range(len(job.prompts)):
+                if cancel.is_set():
+                    break
+                choice = run_choice(model, job, i, cancel, lambda k, text: loop.call_soon_threadsafe(
+                    queue.put_nowait, ("piece", k, text)))
+                choices.append(choice)
+                loop.call_soon_threadsafe(queue.put_nowait, ("end", i, choice.finish_reason))
+        except BaseException as exc:  # noqa: BLE001 - said to the client in the stream, then the stream ends
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", 0, str(exc)))
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, ("done", 0, None))
+
+    future = loop.run_in_executor(pool, worker)
+    try:
+        if job.chat:
+            for i in range(len(job.prompts)):
+                yield oa.chunk(rid, model.id, created, True, i, role=True)
+        while True:
+            what, index, value = await queue.get()
+            if what == "piece":
+                yield oa.chunk(rid, model.id, created, job.chat, index, text=value)
+            elif what == "end":
+                yield oa.chunk(rid, model.id, created, job.chat, index, finish_reason=value)
+            elif what == "error":
+                yield f"data: {json.dumps(oa.ApiError(500, value, kind='server_error').body())}\n\n"
+            else:
+                break
+        _count_tokens(metrics, model.id, job, choices)
+        if body.wants_usage():
+            yield oa.chunk(rid, model.id, created, job.chat, tokens=oa.usage(
+                sum(job.prompt_tokens), sum(c.tokens for c in choices)))
+        yield oa.DONE
+    finally:
+        cancel.set()  # the client left (or all is sent): the worker stops at its next token
+        try:
+            await asyncio.shield(future)
+        finally:
+            gate.leave()
+
+
+def _count_tokens(metrics: Metrics, model_id: str, job: Any, choices: list[Choice]) -> None:
+    metrics.prompt_tokens.labels(model_id).inc(sum(job.prompt_tokens))
+    metrics.generated_tokens.labels(model_id).inc(sum(c.tokens for c in choices))
+    for c in choices:
+        if c.first_token_s is not None:
+            metrics.ttft.labels(model_id).observe(c.first_token_s)
+        for gap in c.gaps:
+            metrics.inter_token.labels(model_id).observe(gap)
+
+
+class Guard:
+    """ASGI middleware in front of the app: bearer token, body size cap, request metrics and the JSON log line."""
+
+    def __init__(self, app: FastAPI, options: ServeOptions, metrics: Metrics):
+        self.app, self.options, self.metrics = app, options, metrics
+        self.log = options.log or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def route_of(self, scope: dict) -> str:
+        for route in self.app.router.routes:
+            if route.matches(scope)[0] == Match.FULL:
+                return getattr(route, "path", "other")
+        return "other"
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        route = self.route_of(scope)
+        state = {"status": 500, "first_byte": None, "sent": False, "bytes": 0}
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                state["status"], state["sent"] = message["status"], True
+            elif message["type"] == "http.response.body" and state["first_byte"] is None:
+                state["first_byte"] = time.perf_counter() - start
+            await send(message)
+
+        try:
+            refusal = self.refusal(scope)
+            body = None
+            if refusal is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                body = await self.read_body(receive)
+                if body is None:
+                    refusal = self.too_large()
+                state["bytes"] = len(body or b"")
+            if refusal is not None:
+                await _send_error(sending, refusal)
+            else:
+                await self.app(scope, _replay(body, receive) if body is not None else receive, sending)
+        finally:
+            self.record(scope, route, state, time.perf_counter() - start)
+
+    async def read_body(self, receive: Callable) -> bytes | None:
+        """The whole body, or None as soon as it is larger than the cap (the rest is not read)."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.options.max_body_bytes:
+                return None
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def refusal(self, scope: dict) -> oa.ApiError | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.options.max_body_bytes:
+            return self.too_large()
+        key = self.options.api_key
+        if key and scope["path"] not in HEALTH:
+            given = headers.get("authorization", "")
+            if not (given.startswith("Bearer ") and secrets.compare_digest(given[7:].encode(), key.encode())):
+                return oa.ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'", None,
+                                   "invalid_api_key")
+        return None
+
+    def too_large(self) -> oa.ApiError:
+        return oa.ApiError(413, f"the request body is larger than {self.options.max_body_bytes} bytes", None,
+                           "body_too_large")
+
+    def record(self, scope: dict, route: str, state: dict, seconds: float) -> None:
+        status = str(state["status"])
+        self.metrics.requests.labels(route, status).inc()
+        self.metrics.latency.labels(route).observe(seconds)
+        self.metrics.first_byte.labels(route).observe(state["first_byte"] if state["first_byte"] is not None
+                                                      else seconds)
+        self.log(json.dumps({"time": round(time.time(), 3), "method": scope["method"], "path": scope["path"],
+                             "route": route, "status": state["status"], "ms": round(seconds * 1000, 1),
+                             "body_bytes": state["bytes"]}))
+
+
+def _replay(body: bytes, receive: Callable) -> Callable:
+    """A receive that gives the body already read, then waits on the client as before (for its disconnect)."""
+    given = False
+
+    async def receiving() -> dict:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return receiving
+
+
+async def _send_error(send: Callable, error: oa.ApiError) -> None:
+    body = json.dumps(error.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+    import uvicorn
+
+    from dlforge.deploy.serve.served import check_bind
+
+    check_bind(host, api_key)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
