@@ -27,7 +27,7 @@ def serve_cmd(
 ) -> None:
     """Serve models over HTTP: an OpenAI-compatible API (completions, chat, embeddings, models), health routes
     and Prometheus metrics; bound to 127.0.0.1 unless told otherwise."""
-    from dlforge.deploy.serve.served import check_bind, check_model_path
+    from dlforge.deploy.serve.served import check_bind, check_model_path, require_serve
 
     check_bind(host, api_key)
     for ref in models:
@@ -36,6 +36,7 @@ def serve_cmd(
             from dlforge.runs.rundir import model_dir
 
             model_dir(ref, runs_dir)  # a wrong path is said before torch loads
+    require_serve()
     from dlforge.deploy.serve.app import ServeOptions, create_app, serve
     from dlforge.deploy.serve.served import load_served
 

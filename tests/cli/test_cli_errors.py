@@ -57,6 +57,7 @@ PATH_CASES: dict[str, dict[str, tuple[list[str], str, str]]] = {
               "file as run": ([FILE, "--sparsity", "0.5"], FILE, NOT_RUN)},
     "sample": {"file as output folder": ([RUN, "--out", FILE], FILE, IS_FILE),
                "unwritable output": ([RUN, "--out", f"{UNDER_FILE}.png"], UNDER_FILE, UNWRITABLE)},
+    "serve": {"missing run": ([RUN], RUN, NO_RUN), "file as run": ([FILE], FILE, NOT_RUN)},
     "registry add": {"missing run": ([RUN, "--name", "m"], RUN, NO_RUN), "file as run": ([FILE, "--name", "m"], FILE,
                                                                                       NOT_RUN)},
     "registry list": {"file as runs folder": (["--runs-dir", FILE], FILE, "folder")},

@@ -70,6 +70,17 @@ def check_model_path(ref: str, runs_dir: str | Path = "runs") -> None:
         raise ModelPathError(f"model {ref!r}: {path} is a link out of the runs folder {runs_dir}; refused")
 
 
+def require_serve() -> None:
+    """A one-line error naming the extra when the server's libraries are missing."""
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise DlforgeError(f"dlforge serve needs the serve extra ({exc.name} is not installed): "
+                           "pip install 'dlforge[serve]'") from None
+
+
 def check_bind(host: str, api_key: str | None) -> None:
     """Refuse to listen beyond this machine without an API key."""
     try:
