@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from dlforge.deploy.serve import classic
 from dlforge.deploy.serve import openai_api as oa
 from dlforge.deploy.serve.generation import Choice, plan, run_choice
 from dlforge.deploy.serve.metrics import Metrics
@@ -101,6 +102,15 @@ def create_app(models: list[Any], options: ServeOptions | None = None) -> FastAP
         if m.kind != kind:
             raise oa.ApiError(400, f"model {model_id} is a {m.kind} model; {route} needs a {kind} model", "model")
         return m
+
+    async def run(fn: Callable, *args: Any) -> Any:
+        """`fn(*args)` on the model pool, once admitted."""
+        gate = admit()
+        await _enter(gate, options)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        finally:
+            gate.leave()
 
     @app.exception_handler(oa.ApiError)
     async def _api_error(_: Request, exc: oa.ApiError) -> JSONResponse:
@@ -187,15 +197,42 @@ def create_app(models: list[Any], options: ServeOptions | None = None) -> FastAP
         if body.dimensions is not None and body.dimensions != model.embedder.dim:
             raise oa.ApiError(400, f"dimensions: this model's embeddings have {model.embedder.dim}, got "
                                    f"{body.dimensions}", "dimensions")
-        gate = admit()
-        await _enter(gate, options)
-        try:
-            vectors = await asyncio.get_running_loop().run_in_executor(pool, model.embedder.embed, texts)
-        finally:
-            gate.leave()
+        vectors = await run(model.embedder.embed, texts)
         tokens = sum(min(len(t) + 2, model.embedder.max_length) for t in model.tokenizer.encode_batch(texts))
         metrics.prompt_tokens.labels(model.id).inc(tokens)
         return oa.embedding_body(model.id, vectors, body.encoding_format, tokens)
+
+    @app.get("/v2/models/{name}")
+    async def model_metadata(name: str) -> dict:
+        if name not in served:
+            raise oa.ApiError(404, f"The model `{name}` does not exist", "name", "model_not_found")
+        if served[name].kind != "predict":
+            return {"name": name, "versions": [served[name].version] if served[name].version else [],
+                    "platform": "pytorch", "kind": served[name].kind, "inputs": [], "outputs": []}
+        return classic.metadata(served[name])
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(name: str, request: Request) -> dict:
+        model = find(name, "predict", "/v2/models/{name}/infer")
+        body = oa.read_json(await request.body())
+        tensors = classic.infer_inputs(model, body)
+        outputs = await run(classic.forward, model, tensors)
+        return classic.outputs_body(model, outputs, body.get("id"))
+
+    @app.post("/v1/predict")
+    async def predict(request: Request) -> dict:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form(max_files=classic.MAX_ROWS)
+            model = find(str(form.get("model", "")), "predict", "/v1/predict")
+            uploads = [await f.read() for f in form.getlist("files") if hasattr(f, "read")]
+            rows = await run(classic.predict_rows, model, [], uploads)
+        else:
+            body = oa.read_json(await request.body())
+            model = find(str(body.get("model", "")), "predict", "/v1/predict")
+            if not isinstance(body.get("inputs"), list):
+                raise oa.ApiError(400, "inputs: expected a list of inputs", "inputs")
+            rows = await run(classic.predict_rows, model, body["inputs"])
+        return {"model": model.id, "predictions": rows}
 
     guarded = Guard(app, options, metrics)
     guarded.state = app.state

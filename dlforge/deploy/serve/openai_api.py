@@ -101,8 +101,8 @@ class EmbeddingRequest(BaseModel):
     dimensions: int | None = Field(None, ge=1)
 
 
-def parse(cls: type[BaseModel], raw: bytes) -> Any:
-    """The request body as `cls`, or an ApiError 400 naming the field and what was expected."""
+def read_json(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or an ApiError 400 saying why not."""
     try:
         body = json.loads(raw)
     except RecursionError:
@@ -111,6 +111,12 @@ def parse(cls: type[BaseModel], raw: bytes) -> Any:
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def parse(cls: type[BaseModel], raw: bytes) -> Any:
+    """The request body as `cls`, or an ApiError 400 naming the field and what was expected."""
+    body = read_json(raw)
     try:
         return cls.model_validate(body)
     except ValidationError as exc:
