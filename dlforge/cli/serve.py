@@ -47,7 +47,7 @@ def serve_cmd(
 
         raise DlforgeError(f"two models would be served under one id: {', '.join(ids)}")
     app = create_app(loaded, ServeOptions(api_key=api_key, max_body_bytes=max_body_bytes, running=running,
-                                          waiting=waiting))
+                                          waiting=waiting, runs_dir=str(runs_dir)))
     for m in loaded:
         console.print(f"{m.id}: {m.kind} ({m.source})", soft_wrap=True)
     console.print(f"serving on http://{host}:{port} (OpenAI API under /v1, metrics at /metrics)", soft_wrap=True)

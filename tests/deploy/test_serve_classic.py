@@ -124,3 +124,48 @@ def test_predict_refusals(server):
         r = httpx.post(f"{server.url}/v1/predict", json=body)
         assert r.status_code == status and words in r.json()["error"]["message"], (body, r.text)
     assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+
+
+def test_an_alias_move_reloads_the_model_while_requests_keep_being_served(runs, tmp_path):
+    import threading
+    import time
+
+    from dlforge.deploy.model_registry import ModelRegistry
+    from tests.deploy.test_serve import metric
+
+    reg = tmp_path / "reg"
+    registry = ModelRegistry(reg)
+    registry.add(runs["iris"], "m")
+    registry.add(runs["digits"], "m")
+    registry.set_alias("m", "champion", 1)
+    lines: list[str] = []
+    s = Server(create_app([load_served("registry:m@champion", reg)],
+                          ServeOptions(runs_dir=str(reg), watch_s=0.1, log=lines.append)))
+    try:
+        assert httpx.get(f"{s.url}/v2/models/m").json()["versions"] == ["m@1"]
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            while not stop.is_set():
+                statuses.append(httpx.get(f"{s.url}/v2/models/m").status_code)
+
+        worker = threading.Thread(target=client)
+        worker.start()
+        time.sleep(0.3)
+        registry.set_alias("m", "champion", 2)
+        deadline = time.time() + 10
+        while httpx.get(f"{s.url}/v2/models/m").json()["versions"] != ["m@2"]:
+            assert time.time() < deadline, "the alias move was not picked up"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        stop.set()
+        worker.join()
+        assert len(statuses) > 5 and set(statuses) == {200}  # none dropped across the swap
+        meta = httpx.get(f"{s.url}/v2/models/m").json()
+        assert meta["inputs"][0]["shape"][1:] == [1, 8, 8]  # the digits model now
+        assert metric(s.url, "dlforge_model_info", model="m", version="m@2") == 1
+        assert metric(s.url, "dlforge_model_info", model="m", version="m@1") == 0
+        assert any(json.loads(line).get("event") == "reloaded" for line in lines)
+    finally:
+        s.stop()

@@ -13,6 +13,7 @@ beyond that an immediate 429 with Retry-After, so that a burst is refused quickl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import sys
@@ -46,6 +47,8 @@ class ServeOptions:
     retry_after_s: int = 1
     max_embedding_inputs: int = 256
     log: Callable[[str], None] | None = None  # one JSON line per request; default stderr
+    runs_dir: str = "runs"  # where registry:NAME@ALIAS models are looked up
+    watch_s: float = 2.0  # how often a registry alias is checked for a move (0: never)
 
 
 class Busy(Exception):
@@ -85,7 +88,18 @@ def create_app(models: list[Any], options: ServeOptions | None = None) -> FastAP
     served = {m.id: m for m in models}
     for m in models:
         metrics.model_info.labels(m.id, m.kind, m.source, m.version or "").set(1)
-    app = FastAPI(title="dlforge serve", docs_url=None, redoc_url=None, openapi_url=None)
+    log = options.log or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watcher = asyncio.create_task(_watch_aliases(served, options, metrics, log)) if options.watch_s > 0 else None
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    app = FastAPI(title="dlforge serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     pool = ThreadPoolExecutor(max_workers=options.running, thread_name_prefix="dlforge-model")
     admission: dict[str, Admission] = {}
 
@@ -237,6 +251,37 @@ def create_app(models: list[Any], options: ServeOptions | None = None) -> FastAP
     guarded = Guard(app, options, metrics)
     guarded.state = app.state
     return guarded  # type: ignore[return-value]
+
+
+async def _watch_aliases(served: dict[str, Any], options: ServeOptions, metrics: Metrics,
+                         log: Callable[[str], None]) -> None:
+    """Every `watch_s`, look up where each registry alias served now points; when it has moved, load that version
+    beside the one serving and swap them. A request holds the model it started with, so none in flight is dropped."""
+    from dlforge.deploy.model_registry import ModelRegistry, parse_ref
+    from dlforge.deploy.serve.served import load_served
+
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(options.watch_s)
+        for model_id, current in list(served.items()):
+            name, which = parse_ref(current.source) if current.source.startswith("registry:") else (None, None)
+            if name is None or isinstance(which, int):
+                continue
+            try:
+                now = ModelRegistry(options.runs_dir, create=False).version(name, which)["ref"]
+                if now == current.version:
+                    continue
+                fresh = await loop.run_in_executor(None, load_served, current.source, options.runs_dir)
+            except Exception as exc:  # noqa: BLE001 - a failed reload keeps the model serving, and says why
+                log(json.dumps({"time": round(time.time(), 3), "event": "reload failed", "model": model_id,
+                                "error": f"{type(exc).__name__}: {exc}"}))
+                continue
+            fresh.id = model_id
+            served[model_id] = fresh
+            metrics.model_info.labels(model_id, current.kind, current.source, current.version or "").set(0)
+            metrics.model_info.labels(model_id, fresh.kind, fresh.source, fresh.version or "").set(1)
+            log(json.dumps({"time": round(time.time(), 3), "event": "reloaded", "model": model_id,
+                            "from": current.version, "to": fresh.version}))
 
 
 async def _enter(gate: Admission, options: ServeOptions) -> None:
