@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def serve_cmd(
-    models: list[str] = typer.Argument(..., help="runs, model folders, registry:NAME@ALIAS, or minilm"),
+    models: list[str] = typer.Argument(None, help="runs, model folders, registry:NAME@ALIAS, or minilm"),
     host: str = typer.Option("127.0.0.1", "--host", help="the address to listen on (beyond loopback: needs a key)"),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     api_key: str = typer.Option(None, "--api-key", envvar="DLFORGE_API_KEY",
@@ -24,12 +24,24 @@ def serve_cmd(
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="larger request bodies: 413"),
     running: int = typer.Option(2, "--running", min=1, help="requests running a model at once"),
     waiting: int = typer.Option(8, "--waiting", min=0, help="requests queued behind them; more are answered 429"),
+    rag: Path = typer.Option(None, "--rag", help="an index (dlforge rag index) to answer POST /v1/rag/ask from"),
+    rag_generator: str = typer.Option("extractive", "--rag-generator", help="extractive | gpt | transformers"),
+    rag_lm: str = typer.Option(None, "--rag-lm", help="the language model of a gpt or transformers generator"),
 ) -> None:
     """Serve models over HTTP: an OpenAI-compatible API (completions, chat, embeddings, models), health routes
     and Prometheus metrics; bound to 127.0.0.1 unless told otherwise."""
     from dlforge.deploy.serve.served import check_bind, check_model_path, require_serve
+    from dlforge.errors import DlforgeError
 
+    models = list(models or [])
+    if not models and rag is None:
+        raise DlforgeError("dlforge serve: give a model to serve (a run, a model folder, registry:NAME@ALIAS, "
+                           "minilm) or an index with --rag")
     check_bind(host, api_key)
+    if rag is not None:
+        from dlforge.paths import existing_file
+
+        existing_file(rag, "the index (--rag)")
     for ref in models:
         if not ref.startswith("registry:") and ref != "minilm":
             check_model_path(ref, runs_dir)
@@ -43,11 +55,15 @@ def serve_cmd(
     loaded = [load_served(ref, runs_dir) for ref in models]
     ids = [m.id for m in loaded]
     if len(set(ids)) != len(ids):
-        from dlforge.errors import DlforgeError
-
         raise DlforgeError(f"two models would be served under one id: {', '.join(ids)}")
+    routers = []
+    if rag is not None:
+        from dlforge.rag.http import RagService, rag_router
+
+        routers.append(rag_router(RagService(rag, rag_generator, lm=rag_lm)))
+        console.print(f"rag: POST /v1/rag/ask over {rag} ({rag_generator})", soft_wrap=True)
     app = create_app(loaded, ServeOptions(api_key=api_key, max_body_bytes=max_body_bytes, running=running,
-                                          waiting=waiting, runs_dir=str(runs_dir)))
+                                          waiting=waiting, runs_dir=str(runs_dir)), routers)
     for m in loaded:
         console.print(f"{m.id}: {m.kind} ({m.source})", soft_wrap=True)
     console.print(f"serving on http://{host}:{port} (OpenAI API under /v1, metrics at /metrics)", soft_wrap=True)

@@ -82,7 +82,9 @@ class Admission:
         self._slots.release()
 
 
-def create_app(models: list[Any], options: ServeOptions | None = None) -> FastAPI:
+def create_app(models: list[Any], options: ServeOptions | None = None, routers: list[Any] = ()) -> FastAPI:
+    """The app over `models` (`served.Served`); `routers`: more routes (FastAPI APIRouters, e.g. RAG's), which run
+    their work through `app.state.admitted(executor, fn, *args)` to be admitted like the models' work."""
     options = options or ServeOptions()
     metrics = Metrics()
     served = {m.id: m for m in models}
@@ -117,14 +119,21 @@ def create_app(models: list[Any], options: ServeOptions | None = None) -> FastAP
             raise oa.ApiError(400, f"model {model_id} is a {m.kind} model; {route} needs a {kind} model", "model")
         return m
 
-    async def run(fn: Callable, *args: Any) -> Any:
-        """`fn(*args)` on the model pool, once admitted."""
+    async def admitted(executor: Any, fn: Callable, *args: Any) -> Any:
+        """`fn(*args)` on `executor` (None: the model pool), once admitted."""
         gate = admit()
         await _enter(gate, options)
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(executor or pool, fn, *args)
         finally:
             gate.leave()
+
+    async def run(fn: Callable, *args: Any) -> Any:
+        return await admitted(None, fn, *args)
+
+    app.state.admitted = admitted
+    for router in routers:
+        app.include_router(router)
 
     @app.exception_handler(oa.ApiError)
     async def _api_error(_: Request, exc: oa.ApiError) -> JSONResponse:
@@ -395,8 +404,8 @@ class Guard:
                 await _send_error(sending, refusal)
             else:
                 await self.app(scope, _replay(body, receive) if body is not None else receive, sending)
-        finally:
-            self.record(scope, route, state, time.perf_counter() - start)
+        finally:  # the router leaves the route it chose in the scope (included routers' routes too)
+            self.record(scope, getattr(scope.get("route"), "path", None) or route, state, time.perf_counter() - start)
 
     async def read_body(self, receive: Callable) -> bytes | None:
         """The whole body, or None as soon as it is larger than the cap (the rest is not read)."""
