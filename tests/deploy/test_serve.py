@@ -281,3 +281,28 @@ def test_base64_embeddings_are_little_endian_float32(server):
                                                         "encoding_format": "base64"}).json()
     vector = np.frombuffer(base64.b64decode(r["data"][0]["embedding"]), dtype="<f4")
     assert vector.shape == (384,) and math.isclose(float(np.linalg.norm(vector)), 1.0, rel_tol=1e-4)
+
+
+def test_concurrent_embedding_requests_are_batched_and_each_gets_its_own_rows(models):
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = Server(create_app([models["minilm"]], ServeOptions(running=2, waiting=30, batch_wait_s=0.05,
+                                                           log=lambda _: None)))
+    texts = [f"sentence number {i} about {'cats' if i % 2 else 'the weather'}" for i in range(24)]
+    want = models["minilm"].embedder.embed(texts)
+
+    def one(i: int) -> list[float]:
+        r = httpx.post(f"{s.url}/v1/embeddings", json={"model": "minilm", "input": texts[i], "encoding_format":
+                                                       "float"}, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()["data"][0]["embedding"]
+
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            got = np.array(list(pool.map(one, range(24))))
+        assert np.allclose(got, want, atol=1e-5)  # each request its own rows, whatever the batch
+        batches = metric(s.url, "dlforge_batch_items_count", model="minilm")
+        assert metric(s.url, "dlforge_batch_items_sum", model="minilm") == 24
+        assert batches < 24  # some requests shared a forward pass
+    finally:
+        s.stop()

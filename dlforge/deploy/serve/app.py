@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
@@ -31,6 +32,7 @@ from starlette.routing import Match
 
 from dlforge.deploy.serve import classic
 from dlforge.deploy.serve import openai_api as oa
+from dlforge.deploy.serve.batching import Batcher
 from dlforge.deploy.serve.generation import Choice, plan, run_choice
 from dlforge.deploy.serve.metrics import Metrics
 from dlforge.errors import DlforgeError
@@ -46,6 +48,8 @@ class ServeOptions:
     waiting: int = 8  # requests queued behind them; more are answered 429
     retry_after_s: int = 1
     max_embedding_inputs: int = 256
+    batch_items: int = 64  # dynamic batching: the most items in one forward
+    batch_wait_s: float = 0.005  # ... and how long a request waits for others
     log: Callable[[str], None] | None = None  # one JSON line per request; default stderr
     runs_dir: str = "runs"  # where registry:NAME@ALIAS models are looked up
     watch_s: float = 2.0  # how often a registry alias is checked for a move (0: never)
@@ -80,6 +84,18 @@ class Admission:
         self.running -= 1
         self.metrics.running.set(self.running)
         self._slots.release()
+
+    def enter_batched(self) -> None:
+        """Admit a request that a `Batcher` runs with others: it counts against the same capacity, but takes no
+        slot of its own (its batch runs on the model pool, one batch at a time per model)."""
+        if self.running + self.waiting >= self.max_running + self.max_waiting:
+            raise Busy
+        self.running += 1
+        self.metrics.running.set(self.running)
+
+    def leave_batched(self) -> None:
+        self.running -= 1
+        self.metrics.running.set(self.running)
 
 
 def create_app(models: list[Any], options: ServeOptions | None = None, routers: list[Any] = ()) -> FastAPI:
@@ -130,6 +146,24 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
 
     async def run(fn: Callable, *args: Any) -> Any:
         return await admitted(None, fn, *args)
+
+    batchers: dict[tuple, Batcher] = {}
+
+    async def batched(model: Any, key: Any, fn: Callable, items: list[Any]) -> list[Any]:
+        """`fn` over `items` in a dynamic batch with other requests' for the same model (and `key`), once admitted."""
+        gate = admit()
+        try:
+            gate.enter_batched()
+        except Busy:
+            raise _busy(gate, options) from None
+        batcher = batchers.get((id(model), key))
+        if batcher is None:
+            batcher = batchers[(id(model), key)] = Batcher(fn, pool, options.batch_items, options.batch_wait_s,
+                                                           metrics.batch_size.labels(model.id).observe)
+        try:
+            return await batcher.submit(items)
+        finally:
+            gate.leave_batched()
 
     app.state.admitted = admitted
     for router in routers:
@@ -220,7 +254,7 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
         if body.dimensions is not None and body.dimensions != model.embedder.dim:
             raise oa.ApiError(400, f"dimensions: this model's embeddings have {model.embedder.dim}, got "
                                    f"{body.dimensions}", "dimensions")
-        vectors = await run(model.embedder.embed, texts)
+        vectors = np.stack(await batched(model, "embed", lambda items: model.embedder.embed(items), texts))
         tokens = sum(min(len(t) + 2, model.embedder.max_length) for t in model.tokenizer.encode_batch(texts))
         metrics.prompt_tokens.labels(model.id).inc(tokens)
         return oa.embedding_body(model.id, vectors, body.encoding_format, tokens)
@@ -239,7 +273,10 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
         model = find(name, "predict", "/v2/models/{name}/infer")
         body = oa.read_json(await request.body())
         tensors = classic.infer_inputs(model, body)
-        outputs = await run(classic.forward, model, tensors)
+        rows = [{k: v[i] for k, v in tensors.items()} for i in range(len(next(iter(tensors.values()))))]
+        shapes = tuple((k, tuple(v.shape[1:]), str(v.dtype)) for k, v in tensors.items())
+        results = await batched(model, shapes, lambda items: classic.forward_rows(model, items), rows)
+        outputs = {k: np.stack([r[k] for r in results]) for k in results[0]}
         return classic.outputs_body(model, outputs, body.get("id"))
 
     @app.post("/v1/predict")
@@ -297,9 +334,13 @@ async def _enter(gate: Admission, options: ServeOptions) -> None:
     try:
         await gate.enter()
     except Busy:
-        raise oa.ApiError(429, f"the server is busy ({gate.max_running} requests running, {gate.max_waiting} "
-                               f"waiting); retry after {options.retry_after_s} s", None, "rate_limit_exceeded",
-                          kind="rate_limit_error", headers={"Retry-After": str(options.retry_after_s)}) from None
+        raise _busy(gate, options) from None
+
+
+def _busy(gate: Admission, options: ServeOptions) -> oa.ApiError:
+    return oa.ApiError(429, f"the server is busy ({gate.max_running} requests running, {gate.max_waiting} waiting); "
+                            f"retry after {options.retry_after_s} s", None, "rate_limit_exceeded",
+                       kind="rate_limit_error", headers={"Retry-After": str(options.retry_after_s)})
 
 
 async def _stream(model: Any, body: Any, job: Any, gate: Admission, pool: ThreadPoolExecutor,

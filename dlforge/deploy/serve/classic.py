@@ -105,6 +105,12 @@ def forward(served: Any, tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarr
     return {name: getattr(out, name).float().cpu().numpy() for name in names}
 
 
+def forward_rows(served: Any, rows: list[dict[str, torch.Tensor]]) -> list[dict[str, np.ndarray]]:
+    """`forward` over rows stacked into one batch, and its outputs cut back into rows (for dynamic batching)."""
+    outputs = forward(served, {k: torch.stack([r[k] for r in rows]) for k in rows[0]})
+    return [{k: v[i] for k, v in outputs.items()} for i in range(len(rows))]
+
+
 def outputs_body(served: Any, outputs: dict[str, np.ndarray], request_id: str | None) -> dict[str, Any]:
     body = {"model_name": served.id, "outputs": [
         {"name": name, "shape": list(a.shape), "datatype": DATATYPES[str(a.dtype)], "data": a.reshape(-1).tolist()}
