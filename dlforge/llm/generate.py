@@ -35,7 +35,7 @@ positions count from its first real token, so each row generates what it would a
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,7 @@ from dlforge.text.tokenizer import model_tokenizer
 STOP_MAX_TOKENS = "max_new_tokens"
 STOP_STRING = "stop"
 STOP_EOS = "eos"
+STOP_CANCELLED = "cancelled"  # generate_rows: the caller gave up on the row (a client that went away)
 
 
 @dataclass(frozen=True)
@@ -288,13 +289,15 @@ class _Batch:
     step; `rows` hold the completions, `results()` returns them. Prompts are encoded (and fitted to the context
     window) at once, so a prompt that is refused is refused before anything is generated."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], config: GenerationConfig):
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], config: GenerationConfig,
+                 stops: Sequence[tuple[str, ...]] | None = None, limits: Sequence[int] | None = None):
         _check_generator_model(model)
         self.model, self.prompts, self.config = model, list(prompts), config
         self.token_rows = [fit_prompt(prompt_ids(tokenizer, p), model, config.on_long_prompt) for p in prompts]
         eos_id = getattr(tokenizer, "eos_id", None)
         self.pad_id = getattr(tokenizer, "pad_id", None) or 0
-        self.rows = [_Row(tokenizer, config.stop, eos_id) for _ in prompts]
+        self.rows = [_Row(tokenizer, stops[i] if stops else config.stop, eos_id) for i in range(len(prompts))]
+        self.limits = list(limits) if limits else [config.max_new_tokens] * len(prompts)  # new tokens per row
         for row, ids in zip(self.rows, self.token_rows, strict=True):
             row.prompt_tokens = len(ids)
 
@@ -309,6 +312,9 @@ class _Batch:
             for step in tokens:
                 yield [row.push(t) if row.stop_reason is None else "" for row, t in zip(rows, step.tolist(),
                                                                                        strict=True)]
+                for row, limit in zip(rows, self.limits, strict=True):
+                    if len(row.tokens) >= limit:
+                        row.end(STOP_MAX_TOKENS)
                 if all(row.stop_reason is not None for row in rows):
                     tokens.close()
                     break
@@ -401,6 +407,25 @@ def generate_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str
     batch = _Batch(model, tokenizer, prompts, cfg)
     for _ in batch.pieces():
         pass
+    return batch.results()
+
+
+def generate_rows(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], config: GenerationConfig,
+                  stops: Sequence[tuple[str, ...]], limits: Sequence[int],
+                  on_piece: Callable[[int, str], None] | None = None,
+                  cancelled: Callable[[int], bool] | None = None) -> list[Generation]:
+    """Prompts generated together in one left-padded batch, each with its own stop sequences and limit of new
+    tokens, all sampled alike (`config`'s temperature, top-k, top-p, repetition penalty and seed): what a server
+    batches from several requests. `on_piece(i, text)` as row i grows; a row for which `cancelled(i)` turns true
+    ends there, with stop_reason "cancelled"."""
+    config = replace(config, max_new_tokens=max(limits))
+    batch = _Batch(model, tokenizer, prompts, config, stops, limits)
+    for pieces in batch.pieces():
+        for i, (row, piece) in enumerate(zip(batch.rows, pieces, strict=True)):
+            if row.stop_reason is None and cancelled is not None and cancelled(i):
+                row.end(STOP_CANCELLED)
+            if piece and on_piece is not None:
+                on_piece(i, piece)
     return batch.results()
 
 

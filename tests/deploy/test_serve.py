@@ -306,3 +306,30 @@ def test_concurrent_embedding_requests_are_batched_and_each_gets_its_own_rows(mo
         assert batches < 24  # some requests shared a forward pass
     finally:
         s.stop()
+
+
+def test_concurrent_generations_sampled_alike_share_a_batch_and_give_what_they_give_alone(models):
+    from concurrent.futures import ThreadPoolExecutor
+
+    gpt = models["gpt"].id
+    s = Server(create_app([models["gpt"]], ServeOptions(batch_wait_s=0.1, log=lambda _: None)))
+    prompts = ["the cat", "a dog and", "once upon", "the"]
+
+    def complete(prompt: str, stream: bool = False) -> str:
+        body = {"model": gpt, "prompt": prompt, "max_tokens": 12, "temperature": 0, "stream": stream}
+        if not stream:
+            return httpx.post(f"{s.url}/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+        with httpx.stream("POST", f"{s.url}/v1/completions", json=body, timeout=60) as r:
+            events = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: {")]
+        return "".join(e["choices"][0]["text"] for e in events if e["choices"])
+
+    try:
+        alone = [complete(p) for p in prompts]
+        solo_batches = metric(s.url, "dlforge_batch_items_count", model=gpt)
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(complete, prompts, [True, False, True, False]))
+        assert together == alone
+        assert metric(s.url, "dlforge_batch_items_count", model=gpt) - solo_batches < 4
+        assert metric(s.url, "dlforge_batch_items_sum", model=gpt) == 8
+    finally:
+        s.stop()

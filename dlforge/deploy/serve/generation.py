@@ -82,40 +82,70 @@ def _render(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     return render_template(template, messages, True, getattr(tokenizer, "special_tokens", {}) or {})
 
 
-def run_choice(served: Any, plan_: Plan, index: int, cancel: threading.Event,
-               on_piece: Callable[[int, str], None] | None = None) -> Choice:
-    """Generate choice `index` of `plan_` (on a worker thread); `on_piece(index, text)` as the text grows. As with
-    OpenAI, the text never holds the stop sequence that ended it: the last characters that could begin one are held
-    back until the next token shows they don't."""
-    from dataclasses import replace
+@dataclass
+class Job:
+    """One choice to generate: its prompt, stop sequences and token limit; `on_piece(text)` as its text grows (held
+    back where it could begin a stop sequence), `on_end(finish_reason)` once; `cancel` ends it early."""
 
-    from dlforge.llm.generate import STOP_STRING, TextStream
+    prompt: str
+    stop: tuple[str, ...]
+    limit: int
+    cancel: threading.Event
+    on_piece: Callable[[str], None] | None = None
+    on_end: Callable[[str], None] | None = None
 
-    config = plan_.config
-    if config.seed is not None:
-        config = replace(config, seed=config.seed + index)
-    stream = TextStream(served.model, served.tokenizer, plan_.prompts[index], config)
-    hold = max((len(s) for s in config.stop), default=1) - 1
-    choice, sent = Choice(), 0
-    start = last = time.perf_counter()
-    for _ in stream:
-        now = time.perf_counter()
+
+def jobs_of(plan_: Plan, cancel: threading.Event, on_piece: Callable[[int, str], None] | None = None,
+            on_end: Callable[[int, str], None] | None = None) -> list[Job]:
+    """The plan's choices as jobs; the callbacks get the choice's index."""
+    return [Job(prompt, plan_.config.stop, plan_.max_tokens, cancel,
+                None if on_piece is None else (lambda text, i=i: on_piece(i, text)),
+                None if on_end is None else (lambda reason, i=i: on_end(i, reason)))
+            for i, prompt in enumerate(plan_.prompts)]
+
+
+def sampling_key(plan_: Plan) -> tuple:
+    """Jobs with the same key can be generated in one batch: they are sampled alike. A seeded request is batched
+    with no other, so that its seed gives the same text whatever else is being served."""
+    c = plan_.config
+    return (c.temperature, c.top_k, c.top_p, c.repetition_penalty, c.seed if c.seed is None else object())
+
+
+def run_jobs(served: Any, jobs: list[Job], config: Any) -> list[Choice]:
+    """Generate `jobs` together (on a worker thread; `dlforge.llm.generate.generate_rows`), sampled by `config`.
+    As with OpenAI, a text never holds the stop sequence that ended it."""
+    from dlforge.llm.generate import STOP_STRING, generate_rows
+
+    holds = [max((len(s) for s in job.stop), default=1) - 1 for job in jobs]
+    texts, sent = [""] * len(jobs), [0] * len(jobs)
+    choices = [Choice() for _ in jobs]
+    start = time.perf_counter()
+    last = [start] * len(jobs)
+
+    def on_piece(i: int, piece: str) -> None:
+        now, choice = time.perf_counter(), choices[i]
         if choice.first_token_s is None:
             choice.first_token_s = now - start
         else:
-            choice.gaps.append(now - last)
-        last = now
-        ready = len(stream.completion) - hold
-        if on_piece is not None and ready > sent:
-            on_piece(index, stream.completion[sent:ready])
-            sent = ready
-        if cancel.is_set():
-            break
-    text = stream.completion
-    if stream.stop_reason == STOP_STRING and stream.stop_string and text.endswith(stream.stop_string):
-        text = text[: len(text) - len(stream.stop_string)]
-    if on_piece is not None and len(text) > sent:
-        on_piece(index, text[sent:])
-    choice.text, choice.tokens = text, len(stream.tokens)
-    choice.finish_reason = "cancelled" if cancel.is_set() else FINISH.get(stream.stop_reason or "", "length")
-    return choice
+            choice.gaps.append(now - last[i])
+        last[i] = now
+        texts[i] += piece
+        ready = len(texts[i]) - holds[i]
+        if jobs[i].on_piece is not None and ready > sent[i]:
+            jobs[i].on_piece(texts[i][sent[i]:ready])
+            sent[i] = ready
+
+    results = generate_rows(served.model, served.tokenizer, [j.prompt for j in jobs], config,
+                            [j.stop for j in jobs], [j.limit for j in jobs], on_piece,
+                            lambda i: jobs[i].cancel.is_set())
+    for i, (job, result, choice) in enumerate(zip(jobs, results, choices, strict=True)):
+        text = result.completion
+        if result.stop_reason == STOP_STRING and result.stop_string and text.endswith(result.stop_string):
+            text = text[: len(text) - len(result.stop_string)]
+        if job.on_piece is not None and len(text) > sent[i]:
+            job.on_piece(text[sent[i]:])
+        choice.text, choice.tokens = text, len(result.tokens)
+        choice.finish_reason = FINISH.get(result.stop_reason, result.stop_reason)
+        if job.on_end is not None:
+            job.on_end(choice.finish_reason)
+    return choices

@@ -6,7 +6,7 @@
     dlforge_time_to_first_token_seconds{model}     generation: from the start of a choice to its first text
     dlforge_inter_token_seconds{model}             generation: between two pieces of text
     dlforge_prompt_tokens_total{model}, dlforge_generated_tokens_total{model}
-    dlforge_batch_items{model}                     items per dynamic batch (embeddings, v2 infer)
+    dlforge_batch_items{model}                     items per dynamic batch (texts, rows, generated choices)
     dlforge_requests_running, dlforge_requests_waiting
     dlforge_model_info{model, kind, source, version}   1 per model loaded
 """
@@ -37,7 +37,7 @@ class Metrics:
         self.prompt_tokens = Counter("dlforge_prompt_tokens", "Tokens read from prompts and inputs", ["model"],
                                      registry=r)
         self.generated_tokens = Counter("dlforge_generated_tokens", "Tokens generated", ["model"], registry=r)
-        self.batch_size = Histogram("dlforge_batch_items", "Items per dynamic batch (embeddings, v2 infer)",
+        self.batch_size = Histogram("dlforge_batch_items", "Items per dynamic batch (texts, rows, generated choices)",
                                     ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.running = Gauge("dlforge_requests_running", "Requests running a model", registry=r)
         self.waiting = Gauge("dlforge_requests_waiting", "Requests waiting to run a model", registry=r)
