@@ -83,11 +83,11 @@ def baseline_generate_app(folder: Path):
     return app
 
 
-def stream_once(url: str, model: str, tokens: int) -> tuple[float, int]:
+def stream_once(c: httpx.Client, url: str, model: str, tokens: int) -> tuple[float, int]:
     """(time to the first text, pieces of text) of one streamed completion."""
     start, first, pieces = time.perf_counter(), None, 0
     body = {"model": model, "prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True}
-    with client() as c, c.stream("POST", f"{url}/v1/completions", json=body) as r:
+    with c.stream("POST", f"{url}/v1/completions", json=body) as r:
         for line in r.iter_lines():
             if line.startswith("data: {") and json.loads(line[6:])["choices"][0].get("text"):
                 pieces += 1
@@ -95,12 +95,13 @@ def stream_once(url: str, model: str, tokens: int) -> tuple[float, int]:
     return first or float("nan"), pieces
 
 
-def generation_round(url: str, model: str, clients: int, tokens: int) -> dict[str, float]:
+def generation_round(clients: list[httpx.Client], url: str, model: str, tokens: int) -> dict[str, float]:
+    """All `clients` (made beforehand: making one costs tens of ms) stream a completion at once."""
     start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(lambda _: stream_once(url, model, tokens), range(clients)))
+    with ThreadPoolExecutor(len(clients)) as pool:
+        results = list(pool.map(lambda c: stream_once(c, url, model, tokens), clients))
     wall = time.perf_counter() - start
-    return {"ttft_s": statistics.median(r[0] for r in results), "tokens_per_s": clients * tokens / wall}
+    return {"ttft_s": statistics.median(r[0] for r in results), "tokens_per_s": len(clients) * tokens / wall}
 
 
 def bench_generate(args: argparse.Namespace) -> dict:
@@ -123,13 +124,16 @@ def bench_generate(args: argparse.Namespace) -> dict:
     out: dict = {"run": str(run), "tokens": args.tokens, "rounds": args.rounds, "clients": {}}
     try:
         for c in args.clients:
+            clients = [client() for _ in range(c)]
             for server, name in ((ours, served.id), (theirs, "gpt2")):
-                generation_round(server.url, name, c, 8)  # warm
+                generation_round(clients, server.url, name, 8)  # warm: connections open
             rows = {"dlforge": [], "baseline": []}
             for r in range(args.rounds):
                 order = [("dlforge", ours, served.id), ("baseline", theirs, "gpt2")]
                 for key, server, name in (order if r % 2 == 0 else order[::-1]):
-                    rows[key].append(generation_round(server.url, name, c, args.tokens))
+                    rows[key].append(generation_round(clients, server.url, name, args.tokens))
+            for each in clients:
+                each.close()
             tps = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(rows["dlforge"], rows["baseline"],
                                                                           strict=True)]
             ttft = [b["ttft_s"] / a["ttft_s"] for a, b in zip(rows["dlforge"], rows["baseline"], strict=True)]
@@ -160,18 +164,17 @@ def baseline_embed_app(st):
     return app
 
 
-def embed_round(url: str, texts: list[str], clients: int, requests: int) -> float:
+def embed_round(clients: list[httpx.Client], url: str, texts: list[str], requests: int) -> float:
     def one_client(k: int) -> None:
-        with client() as c:
-            for j in range(requests):
-                text = texts[(k * requests + j) % len(texts)]
-                c.post(f"{url}/v1/embeddings", json={"model": "minilm", "input": text, "encoding_format": "float"}
-                       ).raise_for_status()
+        for j in range(requests):
+            text = texts[(k * requests + j) % len(texts)]
+            clients[k].post(f"{url}/v1/embeddings", json={"model": "minilm", "input": text,
+                                                          "encoding_format": "float"}).raise_for_status()
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(one_client, range(clients)))
-    return clients * requests / (time.perf_counter() - start)
+    with ThreadPoolExecutor(len(clients)) as pool:
+        list(pool.map(one_client, range(len(clients))))
+    return len(clients) * requests / (time.perf_counter() - start)
 
 
 def bench_embed(args: argparse.Namespace) -> dict:
@@ -188,14 +191,17 @@ def bench_embed(args: argparse.Namespace) -> dict:
     ours = Server(create_app([load_served("minilm")], ServeOptions(log=lambda _: None, waiting=args.clients)))
     theirs = Server(baseline_embed_app(SentenceTransformer(str(minilm_path()), device="cpu", local_files_only=True)))
     rows = {"dlforge": [], "baseline": []}
+    clients = [client() for _ in range(args.clients)]
     try:
         for server in (ours, theirs):
-            embed_round(server.url, texts, 2, 2)  # warm
+            embed_round(clients, server.url, texts, 1)  # warm: connections open
         for r in range(args.rounds):
             order = [("dlforge", ours), ("baseline", theirs)]
             for key, server in (order if r % 2 == 0 else order[::-1]):
-                rows[key].append(embed_round(server.url, texts, args.clients, args.requests))
+                rows[key].append(embed_round(clients, server.url, texts, args.requests))
     finally:
+        for each in clients:
+            each.close()
         ours.stop()
         theirs.stop()
     ratios = [a / b for a, b in zip(rows["dlforge"], rows["baseline"], strict=True)]
