@@ -27,6 +27,9 @@ def serve_cmd(
     rag: Path = typer.Option(None, "--rag", help="an index (dlforge rag index) to answer POST /v1/rag/ask from"),
     rag_generator: str = typer.Option("extractive", "--rag-generator", help="extractive | gpt | transformers"),
     rag_lm: str = typer.Option(None, "--rag-lm", help="the language model of a gpt or transformers generator"),
+    store: Path = typer.Option(None, "--store", help="keep each request's inputs and predictions in this SQLite "
+                                                     "file, for monitoring"),
+    store_max_mb: float = typer.Option(64, "--store-max-mb", min=1, help="the store's cap: the oldest go first"),
 ) -> None:
     """Serve models over HTTP: an OpenAI-compatible API (completions, chat, embeddings, models), health routes
     and Prometheus metrics; bound to 127.0.0.1 unless told otherwise."""
@@ -62,8 +65,15 @@ def serve_cmd(
 
         routers.append(rag_router(RagService(rag, rag_generator, lm=rag_lm)))
         console.print(f"rag: POST /v1/rag/ask over {rag} ({rag_generator})", soft_wrap=True)
+    kept = None
+    if store is not None:
+        from dlforge.deploy.serve.request_store import RequestStore
+        from dlforge.paths import output_file
+
+        kept = RequestStore(output_file(store, "the request store (--store)", parents=True),
+                            int(store_max_mb * (1 << 20)))
     app = create_app(loaded, ServeOptions(api_key=api_key, max_body_bytes=max_body_bytes, running=running,
-                                          waiting=waiting, runs_dir=str(runs_dir)), routers)
+                                          waiting=waiting, runs_dir=str(runs_dir), store=kept), routers)
     for m in loaded:
         console.print(f"{m.id}: {m.kind} ({m.source})", soft_wrap=True)
     console.print(f"serving on http://{host}:{port} (OpenAI API under /v1, metrics at /metrics)", soft_wrap=True)

@@ -64,6 +64,9 @@ def rag_router(service: RagService) -> APIRouter:
     @router.post("/v1/rag/ask")
     async def ask(request: Request) -> dict:
         body = parse(AskRequest, await request.body())
-        return await request.app.state.admitted(service.thread, service.answer, body)
+        result = await request.app.state.admitted(service.thread, service.answer, body)
+        request.app.state.keep("/v1/rag/ask", None, (body.model_dump(), {
+            "answer": result["answer"], "found": result["found"], "citations": result["citations"]}))
+        return result
 
     return router

@@ -333,3 +333,32 @@ def test_concurrent_generations_sampled_alike_share_a_batch_and_give_what_they_g
         assert metric(s.url, "dlforge_batch_items_sum", model=gpt) == 8
     finally:
         s.stop()
+
+
+def test_the_request_store_keeps_inputs_and_predictions_within_its_cap(models, tmp_path):
+    from dlforge.deploy.serve.request_store import RequestStore
+
+    store = RequestStore(tmp_path / "requests.db", max_bytes=100_000)
+    s = Server(create_app([models["gpt"], models["minilm"]], ServeOptions(store=store, log=lambda _: None)))
+    try:
+        done = httpx.post(f"{s.url}/v1/completions", json={"model": models["gpt"].id, "prompt": "the cat",
+                                                           "max_tokens": 4, "temperature": 0}).json()
+        with httpx.stream("POST", f"{s.url}/v1/completions", json={"model": models["gpt"].id, "prompt": "a",
+                                                                   "max_tokens": 3, "stream": True}) as r:
+            list(r.iter_lines())
+        httpx.post(f"{s.url}/v1/embeddings", json={"model": "minilm", "input": ["x", "y"]})
+        rows = store.rows()
+        assert [r["route"] for r in rows] == ["/v1/completions", "/v1/completions", "/v1/embeddings"]
+        assert rows[0]["inputs"]["prompts"] == ["the cat"] and rows[0]["outputs"]["texts"] == [
+            done["choices"][0]["text"]]
+        assert rows[1]["inputs"]["prompts"] == ["a"] and len(rows[1]["outputs"]["texts"]) == 1
+        vectors = [np.frombuffer(base64.b64decode(v), "<f4") for v in rows[2]["outputs"]["embeddings_b64"]]
+        assert np.allclose(np.stack(vectors), models["minilm"].embedder.embed(["x", "y"]), atol=1e-5)
+        for i in range(40):  # ~4 KB each: past the cap, the oldest go
+            httpx.post(f"{s.url}/v1/embeddings", json={"model": "minilm", "input": [f"text {i}", "more"]})
+        kept = store.rows()
+        assert kept[0]["id"] > 1 and kept[-1]["inputs"]["texts"] == ["text 39", "more"]
+        assert store._bytes() <= 100_000
+    finally:
+        s.stop()
+        store.close()

@@ -13,6 +13,7 @@ beyond that an immediate 429 with Retry-After, so that a burst is refused quickl
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import secrets
@@ -51,6 +52,7 @@ class ServeOptions:
     batch_items: int = 64  # dynamic batching: the most items in one forward
     batch_wait_s: float = 0.005  # ... and how long a request waits for others
     batch_rows: int = 8  # generation: the most rows (choices of requests sampled alike) in one batch
+    store: Any = None  # a RequestStore: each request's inputs and predictions, kept for monitoring
     log: Callable[[str], None] | None = None  # one JSON line per request; default stderr
     runs_dir: str = "runs"  # where registry:NAME@ALIAS models are looked up
     watch_s: float = 2.0  # how often a registry alias is checked for a move (0: never)
@@ -166,7 +168,13 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
         finally:
             gate.leave_batched()
 
+    def keep(route: str, model_id: str | None, record: tuple[Any, Any]) -> None:
+        """A request's inputs and predictions, into the request store when there is one."""
+        if options.store is not None:
+            options.store.add(route, model_id, *record)
+
     app.state.admitted = admitted
+    app.state.keep = keep
     for router in routers:
         app.include_router(router)
 
@@ -240,10 +248,12 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
 
         loop = asyncio.get_running_loop()
         if body.stream:
-            return StreamingResponse(_stream(model, body, job, choices_of, metrics), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(_stream(model, body, job, choices_of, metrics,
+                                             lambda choices: keep(route, model.id, _generation_record(job, choices))),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         choices = await choices_of(jobs_of(job, threading.Event()))
         _count_tokens(metrics, model.id, job, choices)
+        keep(route, model.id, _generation_record(job, choices))
         tokens = oa.usage(sum(job.prompt_tokens), sum(c.tokens for c in choices))
         return oa.completion_body(oa.new_id("chatcmpl" if job.chat else "cmpl"), model.id,
                                   [{"text": c.text, "finish_reason": c.finish_reason} for c in choices], job.chat,
@@ -271,6 +281,8 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
         vectors = np.stack(await batched(model, "embed", lambda items: model.embedder.embed(items), texts))
         tokens = sum(min(len(t) + 2, model.embedder.max_length) for t in model.tokenizer.encode_batch(texts))
         metrics.prompt_tokens.labels(model.id).inc(tokens)
+        keep("/v1/embeddings", model.id, ({"texts": texts}, {"embeddings_b64": [
+            base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]}))
         return oa.embedding_body(model.id, vectors, body.encoding_format, tokens)
 
     @app.get("/v2/models/{name}")
@@ -291,7 +303,9 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
         shapes = tuple((k, tuple(v.shape[1:]), str(v.dtype)) for k, v in tensors.items())
         results = await batched(model, shapes, lambda items: classic.forward_rows(model, items), rows)
         outputs = {k: np.stack([r[k] for r in results]) for k in results[0]}
-        return classic.outputs_body(model, outputs, body.get("id"))
+        answer = classic.outputs_body(model, outputs, body.get("id"))
+        keep("/v2/models/{name}/infer", model.id, ({"inputs": body["inputs"]}, {"outputs": answer["outputs"]}))
+        return answer
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> dict:
@@ -300,12 +314,15 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
             model = find(str(form.get("model", "")), "predict", "/v1/predict")
             uploads = [await f.read() for f in form.getlist("files") if hasattr(f, "read")]
             rows = await run(classic.predict_rows, model, [], uploads)
+            body = {}
         else:
-            body = oa.read_json(await request.body())
+            body, uploads = oa.read_json(await request.body()), None
             model = find(str(body.get("model", "")), "predict", "/v1/predict")
             if not isinstance(body.get("inputs"), list):
                 raise oa.ApiError(400, "inputs: expected a list of inputs", "inputs")
             rows = await run(classic.predict_rows, model, body["inputs"])
+        keep("/v1/predict", model.id, ({"inputs": body["inputs"] if uploads is None else
+                                        [f"upload of {len(u)} bytes" for u in uploads]}, {"predictions": rows}))
         return {"model": model.id, "predictions": rows}
 
     guarded = Guard(app, options, metrics)
@@ -357,7 +374,8 @@ def _busy(gate: Admission, options: ServeOptions) -> oa.ApiError:
                        kind="rate_limit_error", headers={"Retry-After": str(options.retry_after_s)})
 
 
-async def _stream(model: Any, body: Any, job: Any, choices_of: Callable, metrics: Metrics) -> AsyncIterator[str]:
+async def _stream(model: Any, body: Any, job: Any, choices_of: Callable, metrics: Metrics,
+                  keep: Callable[[list[Choice]], None]) -> AsyncIterator[str]:
     """The server-sent events of one streamed response. Its choices are generated by `choices_of` (with other
     requests' in a batch), their text handed over as it comes; a client that goes away cancels its rows at the next
     token (the batch goes on for the others)."""
@@ -386,12 +404,18 @@ async def _stream(model: Any, body: Any, job: Any, choices_of: Callable, metrics
             return
         choices = task.result()
         _count_tokens(metrics, model.id, job, choices)
+        keep(choices)
         if body.wants_usage():
             yield oa.chunk(rid, model.id, created, job.chat, tokens=oa.usage(
                 sum(job.prompt_tokens), sum(c.tokens for c in choices)))
         yield oa.DONE
     finally:
         cancel.set()  # the client left (or all is sent): its rows end at the next token
+
+
+def _generation_record(job: Any, choices: list[Choice]) -> tuple[dict, dict]:
+    return ({"prompts": job.prompts, "max_tokens": job.max_tokens, "temperature": job.config.temperature},
+            {"texts": [c.text for c in choices], "finish_reasons": [c.finish_reason for c in choices]})
 
 
 def _count_tokens(metrics: Metrics, model_id: str, job: Any, choices: list[Choice]) -> None:
