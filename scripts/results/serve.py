@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from dlforge.cli.main import run_script
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for resultstools: scripts/README.md
 import resultstools  # noqa: E402
 
@@ -72,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
