@@ -113,7 +113,8 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        watcher = asyncio.create_task(_watch_aliases(served, options, metrics, log)) if options.watch_s > 0 else None
+        watcher = (asyncio.create_task(_watch_aliases(served, options, metrics, log, forget))
+                   if options.watch_s > 0 else None)
         try:
             yield
         finally:
@@ -151,6 +152,11 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
         return await admitted(None, fn, *args)
 
     batchers: dict[tuple, Batcher] = {}
+
+    def forget(old: Any) -> None:
+        """A model swapped out: its batchers go (a batch still running keeps it until it ends)."""
+        for key in [k for k in batchers if k[0] == id(old)]:
+            del batchers[key]
 
     async def batched(model: Any, key: Any, fn: Callable, items: list[Any]) -> list[Any]:
         """`fn` over `items` in a dynamic batch with other requests' for the same model (and `key`), once admitted."""
@@ -331,7 +337,7 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
 
 
 async def _watch_aliases(served: dict[str, Any], options: ServeOptions, metrics: Metrics,
-                         log: Callable[[str], None]) -> None:
+                         log: Callable[[str], None], forget: Callable[[Any], None]) -> None:
     """Every `watch_s`, look up where each registry alias served now points; when it has moved, load that version
     beside the one serving and swap them. A request holds the model it started with, so none in flight is dropped."""
     from dlforge.deploy.model_registry import ModelRegistry, parse_ref
@@ -355,6 +361,7 @@ async def _watch_aliases(served: dict[str, Any], options: ServeOptions, metrics:
                 continue
             fresh.id = model_id
             served[model_id] = fresh
+            forget(current)
             metrics.model_info.labels(model_id, current.kind, current.source, current.version or "").set(0)
             metrics.model_info.labels(model_id, fresh.kind, fresh.source, fresh.version or "").set(1)
             log(json.dumps({"time": round(time.time(), 3), "event": "reloaded", "model": model_id,
