@@ -238,12 +238,12 @@ def _rss_bytes() -> int:
 
 
 def test_a_burst_of_64_streaming_clients_ends_in_200_or_429_and_is_counted_once(models):
-    """2 running + 4 waiting: beyond them, 429 with Retry-After at once; no stream hangs (each within 60 s), memory
-    is back within 10% after the burst, and /metrics counts every request exactly once."""
+    """The default queue, 2 running + 8 waiting: beyond them, 429 with Retry-After at once; no stream hangs (each
+    within 60 s), memory is back within 10% after the burst, and /metrics counts every request exactly once."""
     from concurrent.futures import ThreadPoolExecutor
 
-    s = Server(create_app([models["gpt"]], ServeOptions(running=2, waiting=4, retry_after_s=3,
-                                                        log=lambda _: None)))
+    s = Server(create_app([models["gpt"]], ServeOptions(retry_after_s=3, log=lambda _: None)))
+    assert (ServeOptions().running, ServeOptions().waiting) == (2, 8)
     body = {"model": models["gpt"].id, "prompt": "the", "max_tokens": 40, "stream": True}
 
     def client(_: int) -> tuple[int, str | None, bool]:

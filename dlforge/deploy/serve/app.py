@@ -16,7 +16,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import secrets
 import sys
 import threading
 import time
@@ -29,16 +28,15 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
 
 from dlforge.deploy.serve import classic
 from dlforge.deploy.serve import openai_api as oa
+from dlforge.deploy.serve.admission import Admission, Busy, busy, enter
 from dlforge.deploy.serve.batching import Batcher
 from dlforge.deploy.serve.generation import Choice, Job, jobs_of, plan, run_jobs, sampling_key
+from dlforge.deploy.serve.guard import Guard
 from dlforge.deploy.serve.metrics import Metrics
 from dlforge.errors import DlforgeError
-
-HEALTH = ("/v2/health/live", "/v2/health/ready")
 
 
 @dataclass
@@ -56,49 +54,6 @@ class ServeOptions:
     log: Callable[[str], None] | None = None  # one JSON line per request; default stderr
     runs_dir: str = "runs"  # where registry:NAME@ALIAS models are looked up
     watch_s: float = 2.0  # how often a registry alias is checked for a move (0: never)
-
-
-class Busy(Exception):
-    pass
-
-
-class Admission:
-    """`running` requests at once, `waiting` more in line; `enter` raises Busy beyond that."""
-
-    def __init__(self, running: int, waiting: int, metrics: Metrics):
-        self.max_running, self.max_waiting, self.metrics = running, waiting, metrics
-        self.running = self.waiting = 0
-        self._slots = asyncio.Semaphore(running)
-
-    async def enter(self) -> None:
-        if self.running + self.waiting >= self.max_running + self.max_waiting:
-            raise Busy
-        self.waiting += 1
-        self.metrics.waiting.set(self.waiting)
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
-            self.metrics.waiting.set(self.waiting)
-        self.running += 1
-        self.metrics.running.set(self.running)
-
-    def leave(self) -> None:
-        self.running -= 1
-        self.metrics.running.set(self.running)
-        self._slots.release()
-
-    def enter_batched(self) -> None:
-        """Admit a request that a `Batcher` runs with others: it counts against the same capacity, but takes no
-        slot of its own (its batch runs on the model pool, one batch at a time per model)."""
-        if self.running + self.waiting >= self.max_running + self.max_waiting:
-            raise Busy
-        self.running += 1
-        self.metrics.running.set(self.running)
-
-    def leave_batched(self) -> None:
-        self.running -= 1
-        self.metrics.running.set(self.running)
 
 
 def create_app(models: list[Any], options: ServeOptions | None = None, routers: list[Any] = ()) -> FastAPI:
@@ -142,7 +97,7 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
     async def admitted(executor: Any, fn: Callable, *args: Any) -> Any:
         """`fn(*args)` on `executor` (None: the model pool), once admitted."""
         gate = admit()
-        await _enter(gate, options)
+        await enter(gate, options)
         try:
             return await asyncio.get_running_loop().run_in_executor(executor or pool, fn, *args)
         finally:
@@ -164,7 +119,7 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
         try:
             gate.enter_batched()
         except Busy:
-            raise _busy(gate, options) from None
+            raise busy(gate, options) from None
         batcher = batchers.get((id(model), key))
         if batcher is None:
             batcher = batchers[(id(model), key)] = Batcher(fn, pool, options.batch_items, options.batch_wait_s,
@@ -236,7 +191,7 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
         try:
             gate.enter_batched()  # checked now, so that a refusal is a 429 and not a broken stream
         except Busy:
-            raise _busy(gate, options) from None
+            raise busy(gate, options) from None
 
         async def choices_of(jobs: list[Job]) -> list[Choice]:
             try:
@@ -368,19 +323,6 @@ async def _watch_aliases(served: dict[str, Any], options: ServeOptions, metrics:
                             "from": current.version, "to": fresh.version}))
 
 
-async def _enter(gate: Admission, options: ServeOptions) -> None:
-    try:
-        await gate.enter()
-    except Busy:
-        raise _busy(gate, options) from None
-
-
-def _busy(gate: Admission, options: ServeOptions) -> oa.ApiError:
-    return oa.ApiError(429, f"the server is busy ({gate.max_running} requests running, {gate.max_waiting} waiting); "
-                            f"retry after {options.retry_after_s} s", None, "rate_limit_exceeded",
-                       kind="rate_limit_error", headers={"Retry-After": str(options.retry_after_s)})
-
-
 async def _stream(model: Any, body: Any, job: Any, choices_of: Callable, metrics: Metrics,
                   keep: Callable[[list[Choice]], None]) -> AsyncIterator[str]:
     """The server-sent events of one streamed response. Its choices are generated by `choices_of` (with other
@@ -433,113 +375,6 @@ def _count_tokens(metrics: Metrics, model_id: str, job: Any, choices: list[Choic
             metrics.ttft.labels(model_id).observe(c.first_token_s)
         for gap in c.gaps:
             metrics.inter_token.labels(model_id).observe(gap)
-
-
-class Guard:
-    """ASGI middleware in front of the app: bearer token, body size cap, request metrics and the JSON log line."""
-
-    def __init__(self, app: FastAPI, options: ServeOptions, metrics: Metrics):
-        self.app, self.options, self.metrics = app, options, metrics
-        self.log = options.log or (lambda line: print(line, file=sys.stderr, flush=True))
-
-    def route_of(self, scope: dict) -> str:
-        for route in self.app.router.routes:
-            if route.matches(scope)[0] == Match.FULL:
-                return getattr(route, "path", "other")
-        return "other"
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        route = self.route_of(scope)
-        state = {"status": 500, "first_byte": None, "sent": False, "bytes": 0}
-
-        async def sending(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                state["status"], state["sent"] = message["status"], True
-            elif message["type"] == "http.response.body" and state["first_byte"] is None:
-                state["first_byte"] = time.perf_counter() - start
-            await send(message)
-
-        try:
-            refusal = self.refusal(scope)
-            body = None
-            if refusal is None and scope["method"] in ("POST", "PUT", "PATCH"):
-                body = await self.read_body(receive)
-                if body is None:
-                    refusal = self.too_large()
-                state["bytes"] = len(body or b"")
-            if refusal is not None:
-                await _send_error(sending, refusal)
-            else:
-                await self.app(scope, _replay(body, receive) if body is not None else receive, sending)
-        finally:  # the router leaves the route it chose in the scope (included routers' routes too)
-            self.record(scope, getattr(scope.get("route"), "path", None) or route, state, time.perf_counter() - start)
-
-    async def read_body(self, receive: Callable) -> bytes | None:
-        """The whole body, or None as soon as it is larger than the cap (the rest is not read)."""
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return b"".join(chunks)
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.options.max_body_bytes:
-                return None
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    def refusal(self, scope: dict) -> oa.ApiError | None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.options.max_body_bytes:
-            return self.too_large()
-        key = self.options.api_key
-        if key and scope["path"] not in HEALTH:
-            given = headers.get("authorization", "")
-            if not (given.startswith("Bearer ") and secrets.compare_digest(given[7:].encode(), key.encode())):
-                return oa.ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'", None,
-                                   "invalid_api_key")
-        return None
-
-    def too_large(self) -> oa.ApiError:
-        return oa.ApiError(413, f"the request body is larger than {self.options.max_body_bytes} bytes", None,
-                           "body_too_large")
-
-    def record(self, scope: dict, route: str, state: dict, seconds: float) -> None:
-        status = str(state["status"])
-        self.metrics.requests.labels(route, status).inc()
-        self.metrics.latency.labels(route).observe(seconds)
-        self.metrics.first_byte.labels(route).observe(state["first_byte"] if state["first_byte"] is not None
-                                                      else seconds)
-        self.log(json.dumps({"time": round(time.time(), 3), "method": scope["method"], "path": scope["path"],
-                             "route": route, "status": state["status"], "ms": round(seconds * 1000, 1),
-                             "body_bytes": state["bytes"]}))
-
-
-def _replay(body: bytes, receive: Callable) -> Callable:
-    """A receive that gives the body already read, then waits on the client as before (for its disconnect)."""
-    given = False
-
-    async def receiving() -> dict:
-        nonlocal given
-        if not given:
-            given = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return receiving
-
-
-async def _send_error(send: Callable, error: oa.ApiError) -> None:
-    body = json.dumps(error.body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
