@@ -34,10 +34,11 @@ demo: install
 	$(VENV)/bin/dlforge train breast-cancer-mlp
 
 # The floors of the house (ruff, then the import contract in pyproject.toml), then the whole suite on one worker per
-# core (at most 4; TEST_WORKERS=0 runs it in this process), torch on one thread in each (tests/conftest.py).
+# core (at most 4; TEST_WORKERS=0 runs it in this process), torch on one thread in each (tests/conftest.py); the 30
+# slowest tests are listed at the end, to keep the suite within its 15 minutes.
 TEST_WORKERS ?= auto
 test: lint
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal --durations=30
 
 lint: install-dev
 	$(VENV)/bin/ruff check dlforge tests bench scripts examples

@@ -170,7 +170,7 @@ def test_bad_prune_settings_are_one_line(source, capsys):
 def test_masks_survive_kill_9_and_the_resumed_run_is_bitwise_the_same(tmp_path):
     csv = write_blobs_csv(tmp_path / "blobs.csv", n=300)
     prune = "{sparsity: 0.9, schedule: gradual, every: 4, end_step: 60}"
-    cfg = write_config(tmp_path / "cfg.yaml", csv, max_steps=80, checkpoint_every=3, eval_every=20,
+    cfg = write_config(tmp_path / "cfg.yaml", csv, max_steps=80, checkpoint_every=10, eval_every=20,
                        batch_size=64)
     args = [str(cfg), f"train.prune={prune}", "model.hidden=[256,256]"]
     ref, run = tmp_path / "ref", tmp_path / "killed"
