@@ -151,7 +151,7 @@ def string_tests(tree: ast.AST) -> list[tuple[int, str]]:
 TRAIN_FILES = [f"train/{p.name}" for p in sorted((PACKAGE / "train").glob("*.py"))]
 
 
-@pytest.mark.parametrize("path", ["api.py", "cli/train.py", *TRAIN_FILES])
+@pytest.mark.parametrize("path", ["api.py", "inference.py", "cli/train.py", *TRAIN_FILES])
 def test_no_branch_on_a_task_name(path):
     """A new task is files under dlforge/tasks/, never a branch in the API, the Trainer or the train command."""
     tasks = set(registry.list_tasks())
