@@ -56,9 +56,6 @@ def serve_cmd(
     from dlforge.deploy.serve.served import load_served
 
     loaded = [load_served(ref, runs_dir) for ref in models]
-    ids = [m.id for m in loaded]
-    if len(set(ids)) != len(ids):
-        raise DlforgeError(f"two models would be served under one id: {', '.join(ids)}")
     routers = []
     if rag is not None:
         from dlforge.rag.http import RagService, rag_router

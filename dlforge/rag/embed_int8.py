@@ -105,7 +105,7 @@ def build_graphs(folder: Path, inner: Any) -> dict[str, Any]:
     """`inner`'s network (a `SentenceEmbedder`) exported to `folder`/fp32 and quantized to `folder`/int8 (written
     all at once each); returns the export's report with the MatMuls kept in fp32 (`kept_fp32`)."""
     from dlforge.artifacts import write_folder, write_json
-    from dlforge.deploy.onnx_export import export_onnx, require_onnx
+    from dlforge.deploy.onnx_export import FORMAT, export_onnx, require_onnx
     from dlforge.deploy.quantize import least_harmed, quantize_dynamic_int8
 
     require_onnx()
@@ -127,7 +127,7 @@ def build_graphs(folder: Path, inner: Any) -> dict[str, Any]:
         quantize_dynamic_int8(fp32, tmp / GRAPH, keep_fp32=[choice["keep"]] if choice["keep"] else [])
         write_json(tmp / "int8.json", {"recipe": RECIPE, "kept_fp32": choice})
 
-    write_folder(folder / "int8", "dlforge-onnx", fill)
+    write_folder(folder / "int8", FORMAT, fill)
     return {**report, "kept_fp32": choice}
 
 

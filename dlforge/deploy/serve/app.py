@@ -13,7 +13,6 @@ beyond that an immediate 429 with Retry-After, so that a burst is refused quickl
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import sys
@@ -62,6 +61,8 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
     options = options or ServeOptions()
     metrics = Metrics()
     served = {m.id: m for m in models}
+    if len(served) != len(models):
+        raise DlforgeError(f"two models would be served under one id: {', '.join(m.id for m in models)}")
     for m in models:
         metrics.model_info.labels(m.id, m.kind, m.source, m.version or "").set(1)
     log = options.log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -242,8 +243,7 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
         vectors = np.stack(await batched(model, "embed", lambda items: model.embedder.embed(items), texts))
         tokens = sum(min(len(t) + 2, model.embedder.max_length) for t in model.tokenizer.encode_batch(texts))
         metrics.prompt_tokens.labels(model.id).inc(tokens)
-        keep("/v1/embeddings", model.id, ({"texts": texts}, {"embeddings_b64": [
-            base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]}))
+        keep("/v1/embeddings", model.id, ({"texts": texts}, {"embeddings_b64": [oa.b64_floats(v) for v in vectors]}))
         return oa.embedding_body(model.id, vectors, body.encoding_format, tokens)
 
     @app.get("/v2/models/{name}")

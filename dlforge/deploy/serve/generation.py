@@ -14,7 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dlforge.deploy.serve.openai_api import FINISH, ApiError, ChatRequest, CompletionRequest, context_exceeded
+from dlforge.deploy.serve.openai_api import (
+    FINISH,
+    MAX_N,
+    ApiError,
+    ChatRequest,
+    CompletionRequest,
+    context_exceeded,
+)
 
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
 UNBOUNDED_MAX_TOKENS = 4096  # the cap for a model without a context window (an RNN)
@@ -49,8 +56,8 @@ def plan(served: Any, request: CompletionRequest | ChatRequest) -> Plan:
         texts = [_render(served.tokenizer, [m.model_dump() for m in request.messages])] * request.n
     else:
         prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
-        if len(prompts) * request.n > 8:
-            raise ApiError(400, f"n: {request.n} choices for each of {len(prompts)} prompts is more than 8", "n")
+        if len(prompts) * request.n > MAX_N:
+            raise ApiError(400, f"n: {request.n} choices for each of {len(prompts)} prompts is more than {MAX_N}", "n")
         texts = [p for p in prompts for _ in range(request.n)]
     counts = [len(prompt_ids(served.tokenizer, t)) for t in texts]
     asked = request.max_completion_tokens if chat and request.max_completion_tokens else request.max_tokens

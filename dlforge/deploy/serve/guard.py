@@ -38,7 +38,6 @@ class Guard:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        route = self.route_of(scope)
         state = {"status": 500, "first_byte": None, "sent": False, "bytes": 0}
 
         async def sending(message: dict) -> None:
@@ -61,7 +60,8 @@ class Guard:
             else:
                 await self.app(scope, _replay(body, receive) if body is not None else receive, sending)
         finally:  # the router leaves the route it chose in the scope (included routers' routes too)
-            self.record(scope, getattr(scope.get("route"), "path", None) or route, state, time.perf_counter() - start)
+            route = getattr(scope.get("route"), "path", None) or self.route_of(scope)  # refused before routing
+            self.record(scope, route, state, time.perf_counter() - start)
 
     async def read_body(self, receive: Callable) -> bytes | None:
         """The whole body, or None as soon as it is larger than the cap (the rest is not read)."""

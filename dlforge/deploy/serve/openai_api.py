@@ -179,9 +179,14 @@ def chunk(rid: str, model: str, created: int, chat: bool, index: int = 0, text: 
 DONE = "data: [DONE]\n\n"
 
 
+def b64_floats(vector: np.ndarray) -> str:
+    """A vector as OpenAI's base64 encoding_format sends it: little-endian float32 bytes, base64."""
+    return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+
+
 def embedding_body(model: str, vectors: np.ndarray, encoding: str, prompt_tokens: int) -> dict[str, Any]:
     data = [{"object": "embedding", "index": i,
-             "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if encoding == "base64"
-             else [float(x) for x in v]} for i, v in enumerate(vectors)]
+             "embedding": b64_floats(v) if encoding == "base64" else [float(x) for x in v]}
+            for i, v in enumerate(vectors)]
     return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": prompt_tokens,
                                                                       "total_tokens": prompt_tokens}}

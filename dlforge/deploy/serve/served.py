@@ -60,13 +60,11 @@ def check_model_path(ref: str, runs_dir: str | Path = "runs") -> None:
         raise ModelPathError(f"model {ref!r}: URLs are not served; give a run, a model folder or registry:NAME@ALIAS")
     if ".." in Path(ref).parts:
         raise ModelPathError(f"model {ref!r}: a path with '..' is refused; give the folder itself")
-    runs = Path(runs_dir).resolve()
     path = Path(ref) if Path(ref).exists() else Path(runs_dir) / ref
     if not path.exists():
         return  # a run's name or 'latest': found by resolve_run below
-    absolute = path.absolute()
-    inside = absolute.is_relative_to(runs) or str(absolute).startswith(str(Path(runs_dir).absolute()) + "/")
-    if inside and not path.resolve().is_relative_to(runs):
+    inside = path.absolute().is_relative_to(Path(runs_dir).absolute())  # where it is named, links not followed
+    if inside and not path.resolve().is_relative_to(Path(runs_dir).resolve()):
         raise ModelPathError(f"model {ref!r}: {path} is a link out of the runs folder {runs_dir}; refused")
 
 
