@@ -299,6 +299,7 @@ async def _watch_aliases(served: dict[str, Any], options: ServeOptions, metrics:
     from dlforge.deploy.serve.served import load_served
 
     loop = asyncio.get_running_loop()
+    registry = None  # opened once (opening one checks its schema in a write transaction)
     while True:
         await asyncio.sleep(options.watch_s)
         for model_id, current in list(served.items()):
@@ -306,7 +307,8 @@ async def _watch_aliases(served: dict[str, Any], options: ServeOptions, metrics:
             if name is None or isinstance(which, int):
                 continue
             try:
-                now = ModelRegistry(options.runs_dir, create=False).version(name, which)["ref"]
+                registry = registry or ModelRegistry(options.runs_dir, create=False)
+                now = registry.version(name, which)["ref"]
                 if now == current.version:
                     continue
                 fresh = await loop.run_in_executor(None, load_served, current.source, options.runs_dir)
