@@ -89,11 +89,17 @@ def load_sentence_embedder(model: str | Path = "minilm", runs_dir: str | Path = 
         if hint := minilm_hint(model):
             raise ConfigError(f"{exc}{hint}") from None
         raise
+    return embedder_of(bert, str(model))
+
+
+def embedder_of(bert: torch.nn.Module, name: str) -> SentenceEmbedder:
+    """A dlforge BERT already loaded (`load_trained`) as a sentence embedder: its tokenizer and max length are
+    those it was trained with."""
     if not isinstance(bert, Bert):
-        raise ConfigError(f"{model}: holds a {type(bert).__name__}; sentence embeddings need a BERT")
+        raise ConfigError(f"{name}: holds a {type(bert).__name__}; sentence embeddings need a BERT")
     pre = bert.meta.get("extra", {}).get("preprocessing.json") or {}
-    tokenizer = model_tokenizer(bert.meta, str(model))
-    return SentenceEmbedder(bert, tokenizer, pre.get("max_length") or bert.config.context, name=str(model))
+    tokenizer = model_tokenizer(bert.meta, name)
+    return SentenceEmbedder(bert, tokenizer, pre.get("max_length") or bert.config.context, name=name)
 
 
 def pooling_modes(folder: Path) -> list[str]:

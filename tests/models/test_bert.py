@@ -326,3 +326,14 @@ def test_masked_lm_training_decodes_the_labelled_positions_only():
     torch.testing.assert_close(sparse.loss, full.loss)
     torch.testing.assert_close(sparse.logits[scored], full.logits[scored])
     assert sparse.logits.shape == full.logits.shape and (sparse.logits[~scored] == 0).all()
+
+
+def test_a_dlforge_bert_run_is_served_as_an_embedder(mlm_run):
+    """`dlforge serve RUN` of a BERT run: /v1/embeddings gives the run's sentence embeddings, with its max length."""
+    from dlforge.deploy.serve.served import load_served
+    from dlforge.llm.embed import embed_texts
+
+    served = load_served(str(mlm_run.run_dir))
+    assert (served.kind, served.context) == ("embed", 24)
+    texts = ["Frailty, thy name is woman!", "Thaw"]
+    np.testing.assert_allclose(served.embedder.embed(texts), embed_texts(mlm_run.run_dir, texts), atol=1e-6)

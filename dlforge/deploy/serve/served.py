@@ -99,7 +99,7 @@ def load_served(ref: str, runs_dir: str | Path = "runs", device: str = "cpu") ->
         record = ModelRegistry(runs_dir, create=False).resolve(ref)
         folder, name, version = Path(record["folder"]), record["name"], record["ref"]
     elif ref == "minilm":
-        return _embedder("minilm", "minilm", ref, device)
+        return _minilm(device)
     else:
         check_model_path(ref, runs_dir)
         from dlforge.runs.rundir import model_dir
@@ -116,9 +116,11 @@ def _load_folder(folder: Path, name: str, ref: str, version: str | None, device:
 
     model = load_trained(folder, device=device)
     if isinstance(model, Bert):
-        served = _embedder(str(folder), name, ref, device)
-        served.version = version
-        return served
+        from dlforge.llm.embed import embedder_of
+
+        embedder = embedder_of(model, str(folder))
+        return Served(name, "embed", ref, model=model, tokenizer=embedder.tokenizer, embedder=embedder,
+                      context=embedder.max_length, version=version)
     if callable(getattr(model, "step", None)) and callable(getattr(model, "init_state", None)):
         from dlforge.text.tokenizer import model_tokenizer
 
@@ -127,9 +129,9 @@ def _load_folder(folder: Path, name: str, ref: str, version: str | None, device:
     return Served(name, "predict", ref, model=model, version=version)
 
 
-def _embedder(source: str, name: str, ref: str, device: str) -> Served:
+def _minilm(device: str) -> Served:
     from dlforge.llm.embed import load_sentence_embedder
 
-    embedder = load_sentence_embedder(source, device=device)
-    return Served(name, "embed", ref, model=embedder.model, tokenizer=embedder.tokenizer, embedder=embedder,
+    embedder = load_sentence_embedder("minilm", device=device)
+    return Served("minilm", "embed", "minilm", model=embedder.model, tokenizer=embedder.tokenizer, embedder=embedder,
                   context=embedder.max_length)
