@@ -53,6 +53,8 @@ class ServeOptions:
     log: Callable[[str], None] | None = None  # one JSON line per request; default stderr
     runs_dir: str = "runs"  # where registry:NAME@ALIAS models are looked up
     watch_s: float = 2.0  # how often a registry alias is checked for a move (0: never)
+    monitor_every: float = 0.0  # with a store: seconds between drift checks of the stored requests (0: none)
+    monitor_reference: str = "train"  # ... against this split of each model's run (dlforge.deploy.monitor)
 
 
 def create_app(models: list[Any], options: ServeOptions | None = None, routers: list[Any] = ()) -> FastAPI:
@@ -71,11 +73,17 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         watcher = (asyncio.create_task(_watch_aliases(served, options, metrics, log, forget))
                    if options.watch_s > 0 else None)
+        drift = None
+        if options.monitor_every > 0 and options.store is not None:
+            from dlforge.deploy.monitor_gauges import watch_drift
+
+            drift = asyncio.create_task(watch_drift(served, options, metrics, log))
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in (watcher, drift):
+                if task is not None:
+                    task.cancel()
 
     app = FastAPI(title="dlforge serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     pool = ThreadPoolExecutor(max_workers=options.running, thread_name_prefix="dlforge-model")
@@ -274,16 +282,20 @@ def create_app(models: list[Any], options: ServeOptions | None = None, routers: 
             form = await request.form(max_files=classic.MAX_ROWS)
             model = find(str(form.get("model", "")), "predict", "/v1/predict")
             uploads = [await f.read() for f in form.getlist("files") if hasattr(f, "read")]
-            rows = await run(classic.predict_rows, model, [], uploads)
+            rows, features = await run(classic.predict_with_features, model, [], uploads)
             body = {}
         else:
             body, uploads = oa.read_json(await request.body()), None
             model = find(str(body.get("model", "")), "predict", "/v1/predict")
             if not isinstance(body.get("inputs"), list):
                 raise oa.ApiError(400, "inputs: expected a list of inputs", "inputs")
-            rows = await run(classic.predict_rows, model, body["inputs"])
-        keep("/v1/predict", model.id, ({"inputs": body["inputs"] if uploads is None else
-                                        [f"upload of {len(u)} bytes" for u in uploads]}, {"predictions": rows}))
+            rows, features = await run(classic.predict_with_features, model, body["inputs"])
+        if features is not None:  # an image model: its penultimate features stand for the images
+            count = len(uploads) if uploads is not None else len(body["inputs"])
+            kept = {"inputs": [f"image {i}" for i in range(count)], "features_b64": features}
+        else:
+            kept = {"inputs": body["inputs"] if uploads is None else [f"upload of {len(u)} bytes" for u in uploads]}
+        keep("/v1/predict", model.id, (kept, {"predictions": rows}))
         return {"model": model.id, "predictions": rows}
 
     guarded = Guard(app, options, metrics)

@@ -20,6 +20,7 @@ import csv
 import io
 import math
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,46 @@ def predict_rows(served: Any, inputs: list[Any], uploads: list[bytes] | None = N
         row.pop("line", None)
         row["index"] = i
     return rows
+
+
+def predict_with_features(served: Any, inputs: list[Any], uploads: list[bytes] | None = None
+                          ) -> tuple[list[dict[str, Any]], list[str] | None]:
+    """`predict_rows`, and for an image classifier with pooled features (a CNN: `features` and `head`) each image's
+    penultimate features as base64 little-endian float32, for the request store (`dlforge monitor` runs MMD on
+    them). They are taken from the same forward pass by a hook on the head's input (the pooling only is added);
+    None for other models."""
+    pre = (served.model.meta.get("extra") or {}).get("preprocessing.json") or {}
+    model = served.model
+    pooled = callable(getattr(type(model), "features", None)) and isinstance(getattr(model, "head", None),
+                                                                           torch.nn.Sequential)
+    if pre.get("kind") != "image" or not pooled:
+        return predict_rows(served, inputs, uploads), None
+    if not getattr(model, "_dlforge_pooled_hook", False):
+        model.head.register_forward_pre_hook(_keep_pooled)
+        model._dlforge_pooled_hook = True
+    _captured.parts = []  # this thread's forward passes only: requests run in several threads at once
+    try:
+        rows = predict_rows(served, inputs, uploads)
+        parts = _captured.parts
+        features = torch.cat(parts).numpy() if parts else None
+    finally:
+        _captured.parts = None
+    if features is None or len(features) != len(rows):
+        return rows, None
+    return rows, [base64.b64encode(f.astype("<f4").tobytes()).decode() for f in features]
+
+
+_captured = threading.local()
+
+
+def _keep_pooled(head: torch.nn.Module, args: tuple) -> None:
+    parts = getattr(_captured, "parts", None)
+    if parts is None:
+        return
+    try:
+        parts.append(head[0](args[0]).detach().float().reshape(len(args[0]), -1).cpu())  # (B, D) pooled
+    except Exception:  # noqa: BLE001 - a head of another shape: the request is answered, its features not kept
+        _captured.parts = None
 
 
 def _write_inputs(tmp: Path, kind: str, items: list[Any], uploaded: bool) -> Path:

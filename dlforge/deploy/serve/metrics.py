@@ -9,6 +9,9 @@
     dlforge_batch_items{model}                     items per dynamic batch (texts, rows, generated choices)
     dlforge_requests_running, dlforge_requests_waiting
     dlforge_model_info{model, kind, source, version}   1 per model loaded
+    dlforge_drift_score{model, feature, statistic}  with --monitor-every: each drift statistic of the recent
+                                                    stored requests against the reference (deploy.monitor_gauges)
+    dlforge_drift_detected{model, feature}          1 where the statistic Evidently's rule picks says drift, else 0
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ class Metrics:
         self.waiting = Gauge("dlforge_requests_waiting", "Requests waiting to run a model", registry=r)
         self.model_info = Gauge("dlforge_model_info", "Models loaded (1 each)", ["model", "kind", "source", "version"],
                                 registry=r)
+        self.drift_score = Gauge("dlforge_drift_score", "Drift of recent requests from the reference, by statistic",
+                                 ["model", "feature", "statistic"], registry=r)
+        self.drift_detected = Gauge("dlforge_drift_detected", "1 where drift is detected (the rule's statistic)",
+                                    ["model", "feature"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
