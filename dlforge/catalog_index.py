@@ -327,6 +327,7 @@ DATASETS = {  # name: (module, config class)
     'iris': ('dlforge.data.tabular', 'dlforge.data.tabular.TabularConfig'),
     'lm_text': ('dlforge.data.tokens', 'dlforge.data.tokens.LMTextConfig'),
     'parquet': ('dlforge.data.tabular', 'dlforge.data.tabular.TabularConfig'),
+    'randhie': ('dlforge.data.tabular', 'dlforge.data.tabular.TabularConfig'),
     'seattle_temps': ('dlforge.data.timeseries', 'dlforge.data.timeseries.TimeSeriesConfig'),
     'seattle_weather': ('dlforge.data.weather_sequences', 'dlforge.data.weather_sequences.SequenceConfig'),
     'sft_jsonl': ('dlforge.data.sft', 'dlforge.data.sft.SFTConfig'),

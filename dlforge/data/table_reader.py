@@ -48,6 +48,12 @@ class Table:
             return f"{self.source}:{self.lines[i]}"
         return f"{self.source}: row {self.lines[i]}"
 
+    def take(self, rows: Any) -> Table:
+        """The rows at indices `rows` (in that order), every column kept, each row still saying where it came from."""
+        rows = [int(i) for i in rows]
+        columns = {name: [values[i] for i in rows] for name, values in self.columns.items()}
+        return Table(self.source, columns, [self.lines[i] for i in rows], self.unit, self.default_target)
+
     def require(self, name: str, role: str) -> None:
         """Raise a DataError naming the closest column if there is no column `name` ("target column 'lable' ...")."""
         if name in self.columns:
@@ -187,6 +193,36 @@ def load_affairs() -> Table:
     frame = fair.load_pandas().data
     columns = {str(c): frame[c].tolist() for c in frame.columns}
     return Table("affairs", columns, list(range(1, len(frame) + 1)), unit="row", default_target="affairs")
+
+
+# The RAND Health Insurance Experiment's person-years (statsmodels' raw file; its processed loader drops the
+# demographics). Kept: the plan each person was assigned to, demographics, baseline health, and one outcome, mdvis;
+# the other use and expense columns are outcomes of the same year (they would leak into a model of mdvis), zper is a
+# person id, ghindx is mostly missing (xghindx is its imputed version) and plan is a code (coins, idp, lpi, fmde
+# describe it). The descriptions: statsmodels/datasets/randhie/src/randdesc.txt.
+RANDHIE_COLUMNS = ("site", "year", "coins", "idp", "lpi", "fmde", "xage", "female", "black", "income", "educdec",
+                   "num", "child", "fchild", "time", "mhi", "disea", "physlm", "xghindx", "hlthg", "hlthf", "hlthp",
+                   "mdvis")
+
+
+def load_randhie() -> Table:
+    """RAND HIE (statsmodels' raw `randhie/src/randhie.csv`): 19,935 person-years, demographics (`female`, `black`,
+    `xage`, `income`, `educdec`), plan and baseline health, and the target `mdvis` (face-to-face doctor visits that
+    year). Left out: the 4 rows with no education recorded, and the 251 whose race was not recorded (the file gives
+    them a fraction, their site's share of black participants, not 0 or 1). A row keeps its line number."""
+    from importlib.util import find_spec
+
+    spec = find_spec("statsmodels")  # located, not imported: importing statsmodels.datasets takes a second
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("dataset 'randhie' needs statsmodels; pip install 'dlforge[datasets]'")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "randhie" / "src" / "randhie.csv"
+    if not path.is_file():
+        raise DataError(f"dataset 'randhie': {path} not found; this statsmodels does not ship the raw file")
+    raw = read_csv(path)
+    keep = [i for i, (educ, black) in enumerate(zip(raw.columns["educdec"], raw.columns["black"], strict=True))
+            if not is_missing(educ) and float(black) in (0.0, 1.0)]
+    columns = {name: [raw.columns[name][i] for i in keep] for name in RANDHIE_COLUMNS}
+    return Table("randhie", columns, [raw.lines[i] for i in keep], unit="line", default_target="mdvis")
 
 
 # --- reading values --------------------------------------------------------------------------------------------

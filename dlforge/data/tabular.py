@@ -1,5 +1,5 @@
-"""Tabular data: the bundled real sets (iris, wine, breast_cancer, diabetes, affairs) and the user's CSV or Parquet
-files.
+"""Tabular data: the bundled real sets (iris, wine, breast_cancer, diabetes, affairs, randhie) and the user's CSV or
+Parquet files.
 
 Every source becomes a `Table` (read by `dlforge.data.table_reader`), and one `build_tabular` does the rest the same
 way for all: pick the target and feature columns, read the target as class labels or as numbers, split train/val/test
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from dlforge.aliases import DATASETS
 from dlforge.config import DataConfig
 from dlforge.data.class_weights import balanced_class_weights
 from dlforge.data.dataset import DataBundle, TensorDictDataset, fingerprint_tensors
@@ -28,6 +29,7 @@ from dlforge.data.table_reader import (
     as_text,
     column_kind,
     load_affairs,
+    load_randhie,
     load_sklearn,
     numeric_values,
     read_csv,
@@ -38,7 +40,7 @@ from dlforge.data.table_reader import (
 from dlforge.errors import ConfigError, DataError, warn
 from dlforge.registry import register_dataset
 
-BUNDLED = ("iris", "wine", "breast_cancer", "diabetes", "affairs")
+BUNDLED = ("iris", "wine", "breast_cancer", "diabetes", "affairs", "randhie")
 FILE_SOURCES = ("csv", "parquet")
 MAX_CLASS_VALUES = 20  # task "auto": an integer target with at most this many distinct values is a class label
 
@@ -85,43 +87,71 @@ class TabularConfig(DataConfig):
 @register_dataset(TabularConfig)
 def iris(config: TabularConfig) -> DataBundle:
     """Iris flowers (scikit-learn): 150 rows, 4 measurements, 3 species."""
-    return build_tabular(load_sklearn("iris"), config)
+    return build_tabular(table_of(config), config)
 
 
 @register_dataset(TabularConfig)
 def wine(config: TabularConfig) -> DataBundle:
     """Wine recognition (scikit-learn): 178 rows, 13 chemical measurements, 3 cultivars."""
-    return build_tabular(load_sklearn("wine"), config)
+    return build_tabular(table_of(config), config)
 
 
 @register_dataset(TabularConfig)
 def breast_cancer(config: TabularConfig) -> DataBundle:
     """Breast cancer Wisconsin (scikit-learn): 569 rows, 30 features, benign or malignant."""
-    return build_tabular(load_sklearn("breast_cancer"), config)
+    return build_tabular(table_of(config), config)
 
 
 @register_dataset(TabularConfig)
 def diabetes(config: TabularConfig) -> DataBundle:
     """Diabetes progression (scikit-learn): 442 rows, 10 features, regression."""
-    return build_tabular(load_sklearn("diabetes"), config)
+    return build_tabular(table_of(config), config)
 
 
 @register_dataset(TabularConfig)
 def affairs(config: TabularConfig) -> DataBundle:
     """Affairs survey (statsmodels' 'fair', the old name): 6366 rows, 8 features; try target_threshold: 0."""
-    return build_tabular(load_affairs(), config)
+    return build_tabular(table_of(config), config)
+
+
+@register_dataset(TabularConfig)
+def randhie(config: TabularConfig) -> DataBundle:
+    """RAND Health Insurance Experiment (statsmodels' raw file): 19,935 person-years; target mdvis (doctor visits)."""
+    return build_tabular(table_of(config), config)
 
 
 @register_dataset(TabularConfig)
 def csv(config: TabularConfig) -> DataBundle:
     """A CSV file with a header line: data.path, data.target."""
-    return build_tabular(read_csv(config.path), config)
+    return build_tabular(table_of(config), config)
 
 
 @register_dataset(TabularConfig)
 def parquet(config: TabularConfig) -> DataBundle:
     """A Parquet file (needs pyarrow): data.path, data.target."""
-    return build_tabular(read_parquet(config.path), config)
+    return build_tabular(table_of(config), config)
+
+
+def table_of(config: TabularConfig) -> Table:
+    """The raw table a built-in tabular data set reads: a bundled set, or the file at `data.path`."""
+    loaders = {"iris": lambda: load_sklearn("iris"), "wine": lambda: load_sklearn("wine"),
+               "breast_cancer": lambda: load_sklearn("breast_cancer"), "diabetes": lambda: load_sklearn("diabetes"),
+               "affairs": load_affairs, "randhie": load_randhie, "csv": lambda: read_csv(config.path),
+               "parquet": lambda: read_parquet(config.path)}
+    name = DATASETS.get(config.name, config.name)  # an old name ('fair') reads its new one's table
+    if name not in loaders:
+        raise DataError(f"data.name: {config.name!r} is not a built-in tabular data set ({', '.join(loaders)})")
+    return loaders[name]()
+
+
+def split_rows(config: TabularConfig) -> tuple[Table, dict[str, np.ndarray]]:
+    """The raw table and the row indices of each split (train, val, test) exactly as `build_tabular` draws them,
+    all columns kept: what a run was evaluated on, with columns that were not its features (a sensitive attribute)."""
+    table = table_of(config)
+    target, _ = _choose_columns(table, config)
+    task, y_all, label_names, _ = _read_target(table, target, config)
+    splits = _split_rows_of(table, config, task, y_all, label_names)
+    return table, dict(zip(("train", "val", "test"), splits, strict=True))
 
 
 # --- building --------------------------------------------------------------------------------------------------
@@ -133,9 +163,7 @@ def build_tabular(table: Table, config: TabularConfig) -> DataBundle:
     task, y_all, label_names, target_kind = _read_target(table, target, config)
     kinds = _feature_kinds(table, features, config)
     raw = {f: numeric_values(table, f) if kinds[f] == "numeric" else text_values(table, f) for f in features}
-
-    classes = np.asarray(label_names)[y_all] if task == "classification" else None
-    train, val, test = split_indices(len(table), config, classes, table.source)
+    train, val, test = _split_rows_of(table, config, task, y_all, label_names)
     specs = [_fit_feature(f, kinds[f], raw[f], train, config.scale, table.source) for f in features]
     warn_unseen_categories(table, raw, specs, np.sort(np.concatenate([val, test])), "the training rows")
     x = torch.from_numpy(_encode(raw, specs))  # (N, F)
@@ -185,6 +213,12 @@ def build_tabular(table: Table, config: TabularConfig) -> DataBundle:
         preprocessing=preprocessing,
         fingerprint=_fingerprint(raw, specs, y_all, config.split_seed),
     )
+
+
+def _split_rows_of(table: Table, config: TabularConfig, task: str, y_all: np.ndarray, label_names: list[str] | None):
+    """Row indices (train, val, test) of a table whose target was read (`_read_target`): stratified for classes."""
+    classes = np.asarray(label_names)[y_all] if task == "classification" else None
+    return split_indices(len(table), config, classes, table.source)
 
 
 def split_indices(
@@ -385,7 +419,12 @@ def prepare_inputs(preprocessing: dict[str, Any], path: str | Path,
     Returns x (N, F) float32; y (class ids, or scaled numbers for regression), or None when the file has no target
     column; and where each row came from (CSV line numbers, header = 1; Parquet row numbers) for reporting.
     """
-    table = read_table(path)
+    return encode_table(preprocessing, read_table(path), with_target)
+
+
+def encode_table(preprocessing: dict[str, Any], table: Table,
+                 with_target: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, list]:
+    """`prepare_inputs` of rows already read (a `Table`): x, y (or None) and where each row came from."""
     raw = {}
     for spec in preprocessing["features"]:
         name = spec["name"]

@@ -561,7 +561,8 @@ def test_model_card_has_the_sections_and_the_metrics(tmp_path):
     )
     assert path == run_dir / "README.md"
     text = path.read_text()
-    for heading in ("Model", "Data", "Training", "Metrics", "Intended use", "Limitations", "How to load"):
+    for heading in ("Model", "Training data", "Training", "Metrics", "Intended use", "Caveats and recommendations",
+                    "How to load"):
         assert f"\n## {heading}\n" in text
     assert "| metric | val | test |" in text
     assert "| loss | 0.1234 | 0.2000 |" in text
