@@ -18,6 +18,7 @@ import typer
 from dlforge.cli import (
     embed,
     export,
+    fairness,
     finetune,
     generate,
     gpt2,
@@ -25,6 +26,7 @@ from dlforge.cli import (
     info,
     lm,
     lr_find,
+    monitor,
     prune,
     rag,
     registry,
@@ -34,6 +36,7 @@ from dlforge.cli import (
     tokenizer,
     train,
     translate,
+    ui,
 )
 from dlforge.errors import DlforgeError, Interrupted, clip, raising_on_signals
 
@@ -68,6 +71,9 @@ sample.register(app)
 export.register(app)
 prune.register(app)
 serve.register(app)
+ui.register(app)
+monitor.register(app)
+fairness.register(app)
 app.add_typer(runs.app, name="runs", help="List, show and compare runs.")
 app.add_typer(info.config_app, name="config", help="The config schema.")
 app.add_typer(image.app, name="image", help="Image files: OpenCV operations, and a ViT's attention over one.")

@@ -30,9 +30,13 @@ def serve_cmd(
     store: Path = typer.Option(None, "--store", help="keep each request's inputs and predictions in this SQLite "
                                                      "file, for monitoring"),
     store_max_mb: float = typer.Option(64, "--store-max-mb", min=1, help="the store's cap: the oldest go first"),
+    monitor_every: float = typer.Option(0, "--monitor-every", min=0, help="with --store: every this many seconds, "
+                                        "the drift of the stored requests as Prometheus gauges (0: never)"),
+    monitor_reference: str = typer.Option("train", "--monitor-reference", help="the run's split drift is measured "
+                                          "against: train, val or test"),
 ) -> None:
-    """Serve models over HTTP: an OpenAI-compatible API (completions, chat, embeddings, models), health routes
-    and Prometheus metrics; bound to 127.0.0.1 unless told otherwise."""
+    """Serve models over HTTP: an OpenAI-compatible API (completions, chat, embeddings, models), health routes,
+    Prometheus metrics and the web page at / (as `dlforge ui`); bound to 127.0.0.1 unless told otherwise."""
     from dlforge.deploy.serve.served import check_bind, check_model_path, require_serve
     from dlforge.errors import DlforgeError
 
@@ -41,6 +45,10 @@ def serve_cmd(
         raise DlforgeError("dlforge serve: give a model to serve (a run, a model folder, registry:NAME@ALIAS, "
                            "minilm) or an index with --rag")
     check_bind(host, api_key)
+    if monitor_every > 0 and store is None:
+        raise DlforgeError("--monitor-every: needs --store FILE (drift is measured on the stored requests)")
+    if monitor_reference not in ("train", "val", "test"):
+        raise DlforgeError(f"--monitor-reference: {monitor_reference!r}; expected train, val or test")
     if rag is not None:
         from dlforge.paths import existing_file
 
@@ -56,7 +64,9 @@ def serve_cmd(
     from dlforge.deploy.serve.served import load_served
 
     loaded = [load_served(ref, runs_dir) for ref in models]
-    routers = []
+    from dlforge.deploy.serve.ui import ui_router
+
+    routers = [ui_router(runs_dir)]  # the web page at /
     if rag is not None:
         from dlforge.rag.http import RagService, rag_router
 
@@ -70,8 +80,10 @@ def serve_cmd(
         kept = RequestStore(output_file(store, "the request store (--store)", parents=True),
                             int(store_max_mb * (1 << 20)))
     app = create_app(loaded, ServeOptions(api_key=api_key, max_body_bytes=max_body_bytes, running=running,
-                                          waiting=waiting, runs_dir=str(runs_dir), store=kept), routers)
+                                          waiting=waiting, runs_dir=str(runs_dir), store=kept,
+                                          monitor_every=monitor_every, monitor_reference=monitor_reference), routers)
     for m in loaded:
         console.print(f"{m.id}: {m.kind} ({m.source})", soft_wrap=True)
-    console.print(f"serving on http://{host}:{port} (OpenAI API under /v1, metrics at /metrics)", soft_wrap=True)
+    console.print(f"serving on http://{host}:{port} (the page at /, OpenAI API under /v1, metrics at /metrics)",
+                  soft_wrap=True)
     serve(app, host, port, api_key)

@@ -75,14 +75,19 @@ def compare_runs(runs: list[str], runs_dir: str | Path = "runs", out: str | Path
             twice = f"{ref!r} is given twice" if seen[folder] == ref else f"{seen[folder]!r} and {ref!r} are one run"
             raise DlforgeError(f"runs compare: {twice} ({rec['name']}); give two or more different runs")
         seen[folder] = ref
-    items = []
-    for rec in records:
-        flat = {f"{s}/{k}": v for s, m in (rec["eval"] or {}).items() if s in ("train", "val", "test")
-                for k, v in m.items()}
-        items.append({"name": rec["name"], "run_dir": rec["run_dir"], "metrics": flat})
+    items = [{"name": rec["name"], "run_dir": rec["run_dir"], "metrics": flat_metrics(rec)} for rec in records]
     out_path = Path(out) if out else Path(runs_dir) / f"compare-{'-vs-'.join(r['name'] for r in items)[:120]}.png"
     plot_compare([(r["name"], Path(r["run_dir"])) for r in items], out_path)
     return {"runs": items, "plot": str(out_path)}
+
+
+def flat_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """A run's final metrics (a `show_run` record) as `split/metric`, from eval.json's train, val and test sections;
+    the run registry's copy when there is no eval.json."""
+    evaluated = record.get("eval") or {}
+    flat = {f"{s}/{k}": v for s, m in evaluated.items() if s in ("train", "val", "test") and isinstance(m, dict)
+            for k, v in m.items()}
+    return flat or dict(record.get("metrics") or {})
 
 
 # --- open ---------------------------------------------------------------------------------------------------------

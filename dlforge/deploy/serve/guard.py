@@ -1,7 +1,7 @@
 """The ASGI middleware in front of every route of `dlforge serve`, before a body is parsed: a bearer token when one
-is set (health excepted), a cap on the body's size (the Content-Length checked first; a body without one is read up
-to the cap and no further), the request metrics (counted once, when the response has ended, by the route the router
-chose) and one JSON log line per request."""
+is set (health and the web page's static files excepted), a cap on the body's size (the Content-Length checked
+first; a body without one is read up to the cap and no further), the request metrics (counted once, when the
+response has ended, by the route the router chose) and one JSON log line per request."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from dlforge.deploy.serve import openai_api as oa
 from dlforge.deploy.serve.metrics import Metrics
 
 HEALTH = ("/v2/health/live", "/v2/health/ready")
+PAGE = ("/", "/ui/page.js", "/ui/page.css")  # the web page's files (dlforge.deploy.serve.ui): no data, no key needed
 
 
 class Guard:
@@ -83,7 +84,7 @@ class Guard:
         if length.isdigit() and int(length) > self.options.max_body_bytes:
             return self.too_large()
         key = self.options.api_key
-        if key and scope["path"] not in HEALTH:
+        if key and scope["path"] not in HEALTH and scope["path"] not in PAGE:
             given = headers.get("authorization", "")
             if not (given.startswith("Bearer ") and secrets.compare_digest(given[7:].encode(), key.encode())):
                 return oa.ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'", None,
