@@ -213,19 +213,28 @@ def _predictions(pre: dict[str, Any], logits: torch.Tensor) -> list:
 
 
 def decode_columns(pre: dict[str, Any], x: torch.Tensor) -> dict[str, list]:
-    """Encoded rows (N, F) back to raw columns: numbers unscaled (to float32 precision), one-hot blocks to their
+    """Encoded rows (N, F) back to raw columns: numbers unscaled (to float32's 6 digits), one-hot blocks to their
     category ("(unseen)" for an all-zero block: a category training never saw)."""
     x = x.double().numpy()
     out, j = {}, 0
     for spec in pre["features"]:
         if spec["kind"] == "numeric":
-            out[spec["name"]] = (x[:, j] * spec["std"] + spec["mean"]).tolist()
+            out[spec["name"]] = _float32_digits(x[:, j] * spec["std"] + spec["mean"]).tolist()
             j += 1
             continue
         block = x[:, j:j + len(spec["categories"])]
         j += len(spec["categories"])
         out[spec["name"]] = [spec["categories"][int(b.argmax())] if b.max() > 0 else "(unseen)" for b in block]
     return out
+
+
+def _float32_digits(values: np.ndarray) -> np.ndarray:
+    """Unscaled values rounded to the 6 significant digits (of the column's largest) that float32 keeps, so that a
+    0/1 column reads 0 and 1 again, not 1e-9 and 0.9999999."""
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    if largest == 0 or not np.isfinite(largest):
+        return values
+    return np.round(values, max(0, 6 - int(np.ceil(np.log10(largest))))) + 0.0  # + 0.0: no -0.0
 
 
 # --- the current sample: a request store or a file ---------------------------------------------------------------

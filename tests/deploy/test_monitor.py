@@ -194,3 +194,17 @@ def test_another_split_of_the_run_is_a_current_sample_and_its_rows_are_that_spli
     same = monitor(runs["iris"], "val", "val")
     assert all(f["statistics"]["ks"]["statistic"] == 0 for f in same["features"].values()), same["features"]
     assert not same["drift"] and same["drifted_features"] == 0
+
+
+def test_decoded_columns_read_as_the_raw_values_not_float32_noise():
+    from dlforge.deploy.monitor import decode_columns
+
+    raw = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 100.0, 24.5])
+    mean, std = raw.mean(), raw.std()
+    pre = {"features": [{"name": "coins", "kind": "numeric", "mean": mean, "std": std},
+                        {"name": "site", "kind": "categorical", "categories": ["a", "b"]}]}
+    encoded = np.stack([(raw - mean) / std, np.ones_like(raw), np.zeros_like(raw)], 1)
+    x = torch.tensor(encoded, dtype=torch.float32)  # what the model reads: float32
+    assert (x.double()[:, 0] * std + mean).tolist() != raw.tolist()  # the noise being removed
+    decoded = decode_columns(pre, x)
+    assert decoded["coins"] == raw.tolist() and decoded["site"] == ["a"] * 7
