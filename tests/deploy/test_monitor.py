@@ -208,3 +208,34 @@ def test_decoded_columns_read_as_the_raw_values_not_float32_noise():
     assert (x.double()[:, 0] * std + mean).tolist() != raw.tolist()  # the noise being removed
     decoded = decode_columns(pre, x)
     assert decoded["coins"] == raw.tolist() and decoded["site"] == ["a"] * 7
+
+
+def test_a_text_classifier_is_monitored_on_its_sentence_embeddings(tmp_path):
+    """A tiny BERT genre classifier (tests/models/test_bert.py's): lines of the plays its data holds against its own
+    split, then lines of digits, by the MMD test on its mean-pooled sentence embeddings."""
+    from dlforge import api
+    from dlforge.data.plays import play_lines
+    from tests.models.test_bert import TINY
+
+    corpus = tmp_path / "hamlet.txt"
+    corpus.write_text("\n".join(play_lines("hamlet")[:300]) + "\n")
+    quiet = {"progress": False, "tensorboard": False, "checkpoint_every": None, "device": "cpu", "batch_size": 8}
+    tiny = {k: v for k, v in TINY.items() if k != "vocab_size"}
+    mlm = api.train({"name": "mlm", "runs_dir": str(tmp_path / "runs"), "model": {"name": "bert_mlm", **tiny},
+                     "data": {"name": "text_files_mlm", "path": str(corpus), "tokenizer": "wordpiece:300",
+                              "max_length": 24}, "train": {"max_steps": 2, **quiet}})
+    genre = api.train({"name": "genre", "runs_dir": str(tmp_path / "runs"),
+                       "model": {"name": "bert_classifier", **tiny},
+                       "data": {"name": "shakespeare_genre", "tokenizer": str(mlm.run_dir), "max_length": 24,
+                                "limit": 120}, "train": {"max_steps": 2, **quiet,
+                                                         "transfer": {"init_from": str(mlm.run_dir)}}})
+    (tmp_path / "digits.txt").write_text("\n".join(f"{i * 7919 % 10007} {i} {i * 31}" for i in range(60)) + "\n")
+    shifted = monitor(genre.run_dir, "train", tmp_path / "digits.txt", n_permutations=200)
+    rep = shifted["representation"]
+    assert shifted["current"]["n"] == 60 and rep["drift"] and rep["p_value"] < 0.05, rep
+    assert shifted["drift"] and shifted["features"] == {}
+    same = monitor(genre.run_dir, "train", "val", n_permutations=200)
+    assert not same["representation"]["drift"] and same["representation"]["p_value"] > 0.05, same["representation"]
+    small = same["current"]["n"] < 100
+    assert small == any("fewer than 100" in w for w in same["warnings"]), (same["current"], same["warnings"])
+    assert any("only 60 current rows" in w for w in shifted["warnings"])
