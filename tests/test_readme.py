@@ -89,7 +89,7 @@ SKIPPED = {  # commands, by a part of their line
     "prune latest": "fine-tunes a pruned copy for 1500 steps, then times both; tests/deploy/test_prune.py runs it",
     "quantize latest": "calibrates, evaluates and times two graphs (~10 s); tests/deploy/test_quantize.py runs it",
     "dlforge serve ": "serves until stopped; tests/deploy/test_serve*.py run the server on a loopback port",
-    "dlforge ui ": "serves until stopped; tests/deploy/test_ui*.py serve the page and drive it in Chromium",
+    "dlforge ui": "serves until stopped; tests/deploy/test_ui*.py serve the page and drive it in Chromium",
 }
 SHORT_TRAIN = ["train.max_steps=1", "train.max_epochs=null", "train.warmup_steps=0", "train.progress=false",
                "train.tensorboard=false", "train.eval_every=1", "train.checkpoint_every=1", "data.limit=16"]

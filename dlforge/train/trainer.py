@@ -16,6 +16,7 @@ loading it and calling `fit()` continues bit for bit where the state was taken.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import signal
 import sys
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dlforge.config import TrainConfig
 from dlforge.data.dataset import collate_batch, sample_lengths
-from dlforge.errors import CheckpointError, ConfigError, TrainingError
+from dlforge.errors import CheckpointError, ConfigError, TrainingError, warn
 from dlforge.eval.evaluate import evaluate_model, first_batches
 from dlforge.eval.metrics import lower_is_better
 from dlforge.train import distributed, transfer
@@ -57,7 +58,8 @@ class Trainer:
         if self.dist.rank:  # seeded alike, every rank would repeat rank 0's draws (a GAN's noise, dropout masks)
             self._reseed_rank(0)
         self.model = model.to(self.device)  # the plain module: saved, evaluated
-        if c.channels_last:
+        self.channels_last = c.channels_last and channels_last_safe(self.device)
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
         # e.g. batched augmentation, run on the training device (training batches only)
         self.batch_transform = batch_transform.to(self.device) if batch_transform is not None else None
@@ -246,7 +248,7 @@ class Trainer:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         if self.batch_transform is not None:
             batch = self.batch_transform(batch)
-        if self.cfg.channels_last:
+        if self.channels_last:
             batch = {k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for k, v in batch.items()}
         return batch
 
@@ -305,7 +307,7 @@ class Trainer:
             self._emit("on_eval_start")
         results = evaluate_model(self.model, data, self.metrics, batch_size=self.eval_batch_size,
                                  device=self.device, autocast_dtype=self.autocast_dtype,
-                                 channels_last=self.cfg.channels_last)
+                                 channels_last=self.channels_last)
         results = {f"{split}/{k}": v for k, v in results.items()}
         if split == "val":
             self.last_eval = results
@@ -420,3 +422,22 @@ def _chunks(n: int, k: int) -> list[slice]:
     k = min(k, n)
     bounds = [round(i * n / k) for i in range(k + 1)]
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def channels_last_safe(device: torch.device) -> bool:
+    """Whether `train.channels_last` is applied on `device`: always on a GPU; on a CPU only where PyTorch runs its
+    AVX-512 kernels. On an AVX2-only CPU, oneDNN's backward of a strided 1x1 convolution in channels-last format
+    corrupts the heap on one thread (torch 2.13: "corrupted double-linked list", then an abort; ResNets' shortcut
+    convolutions are such), so there the setting is ignored, with a warning, and training runs contiguous."""
+    if device.type != "cpu" or torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return True
+    _said_channels_last(torch.backends.cpu.get_cpu_capability())
+    return False
+
+
+@functools.cache
+def _said_channels_last(capability: str) -> None:
+    """The warning, once a process."""
+    warn(f"train.channels_last: ignored on this CPU ({capability}, no AVX-512): PyTorch's channels-last convolution "
+         "backward is unsafe there; training runs in the contiguous format")
+
