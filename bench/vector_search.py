@@ -1,35 +1,39 @@
-"""Vector search: dlforge's RAG store (SQLite + usearch HNSW) against faiss-cpu's exact IndexFlatIP and its
-IndexHNSWFlat, on the same vectors in the same process.
+"""Vector search: dlforge's RAG store (SQLite + usearch HNSW) against faiss-cpu (IndexHNSWFlat and the exact
+IndexFlatIP) and hnswlib, on the same vectors in the same process.
 
-Data: `--n` random 384-d vectors (default 100,000) and `--queries` queries (1,000), Gaussian then L2-normalised;
-exact top-10 ground truth by brute force. Random high-dimensional vectors are the hard case for HNSW (real
-embeddings cluster), so the ef needed here is an upper bound for real text.
+Data (`--data`): `real` (default) is `--n` MiniLM embeddings of real text with `--queries` held-out texts as queries
+(bench/real_embeddings.py: Bible verses of the three shipped translations, Shakespeare lines, Debian FAQ paragraphs;
+cached under runs/bench-cache/); `random` is Gaussian vectors, L2-normalised, the worst case for graph indexes.
+The truth is the exact top-10 by brute force.
 
-Each HNSW side is tuned: the smallest ef (efSearch) whose recall@10 is >= `--recall` (0.95), found by doubling from
-16 and then bisecting to within 1/16 of the bracket; both graphs use M=16 and efConstruction=128. The dlforge side is
-`SQLiteStore.search_dense(query, 10)`, the call `dlforge rag ask` makes; faiss is called with one query at a time as
-well (a RAG query is one question), with one OpenMP thread: faiss parallelises over the queries of a batch, so a
-single query gains nothing from more threads (usearch also searches one query on one thread).
-Paired, interleaved rounds (the order alternating) of all queries; prints queries/s and the median ratio
-dlforge/faiss with its min and max (above 1: dlforge is faster).
+Every graph uses M=16 and efConstruction=128 and is tuned to each target recall@10 (`--recall 0.95 0.99`): the
+smallest ef (efSearch) that reaches it, found by doubling from 16 and bisecting to within 1/16 of the bracket. Then,
+at that ef, paired rounds (at least 10, the order rotating each round) time:
+- single queries, one at a time on one thread (a RAG question is one query): dlforge's `SQLiteStore.search_dense`,
+  the call `dlforge rag ask` makes, against faiss and hnswlib called with one query each;
+- the whole batch in one call on every core: the store's index (`search_batch`), faiss, hnswlib.
+Printed: queries/s of each and the median ratio dlforge/baseline with its min and max (above 1: dlforge is faster),
+and the build time of each graph. The store's exact search (`search_dense(..., exact=True)`) is timed against faiss's
+flat index.
 
-    python bench/vector_search.py [--n 100000] [--queries 1000] [--rounds 10] [--recall 0.95] [--dtype f32]
-                                  [--exact-only] [--json] [--quick]
+    python bench/vector_search.py [--data real|random] [--n 100000] [--queries 1000] [--rounds 10]
+                                  [--recall 0.95 0.99] [--dtype f32] [--exact-only] [--json] [--quick]
 
-The store's exact search (`search_dense(..., exact=True)`, recall 1) is always timed against faiss's flat index too;
-`--exact-only` skips the graphs (their tuning at high recall is most of the run's time).
-
-`--dtype bf16` (or f16) stores dlforge's HNSW vectors in 16 bits: less memory traffic per distance, about the same
-recall on normalised vectors; faiss's IndexHNSWFlat stays float32, so that run compares different precisions.
+`--dtype bf16` (or f16) stores dlforge's HNSW vectors in 16 bits (less memory traffic per distance; the baselines
+stay float32, so that run compares different precisions).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +42,11 @@ from dlforge.rag.sqlite_store import SQLiteStore
 from dlforge.rag.store import ChunkRecord, DocumentRecord
 
 sys.path.insert(0, str(Path(__file__).parent))
-from paired import paired_rounds, summary  # noqa: E402
+from real_embeddings import real_embeddings  # noqa: E402
 
 DIM, K, M, EF_ADD = 384, 10, 16, 128
 EF_MAX = 4096
+CORES = os.cpu_count() or 1
 
 
 def unit(n: int, seed: int) -> np.ndarray:
@@ -59,13 +64,15 @@ def ground_truth(base: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return out
 
 
-def recall(found: list[np.ndarray], truth: np.ndarray) -> float:
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of each query's true top-10 among its found top-10 (found: rows of base, (Q, 10))."""
     return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / K for f, t in zip(found, truth, strict=True)]))
 
 
-def build_store(folder: Path, base: np.ndarray, dtype: str) -> tuple[SQLiteStore, np.ndarray, float]:
-    """The dlforge store holding `base` as chunks (1,000 per document); returns it, row i's chunk id, build seconds."""
-    settings = {"embedder": {"name": "random", "source": "random", "dim": DIM, "fingerprint": "0"},
+def build_store(folder: Path, base: np.ndarray, dtype: str) -> tuple[SQLiteStore, int, float]:
+    """The dlforge store holding `base` as chunks (1,000 per document); returns it, the chunk id of row 0 (ids are
+    consecutive), build seconds."""
+    settings = {"embedder": {"name": "bench", "source": "bench", "dim": DIM, "fingerprint": "0"},
                 "chunking": {"max_tokens": 1, "overlap": 0},
                 "ann": {"connectivity": M, "expansion_add": EF_ADD, "dtype": dtype}}
     store = SQLiteStore(folder / "bench.db", create=settings, writer=True)
@@ -76,119 +83,184 @@ def build_store(folder: Path, base: np.ndarray, dtype: str) -> tuple[SQLiteStore
         store.write([(doc, [ChunkRecord("", (), 0, 0, 0)] * len(part), part)], [])
     seconds = time.perf_counter() - t0
     ids = np.array([r[0] for r in store.db.execute("SELECT id FROM chunks ORDER BY doc_id, ord")])
-    return store, ids, seconds
+    assert (np.diff(ids) == 1).all(), "the store's chunk ids are not consecutive"
+    return store, int(ids[0]), seconds
 
 
-def graphs(args, store, base, queries, truth, ours, faiss_search, timed, flat, build_dlforge) -> dict:
-    """Both HNSW graphs tuned to the target recall, then timed against each other and against faiss flat."""
+@dataclass
+class Engine:
+    """One index: how to set its ef, search one query (-> ids as rows of base), search a batch (-> (Q, K) rows)."""
+    name: str
+    build_s: float
+    set_ef: Callable[[int], None]
+    one: Callable[[np.ndarray], np.ndarray]
+    batch: Callable[[np.ndarray], np.ndarray]
+
+
+def engines(store: SQLiteStore, first_id: int, base: np.ndarray, build_s: float) -> list[Engine]:
     import faiss
+    import hnswlib
+
+    def dlforge_one(q: np.ndarray) -> np.ndarray:
+        return np.fromiter((c for c, _ in store.search_dense(q, K)), np.int64, K) - first_id
+
+    def dlforge_batch(qs: np.ndarray) -> np.ndarray:
+        return store.ann.search_batch(qs, K, threads=CORES) - first_id
+
+    out = [Engine("dlforge", build_s, lambda ef: setattr(store.ann, "ef", ef), dlforge_one, dlforge_batch)]
 
     t0 = time.perf_counter()
     hnsw = faiss.IndexHNSWFlat(DIM, M, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = EF_ADD
+    faiss.omp_set_num_threads(CORES)
     hnsw.add(base)
-    build_faiss = time.perf_counter() - t0
+    built = time.perf_counter() - t0
 
-    def tune(set_ef, search) -> tuple[int, float]:
-        """The smallest ef reaching the target recall: doubling, then bisection (recall grows with ef)."""
-        def measure(ef: int) -> float:
-            set_ef(ef)
-            return recall(search(), truth)
+    def faiss_one(q: np.ndarray) -> np.ndarray:
+        return hnsw.search(q[None], K)[1][0]
 
-        lo, hi = 8, 16
-        while measure(hi) < args.recall and hi < EF_MAX:
-            lo, hi = hi, hi * 2
-        while hi - lo > max(1, hi // 16):
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if measure(mid) >= args.recall else (mid, hi)
-        return hi, measure(hi)
+    def faiss_batch(qs: np.ndarray) -> np.ndarray:
+        faiss.omp_set_num_threads(CORES)
+        try:
+            return hnsw.search(qs, K)[1]
+        finally:
+            faiss.omp_set_num_threads(1)
 
-    ef_ours, recall_ours = tune(lambda ef: setattr(store.ann, "ef", ef), ours)
-    ef_faiss, recall_faiss = tune(lambda ef: setattr(hnsw.hnsw, "efSearch", ef), lambda: faiss_search(hnsw))
+    out.append(Engine("faiss_hnsw", built, lambda ef: setattr(hnsw.hnsw, "efSearch", ef), faiss_one, faiss_batch))
 
-    vs_hnsw = summary(*paired_rounds(timed(ours), timed(lambda: faiss_search(hnsw)), args.rounds), args.queries)
-    vs_flat = summary(*paired_rounds(timed(ours), timed(lambda: faiss_search(flat)), args.rounds), args.queries)
-    return {
-        "dlforge": {"dtype": args.dtype, "ef": ef_ours, "recall@10": round(recall_ours, 4),
-                    "build_s": round(build_dlforge, 2), "qps": round(vs_hnsw["samples_per_s_dlforge"], 1)},
-        "faiss_hnsw": {"ef": ef_faiss, "recall@10": round(recall_faiss, 4), "build_s": round(build_faiss, 2),
-                       "qps": round(vs_hnsw["samples_per_s_baseline"], 1)},
-        "ratio_vs_faiss_hnsw": {k: round(vs_hnsw[k], 3) for k in ("ratio_median", "ratio_min", "ratio_max")},
-        "ratio_vs_faiss_flat": {k: round(vs_flat[k], 3) for k in ("ratio_median", "ratio_min", "ratio_max")},
-    }
+    t0 = time.perf_counter()
+    graph = hnswlib.Index(space="ip", dim=DIM)
+    graph.init_index(max_elements=len(base), M=M, ef_construction=EF_ADD, random_seed=0)
+    graph.add_items(base, np.arange(len(base)), num_threads=CORES)
+    built = time.perf_counter() - t0
+
+    def hnswlib_one(q: np.ndarray) -> np.ndarray:
+        return graph.knn_query(q[None], K, num_threads=1)[0][0]
+
+    def hnswlib_batch(qs: np.ndarray) -> np.ndarray:
+        return graph.knn_query(qs, K, num_threads=CORES)[0]
+
+    out.append(Engine("hnswlib", built, graph.set_ef, hnswlib_one, hnswlib_batch))
+    faiss.omp_set_num_threads(1)  # single queries: one thread each (faiss parallelises over a batch's queries)
+    return out
+
+
+def tune(engine: Engine, queries: np.ndarray, truth: np.ndarray, target: float) -> tuple[int, float]:
+    """The smallest ef reaching `target` recall@10: doubling, then bisection (recall grows with ef)."""
+    def measure(ef: int) -> float:
+        engine.set_ef(ef)
+        return recall(engine.batch(queries), truth)
+
+    lo, hi = 8, 16
+    while measure(hi) < target and hi < EF_MAX:
+        lo, hi = hi, hi * 2
+    while hi - lo > max(1, hi // 16):
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if measure(mid) >= target else (mid, hi)
+    return hi, measure(hi)
+
+
+def rounds_of(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each call per round, the order rotating each round so that drift hits all alike."""
+    names, times = list(calls), {name: [] for name in calls}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def ratios(times: dict[str, list[float]], n_queries: int) -> dict:
+    """Queries/s of each (median round) and dlforge's speed over each baseline per round: median, min, max."""
+    out = {"qps": {name: round(n_queries / statistics.median(t), 1) for name, t in times.items()}}
+    for name, t in times.items():
+        if name != "dlforge":
+            r = [b / a for a, b in zip(times["dlforge"], t, strict=True)]
+            out[f"dlforge/{name}"] = {"median": round(statistics.median(r), 3), "min": round(min(r), 3),
+                                      "max": round(max(r), 3)}
+    return out
+
+
+def at_recall(target: float, graphs: list[Engine], queries: np.ndarray, truth: np.ndarray, rounds: int) -> dict:
+    """Each graph tuned to `target`, then single queries and the batch timed side by side."""
+    tuned = {e.name: tune(e, queries, truth, target) for e in graphs}
+    for e in graphs:  # each at its own tuned ef, and its single-query answers checked against its batch's
+        e.set_ef(tuned[e.name][0])
+        assert recall(np.stack([e.one(q) for q in queries[:50]]), truth[:50]) >= min(target - 0.1, 0.85), e.name
+    single = rounds_of({e.name: (lambda e=e: [e.one(q) for q in queries]) for e in graphs}, rounds)
+    batch = rounds_of({e.name: (lambda e=e: e.batch(queries)) for e in graphs}, rounds)
+    return {"target": target, "ef": {n: ef for n, (ef, _) in tuned.items()},
+            "recall@10": {n: round(r, 4) for n, (_, r) in tuned.items()},
+            "single": ratios(single, len(queries)), "batch": ratios(batch, len(queries))}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="real", choices=["real", "random"])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--recall", type=float, default=0.95)
+    ap.add_argument("--recall", type=float, nargs="+", default=[0.95, 0.99])
     ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"],
-                    help="how dlforge's HNSW index stores vectors (faiss IndexHNSWFlat: float32)")
+                    help="how dlforge's HNSW index stores vectors (the baselines: float32)")
     ap.add_argument("--exact-only", action="store_true",
                     help="only the exact searches: the store's exact=True against faiss's IndexFlatIP (no graphs)")
-    ap.add_argument("--quick", action="store_true", help="smoke check: 10,000 vectors, 100 queries, 2 rounds")
+    ap.add_argument("--quick", action="store_true", help="smoke check: random, 10,000 vectors, 100 queries, 2 rounds")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.quick:
-        args.n, args.queries, args.rounds = 10_000, 100, 2
+        args.data, args.n, args.queries, args.rounds = "random", 10_000, 100, 2
     try:
         import faiss
+        import hnswlib  # noqa: F401
     except ImportError:
-        sys.exit("this benchmark needs faiss-cpu: pip install 'dlforge[bench]'")
+        sys.exit("this benchmark needs faiss-cpu and hnswlib: pip install 'dlforge[bench]'")
     faiss.omp_set_num_threads(1)
 
-    base, queries = unit(args.n, 0), unit(args.queries, 1)
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    if args.data == "real":
+        base, queries, data = real_embeddings(args.n, args.queries, log=log)
+    else:
+        base, queries, data = unit(args.n, 0), unit(args.queries, 1), {"texts": "random unit vectors"}
     truth = ground_truth(base, queries)
+    result = {"data": args.data, "about": data, "n": len(base), "queries": len(queries), "dim": DIM,
+              "rounds": args.rounds, "M": M, "ef_construction": EF_ADD, "dtype": args.dtype, "cores": CORES}
     with tempfile.TemporaryDirectory() as tmp:
-        store, ids, build_dlforge = build_store(Path(tmp), base, args.dtype)
-        row_of = {int(c): i for i, c in enumerate(ids)}
+        store, first_id, build_s = build_store(Path(tmp), base, args.dtype)
         flat = faiss.IndexFlatIP(DIM)
         flat.add(base)
-        def ours(exact: bool = False) -> list[np.ndarray]:
-            return [np.array([row_of[c] for c, _ in store.search_dense(q, K, exact=exact)]) for q in queries]
-
-        def faiss_search(index) -> list[np.ndarray]:
-            return [index.search(q[None], K)[1][0] for q in queries]
-
-        def timed(search):
-            def run(_round: int) -> float:
-                t0 = time.perf_counter()
-                search()
-                return time.perf_counter() - t0
-            return run
-
-        recall_exact = recall(ours(exact=True), truth)
-        vs_exact = summary(*paired_rounds(timed(lambda: ours(exact=True)), timed(lambda: faiss_search(flat)),
-                                          args.rounds), args.queries)
-        result = {"n": args.n, "queries": args.queries, "dim": DIM, "rounds": args.rounds,
-                  "target_recall@10": args.recall,
-                  "dlforge_exact": {"recall@10": round(recall_exact, 4),
-                                    "qps": round(vs_exact["samples_per_s_dlforge"], 1)},
-                  "faiss_flat": {"recall@10": 1.0, "qps": round(vs_exact["samples_per_s_baseline"], 1)},
-                  "ratio_exact_vs_faiss_flat": {k: round(vs_exact[k], 3)
-                                                for k in ("ratio_median", "ratio_min", "ratio_max")}}
+        exact = {"dlforge": lambda: [store.search_dense(q, K, exact=True) for q in queries],
+                 "faiss_flat": lambda: [flat.search(q[None], K) for q in queries]}
+        found = np.stack([np.array([c for c, _ in store.search_dense(q, K, exact=True)]) for q in queries])
+        result["exact"] = {"recall@10": round(recall(found - first_id, truth), 4),
+                           **ratios(rounds_of(exact, args.rounds), len(queries))}
         if not args.exact_only:
-            result.update(graphs(args, store, base, queries, truth, ours, faiss_search, timed, flat, build_dlforge))
+            graphs = engines(store, first_id, base, build_s)
+            result["build_s"] = {e.name: round(e.build_s, 2) for e in graphs}
+            result["at_recall"] = [at_recall(t, graphs, queries, truth, args.rounds) for t in args.recall]
         store.close()
 
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.n} x {DIM}-d random unit vectors, {args.queries} queries one at a time, {args.rounds} paired rounds")
-    for name in ("dlforge", "faiss_hnsw", "dlforge_exact", "faiss_flat"):
-        r = result.get(name)
-        if r is None:
-            continue
-        ef = f"ef {r['ef']:>4}" if "ef" in r else "exact  "
-        build = f"build {r['build_s']:.1f} s" if "build_s" in r else ""
-        print(f"  {name:13s} {ef}  recall@10 {r['recall@10']:.3f}  {r['qps']:>9.1f} queries/s  {build}")
-    for key, label in (("ratio_vs_faiss_hnsw", "dlforge / faiss_hnsw"), ("ratio_vs_faiss_flat", "dlforge / faiss_flat"),
-                       ("ratio_exact_vs_faiss_flat", "dlforge exact / faiss_flat")):
-        if key in result:
-            r = result[key]
-            print(f"  {label}: {r['ratio_median']:.2f} (min {r['ratio_min']:.2f}, max {r['ratio_max']:.2f})")
+    print(f"{result['n']:,} x {DIM}-d {args.data} vectors ({data['texts']}), {result['queries']} queries, "
+          f"{args.rounds} rounds, {CORES} cores")
+    e = result["exact"]
+    print(f"  exact: dlforge {e['qps']['dlforge']:.0f} q/s, faiss flat {e['qps']['faiss_flat']:.0f} q/s, ratio "
+          f"{e['dlforge/faiss_flat']['median']:.2f} (min {e['dlforge/faiss_flat']['min']:.2f}, max "
+          f"{e['dlforge/faiss_flat']['max']:.2f}); recall@10 {e['recall@10']}")
+    if "build_s" in result:
+        print("  build: " + ", ".join(f"{n} {s:.1f} s" for n, s in result["build_s"].items()))
+    for row in result.get("at_recall", []):
+        print(f"  recall@10 >= {row['target']}: ef " + ", ".join(f"{n} {ef}" for n, ef in row["ef"].items()))
+        for mode in ("single", "batch"):
+            r = row[mode]
+            qps = ", ".join(f"{n} {q:.0f}" for n, q in r["qps"].items())
+            rel = ", ".join(f"{k} {v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f})" for k, v in r.items()
+                            if k != "qps")
+            print(f"    {mode:6s} q/s: {qps}; {rel}")
+
 
 if __name__ == "__main__":
     main()
