@@ -21,6 +21,7 @@ import io
 import math
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -154,9 +155,9 @@ def predict_with_features(served: Any, inputs: list[Any], uploads: list[bytes] |
                                                                            torch.nn.Sequential)
     if pre.get("kind") != "image" or not pooled:
         return predict_rows(served, inputs, uploads), None
-    if not getattr(model, "_dlforge_pooled_hook", False):
+    if model not in _hooked:
         model.head.register_forward_pre_hook(_keep_pooled)
-        model._dlforge_pooled_hook = True
+        _hooked.add(model)
     _captured.parts = []  # this thread's forward passes only: requests run in several threads at once
     try:
         rows = predict_rows(served, inputs, uploads)
@@ -170,6 +171,7 @@ def predict_with_features(served: Any, inputs: list[Any], uploads: list[bytes] |
 
 
 _captured = threading.local()
+_hooked: weakref.WeakSet = weakref.WeakSet()  # the models whose head has the hook (added once)
 
 
 def _keep_pooled(head: torch.nn.Module, args: tuple) -> None:
