@@ -58,7 +58,7 @@ class Trainer:
         if self.dist.rank:  # seeded alike, every rank would repeat rank 0's draws (a GAN's noise, dropout masks)
             self._reseed_rank(0)
         self.model = model.to(self.device)  # the plain module: saved, evaluated
-        self.channels_last = c.channels_last and channels_last_safe(self.device)
+        self.channels_last = c.channels_last
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         # e.g. batched augmentation, run on the training device (training batches only)
@@ -132,7 +132,8 @@ class Trainer:
         try:
             while not self._done():
                 for batch in self._epoch_batches():
-                    logs = self.train_step(batch)
+                    with onednn_guard(self.device):  # off only where its kernels are unsafe (see there)
+                        logs = self.train_step(batch)
                     if isinstance(self.cfg.eval_every, int) and self.step % self.cfg.eval_every == 0:
                         self.evaluate()
                     self._emit("on_step_end", logs)
@@ -424,20 +425,27 @@ def _chunks(n: int, k: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
-def channels_last_safe(device: torch.device) -> bool:
-    """Whether `train.channels_last` is applied on `device`: always on a GPU; on a CPU only where PyTorch runs its
-    AVX-512 kernels. On an AVX2-only CPU, oneDNN's backward of a strided 1x1 convolution in channels-last format
-    corrupts the heap on one thread (torch 2.13: "corrupted double-linked list", then an abort; ResNets' shortcut
-    convolutions are such), so there the setting is ignored, with a warning, and training runs contiguous."""
-    if device.type != "cpu" or torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        return True
-    _said_channels_last(torch.backends.cpu.get_cpu_capability())
-    return False
+def onednn_safe(device: torch.device) -> bool:
+    """Whether oneDNN's convolution kernels may run a training step here: always on a GPU, and on a CPU with
+    AVX-512 or with more than one thread. On an AVX2-only CPU on one thread (torch 2.13, oneDNN 3.12; seen on an AMD
+    EPYC), their backward corrupts the heap ("corrupted double-linked list", then an abort): a strided 1x1
+    convolution in channels-last format, a U-Net over a frozen ResNet in either format."""
+    return (device.type != "cpu" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+            or torch.get_num_threads() > 1)
+
+
+def onednn_guard(device: torch.device) -> contextlib.AbstractContextManager:
+    """Training steps on `device`: as they are where `onednn_safe`, else with oneDNN off (PyTorch's own convolution
+    kernels: slower, correct), said once a process."""
+    if onednn_safe(device):
+        return contextlib.nullcontext()
+    _said_onednn(torch.backends.cpu.get_cpu_capability())
+    return torch.backends.mkldnn.flags(enabled=False)
 
 
 @functools.cache
-def _said_channels_last(capability: str) -> None:
+def _said_onednn(capability: str) -> None:
     """The warning, once a process."""
-    warn(f"train.channels_last: ignored on this CPU ({capability}, no AVX-512): PyTorch's channels-last convolution "
-         "backward is unsafe there; training runs in the contiguous format")
+    warn(f"oneDNN is off while training on this CPU ({capability}, no AVX-512, one thread): its convolution "
+         "backward corrupts memory there; PyTorch's own kernels run instead (slower)")
 

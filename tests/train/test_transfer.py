@@ -162,25 +162,33 @@ def test_the_batch_transform_sees_training_batches_on_the_device_only(train_conf
 
 
 def test_channels_last_training_matches_contiguous(train_config):
-    """Where channels-last is safe (a GPU, an AVX-512 CPU) the weights train in that format and end as the
-    contiguous run's; on an AVX2-only CPU, where oneDNN's strided 1x1 convolution backward corrupts the heap in that
-    format, the setting is ignored with a warning."""
-    from dlforge.train.trainer import channels_last_safe
-
-    safe = channels_last_safe(torch.device("cpu"))
-    results, formats = [], []
+    results = []
     for cl in (False, True):
         model = small_cnn()
         cfg = train_config(max_steps=3, batch_size=8, optimizer="sgd", lr=0.05, channels_last=cl)
-        trainer = Trainer(model, cfg, images())
-        trainer.fit()
+        Trainer(model, cfg, images()).fit()
         results.append(model.state_dict())
         conv = next(p for p in model.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[-1] > 1)
-        formats.append((trainer.channels_last, conv.is_contiguous(memory_format=torch.channels_last)
-                        and not conv.is_contiguous()))
-    assert formats == [(False, False), (safe, safe)]
+        assert conv.is_contiguous(memory_format=torch.channels_last) != conv.is_contiguous()  # trained in that format
+        assert conv.is_contiguous() != cl
     for key in results[0]:
         torch.testing.assert_close(results[0][key], results[1][key], atol=1e-5, rtol=1e-4)
+
+
+def test_onednn_is_off_for_training_only_where_its_kernels_are_unsafe(monkeypatch):
+    """An AVX2-only CPU on one thread: oneDNN's convolution backward corrupts the heap there (torch 2.13)."""
+    from dlforge.train import trainer as trainer_module
+
+    cpu = torch.device("cpu")
+    for capability, threads, safe in (("AVX512", 1, True), ("AVX2", 2, True), ("AVX2", 1, False),
+                                      ("DEFAULT", 1, False)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        monkeypatch.setattr(torch, "get_num_threads", lambda n=threads: n)
+        assert trainer_module.onednn_safe(cpu) is safe
+        assert trainer_module.onednn_safe(torch.device("meta"))  # not a CPU: nothing to guard
+        with trainer_module.onednn_guard(cpu):
+            assert torch.backends.mkldnn.enabled is safe
+        assert torch.backends.mkldnn.enabled
 
 
 # --- reports -------------------------------------------------------------------------------------------------------
