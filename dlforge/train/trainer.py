@@ -21,6 +21,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,7 @@ class Trainer:
             self._reseed_rank(0)
         self.model = model.to(self.device)  # the plain module: saved, evaluated
         self.channels_last = c.channels_last
+        self._convolutions = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         # e.g. batched augmentation, run on the training device (training batches only)
@@ -132,7 +134,7 @@ class Trainer:
         try:
             while not self._done():
                 for batch in self._epoch_batches():
-                    with onednn_guard(self.device):  # off only where its kernels are unsafe (see there)
+                    with onednn_guard(self.device, self._convolutions):  # off only where unsafe (see there)
                         logs = self.train_step(batch)
                     if isinstance(self.cfg.eval_every, int) and self.step % self.cfg.eval_every == 0:
                         self.evaluate()
@@ -434,13 +436,20 @@ def onednn_safe(device: torch.device) -> bool:
             or torch.get_num_threads() > 1)
 
 
-def onednn_guard(device: torch.device) -> contextlib.AbstractContextManager:
-    """Training steps on `device`: as they are where `onednn_safe`, else with oneDNN off (PyTorch's own convolution
-    kernels: slower, correct), said once a process."""
-    if onednn_safe(device):
-        return contextlib.nullcontext()
+@contextlib.contextmanager
+def onednn_guard(device: torch.device, convolutions: bool = True) -> Iterator[None]:
+    """A training step of a model with `convolutions` on `device`: as it is where `onednn_safe`, else with oneDNN off
+    (PyTorch's own convolution kernels: slower, correct), said once a process."""
+    if not convolutions or onednn_safe(device):
+        yield
+        return
     _said_onednn(torch.backends.cpu.get_cpu_capability())
-    return torch.backends.mkldnn.flags(enabled=False)
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 @functools.cache

@@ -22,16 +22,6 @@ from tests.deploy.test_serve import Server
 from tests.deploy.test_serve_classic import _digit_pngs
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    from dlforge.api import train
-
-    d = tmp_path_factory.mktemp("monitor")
-    quiet = ["train.progress=false", "train.tensorboard=false", "train.checkpoint_every=null", "train.max_epochs=null"]
-    return {"iris": train("iris-logistic", ["train.max_steps=30", *quiet], run_dir=d / "runs" / "iris").run_dir,
-            "digits": train("digits-cnn", ["train.max_steps=20", *quiet], run_dir=d / "runs" / "digits").run_dir}
-
-
 def _iris_rows(shift: float = 0.0) -> list[dict]:
     from sklearn.datasets import load_iris
 

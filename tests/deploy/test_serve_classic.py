@@ -19,16 +19,6 @@ from tests.deploy.test_serve import Server
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    from dlforge.api import train
-
-    d = tmp_path_factory.mktemp("classic")
-    quiet = ["train.progress=false", "train.tensorboard=false", "train.checkpoint_every=null", "train.max_epochs=null"]
-    return {"iris": train("iris-logistic", ["train.max_steps=30", *quiet], run_dir=d / "runs" / "iris").run_dir,
-            "digits": train("digits-cnn", ["train.max_steps=30", *quiet], run_dir=d / "runs" / "digits").run_dir}
-
-
-@pytest.fixture(scope="module")
 def server(runs):
     s = Server(create_app([load_served(str(runs["iris"])), load_served(str(runs["digits"]))],
                           ServeOptions(log=lambda _: None)))

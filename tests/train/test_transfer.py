@@ -189,6 +189,8 @@ def test_onednn_is_off_for_training_only_where_its_kernels_are_unsafe(monkeypatc
         with trainer_module.onednn_guard(cpu):
             assert torch.backends.mkldnn.enabled is safe
         assert torch.backends.mkldnn.enabled
+        with trainer_module.onednn_guard(cpu, convolutions=False):  # no convolution: nothing to guard
+            assert torch.backends.mkldnn.enabled
 
 
 # --- reports -------------------------------------------------------------------------------------------------------
