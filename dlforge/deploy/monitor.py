@@ -22,7 +22,6 @@ Fewer than MIN_SAMPLES current rows gives a warning: at that size the statistics
 from __future__ import annotations
 
 import base64
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -260,7 +259,9 @@ def current_sample(model: Any, path: Path, model_id: str, since: float | None = 
 
         return _sample_of_batch(model, {"x": prepare_images(pre, input_images(path))}, str(path))
     if kind == "bert_text":
-        return _text_sample(model, read_texts(path), str(path))
+        from dlforge.data.corpus import read_text_lines
+
+        return _text_sample(model, [text for _, text in read_text_lines(path)], str(path))
     raise DlforgeError(f"dlforge monitor: {kind} runs are not monitored (tabular, image and text classifiers are)")
 
 
@@ -333,24 +334,6 @@ def _pad(embedder: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids.append(input_ids)
         masks.append(mask)
     return ids[0], masks[0]
-
-
-def read_texts(path: Path) -> list[str]:
-    """Texts of a .txt file (one a line) or a .jsonl file (objects with a "text")."""
-    if path.suffix.lower() == ".jsonl":
-        texts = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                texts.append(str(json.loads(line)["text"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(f"{path}:{n}: expected a JSON object with a \"text\"") from None
-        return texts
-    texts = [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
-    if not texts:
-        raise DataError(f"{path}: no texts (one a line)")
-    return texts
 
 
 def _embeddings_file(path: Path) -> np.ndarray:
