@@ -6,10 +6,12 @@
                 "start": 120, "end": 940, "similarity": 0.71, "chunk_id": 17, "title": ..., "type": "md", ...}
 
 Dense: the question embedded by the index's own model, nearest chunks by cosine similarity. Keyword: BM25 over the
-chunk text and its headings. Hybrid: both lists (`candidates` deep each) fused by reciprocal rank fusion (Cormack,
-Clarke & Buettcher 2009): score(d) = sum over the lists of 1 / (rrf_k + rank of d), ranks from 1, rrf_k = 60 as in
-the paper; a chunk missing from a list gets nothing from it. Every hit carries `similarity`, the cosine between the
-question and the chunk, in all modes (the answer step uses it to decide whether the documents hold an answer).
+chunk text and its headings. Hybrid: both lists (`candidates` deep each) fused by weighted reciprocal rank fusion
+(`fusion`): score(d) = sum over the lists of weight / (rrf_k + rank of d), ranks from 1, rrf_k = 60 as in the paper;
+a chunk missing from a list gets nothing from it. The weights are the index's own (`dlforge rag eval --tune-fusion
+--save` chooses them on the folder's questions), else dense 1 and keyword 0.2. Every hit carries `similarity`, the
+cosine between the question and the chunk, in all modes (the answer step uses it to decide whether the documents hold
+an answer).
 """
 
 from __future__ import annotations
@@ -21,20 +23,16 @@ import numpy as np
 
 from dlforge.errors import ConfigError
 from dlforge.rag.embed import RagEmbedder, int8_folder, load_embedder
+from dlforge.rag.fusion import Fusion, weighted_rrf
 from dlforge.rag.sqlite_store import open_store
 from dlforge.rag.store import Filters, Store
 
 MODES = ("hybrid", "dense", "keyword")
-RRF_K = 60
 
 
-def reciprocal_rank_fusion(rankings: list[list[int]], rrf_k: int = RRF_K) -> list[tuple[int, float]]:
-    """Fuse ranked id lists: [(id, sum of 1 / (rrf_k + rank))], best first; ties keep the order first seen."""
-    scores: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, item in enumerate(ranking, 1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (rrf_k + rank)
-    return sorted(scores.items(), key=lambda kv: -kv[1])  # sorted() is stable
+def reciprocal_rank_fusion(rankings: list[list[int]], rrf_k: int = 60) -> list[tuple[int, float]]:
+    """Equal-weight RRF: [(id, sum of 1 / (rrf_k + rank))], best first; ties keep the order first seen."""
+    return weighted_rrf(rankings, None, rrf_k)
 
 
 def check_search(mode: str, k: int) -> None:
@@ -46,10 +44,11 @@ def check_search(mode: str, k: int) -> None:
 
 
 class Retriever:
-    def __init__(self, store: Store, embedder: RagEmbedder, rrf_k: int = RRF_K, candidates: int = 50):
+    def __init__(self, store: Store, embedder: RagEmbedder, fusion: Fusion | None = None, candidates: int = 50):
         store.check_embedder(embedder.identity())
         self.store, self.embedder = store, embedder
-        self.rrf_k, self.candidates = rrf_k, candidates
+        self.fusion = fusion or Fusion.of(store.settings())
+        self.candidates = candidates
 
     @classmethod
     def open(cls, db: str | Path, model: str | None = None, embedder: RagEmbedder | None = None) -> Retriever:
@@ -93,7 +92,7 @@ class Retriever:
             depth = max(self.candidates, k)
             dense = self.store.search_dense(query, depth, filters, exact)
             keyword = self.store.search_keyword(question, depth, filters)
-            ranked = reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in keyword]], self.rrf_k)[:k]
+            ranked = self.fusion.fuse([i for i, _ in dense], [i for i, _ in keyword])[:k]
         records = self.store.records([i for i, _ in ranked])
         scores = dict(ranked)
         for r in records:

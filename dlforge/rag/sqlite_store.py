@@ -153,6 +153,17 @@ class SQLiteStore(Store):
     def settings(self) -> dict[str, Any]:
         return self._settings
 
+    def update_settings(self, key: str, value: Any) -> None:
+        if not self.writer:
+            raise DataError(f"{self.path}: opened for reading only")
+        if key in ("schema", "embedder", "chunking", "ann"):
+            raise ValueError(f"settings[{key!r}] is fixed when the index is built")
+        with self._transaction():
+            row = self.db.execute("SELECT value FROM meta WHERE key='settings'").fetchone()
+            settings = {**json.loads(row[0]), key: value}  # re-read: another writer may have changed it
+            self.db.execute("UPDATE meta SET value=? WHERE key='settings'", (json.dumps(settings),))
+        self._settings = settings
+
     # --- the vector index: load, rebuild, save -------------------------------------------------------------------
 
     def ann_path(self, generation: int) -> Path:

@@ -87,6 +87,11 @@ class Store(ABC):
         """What the index was built with: {"embedder": {...}, "chunking": {...}, ...}."""
 
     @abstractmethod
+    def update_settings(self, key: str, value: Any) -> None:
+        """Record a setting chosen after the build (e.g. the hybrid fusion weights) in one transaction; the ones
+        that define the index's vectors (embedder, chunking, ann) are fixed."""
+
+    @abstractmethod
     def documents(self, under: str | None = None) -> dict[str, str]:
         """Path -> content sha256 of the documents, all or those under a folder (an absolute path)."""
 

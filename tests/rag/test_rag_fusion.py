@@ -1,0 +1,115 @@
+"""Weighted reciprocal rank fusion, the weights an index records, and choosing them on a folder's own questions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ragtools import minilm, write_files
+
+from dlforge.cli.main import main
+from dlforge.errors import ConfigError, DataError
+from dlforge.rag.fusion import KEYWORD_WEIGHT, Fusion, tune_fusion, weighted_rrf
+from dlforge.rag.ingest import index_folder
+from dlforge.rag.retrieve import Retriever
+from dlforge.rag.sqlite_store import open_store
+
+# A question whose words are in one document (keyword) while its meaning is another's (dense): the weight decides.
+DOCS = {
+    "backup.md": "# Backups\n\nThe backup tool copies your home folder to the external disk every night.\n",
+    "disk.md": "# Disk space\n\nWhen the drive has no free space left, delete old files or add storage.\n",
+    "cats.md": "# Cats\n\nCats sleep for about sixteen hours a day.\n",
+    "night.md": "# Night mode\n\nEvery night the screen dims; the tool for it copies nothing.\n",
+}
+
+
+def test_weighted_rrf_by_hand():
+    fused = weighted_rrf([[1, 2, 3], [3, 1, 4]], [1.0, 0.5], rrf_k=60)
+    expected = {1: 1 / 61 + 0.5 / 62, 2: 1 / 62, 3: 1 / 63 + 0.5 / 61, 4: 0.5 / 63}
+    assert [i for i, _ in fused] == [1, 3, 2, 4]
+    assert dict(fused) == pytest.approx(expected)
+    # a heavier second list reorders: 3 (first there) passes 1
+    assert [i for i, _ in weighted_rrf([[1, 2, 3], [3, 1, 4]], [1.0, 3.0])][:2] == [3, 1]
+    # weight 0 drops a list entirely, its ids included
+    assert weighted_rrf([[1, 2], [9, 8]], [1.0, 0.0]) == [(1, 1 / 61), (2, 1 / 62)]
+    assert weighted_rrf([[5, 6], [6, 5]]) == [(5, 1 / 61 + 1 / 62), (6, 1 / 62 + 1 / 61)]  # a tie: first seen
+    with pytest.raises(ValueError, match="2 rankings, 1 weights"):
+        weighted_rrf([[1], [2]], [1.0])
+
+
+def test_fusion_settings_are_checked():
+    assert Fusion.of({}) == Fusion(keyword_weight=KEYWORD_WEIGHT, dense_weight=1.0, rrf_k=60)
+    assert Fusion.of({"fusion": {"keyword_weight": 0.7, "rrf_k": 10}}).fuse([1, 2], [2, 1]) == \
+        weighted_rrf([[1, 2], [2, 1]], [1.0, 0.7], 10)
+    with pytest.raises(ConfigError, match="non-negative weights"):
+        Fusion(keyword_weight=-0.1)
+    with pytest.raises(ConfigError, match="rrf_k"):
+        Fusion(rrf_k=0)
+
+
+def same(got: list[tuple[int, float]], expected: list[tuple[int, float]]) -> bool:
+    return [i for i, _ in got] == [i for i, _ in expected] and \
+        [s for _, s in got] == pytest.approx([s for _, s in expected])
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fusion")
+    index_folder(write_files(root / "docs", DOCS), root / "i.db", embedder=minilm())
+    questions = root / "q.jsonl"
+    rows = [{"question": "my drive is full, what now?", "gold": ["disk.md"]},
+            {"question": "how long do cats sleep", "gold": ["cats.md"]},
+            {"question": "where does the nightly copy of my files go", "gold": ["backup.md"]}]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root / "i.db", questions
+
+
+def test_the_index_weights_drive_hybrid_search(index):
+    db, _ = index
+    question = "my drive is full, the tool copies nothing"
+    with Retriever(open_store(db), minilm()) as r:
+        dense = [h["chunk_id"] for h in r.search(question, 20, "dense")]
+        keyword = [h["chunk_id"] for h in r.search(question, 20, "keyword")]
+        assert r.fusion.keyword_weight == KEYWORD_WEIGHT  # nothing recorded yet
+        default = [(h["chunk_id"], h["score"]) for h in r.search(question, 4, "hybrid")]
+    assert dense[0] != keyword[0]  # the two lists disagree on the best chunk
+    assert same(default, weighted_rrf([dense, keyword], [1.0, KEYWORD_WEIGHT])[:4])
+    assert default[0][0] == dense[0]
+    with open_store(db, writer=True) as store:
+        store.update_settings("fusion", Fusion(keyword_weight=5.0).to_dict())
+        with pytest.raises(ValueError, match="fixed"):
+            store.update_settings("embedder", {})
+    with Retriever(open_store(db), minilm()) as r:
+        heavy = [(h["chunk_id"], h["score"]) for h in r.search(question, 4, "hybrid")]
+    assert same(heavy, weighted_rrf([dense, keyword], [1.0, 5.0])[:4])
+    assert heavy[0][0] == keyword[0]  # the keyword list now leads
+    with open_store(db) as store, pytest.raises(DataError, match="reading only"):
+        store.update_settings("fusion", {})
+    with open_store(db, writer=True) as store:
+        store.update_settings("fusion", None)  # back to the defaults for the other tests
+
+
+def test_tune_fusion_scores_the_grid_and_records_the_choice(index, capsys):
+    db, questions = index
+    report = tune_fusion(questions, db, grid=(0.0, 0.2, 1.0))
+    assert [row["keyword_weight"] for row in report["grid"]] == [0.0, 0.2, 1.0]
+    best = max(report["grid"], key=lambda row: (row["recall@5"], row["mrr"]))
+    assert report["chosen"]["keyword_weight"] in {row["keyword_weight"] for row in report["grid"]
+                                                  if (row["recall@5"], row["mrr"]) == (best["recall@5"], best["mrr"])}
+    assert report["chosen"]["tuned_on"]["count"] == 3 and not report["saved"]
+    assert Fusion.of(open_store(db).settings()) == Fusion()  # not saved
+    code, out, _ = cli(capsys, "rag", "eval", str(questions), "--db", str(db), "--tune-fusion", "--save", "--json")
+    assert code == 0, out
+    saved = json.loads(out)
+    with open_store(db) as store:
+        assert store.settings()["fusion"] == saved["chosen"] and saved["saved"]
+    code, _, err = cli(capsys, "rag", "eval", str(questions), "--db", str(db), "--save")
+    assert code == 2 and "--save: only with --tune-fusion" in err and "Traceback" not in err
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out = capsys.readouterr()
+    return exit_info.value.code or 0, out.out, out.err
