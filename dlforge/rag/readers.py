@@ -11,7 +11,7 @@ from its heading line to the next heading, so chunks keep their heading with the
   order the styles first appear, as docutils assigns them.
 - HTML: h1-h6. Navigation and tables of contents (nav/aside/footer, script/style, and elements whose class or id is
   toc, nav*, menu, sidebar, breadcrumb or footer) are dropped, so a page's table of contents does not compete with
-  the sections it lists.
+  the sections it lists; so are Sphinx's and MkDocs' permalink anchors (class headerlink, the "¶" after a heading).
 - PDF (pypdf): one section per page, "page N".
 - JSONL: one section per line, headed by its `title` (or `id`, or "line N"); the other fields are kept as metadata.
 """
@@ -234,7 +234,7 @@ class _Builder:
 
 
 SKIP_TAGS = {"script", "style", "head", "noscript", "template", "svg", "nav", "aside", "footer", "iframe", "object"}
-SKIP_CLASS = re.compile(r"^(toc|nav\w*|menu|sidebar|breadcrumbs?|footer|skip-?links?)$", re.I)
+SKIP_CLASS = re.compile(r"^(toc|nav\w*|menu|sidebar|breadcrumbs?|footer|skip-?links?|headerlink)$", re.I)
 BLOCK_TAGS = {"p", "div", "section", "article", "main", "li", "dt", "dd", "tr", "table", "pre", "blockquote", "ul",
               "ol", "dl", "br", "hr", "figure", "figcaption", "header", "form", "fieldset", "address", "details",
               "summary", "caption"}

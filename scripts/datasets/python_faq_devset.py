@@ -8,7 +8,7 @@ FAQ as Debian ships it (apt package python3.11-doc: /usr/share/doc/python3.11/ht
 their index). The questions are hand-written in scripts/datasets/python_faq_questions.jsonl: each is what a user
 would type about one section ("my function's list default keeps the items from the previous call, why?"), not the
 section's heading, and its gold is that section: {"source": "programming.html", "heading": "Why are default values
-shared between objects?¶"} (the heading as dlforge.rag.readers spells it, Sphinx's "¶" included). Every gold is
+shared between objects?"} (the heading as dlforge.rag.readers spells it, without Sphinx's "¶"). Every gold is
 checked against the pages; one that is not found is an error naming its line.
 
 Writes OUT/questions.jsonl (the checked questions). With --eval: the FAQ folder is indexed into OUT/python-faq.db

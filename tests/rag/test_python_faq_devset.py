@@ -94,8 +94,8 @@ def test_golds_resolve_to_the_readers_heading_with_or_without_the_pilcrow(tmp_pa
                                       "between objects?"},
                            {"source": "programming.html", "heading": "Core Language¶"})
     out = checked_questions(path, pages)
-    assert [q["gold"][0]["heading"] for q in out] == ["Why are default values shared between objects?¶",
-                                                      "Core Language¶"]
+    assert [q["gold"][0]["heading"] for q in out] == ["Why are default values shared between objects?",
+                                                      "Core Language"]  # as the reader spells them: no "¶"
 
 
 @pytest.mark.parametrize("gold, message", [

@@ -51,11 +51,12 @@ def test_html_headings_drop_navigation_and_tables_of_contents():
     html = ("<html><head><title>Page</title><style>p{}</style></head><body>"
             "<div class='navheader'>Prev Next</div><h1>Chapter 1</h1><div class='toc'>1.1 Q? 1.2 R?</div>"
             "<h2>1.1. What is it?</h2><p>It is a <b>thing</b> &amp; more.</p><ul><li>one</li><li>two</li></ul>"
-            "<pre>  keep\n    spacing</pre><nav>menu</nav><h2>1.2. Why?</h2><p>Because.</p><script>x()</script>"
+            "<pre>  keep\n    spacing</pre><nav>menu</nav>"
+            "<h2>1.2. Why?<a class='headerlink' href='#why'>\u00b6</a></h2><p>Because.</p><script>x()</script>"
             "</body></html>")
     doc = read("page.html", html)
     assert doc.title == "Page"
-    for dropped in ("Prev", "1.1 Q?", "menu", "x()", "p{}"):
+    for dropped in ("Prev", "1.1 Q?", "menu", "x()", "p{}", "\u00b6"):  # navigation, scripts, permalink marks
         assert dropped not in doc.text
     sections = by_heading(doc)
     assert list(sections) == [("Chapter 1", "1.1. What is it?"), ("Chapter 1", "1.2. Why?")]
