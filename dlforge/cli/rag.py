@@ -1,4 +1,4 @@
-"""`dlforge rag index | ask | eval | stats`: question answering over a folder of documents."""
+"""`dlforge rag index | ask | eval | tune | stats`: question answering over a folder of documents."""
 
 from __future__ import annotations
 
@@ -156,6 +156,49 @@ def eval_cmd(
     names = list(next(iter(report["modes"].values())))
     table(f"{report['questions']} questions, {report['db']}", ["metric", *report["modes"]],
           [[n, *[m[n] for m in report["modes"].values()]] for n in names])
+
+
+@app.command("tune")
+def tune_cmd(
+    folder: Path = typer.Argument(..., help="the folder the index was built from"),
+    db: Path = typer.Option(..., "--db", help="the index to start from (left unchanged)"),
+    out: Path = typer.Option(None, "--out", help="the tuned index (default: <db stem>-tuned.db beside it)"),
+    epochs: int = typer.Option(1, "--epochs", help="passes over the mined pairs"),
+    batch_size: int = typer.Option(32, "--batch-size", help="queries per step (each against all passages of it)"),
+    lr: float = typer.Option(2e-5, "--lr", help="AdamW learning rate"),
+    per_chunk: int = typer.Option(4, "--per-chunk", help="query sentences mined per chunk at most"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(None, "--threads", help="torch threads (default: one per core)"),
+    questions: Path = typer.Option(None, "--questions", help="JSONL of questions with gold answers: recall of the "
+                                                             "old and the new index, side by side"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier tuned index at --out"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Adapt the embedding model to the folder without labels (sentences of each passage as its queries, hard
+    negatives from BM25 and the model), save it beside a new index of the folder, and build that index."""
+    from dlforge.paths import existing_dir, existing_file, output_file
+
+    existing_dir(folder, "the folder the index was built from")
+    existing_file(db, "the index file (--db)")
+    if out is not None:
+        output_file(out, "the tuned index (--out)", parents=True)
+    if questions is not None:
+        existing_file(questions, "a JSONL file of questions (--questions)")
+    from dlforge.rag.tune import tune_index
+
+    r = tune_index(folder, db, out, epochs=epochs, batch_size=batch_size, lr=lr, per_chunk=per_chunk, seed=seed,
+                   threads=threads, questions=questions, overwrite=overwrite).to_dict()
+    if as_json:
+        emit_json(r)
+        return
+    print(f"tuned {r['model']} on {r['pairs']} pairs mined from {r['db']} in {r['seconds']:.0f} s (mining "
+          f"{r['mine_s']:.0f} s, {r['steps']} steps {r['train_s']:.0f} s, indexing {r['chunks']} chunks "
+          f"{r['index_s']:.0f} s); loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}")
+    print(f"new index: {r['out']}")
+    if r["evaluation"]:
+        before, after = r["evaluation"]["before"], r["evaluation"]["after"]
+        table("retrieval on --questions", ["metric", *(f"{m} {w}" for m in before for w in ("before", "after"))],
+              [[k, *(v for m in before for v in (before[m][k], after[m][k]))] for k in before["dense"]])
 
 
 @app.command("stats")

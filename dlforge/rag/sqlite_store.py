@@ -331,6 +331,9 @@ class SQLiteStore(Store):
             f"ORDER BY s LIMIT ?", [*params, query, k]).fetchall()
         return [(r[0], -float(r[1])) for r in rows]
 
+    def chunk_ids(self) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM chunks ORDER BY doc_id, ord")]
+
     def records(self, ids: list[int]) -> list[dict[str, Any]]:
         found = {}
         for i in range(0, len(ids), IN_BATCH):

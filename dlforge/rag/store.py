@@ -112,6 +112,10 @@ class Store(ABC):
         backend escapes its own query syntax."""
 
     @abstractmethod
+    def chunk_ids(self) -> list[int]:
+        """Every chunk's id, document by document in reading order."""
+
+    @abstractmethod
     def records(self, ids: list[int]) -> list[dict[str, Any]]:
         """Chunk records in the order of `ids`: chunk_id, text, doc_id, source, relpath, title, type, heading (list),
         start, end, tokens, meta."""

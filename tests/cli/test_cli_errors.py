@@ -121,6 +121,10 @@ PATH_CASES: dict[str, dict[str, tuple[list[str], str, str]]] = {
                 "folder as index": (["q", "--db", FOLDER], FOLDER, NOT_INDEX)},
     "rag eval": {"missing questions": ([MISSING, "--db", "x.db"], MISSING, NOT_FOUND),
                  "folder as questions": ([FOLDER, "--db", "x.db"], FOLDER, IS_FOLDER)},
+    "rag tune": {"missing folder": ([MISSING, "--db", FILE], MISSING, NOT_FOUND),
+                 "missing index": ([FOLDER, "--db", MISSING], MISSING, NOT_FOUND),
+                 "folder as index": ([FOLDER, "--db", FOLDER], FOLDER, IS_FOLDER),
+                 "unwritable tuned index": ([FOLDER, "--db", FILE, "--out", UNDER_FILE], UNDER_FILE, UNWRITABLE)},
     "rag stats": {"missing index": (["--db", MISSING], MISSING, NO_INDEX),
                   "folder as index": (["--db", FOLDER], FOLDER, NOT_INDEX)},
 }
