@@ -7,17 +7,23 @@
         result = answer("How do I upgrade?", r, make_generator("extractive", r.embedder))
     ask("How do I upgrade?", "docs.db", generator="extractive")   # the same, opening the index itself
     evaluate("questions.jsonl", "docs.db", modes=("dense", "keyword", "hybrid"))
+    tune_fusion("questions.jsonl", "docs.db", save=True)    # hybrid's weights, chosen on known answers
+    tune_index("docs/", "docs.db")                           # the model adapted to the folder, a new index
 
 The flow, one module each: readers (file types) -> ingest (walk, refusals, incremental) -> chunk -> embed ->
-store (interface) / sqlite_store + vector_index (the embedded backend) -> retrieve -> prompt + generate -> evaluate;
-faq builds the Debian FAQ development set. Heavy dependencies (sentence-transformers, usearch, pypdf) load lazily.
+store (interface) / sqlite_store + vector_index (the embedded backend) -> retrieve (fusion) -> prompt + generate ->
+evaluate; mine + tune adapt the embedding model to a folder; faq builds the development sets. Heavy dependencies
+(sentence-transformers, usearch, pypdf) load lazily.
 """
 
 from dlforge.rag.evaluate import evaluate
+from dlforge.rag.fusion import tune_fusion
 from dlforge.rag.generate import answer, ask, make_generator
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.retrieve import Retriever
 from dlforge.rag.sqlite_store import open_store
 from dlforge.rag.store import Filters
+from dlforge.rag.tune import tune_index
 
-__all__ = ["Filters", "Retriever", "answer", "ask", "evaluate", "index_folder", "make_generator", "open_store"]
+__all__ = ["Filters", "Retriever", "answer", "ask", "evaluate", "index_folder", "make_generator", "open_store",
+           "tune_fusion", "tune_index"]

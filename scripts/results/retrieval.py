@@ -1,0 +1,127 @@
+"""Write docs/results/retrieval.md: retrieval quality on the three development sets (issue 19), each technique a row.
+
+    python scripts/results/retrieval.py quality [--work runs/retrieval]   # index, evaluate, fusion grid, naive baseline
+    python scripts/results/retrieval.py tune [--sets debian-faq-blanked]  # `rag tune` on each set, before and after
+    python scripts/results/retrieval.py                                   # re-render from the records only
+
+The sets (bench/naive_rag.py `devsets`): the Debian FAQ with its 120 question headings as questions (plain), the
+same with every question's text blanked out of the pages (tuned on: the default fusion weight was chosen here), and
+the Python FAQ with 158 hand-written user questions (held out: reported, never tuned on). Records live in
+docs/results/retrieval.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from dlforge.cli.main import run_script
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for resultstools: scripts/README.md
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the naive baseline lives in bench/
+import naive_rag  # noqa: E402
+import resultstools  # noqa: E402
+
+RECORDS = resultstools.RESULTS / "retrieval.json"
+OUT = resultstools.RESULTS / "retrieval.md"
+SETS = ("debian-faq", "debian-faq-blanked", "python-faq")
+ROLE = {"debian-faq": "development (easy: the question is the heading)", "debian-faq-blanked": "development, tuned on",
+        "python-faq": "held out"}
+
+
+def quality(work: Path) -> dict:
+    """Per set: the default pipeline's three modes (with latency), the fusion grid, and the naive baseline."""
+    from dlforge.rag.evaluate import evaluate
+    from dlforge.rag.fusion import tune_fusion
+    from dlforge.rag.ingest import index_folder
+
+    out = {}
+    for name, (questions, corpus) in naive_rag.devsets(work).items():
+        db = work / f"{name}.db"
+        for stale in work.glob(f"{name}.db*"):
+            stale.unlink()
+        ingest = index_folder(corpus, db)
+        report = evaluate(questions, db, modes=("dense", "keyword", "hybrid"))
+        grid = tune_fusion(questions, db)["grid"]  # not saved: the index keeps the default weight
+        out[name] = {"questions": report["questions"], "chunks": ingest.chunks_added,
+                     "chunks_per_s": round(ingest.chunks_per_s, 1), "modes": report["modes"], "fusion_grid": grid,
+                     "naive": naive_rag.run(questions, corpus)}
+        print(f"{name}: {report['modes']['hybrid']}", flush=True)
+    return out
+
+
+def tune(work: Path, sets: list[str]) -> dict:
+    from dlforge.rag.tune import tune_index
+
+    out = {}
+    pairs = naive_rag.devsets(work)
+    for name in sets:
+        questions, corpus = pairs[name]
+        t0 = time.perf_counter()
+        report = tune_index(corpus, work / f"{name}.db", work / f"{name}-tuned.db", questions=questions,
+                            overwrite=True)
+        out[name] = {**report.to_dict(), "wall_s": round(time.perf_counter() - t0, 1)}
+        print(f"{name}: {out[name]['evaluation']}", flush=True)
+    return out
+
+
+def _row(label: str, m: dict, latency: bool = True) -> str:
+    cells = [f"{m['recall@1']:.3f}", f"{m['recall@5']:.3f}", f"{m['recall@10']:.3f}", f"{m['mrr']:.3f}"]
+    ms = f"{m['latency_ms_p50']:.1f} ms" if latency and "latency_ms_p50" in m else "—"
+    return f"| {label} | " + " | ".join(cells) + f" | {ms} |"
+
+
+def render(records: dict) -> str:
+    lines = ["# Results: retrieval quality (RAG II)", "", "Written by `scripts/results/retrieval.py`; do not edit by "
+             "hand.", "", f"Machine: {records.get('machine', resultstools.machine())}.", "",
+             "Recall@k: the share of questions whose answering section is among the top k chunks; MRR: the mean "
+             "reciprocal rank of the first one (`dlforge rag eval`). Latency: one search, question embedding "
+             "included, p50 over the questions. The naive baseline is `bench/naive_rag.py` (fixed 800-character "
+             "windows, the same MiniLM, BM25, equal-weight RRF).", ""]
+    quality_ = records.get("quality") or {}
+    tuned = records.get("tune") or {}
+    for name in SETS:
+        q = quality_.get(name)
+        if not q:
+            continue
+        lines += [f"## {name} ({ROLE[name]}): {q['questions']} questions, {q['chunks']} chunks", "",
+                  "| pipeline | recall@1 | recall@5 | recall@10 | MRR | latency p50 |", "|---|---|---|---|---|---|"]
+        modes = q["modes"]
+        lines.append(_row("dense (MiniLM)", modes["dense"]))
+        lines.append(_row("keyword (BM25, FTS5)", modes["keyword"]))
+        lines.append(_row("**hybrid, the default** (weighted RRF, keyword weight 0.2)", modes["hybrid"]))
+        for row in q["fusion_grid"]:
+            if row["keyword_weight"] in (1.0, 0.5, 0.1):
+                lines.append(_row(f"hybrid, keyword weight {row['keyword_weight']}"
+                                  + (" (equal-weight RRF)" if row["keyword_weight"] == 1.0 else ""), row, False))
+        naive = q["naive"]["modes"]
+        lines.append(_row("naive baseline: dense", naive["dense"], False))
+        lines.append(_row("naive baseline: RRF (its hybrid)", naive["rrf"], False))
+        t = tuned.get(name)
+        if t:
+            after = t["evaluation"]["after"]
+            lines.append(_row(f"`rag tune` embedder, dense ({t['pairs']} pairs, {t['seconds']:.0f} s)",
+                              after["dense"]))
+            lines.append(_row("`rag tune` embedder, hybrid", after["hybrid"]))
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", nargs="?", choices=["quality", "tune"], help="measure this (default: render only)")
+    ap.add_argument("--work", type=Path, default=Path("runs") / "retrieval")
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    args = ap.parse_args()
+    records = resultstools.load(RECORDS, {})
+    if args.what == "quality":
+        records["quality"] = quality(args.work)
+    elif args.what == "tune":
+        records["tune"] = {**records.get("tune", {}), **tune(args.work, args.sets)}
+    resultstools.finish(RECORDS, OUT, records, render)
+
+
+if __name__ == "__main__":
+    run_script(main)
