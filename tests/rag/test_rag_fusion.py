@@ -113,3 +113,21 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
         main(list(args))
     out = capsys.readouterr()
     return exit_info.value.code or 0, out.out, out.err
+
+
+def test_contextual_headings_are_indexed_but_not_shown(tmp_path):
+    """A chunk deep in a section is embedded and keyword-indexed with its heading path, but shows only its text."""
+    body = " ".join(f"Step {i}: tighten the bolt number {i} by a quarter turn and check it again." for i in range(20))
+    docs = write_files(tmp_path / "docs", {"manual.md": f"# Volcano observatory\n\n## Seismograph upkeep\n\n{body}\n"})
+    index_folder(docs, tmp_path / "i.db", embedder=minilm(), chunk_tokens=48, chunk_overlap=0)
+    with Retriever(open_store(tmp_path / "i.db"), minilm()) as r:
+        records = r.store.records(r.store.chunk_ids())
+        later = records[-1]  # not the section's first chunk: its text has no heading line
+        assert "Volcano" not in later["text"] and "Seismograph" not in later["text"]
+        assert later["heading"] == ["Volcano observatory", "Seismograph upkeep"]
+        expected = minilm().embed(["Volcano observatory > Seismograph upkeep\n\n" + later["text"]])[0]
+        assert r.store.vectors([later["chunk_id"]])[0] == pytest.approx(expected, abs=1e-5)  # embedded with context
+        assert minilm().embed([later["text"]])[0] @ expected < 0.99  # ... which changes the vector
+        found = r.search("volcano seismograph", k=len(records), mode="keyword")
+        assert later["chunk_id"] in {h["chunk_id"] for h in found}  # BM25 sees the headings too
+        assert all("Volcano" not in h["text"] for h in found if h["chunk_id"] == later["chunk_id"])
