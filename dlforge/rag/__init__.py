@@ -16,8 +16,7 @@ evaluate; mine + tune adapt the embedding model to a folder; faq builds the deve
 (sentence-transformers, usearch, pypdf) load lazily.
 """
 
-from dlforge.rag.evaluate import evaluate
-from dlforge.rag.fusion import tune_fusion
+from dlforge.rag.evaluate import evaluate, tune_fusion
 from dlforge.rag.generate import answer, ask, make_generator
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.retrieve import Retriever

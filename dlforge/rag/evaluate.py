@@ -28,6 +28,7 @@ import numpy as np
 
 from dlforge.data.corpus import jsonl_objects
 from dlforge.errors import ConfigError, DataError
+from dlforge.rag.fusion import GRID, Fusion
 from dlforge.rag.retrieve import MODES, Retriever
 from dlforge.rag.store import Filters
 from dlforge.runs.progress import Progress
@@ -160,3 +161,44 @@ def parse_modes(mode: str) -> tuple[str, ...]:
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: expected all, {', '.join(MODES)}")
     return (mode,)
+
+
+def tune_fusion(questions: str | Path, db: str | Path, model: str | None = None, grid: tuple[float, ...] = GRID,
+                save: bool = False) -> dict[str, Any]:
+    """Each keyword weight of `grid` (dense weight 1) scored on the questions; the best by recall@5, then MRR, then
+    the weight closest to the current one. With `save`, the choice is recorded in the index (its writer lock held
+    for the moment of the write) and hybrid search uses it from then on."""
+    from dlforge.rag.sqlite_store import open_store
+
+    items = read_questions(questions)
+    with Retriever.open(db, model) as retriever:
+        depth = retriever.candidates
+        current = retriever.fusion
+        lists = []
+        for question, _gold in items:
+            query = retriever.embed_query(question)
+            lists.append(([i for i, _ in retriever.store.search_dense(query, depth)],
+                          [i for i, _ in retriever.store.search_keyword(question, depth)]))
+        ids = sorted({i for d, k in lists for i in d[:depth] + k[:depth]})
+        records = {r["chunk_id"]: r for r in retriever.store.records(ids)}
+    rows = []
+    for weight in grid:
+        fusion = Fusion(keyword_weight=weight, rrf_k=current.rrf_k)
+        scores = [score_ranking([records[i] for i, _ in fusion.fuse(d, k)[:10]], gold)
+                  for (d, k), (_q, gold) in zip(lists, items, strict=True)]
+        rows.append({"keyword_weight": weight, "recall@1": _mean(scores, "recall@1"),
+                     "recall@5": _mean(scores, "recall@5"), "recall@10": _mean(scores, "recall@10"),
+                     "mrr": _mean(scores, "rr")})
+    best = max(rows, key=lambda r: (r["recall@5"], r["mrr"], -abs(r["keyword_weight"] - current.keyword_weight)))
+    chosen = Fusion(keyword_weight=best["keyword_weight"], rrf_k=current.rrf_k,
+                    tuned_on={"questions": str(Path(questions).resolve()), "count": len(items),
+                              "recall@5": best["recall@5"], "mrr": best["mrr"]})
+    if save:
+        with open_store(db, writer=True) as store:
+            store.update_settings("fusion", chosen.to_dict())
+    return {"questions": len(items), "db": str(db), "grid": rows, "before": current.to_dict(),
+            "chosen": chosen.to_dict(), "saved": save}
+
+
+def _mean(rows: list[dict[str, float]], key: str) -> float:
+    return round(float(np.mean([r[key] for r in rows])), 4)

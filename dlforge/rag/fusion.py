@@ -3,7 +3,7 @@ with the index, and the search that chooses them on a set of questions with know
 
     fused = weighted_rrf([dense_ids, keyword_ids], [1.0, 0.2])           # [(id, score)], best first
     fusion = Fusion.of(store.settings())                                  # what the index was tuned to, or defaults
-    report = tune_fusion("questions.jsonl", "docs.db", save=True)         # `dlforge rag eval ... --tune-fusion`
+    report = tune_fusion("questions.jsonl", "docs.db", save=True)         # rag.evaluate; `rag eval --tune-fusion`
 
 Weighted RRF (Cormack, Clarke & Buettcher 2009, with a weight per list as in Elasticsearch's and Vespa's weighted
 RRF): score(d) = sum over the lists of weight / (rrf_k + rank of d), ranks from 1. Equal weights let a weaker
@@ -17,10 +17,7 @@ alone); `tune_fusion` chooses it again on any folder's own questions and records
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from dlforge.errors import ConfigError
 
@@ -72,46 +69,3 @@ def weighted_rrf(rankings: list[list[int]], weights: list[float] | None = None, 
         for rank, item in enumerate(ranking, 1):
             scores[item] = scores.get(item, 0.0) + weight / (rrf_k + rank)
     return sorted(scores.items(), key=lambda kv: -kv[1])  # sorted() is stable
-
-
-def tune_fusion(questions: str | Path, db: str | Path, model: str | None = None, grid: tuple[float, ...] = GRID,
-                save: bool = False) -> dict[str, Any]:
-    """Each keyword weight of `grid` (dense weight 1) scored on the questions; the best by recall@5, then MRR, then
-    the weight closest to the current one. With `save`, the choice is recorded in the index (its writer lock held
-    for the moment of the write) and hybrid search uses it from then on."""
-    from dlforge.rag.evaluate import read_questions, score_ranking
-    from dlforge.rag.retrieve import Retriever
-    from dlforge.rag.sqlite_store import open_store
-
-    items = read_questions(questions)
-    with Retriever.open(db, model) as retriever:
-        depth = retriever.candidates
-        current = retriever.fusion
-        lists = []
-        for question, _gold in items:
-            query = retriever.embed_query(question)
-            lists.append(([i for i, _ in retriever.store.search_dense(query, depth)],
-                          [i for i, _ in retriever.store.search_keyword(question, depth)]))
-        ids = sorted({i for d, k in lists for i in d[:depth] + k[:depth]})
-        records = {r["chunk_id"]: r for r in retriever.store.records(ids)}
-    rows = []
-    for weight in grid:
-        fusion = Fusion(keyword_weight=weight, rrf_k=current.rrf_k)
-        scores = [score_ranking([records[i] for i, _ in fusion.fuse(d, k)[:10]], gold)
-                  for (d, k), (_q, gold) in zip(lists, items, strict=True)]
-        rows.append({"keyword_weight": weight, "recall@1": _mean(scores, "recall@1"),
-                     "recall@5": _mean(scores, "recall@5"), "recall@10": _mean(scores, "recall@10"),
-                     "mrr": _mean(scores, "rr")})
-    best = max(rows, key=lambda r: (r["recall@5"], r["mrr"], -abs(r["keyword_weight"] - current.keyword_weight)))
-    chosen = Fusion(keyword_weight=best["keyword_weight"], rrf_k=current.rrf_k,
-                    tuned_on={"questions": str(Path(questions).resolve()), "count": len(items),
-                              "recall@5": best["recall@5"], "mrr": best["mrr"]})
-    if save:
-        with open_store(db, writer=True) as store:
-            store.update_settings("fusion", chosen.to_dict())
-    return {"questions": len(items), "db": str(db), "grid": rows, "before": current.to_dict(),
-            "chosen": chosen.to_dict(), "saved": save}
-
-
-def _mean(rows: list[dict[str, float]], key: str) -> float:
-    return round(float(np.mean([r[key] for r in rows])), 4)

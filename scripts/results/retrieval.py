@@ -33,8 +33,7 @@ ROLE = {"debian-faq": "development (easy: the question is the heading)", "debian
 
 def quality(work: Path) -> dict:
     """Per set: the default pipeline's three modes (with latency), the fusion grid, and the naive baseline."""
-    from dlforge.rag.evaluate import evaluate
-    from dlforge.rag.fusion import tune_fusion
+    from dlforge.rag.evaluate import evaluate, tune_fusion
     from dlforge.rag.ingest import index_folder
 
     out = {}

@@ -9,7 +9,8 @@ from ragtools import minilm, write_files
 
 from dlforge.cli.main import main
 from dlforge.errors import ConfigError, DataError
-from dlforge.rag.fusion import KEYWORD_WEIGHT, Fusion, tune_fusion, weighted_rrf
+from dlforge.rag.evaluate import tune_fusion
+from dlforge.rag.fusion import KEYWORD_WEIGHT, Fusion, weighted_rrf
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.retrieve import Retriever
 from dlforge.rag.sqlite_store import open_store
