@@ -6,9 +6,11 @@ Data (`--data`): `real` (default) is `--n` MiniLM embeddings of real text with `
 cached under runs/bench-cache/); `random` is Gaussian vectors, L2-normalised, the worst case for graph indexes.
 The truth is the exact top-10 by brute force.
 
-Every graph uses M=16 and efConstruction=128 and is tuned to each target recall@10 (`--recall 0.95 0.99`): the
-smallest ef (efSearch) that reaches it, found by doubling from 16 and bisecting to within 1/16 of the bracket. Then,
-at that ef, paired rounds (at least 10, the order rotating each round) time:
+Every graph uses M=16 and efConstruction=128 and is tuned to each target recall@10 (`--recall 0.95 0.99`) on the
+held-out queries: the smallest ef (efSearch) that reaches it, found by doubling from 16 and bisecting to within 1/16
+of the bracket, each library at its own ef. The store's own calibration (`SQLiteStore.tune_ann`, stored vectors as
+queries, no held-out truth) is run too and its ef printed beside the one the held-out queries need. Then, at the
+tuned ef, paired rounds (at least 10, the order rotating each round) time:
 - single queries, one at a time on one thread (a RAG question is one query): dlforge's `SQLiteStore.search_dense`,
   the call `dlforge rag ask` makes, against faiss and hnswlib called with one query each;
 - the whole batch in one call on every core: the store's index (`search_batch`), faiss, hnswlib.
@@ -17,10 +19,15 @@ and the build time of each graph. The store's exact search (`search_dense(..., e
 flat index.
 
     python bench/vector_search.py [--data real|random] [--n 100000] [--queries 1000] [--rounds 10]
-                                  [--recall 0.95 0.99] [--dtype f32] [--exact-only] [--json] [--quick]
+                                  [--recall 0.95 0.99] [--dtype f32 f16] [--exact-only] [--crossover] [--json] [--quick]
 
-`--dtype bf16` (or f16) stores dlforge's HNSW vectors in 16 bits (less memory traffic per distance; the baselines
-stay float32, so that run compares different precisions).
+`--dtype f32 f16` (the default) builds one store per dtype: `dlforge` (f32) is the like-for-like comparison (same M,
+same precision as the baselines); `dlforge_f16` stores the graph's vectors in 16 bits (half the memory traffic per
+distance; the baselines stay float32, so its rows compare different precisions, and say so).
+
+`--crossover` instead times, on the first 1,000 to 20,000 real vectors, the store's exact search (a float32 matrix
+product, what `VectorIndex.search` does up to `EXACT_BELOW` vectors) against usearch's brute force and the graph at
+recall@10 0.95 and 0.99: where exact stops being the cheaper way.
 """
 
 from __future__ import annotations
@@ -97,17 +104,22 @@ class Engine:
     batch: Callable[[np.ndarray], np.ndarray]
 
 
-def engines(store: SQLiteStore, first_id: int, base: np.ndarray, build_s: float) -> list[Engine]:
+def store_engine(name: str, store: SQLiteStore, first_id: int, build_s: float) -> Engine:
+    def one(q: np.ndarray) -> np.ndarray:
+        return np.fromiter((c for c, _ in store.search_dense(q, K)), np.int64, K) - first_id
+
+    def batch(qs: np.ndarray) -> np.ndarray:
+        return store.ann.search_batch(qs, K, threads=CORES) - first_id
+
+    return Engine(name, build_s, lambda ef: setattr(store.ann, "ef", ef), one, batch)
+
+
+def engines(base: np.ndarray) -> list[Engine]:
+    """The baselines: faiss IndexHNSWFlat and hnswlib, both M=16, efConstruction 128, float32."""
     import faiss
     import hnswlib
 
-    def dlforge_one(q: np.ndarray) -> np.ndarray:
-        return np.fromiter((c for c, _ in store.search_dense(q, K)), np.int64, K) - first_id
-
-    def dlforge_batch(qs: np.ndarray) -> np.ndarray:
-        return store.ann.search_batch(qs, K, threads=CORES) - first_id
-
-    out = [Engine("dlforge", build_s, lambda ef: setattr(store.ann, "ef", ef), dlforge_one, dlforge_batch)]
+    out = []
 
     t0 = time.perf_counter()
     hnsw = faiss.IndexHNSWFlat(DIM, M, faiss.METRIC_INNER_PRODUCT)
@@ -172,27 +184,63 @@ def rounds_of(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
 
 
 def ratios(times: dict[str, list[float]], n_queries: int) -> dict:
-    """Queries/s of each (median round) and dlforge's speed over each baseline per round: median, min, max."""
+    """Queries/s of each (median round) and each dlforge store's speed over each baseline per round: median, min,
+    max."""
     out = {"qps": {name: round(n_queries / statistics.median(t), 1) for name, t in times.items()}}
-    for name, t in times.items():
-        if name != "dlforge":
-            r = [b / a for a, b in zip(times["dlforge"], t, strict=True)]
-            out[f"dlforge/{name}"] = {"median": round(statistics.median(r), 3), "min": round(min(r), 3),
-                                      "max": round(max(r), 3)}
+    for ours in (n for n in times if n.startswith("dlforge")):
+        for name, t in times.items():
+            if not name.startswith("dlforge"):
+                r = [b / a for a, b in zip(times[ours], t, strict=True)]
+                out[f"{ours}/{name}"] = {"median": round(statistics.median(r), 3), "min": round(min(r), 3),
+                                         "max": round(max(r), 3)}
     return out
 
 
-def at_recall(target: float, graphs: list[Engine], queries: np.ndarray, truth: np.ndarray, rounds: int) -> dict:
+def at_recall(target: float, graphs: list[Engine], queries: np.ndarray, truth: np.ndarray, rounds: int,
+              stores: dict[str, SQLiteStore]) -> dict:
     """Each graph tuned to `target`, then single queries and the batch timed side by side."""
+    calibrated = {name: store.tune_ann(target)["expansion_search"] for name, store in stores.items()}
     tuned = {e.name: tune(e, queries, truth, target) for e in graphs}
     for e in graphs:  # each at its own tuned ef, and its single-query answers checked against its batch's
         e.set_ef(tuned[e.name][0])
         assert recall(np.stack([e.one(q) for q in queries[:50]]), truth[:50]) >= min(target - 0.1, 0.85), e.name
     single = rounds_of({e.name: (lambda e=e: [e.one(q) for q in queries]) for e in graphs}, rounds)
     batch = rounds_of({e.name: (lambda e=e: e.batch(queries)) for e in graphs}, rounds)
-    return {"target": target, "ef": {n: ef for n, (ef, _) in tuned.items()},
+    return {"target": target, "ef": {n: ef for n, (ef, _) in tuned.items()}, "calibrated_ef": calibrated,
             "recall@10": {n: round(r, 4) for n, (_, r) in tuned.items()},
             "single": ratios(single, len(queries)), "batch": ratios(batch, len(queries))}
+
+
+def crossover(base: np.ndarray, queries: np.ndarray, sizes: tuple[int, ...] = (1000, 2000, 5000, 10000, 20000)
+              ) -> list[dict]:
+    """Milliseconds per query (best of 3 passes, one thread) on the first `n` vectors: the store's exact search (a
+    float32 matrix product), usearch's brute force, and the graph at its ef for recall@10 0.95 and 0.99."""
+    from dlforge.rag.vector_index import VectorIndex
+
+    def ms(fn: Callable[[np.ndarray], object]) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for q in queries:
+                fn(q)
+            best = min(best, time.perf_counter() - t0)
+        return round(1000 * best / len(queries), 3)
+
+    rows = []
+    for n in sizes:
+        part = np.ascontiguousarray(base[:n])
+        index = VectorIndex(DIM, connectivity=M, expansion_add=EF_ADD)
+        index.add(np.arange(n), part, threads=CORES)
+        truth = ground_truth(part, queries)
+        graph = Engine("graph", 0.0, lambda ef, i=index: setattr(i, "ef", ef), lambda q: q,
+                       lambda qs, i=index: i.search_batch(qs, K, threads=CORES))
+        row = {"n": n, "exact_matrix_ms": ms(lambda q, i=index: i._search_matrix(q, K)),
+               "usearch_exact_ms": ms(lambda q, i=index: i.index.search(q, K, exact=True))}
+        for target in (0.95, 0.99):
+            index.ef = tune(graph, queries, truth, target)[0]
+            row[f"graph@{target}"] = {"ef": index.ef, "ms": ms(lambda q, i=index: i.index.search(q, K))}
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -202,10 +250,12 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--recall", type=float, nargs="+", default=[0.95, 0.99])
-    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"],
-                    help="how dlforge's HNSW index stores vectors (the baselines: float32)")
+    ap.add_argument("--dtype", nargs="+", default=["f32", "f16"], choices=["f32", "f16", "bf16"],
+                    help="how dlforge's HNSW index stores vectors, one store each (the baselines: float32)")
     ap.add_argument("--exact-only", action="store_true",
                     help="only the exact searches: the store's exact=True against faiss's IndexFlatIP (no graphs)")
+    ap.add_argument("--crossover", action="store_true",
+                    help="only the exact-versus-graph crossover on 1,000 to 20,000 vectors")
     ap.add_argument("--quick", action="store_true", help="smoke check: random, 10,000 vectors, 100 queries, 2 rounds")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -223,11 +273,30 @@ def main() -> None:
         base, queries, data = real_embeddings(args.n, args.queries, log=log)
     else:
         base, queries, data = unit(args.n, 0), unit(args.queries, 1), {"texts": "random unit vectors"}
+    if args.crossover:
+        rows = crossover(base, queries[:300])
+        if args.json:
+            print(json.dumps({"data": args.data, "about": data, "queries": 300, "crossover": rows}, indent=2))
+        for r in [] if args.json else rows:
+            print(f"{r['n']:>6,} vectors: exact (matrix) {r['exact_matrix_ms']:.3f} ms, usearch brute force "
+                  f"{r['usearch_exact_ms']:.3f} ms, graph " + ", ".join(
+                      f"recall {t}: ef {r[f'graph@{t}']['ef']} {r[f'graph@{t}']['ms']:.3f} ms" for t in (0.95, 0.99)))
+        return
     truth = ground_truth(base, queries)
+    dtypes = args.dtype[:1] if args.exact_only else args.dtype  # the exact search is the same for every dtype
+    names = {d: "dlforge" if d == "f32" else f"dlforge_{d}" for d in dtypes}
     result = {"data": args.data, "about": data, "n": len(base), "queries": len(queries), "dim": DIM,
-              "rounds": args.rounds, "M": M, "ef_construction": EF_ADD, "dtype": args.dtype, "cores": CORES}
+              "rounds": args.rounds, "M": M, "ef_construction": EF_ADD, "cores": CORES,
+              "stores": {name: {"dtype": d, "M": M, "ef_construction": EF_ADD,
+                                "like_for_like": d == "f32"} for d, name in names.items()},
+              "baselines": "faiss IndexHNSWFlat and hnswlib: M=16, efConstruction 128, float32"}
     with tempfile.TemporaryDirectory() as tmp:
-        store, first_id, build_s = build_store(Path(tmp), base, args.dtype)
+        stores = {}
+        for d, name in names.items():
+            (Path(tmp) / name).mkdir()
+            stores[name] = build_store(Path(tmp) / name, base, d)
+            log(f"built {name} in {stores[name][2]:.1f} s")
+        store, first_id, _ = next(iter(stores.values()))
         flat = faiss.IndexFlatIP(DIM)
         flat.add(base)
         exact = {"dlforge": lambda: [store.search_dense(q, K, exact=True) for q in queries],
@@ -236,16 +305,21 @@ def main() -> None:
         result["exact"] = {"recall@10": round(recall(found - first_id, truth), 4),
                            **ratios(rounds_of(exact, args.rounds), len(queries))}
         if not args.exact_only:
-            graphs = engines(store, first_id, base, build_s)
+            graphs = [store_engine(name, *built) for name, built in stores.items()] + engines(base)
             result["build_s"] = {e.name: round(e.build_s, 2) for e in graphs}
-            result["at_recall"] = [at_recall(t, graphs, queries, truth, args.rounds) for t in args.recall]
-        store.close()
+            result["at_recall"] = [at_recall(t, graphs, queries, truth, args.rounds,
+                                             {name: built[0] for name, built in stores.items()})
+                                   for t in args.recall]
+        for built in stores.values():
+            built[0].close()
 
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"{result['n']:,} x {DIM}-d {args.data} vectors ({data['texts']}), {result['queries']} queries, "
-          f"{args.rounds} rounds, {CORES} cores")
+          f"{args.rounds} rounds, {CORES} cores; every graph M={M}, efConstruction {EF_ADD}; baselines float32; "
+          + ", ".join(f"{n}: {v['dtype']}{'' if v['like_for_like'] else ' (differs from the baselines)'}"
+                      for n, v in result["stores"].items()))
     e = result["exact"]
     print(f"  exact: dlforge {e['qps']['dlforge']:.0f} q/s, faiss flat {e['qps']['faiss_flat']:.0f} q/s, ratio "
           f"{e['dlforge/faiss_flat']['median']:.2f} (min {e['dlforge/faiss_flat']['min']:.2f}, max "
@@ -253,7 +327,8 @@ def main() -> None:
     if "build_s" in result:
         print("  build: " + ", ".join(f"{n} {s:.1f} s" for n, s in result["build_s"].items()))
     for row in result.get("at_recall", []):
-        print(f"  recall@10 >= {row['target']}: ef " + ", ".join(f"{n} {ef}" for n, ef in row["ef"].items()))
+        print(f"  recall@10 >= {row['target']}: ef " + ", ".join(f"{n} {ef}" for n, ef in row["ef"].items())
+              + "; the stores' own calibration: " + ", ".join(f"{n} {ef}" for n, ef in row["calibrated_ef"].items()))
         for mode in ("single", "batch"):
             r = row[mode]
             qps = ", ".join(f"{n} {q:.0f}" for n, q in r["qps"].items())

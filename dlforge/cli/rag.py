@@ -1,4 +1,4 @@
-"""`dlforge rag index | ask | eval | tune | stats`: question answering over a folder of documents."""
+"""`dlforge rag index | ask | eval | tune | calibrate | stats`: question answering over a folder of documents."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ def eval_cmd(
 
         raise ConfigError("--save: only with --tune-fusion (it records the chosen fusion weight in the index)")
     if tune_fusion:
-        from dlforge.rag.fusion import tune_fusion as tune
+        from dlforge.rag.evaluate import tune_fusion as tune
 
         report = tune(questions, db, model=model, save=save)
         if as_json:
@@ -199,6 +199,25 @@ def tune_cmd(
         before, after = r["evaluation"]["before"], r["evaluation"]["after"]
         table("retrieval on --questions", ["metric", *(f"{m} {w}" for m in before for w in ("before", "after"))],
               [[k, *(v for m in before for v in (before[m][k], after[m][k]))] for k in before["dense"]])
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    db: Path = typer.Option(..., "--db", help="the index file"),
+    target_recall: float = typer.Option(0.95, "--target-recall", help="recall@10 the vector search should reach"),
+    sample: int = typer.Option(500, "--sample", help="questions made up from stored chunks to measure recall on"),
+    as_json: bool = typer.Option(False, "--json", help="print the chosen setting as JSON"),
+) -> None:
+    """Choose the vector index's search breadth (ef) for a target recall@10 and record it in the index."""
+    from dlforge.rag.sqlite_store import open_store
+
+    with open_store(db, writer=True) as store:
+        r = store.tune_ann(target_recall, sample=sample)
+    if as_json:
+        emit_json(r)
+        return
+    print(f"{db}: ef {r['expansion_search']} reaches recall@10 {r['recall']} (target {r['target_recall']}) on "
+          f"{r['queries']} questions over {r['vectors']} vectors; recorded in the index")
 
 
 @app.command("stats")

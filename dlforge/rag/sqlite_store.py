@@ -175,8 +175,26 @@ class SQLiteStore(Store):
             self._ann = self._load_ann()
         return self._ann
 
+    def _ann_settings(self) -> dict[str, Any]:
+        """The graph's settings as built, with the ef that `tune_ann` chose (settings["ann_tuned"]) if any."""
+        tuned = self._settings.get("ann_tuned") or {}
+        return {**self._settings["ann"], **{k: v for k, v in tuned.items() if k == "expansion_search"}}
+
+    def tune_ann(self, target: float, k: int = 10, sample: int = 500, seed: int = 0) -> dict[str, Any]:
+        """Choose the smallest ef reaching recall@k >= `target` on `sample` questions made up near stored vectors
+        (VectorIndex.calibrate) and record it in settings["ann_tuned"], used from then on by every process opening
+        the index (rerun it after the index has grown a lot)."""
+        if not 0 < target <= 1:
+            raise DataError(f"target recall {target}: expected a number in (0, 1]")
+        ef, reached = self.ann.calibrate(target, k, sample, seed)
+        tuned = {"expansion_search": ef, "target_recall": target, "recall": round(reached, 4), "k": k,
+                 "queries": min(sample, len(self.ann)), "vectors": len(self.ann)}
+        self.update_settings("ann_tuned", tuned)
+        self.ann.ef = ef
+        return tuned
+
     def _load_ann(self) -> VectorIndex:
-        settings = self._settings["ann"]
+        settings = self._ann_settings()
         with self._transaction(write=False):  # one snapshot: the counters and the rows agree
             generation, saved = self._meta_int("generation"), self._meta_int("ann_generation")
             rows = self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
@@ -368,7 +386,8 @@ class SQLiteStore(Store):
         return {
             "db": str(self.path), "documents": docs, "chunks": chunks, "tokens": tokens, "types": types,
             "embedder": self._settings["embedder"], "chunking": self._settings.get("chunking"),
-            "vector_index": {"kind": "usearch HNSW (inner product)", **self._settings["ann"],
+            "vector_index": {"kind": "usearch HNSW (inner product)", **self._ann_settings(),
+                             "tuned": self._settings.get("ann_tuned"),
                              "file": str(ann_file) if ann_file.exists() else None,
                              "in_sync": saved == generation and ann_file.exists(), "generation": generation},
             "bytes": {"sqlite": size, "vector_index": ann_file.stat().st_size if ann_file.exists() else 0},

@@ -125,6 +125,8 @@ PATH_CASES: dict[str, dict[str, tuple[list[str], str, str]]] = {
                  "missing index": ([FOLDER, "--db", MISSING], MISSING, NOT_FOUND),
                  "folder as index": ([FOLDER, "--db", FOLDER], FOLDER, IS_FOLDER),
                  "unwritable tuned index": ([FOLDER, "--db", FILE, "--out", UNDER_FILE], UNDER_FILE, UNWRITABLE)},
+    "rag calibrate": {"missing index": (["--db", MISSING], MISSING, NO_INDEX),
+                      "folder as index": (["--db", FOLDER], FOLDER, NOT_INDEX)},
     "rag stats": {"missing index": (["--db", MISSING], MISSING, NO_INDEX),
                   "folder as index": (["--db", FOLDER], FOLDER, NOT_INDEX)},
 }
