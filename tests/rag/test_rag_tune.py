@@ -14,7 +14,7 @@ from dlforge.rag.ingest import index_folder
 from dlforge.rag.mine import mine_pairs, passage, section_key, sentences
 from dlforge.rag.retrieve import Retriever
 from dlforge.rag.sqlite_store import open_store
-from dlforge.rag.tune import train, tune_index
+from dlforge.rag.tune import _embed, _pad, train, tune_index
 
 # Several sections, each of several sentences, and two overlapping-topic documents: enough pairs for small batches.
 DOCS = {
@@ -83,6 +83,25 @@ def test_training_lowers_the_contrastive_loss(built):
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
     assert any(not (a == b).all() for a, b in zip(before, bert.parameters(), strict=True))
     assert all((a == b).all() for a, b in zip(before, embedder.inner.model.parameters(), strict=True))  # a copy
+
+
+def test_texts_embedded_in_length_groups_equal_one_padded_batch_and_keep_their_order(built):
+    import torch
+
+    _, _, model = built
+    embedder = load_embedder(str(model))
+    bert, tokenizer = embedder.inner.model.eval(), embedder.inner.tokenizer
+    texts = ["roses", "prune the roses in late winter before new growth starts " * 3, "soup", "bread dough rises",
+             "check the tyre pressure of the bike before every long ride", "x"]
+    ids = [[tokenizer.cls_id, *x, tokenizer.sep_id] for x in tokenizer.encode_batch(texts)]
+    with torch.no_grad():
+        whole = bert.embed(*_pad(tokenizer, ids))  # all six padded to the longest
+        grouped = _embed(bert, tokenizer, texts, 256, group=2)  # three groups, sorted by length, put back
+    assert torch.allclose(grouped, whole, atol=1e-5)
+    grouped = _embed(bert, tokenizer, texts, 256, group=2)
+    grouped[1].sum().backward()  # the gradient reaches the weights through the regrouping
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in bert.parameters())
+    bert.zero_grad(set_to_none=True)
 
 
 def test_tune_builds_a_new_index_with_its_own_fingerprint(built):
