@@ -119,9 +119,10 @@ def eval_cmd(
     model: str = typer.Option(None, "--model", help="where to load the index's embedding model from"),
     exact: bool = typer.Option(False, "--exact", help="exact vector search instead of HNSW"),
     details: bool = typer.Option(False, "--details", help="with --json: each question's scores and top hits"),
-    tune_fusion: bool = typer.Option(False, "--tune-fusion", help="instead: score hybrid search's keyword weight "
-                                     "over a grid on these questions and pick the best (recall@5, then MRR)"),
-    save: bool = typer.Option(False, "--save", help="with --tune-fusion: record the chosen weight in the index"),
+    tune_fusion: bool = typer.Option(False, "--tune-fusion", help="instead: score hybrid search's fusion (linear or "
+                                     "RRF, keyword weight over a grid) on these questions and pick the best "
+                                     "(recall@5, then MRR)"),
+    save: bool = typer.Option(False, "--save", help="with --tune-fusion: record the chosen fusion in the index"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Retrieval quality: recall@1/5/10, MRR, nDCG@10 and query latency p50/p95 per retrieval mode."""
@@ -131,7 +132,7 @@ def eval_cmd(
     if save and not tune_fusion:
         from dlforge.errors import ConfigError
 
-        raise ConfigError("--save: only with --tune-fusion (it records the chosen fusion weight in the index)")
+        raise ConfigError("--save: only with --tune-fusion (it records the chosen fusion in the index)")
     if tune_fusion:
         from dlforge.rag.evaluate import tune_fusion as tune
 
@@ -140,11 +141,13 @@ def eval_cmd(
             emit_json(report)
             return
         table(f"hybrid fusion on {report['questions']} questions, {report['db']} (dense weight 1)",
-              ["keyword weight", "recall@1", "recall@5", "recall@10", "MRR"],
-              [[r["keyword_weight"], r["recall@1"], r["recall@5"], r["recall@10"], r["mrr"]] for r in report["grid"]])
-        chosen = report["chosen"]["keyword_weight"]
-        console.print(f"chosen keyword weight {chosen} (was {report['before']['keyword_weight']}); "
-              + ("recorded in the index" if save else "not recorded: add --save"))
+              ["method", "keyword weight", "recall@1", "recall@5", "recall@10", "MRR"],
+              [[r["method"], r["keyword_weight"], r["recall@1"], r["recall@5"], r["recall@10"], r["mrr"]]
+               for r in report["grid"]])
+        chosen, before = report["chosen"], report["before"]
+        console.print(f"chosen: {chosen['method']}, keyword weight {chosen['keyword_weight']} (was {before['method']}, "
+                      f"{before['keyword_weight']}); "
+                      + ("recorded in the index" if save else "not recorded: add --save"))
         return
     from dlforge.rag.evaluate import evaluate, parse_modes
 

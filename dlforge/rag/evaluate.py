@@ -28,7 +28,7 @@ import numpy as np
 
 from dlforge.data.corpus import jsonl_objects
 from dlforge.errors import ConfigError, DataError
-from dlforge.rag.fusion import GRID, Fusion
+from dlforge.rag.fusion import GRID, METHODS, Fusion
 from dlforge.rag.retrieve import MODES, Retriever
 from dlforge.rag.store import Filters
 from dlforge.runs.progress import Progress
@@ -164,10 +164,11 @@ def parse_modes(mode: str) -> tuple[str, ...]:
 
 
 def tune_fusion(questions: str | Path, db: str | Path, model: str | None = None, grid: tuple[float, ...] = GRID,
-                save: bool = False) -> dict[str, Any]:
-    """Each keyword weight of `grid` (dense weight 1) scored on the questions; the best by recall@5, then MRR, then
-    the weight closest to the current one. With `save`, the choice is recorded in the index (its writer lock held
-    for the moment of the write) and hybrid search uses it from then on."""
+                methods: tuple[str, ...] = METHODS, save: bool = False) -> dict[str, Any]:
+    """Each fusion method and keyword weight of `grid` (dense weight 1) scored on the questions; the best by
+    recall@5, then MRR, then the current method, then the weight closest to the current one. With `save`, the choice
+    is recorded in the index (its writer lock held for the moment of the write) and hybrid search uses it from then
+    on."""
     from dlforge.rag.sqlite_store import open_store
 
     items = read_questions(questions)
@@ -177,20 +178,21 @@ def tune_fusion(questions: str | Path, db: str | Path, model: str | None = None,
         lists = []
         for question, _gold in items:
             query = retriever.embed_query(question)
-            lists.append(([i for i, _ in retriever.store.search_dense(query, depth)],
-                          [i for i, _ in retriever.store.search_keyword(question, depth)]))
-        ids = sorted({i for d, k in lists for i in d[:depth] + k[:depth]})
+            lists.append((retriever.store.search_dense(query, depth), retriever.store.search_keyword(question, depth)))
+        ids = sorted({i for d, k in lists for i, _ in d + k})
         records = {r["chunk_id"]: r for r in retriever.store.records(ids)}
     rows = []
-    for weight in grid:
-        fusion = Fusion(keyword_weight=weight, rrf_k=current.rrf_k)
-        scores = [score_ranking([records[i] for i, _ in fusion.fuse(d, k)[:10]], gold)
-                  for (d, k), (_q, gold) in zip(lists, items, strict=True)]
-        rows.append({"keyword_weight": weight, "recall@1": _mean(scores, "recall@1"),
-                     "recall@5": _mean(scores, "recall@5"), "recall@10": _mean(scores, "recall@10"),
-                     "mrr": _mean(scores, "rr")})
-    best = max(rows, key=lambda r: (r["recall@5"], r["mrr"], -abs(r["keyword_weight"] - current.keyword_weight)))
-    chosen = Fusion(keyword_weight=best["keyword_weight"], rrf_k=current.rrf_k,
+    for method in methods:
+        for weight in grid:
+            fusion = Fusion(method=method, keyword_weight=weight, rrf_k=current.rrf_k)
+            scores = [score_ranking([records[i] for i, _ in fusion.fuse(d, k)[:10]], gold)
+                      for (d, k), (_q, gold) in zip(lists, items, strict=True)]
+            rows.append({"method": method, "keyword_weight": weight, "recall@1": _mean(scores, "recall@1"),
+                         "recall@5": _mean(scores, "recall@5"), "recall@10": _mean(scores, "recall@10"),
+                         "mrr": _mean(scores, "rr")})
+    best = max(rows, key=lambda r: (r["recall@5"], r["mrr"], r["method"] == current.method,
+                                    -abs(r["keyword_weight"] - current.keyword_weight)))
+    chosen = Fusion(method=best["method"], keyword_weight=best["keyword_weight"], rrf_k=current.rrf_k,
                     tuned_on={"questions": str(Path(questions).resolve()), "count": len(items),
                               "recall@5": best["recall@5"], "mrr": best["mrr"]})
     if save:

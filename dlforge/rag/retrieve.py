@@ -1,4 +1,4 @@
-"""Questions -> the chunks that answer them: dense, keyword (BM25) or hybrid (reciprocal rank fusion).
+"""Questions -> the chunks that answer them: dense, keyword (BM25) or hybrid (the two fused).
 
     retriever = Retriever.open("docs.db")                 # the store and the embedding model it was built with
     hits = retriever.search("How do I upgrade?", k=5, mode="hybrid", filters=Filters(path="guides/*", types=("md",)))
@@ -6,10 +6,10 @@
                 "start": 120, "end": 940, "similarity": 0.71, "chunk_id": 17, "title": ..., "type": "md", ...}
 
 Dense: the question embedded by the index's own model, nearest chunks by cosine similarity. Keyword: BM25 over the
-chunk text and its headings. Hybrid: both lists (`candidates` deep each) fused by weighted reciprocal rank fusion
-(`fusion`): score(d) = sum over the lists of weight / (rrf_k + rank of d), ranks from 1, rrf_k = 60 as in the paper;
-a chunk missing from a list gets nothing from it. The weights are the index's own (`dlforge rag eval --tune-fusion
---save` chooses them on the folder's questions), else dense 1 and keyword 0.2. Every hit carries `similarity`, the
+chunk text and its headings. Hybrid: both lists (`candidates` deep each) fused (`fusion`): by default each list's
+scores scaled to [0, 1], then dense 1 x its scaled cosine + 0.3 x the scaled BM25, a chunk missing from a list
+getting nothing from it; or weighted reciprocal rank fusion. The method and weights are the index's own (`dlforge
+rag eval --tune-fusion --save` chooses them on the folder's questions). Every hit carries `similarity`, the
 cosine between the question and the chunk, in all modes (the answer step uses it to decide whether the documents hold
 an answer).
 """
@@ -92,7 +92,7 @@ class Retriever:
             depth = max(self.candidates, k)
             dense = self.store.search_dense(query, depth, filters, exact)
             keyword = self.store.search_keyword(question, depth, filters)
-            ranked = self.fusion.fuse([i for i, _ in dense], [i for i, _ in keyword])[:k]
+            ranked = self.fusion.fuse(dense, keyword)[:k]
         records = self.store.records([i for i, _ in ranked])
         scores = dict(ranked)
         for r in records:

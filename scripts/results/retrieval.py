@@ -26,6 +26,9 @@ import resultstools  # noqa: E402
 
 RECORDS = resultstools.RESULTS / "retrieval.json"
 OUT = resultstools.RESULTS / "retrieval.md"
+SHOWN = {("linear", 0.1): "hybrid, linear, keyword weight 0.1", ("linear", 0.5): "hybrid, linear, keyword weight 0.5",
+         ("rrf", 0.2): "hybrid, weighted RRF, keyword weight 0.2 (the default before linear fusion)",
+         ("rrf", 1.0): "hybrid, equal-weight RRF (the usual hybrid)"}
 SETS = ("debian-faq", "debian-faq-blanked", "python-faq")
 ROLE = {"debian-faq": "development (easy: the question is the heading)", "debian-faq-blanked": "development, tuned on",
         "python-faq": "held out"}
@@ -90,11 +93,11 @@ def render(records: dict) -> str:
         modes = q["modes"]
         lines.append(_row("dense (MiniLM)", modes["dense"]))
         lines.append(_row("keyword (BM25, FTS5)", modes["keyword"]))
-        lines.append(_row("**hybrid, the default** (weighted RRF, keyword weight 0.2)", modes["hybrid"]))
+        lines.append(_row("**hybrid, the default** (linear fusion of min-max scaled scores, keyword weight 0.3)",
+                          modes["hybrid"]))
         for row in q["fusion_grid"]:
-            if row["keyword_weight"] in (1.0, 0.5, 0.1):
-                lines.append(_row(f"hybrid, keyword weight {row['keyword_weight']}"
-                                  + (" (equal-weight RRF)" if row["keyword_weight"] == 1.0 else ""), row, False))
+            if (row.get("method", "rrf"), row["keyword_weight"]) in SHOWN:
+                lines.append(_row(SHOWN[row.get("method", "rrf"), row["keyword_weight"]], row, False))
         naive = q["naive"]["modes"]
         lines.append(_row("naive baseline: dense", naive["dense"], False))
         lines.append(_row("naive baseline: RRF (its hybrid)", naive["rrf"], False))

@@ -1,4 +1,4 @@
-"""Weighted reciprocal rank fusion, the weights an index records, and choosing them on a folder's own questions."""
+"""Linear and weighted reciprocal rank fusion, what an index records, and choosing it on a folder's own questions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ragtools import minilm, write_files
 from dlforge.cli.main import main
 from dlforge.errors import ConfigError, DataError
 from dlforge.rag.evaluate import tune_fusion
-from dlforge.rag.fusion import KEYWORD_WEIGHT, Fusion, weighted_rrf
+from dlforge.rag.fusion import KEYWORD_WEIGHT, Fusion, linear_fusion, weighted_rrf
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.retrieve import Retriever
 from dlforge.rag.sqlite_store import open_store
@@ -38,10 +38,29 @@ def test_weighted_rrf_by_hand():
         weighted_rrf([[1], [2]], [1.0])
 
 
+def test_linear_fusion_by_hand():
+    dense, keyword = [(1, 1.0), (2, 0.75), (3, 0.5)], [(3, 12.0), (4, 4.0), (1, 2.0)]
+    fused = linear_fusion([dense, keyword], [1.0, 0.5])  # dense scaled 1, .5, 0; keyword 1, .2, 0
+    assert dict(fused) == pytest.approx({1: 1.0 + 0.0, 2: 0.5, 3: 0.0 + 0.5, 4: 0.5 * 0.2})
+    assert [i for i, _ in fused] == [1, 2, 3, 4]  # 2 and 3 tie at 0.5: the first seen stays first
+    # the scores, not only the ranks, count: a near tie in dense lets a sure keyword hit through, a clear gap does not
+    assert linear_fusion([[(1, 0.80), (2, 0.79), (3, 0.1)], [(2, 9.0), (3, 1.0)]], [1.0, 0.3])[0][0] == 2
+    assert linear_fusion([[(1, 0.80), (2, 0.20), (3, 0.1)], [(2, 9.0), (3, 1.0)]], [1.0, 0.3])[0][0] == 1
+    assert linear_fusion([[(7, 0.4)], []]) == [(7, 1.0)]  # one score: scaled to 1; an empty list adds nothing
+    assert linear_fusion([[(1, 0.5), (2, 0.4)], [(9, 3.0)]], [1.0, 0.0]) == [(1, 1.0), (2, 0.0)]  # weight 0: dropped
+    with pytest.raises(ValueError, match="2 lists, 1 weights"):
+        linear_fusion([[], []], [1.0])
+
+
 def test_fusion_settings_are_checked():
-    assert Fusion.of({}) == Fusion(keyword_weight=KEYWORD_WEIGHT, dense_weight=1.0, rrf_k=60)
-    assert Fusion.of({"fusion": {"keyword_weight": 0.7, "rrf_k": 10}}).fuse([1, 2], [2, 1]) == \
+    assert Fusion.of({}) == Fusion(method="linear", keyword_weight=KEYWORD_WEIGHT, dense_weight=1.0, rrf_k=60)
+    dense, keyword = [(1, 0.9), (2, 0.5)], [(2, 3.0), (1, 1.0)]
+    assert Fusion.of({"fusion": {"method": "rrf", "keyword_weight": 0.7, "rrf_k": 10}}).fuse(dense, keyword) == \
         weighted_rrf([[1, 2], [2, 1]], [1.0, 0.7], 10)
+    assert Fusion.of({"fusion": {"keyword_weight": 0.7}}).method == "rrf"  # recorded before linear fusion existed
+    assert Fusion(keyword_weight=0.7).fuse(dense, keyword) == linear_fusion([dense, keyword], [1.0, 0.7])
+    with pytest.raises(ConfigError, match="fusion method 'max'"):
+        Fusion(method="max")
     with pytest.raises(ConfigError, match="non-negative weights"):
         Fusion(keyword_weight=-0.1)
     with pytest.raises(ConfigError, match="rrf_k"):
@@ -69,21 +88,21 @@ def test_the_index_weights_drive_hybrid_search(index):
     db, _ = index
     question = "my drive is full, the tool copies nothing"
     with Retriever(open_store(db), minilm()) as r:
-        dense = [h["chunk_id"] for h in r.search(question, 20, "dense")]
-        keyword = [h["chunk_id"] for h in r.search(question, 20, "keyword")]
-        assert r.fusion.keyword_weight == KEYWORD_WEIGHT  # nothing recorded yet
+        dense = [(h["chunk_id"], h["score"]) for h in r.search(question, 20, "dense")]
+        keyword = [(h["chunk_id"], h["score"]) for h in r.search(question, 20, "keyword")]
+        assert r.fusion == Fusion()  # nothing recorded yet
         default = [(h["chunk_id"], h["score"]) for h in r.search(question, 4, "hybrid")]
-    assert dense[0] != keyword[0]  # the two lists disagree on the best chunk
-    assert same(default, weighted_rrf([dense, keyword], [1.0, KEYWORD_WEIGHT])[:4])
-    assert default[0][0] == dense[0]
+    assert dense[0][0] != keyword[0][0]  # the two lists disagree on the best chunk
+    assert same(default, linear_fusion([dense, keyword], [1.0, KEYWORD_WEIGHT])[:4])
+    assert default[0][0] == dense[0][0]
     with open_store(db, writer=True) as store:
-        store.update_settings("fusion", Fusion(keyword_weight=5.0).to_dict())
+        store.update_settings("fusion", Fusion(method="rrf", keyword_weight=5.0).to_dict())
         with pytest.raises(ValueError, match="fixed"):
             store.update_settings("embedder", {})
     with Retriever(open_store(db), minilm()) as r:
         heavy = [(h["chunk_id"], h["score"]) for h in r.search(question, 4, "hybrid")]
-    assert same(heavy, weighted_rrf([dense, keyword], [1.0, 5.0])[:4])
-    assert heavy[0][0] == keyword[0]  # the keyword list now leads
+    assert same(heavy, weighted_rrf([[i for i, _ in dense], [i for i, _ in keyword]], [1.0, 5.0])[:4])
+    assert heavy[0][0] == keyword[0][0]  # the keyword list now leads
     with open_store(db) as store, pytest.raises(DataError, match="reading only"):
         store.update_settings("fusion", {})
     with open_store(db, writer=True) as store:
@@ -93,10 +112,12 @@ def test_the_index_weights_drive_hybrid_search(index):
 def test_tune_fusion_scores_the_grid_and_records_the_choice(index, capsys):
     db, questions = index
     report = tune_fusion(questions, db, grid=(0.0, 0.2, 1.0))
-    assert [row["keyword_weight"] for row in report["grid"]] == [0.0, 0.2, 1.0]
+    assert [(row["method"], row["keyword_weight"]) for row in report["grid"]] == \
+        [(m, w) for m in ("linear", "rrf") for w in (0.0, 0.2, 1.0)]
     best = max(report["grid"], key=lambda row: (row["recall@5"], row["mrr"]))
-    assert report["chosen"]["keyword_weight"] in {row["keyword_weight"] for row in report["grid"]
-                                                  if (row["recall@5"], row["mrr"]) == (best["recall@5"], best["mrr"])}
+    assert (report["chosen"]["method"], report["chosen"]["keyword_weight"]) in \
+        {(row["method"], row["keyword_weight"]) for row in report["grid"]
+         if (row["recall@5"], row["mrr"]) == (best["recall@5"], best["mrr"])}
     assert report["chosen"]["tuned_on"]["count"] == 3 and not report["saved"]
     assert Fusion.of(open_store(db).settings()) == Fusion()  # not saved
     code, out, _ = cli(capsys, "rag", "eval", str(questions), "--db", str(db), "--tune-fusion", "--save", "--json")

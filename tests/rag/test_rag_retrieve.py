@@ -10,7 +10,7 @@ from ragtools import PETS, minilm, write_files
 from dlforge.errors import ConfigError, DataError
 from dlforge.rag.evaluate import Gold, evaluate, read_questions, score_ranking
 from dlforge.rag.faq import faq_questions, write_blanked_corpus
-from dlforge.rag.fusion import weighted_rrf
+from dlforge.rag.fusion import linear_fusion
 from dlforge.rag.ingest import index_folder
 from dlforge.rag.retrieve import Retriever, reciprocal_rank_fusion
 from dlforge.rag.sqlite_store import open_store
@@ -45,10 +45,10 @@ def test_hybrid_fuses_the_keyword_and_dense_rankings(handy):
     dense = handy.search(question, k=20, mode="dense")
     hybrid = handy.search(question, k=3, mode="hybrid")
     assert keyword[0]["relpath"] == "codes.md" and len(keyword) == 1  # the only chunk with the rare code
-    lists = [[h["chunk_id"] for h in dense], [h["chunk_id"] for h in keyword]]
-    expected = weighted_rrf(lists, [1.0, 0.2])[:3]  # the default weights: the index records no others
+    lists = [[(h["chunk_id"], h["score"]) for h in dense], [(h["chunk_id"], h["score"]) for h in keyword]]
+    expected = linear_fusion(lists, [1.0, 0.3])[:3]  # the default fusion: the index records no other
     assert [(h["chunk_id"], pytest.approx(h["score"])) for h in hybrid] == [(i, s) for i, s in expected]
-    assert hybrid[0]["relpath"] == "codes.md" and hybrid[0]["score"] > 1 / 61  # in both lists (dense alone: 1/61)
+    assert hybrid[0]["relpath"] == "codes.md" and hybrid[0]["score"] > 0.3  # the only keyword hit: 0.3 + its dense
     assert all(-1 <= h["similarity"] <= 1 for h in hybrid)
     paraphrase = handy.search("my drive has no free space left", k=1, mode="dense")
     assert paraphrase[0]["relpath"] == "storage.md"  # no shared words, found by meaning
