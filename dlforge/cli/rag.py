@@ -236,12 +236,15 @@ def stats_cmd(
     if as_json:
         emit_json(s)
         return
-    e, v = s["embedder"], s["vector_index"]
+    e, v, f = s["embedder"], s["vector_index"], s["fusion"]
     rows = [["documents", s["documents"]], ["chunks", s["chunks"]], ["tokens", s["tokens"]],
             ["types", ", ".join(f"{t} {n}" for t, n in s["types"].items())],
             ["embedding model", f"{e['name']} ({e['dim']}-d, {e['source']})"],
             ["chunking", f"{s['chunking']['max_tokens']} tokens, overlap {s['chunking']['overlap']}"],
             ["vector index", f"{v['kind']}, {v['dtype']}, M={v['connectivity']}, ef={v['expansion_search']}, "
                              f"{'saved' if v['in_sync'] else 'to be rebuilt on next open'}"],
+            ["hybrid fusion", f"{f['method']}, keyword weight {f['keyword_weight']} ("
+                              + (f"chosen on {f['tuned_on']['count']} questions" if f["tuned_on"] else "default")
+                              + ")"],
             ["bytes", f"sqlite {s['bytes']['sqlite']}, vectors {s['bytes']['vector_index']}"]]
     table(str(s["db"]), ["", "value"], rows)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from dlforge.errors import DataError
+from dlforge.rag.fusion import Fusion
 from dlforge.rag.store import STOPWORDS, ChunkRecord, DocumentRecord, Filters, NoIndexError, Store
 from dlforge.rag.vector_index import DEFAULTS, VectorIndex
 from dlforge.runs.rundir import atomic_write_bytes
@@ -386,6 +387,7 @@ class SQLiteStore(Store):
         return {
             "db": str(self.path), "documents": docs, "chunks": chunks, "tokens": tokens, "types": types,
             "embedder": self._settings["embedder"], "chunking": self._settings.get("chunking"),
+            "fusion": Fusion.of(self._settings).to_dict(),
             "vector_index": {"kind": "usearch HNSW (inner product)", **self._ann_settings(),
                              "tuned": self._settings.get("ann_tuned"),
                              "file": str(ann_file) if ann_file.exists() else None,

@@ -1,6 +1,7 @@
 """Write docs/results/retrieval.md: retrieval quality on the three development sets (issue 19), each technique a row.
 
     python scripts/results/retrieval.py quality [--work runs/retrieval]   # index, evaluate, fusion grid, naive baseline
+    python scripts/results/retrieval.py ablations       # each technique switched off (or on), on quality's indexes
     python scripts/results/retrieval.py tune [--sets debian-faq-blanked]  # `rag tune` on each set, before and after
     python scripts/results/retrieval.py                                   # re-render from the records only
 
@@ -54,6 +55,84 @@ def quality(work: Path) -> dict:
     return out
 
 
+def ablations(work: Path) -> dict:
+    """Per set, over the index `quality` built: the techniques the default keeps, each switched off (or the one it
+    does not keep switched on), measured on the same chunks and questions. Rows: keyword search without stemming
+    (FTS5 unicode61 instead of porter), chunks without their heading context (embedded and keyword-indexed as their
+    own text only), and small-to-big (each sentence of a chunk embedded with the chunk's context, the chunk scored by
+    its best sentence)."""
+    import sqlite3
+
+    import numpy as np
+
+    from dlforge.rag.chunk import CONTEXT_SEP
+    from dlforge.rag.evaluate import read_questions, score_ranking
+    from dlforge.rag.fusion import Fusion
+    from dlforge.rag.mine import sentences
+    from dlforge.rag.retrieve import Retriever
+    from dlforge.rag.sqlite_store import fts_query
+
+    def keyword(rows: list[tuple], tokenizer: str, questions: list[str]) -> list[list[tuple[int, float]]]:
+        db = sqlite3.connect(":memory:")
+        db.execute(f"CREATE VIRTUAL TABLE f USING fts5(heading, text, tokenize='{tokenizer}')")
+        db.executemany("INSERT INTO f(rowid, heading, text) VALUES (?, ?, ?)", rows)
+        sql = "SELECT rowid, bm25(f) AS s FROM f WHERE f MATCH ? ORDER BY s LIMIT 50"
+        return [[(i, -s) for i, s in db.execute(sql, [fts_query(q)])] if fts_query(q) else [] for q in questions]
+
+    def top(matrix: np.ndarray, owners: np.ndarray, query: np.ndarray) -> list[tuple[int, float]]:
+        best: dict[int, float] = {}
+        for i in np.argsort(-(matrix @ query), kind="stable"):
+            best.setdefault(int(owners[i]), float(matrix[i] @ query))
+            if len(best) == 50:
+                break
+        return sorted(best.items(), key=lambda kv: -kv[1])
+
+    out = {}
+    for name, (questions_file, _corpus) in naive_rag.devsets(work).items():
+        items = read_questions(questions_file)
+        questions = [q for q, _ in items]
+        with Retriever.open(work / f"{name}.db") as retriever:
+            records = retriever.store.records(retriever.store.chunk_ids())
+            embed = retriever.embedder.embed
+            queries = embed(questions)
+            dense = [retriever.store.search_dense(q, 50) for q in queries]
+        by_id = {r["chunk_id"]: r for r in records}
+        ids = np.array([r["chunk_id"] for r in records])
+        heading = [(r["chunk_id"], CONTEXT_SEP.join(r["heading"]), r["text"]) for r in records]
+        plain_vectors = embed([r["text"] for r in records])  # no heading context in front
+        plain_dense = [top(plain_vectors, ids, q) for q in queries]
+        pieces = [(r["chunk_id"], f"{CONTEXT_SEP.join(r['heading'])}\n\n{s}") for r in records
+                  for _, s in sentences(r["text"])] + [(r["chunk_id"], r["text"]) for r in records
+                                                      if not sentences(r["text"])]
+        sentence_vectors = embed([t for _, t in pieces])
+        small = [top(sentence_vectors, np.array([i for i, _ in pieces]), q) for q in queries]
+        stemmed = keyword(heading, "porter unicode61 remove_diacritics 2", questions)
+        unstemmed = keyword(heading, "unicode61 remove_diacritics 2", questions)
+        no_heading = keyword([(i, "", t) for i, _, t in heading], "porter unicode61 remove_diacritics 2", questions)
+        fuse = Fusion().fuse
+
+        def score(lists: list[list[tuple[int, float]]], by_id=by_id, items=items) -> dict[str, float]:
+            rows = [score_ranking([by_id[i] for i, _ in ranked[:10]], gold)
+                    for ranked, (_, gold) in zip(lists, items, strict=True)]
+            return {m: round(float(np.mean([r[k] for r in rows])), 4)
+                    for m, k in (("recall@1", "recall@1"), ("recall@5", "recall@5"), ("recall@10", "recall@10"),
+                                 ("mrr", "rr"))}
+
+        out[name] = {
+            "default: keyword (porter stemming, headings)": score(stemmed),
+            "keyword without stemming": score(unstemmed),
+            "hybrid, keyword without stemming": score([fuse(d, k) for d, k in zip(dense, unstemmed, strict=True)]),
+            "dense without heading context": score(plain_dense),
+            "keyword without heading context": score(no_heading),
+            "hybrid without heading context": score([fuse(d, k) for d, k in
+                                                     zip(plain_dense, no_heading, strict=True)]),
+            f"small-to-big: dense over {len(pieces)} sentences": score(small),
+            "small-to-big: hybrid": score([fuse(d, k) for d, k in zip(small, stemmed, strict=True)]),
+        }
+        print(f"{name}: {out[name]}", flush=True)
+    return out
+
+
 def tune(work: Path, sets: list[str]) -> dict:
     from dlforge.rag.tune import tune_index
 
@@ -101,6 +180,8 @@ def render(records: dict) -> str:
         naive = q["naive"]["modes"]
         lines.append(_row("naive baseline: dense", naive["dense"], False))
         lines.append(_row("naive baseline: RRF (its hybrid)", naive["rrf"], False))
+        for label, m in (records.get("ablations") or {}).get(name, {}).items():
+            lines.append(_row(label, m, False))
         t = tuned.get(name)
         if t:
             after = t["evaluation"]["after"]
@@ -113,13 +194,16 @@ def render(records: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", nargs="?", choices=["quality", "tune"], help="measure this (default: render only)")
+    ap.add_argument("what", nargs="?", choices=["quality", "ablations", "tune"],
+                    help="measure this (default: render only)")
     ap.add_argument("--work", type=Path, default=Path("runs") / "retrieval")
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     args = ap.parse_args()
     records = resultstools.load(RECORDS, {})
     if args.what == "quality":
         records["quality"] = quality(args.work)
+    elif args.what == "ablations":
+        records["ablations"] = ablations(args.work)
     elif args.what == "tune":
         records["tune"] = {**records.get("tune", {}), **tune(args.work, args.sets)}
     resultstools.finish(RECORDS, OUT, records, render)

@@ -60,6 +60,9 @@ def test_index_ask_eval_stats(capsys, corpus, tmp_path):
     stats = json.loads(out)
     assert stats["documents"] == 5 and stats["types"] == {"html": 1, "jsonl": 1, "md": 1, "rst": 1, "txt": 1}
     assert stats["embedder"]["name"] == "all-MiniLM-L6-v2" and stats["vector_index"]["in_sync"]
+    assert stats["fusion"]["method"] == "linear" and stats["fusion"]["tuned_on"] is None  # nothing chosen yet
+    code, out, _ = cli(capsys, "rag", "stats", "--db", db)
+    assert code == 0 and "linear, keyword weight 0.3 (default)" in out
 
 
 def test_bad_input_exits_2_with_one_line(capsys, corpus, tmp_path):
