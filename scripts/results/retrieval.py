@@ -163,6 +163,7 @@ def render(records: dict) -> str:
              "windows, the same MiniLM, BM25, equal-weight RRF).", ""]
     quality_ = records.get("quality") or {}
     tuned = records.get("tune") or {}
+    lines += _summary(quality_, tuned)
     for name in SETS:
         q = quality_.get(name)
         if not q:
@@ -190,6 +191,35 @@ def render(records: dict) -> str:
             lines.append(_row("`rag tune` embedder, hybrid", after["hybrid"]))
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _summary(quality_: dict, tuned: dict) -> list[str]:
+    """The issue's targets against the records: what holds and what does not."""
+    if not all(name in quality_ for name in SETS):
+        return []
+
+    def r5(name: str, mode: str = "hybrid") -> float:
+        return quality_[name]["modes"][mode]["recall@5"]
+
+    naive = {n: quality_[n]["naive"]["modes"]["rrf"]["recall@5"] for n in SETS}
+    lines = ["## Against the targets", "",
+             f"- Blanked Debian FAQ, default recall@5 >= 0.90: **{r5('debian-faq-blanked'):.3f}, not met** (dense "
+             f"alone {r5('debian-faq-blanked', 'dense'):.3f}; the default matches it and beats its MRR, "
+             f"{quality_['debian-faq-blanked']['modes']['hybrid']['mrr']:.3f} against "
+             f"{quality_['debian-faq-blanked']['modes']['dense']['mrr']:.3f}). Dense recall@10 is "
+             f"{quality_['debian-faq-blanked']['modes']['dense']['recall@10']:.3f}: the answer is not in MiniLM's "
+             "top 10 for the rest, so no fusion of these lists can reach 0.90; a reranker or a stronger embedder "
+             "would have to find it.",
+             f"- Plain Debian FAQ >= 0.97: {r5('debian-faq'):.3f}. Python FAQ (held out) >= 0.90: "
+             f"{r5('python-faq'):.3f} (dense alone {r5('python-faq', 'dense'):.3f}).",
+             "- The default beats the naive baseline (its RRF) on every set: "
+             + ", ".join(f"{n} {r5(n):.3f} against {naive[n]:.3f}" for n in SETS) + ".",
+             "- Query latency p50 of the default <= 100 ms: "
+             + ", ".join(f"{quality_[n]['modes']['hybrid']['latency_ms_p50']:.1f} ms" for n in SETS) + "."]
+    if tuned:
+        lines.append("- `rag tune` <= 15 min: " + ", ".join(f"{n} {t['seconds']:.0f} s" for n, t in tuned.items())
+                     + " (mining, training one epoch and re-indexing).")
+    return lines + [""]
 
 
 def main() -> None:
