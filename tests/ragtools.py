@@ -105,3 +105,17 @@ PETS = {
     "notes.jsonl": '{"text": "Rabbits are crepuscular: most active at dawn and dusk.", "title": "Rabbits", "id": 1}\n'
                    '{"text": "Hamsters store food in their cheek pouches.", "title": "Hamsters", "id": 2}\n',
 }
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run `dlforge ARGS` in this process (the embedding model stays loaded between commands): exit code, stdout,
+    stderr."""
+    import pytest
+
+    from dlforge.cli.main import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out = capsys.readouterr()
+    return exit_info.value.code or 0, out.out, out.err

@@ -59,6 +59,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
+    print_results(results)
+
+
+def print_results(results: dict) -> None:
+    """Each set's evaluation as a table of modes by metric (also python_faq_devset's)."""
     for name, r in results.items():
         print(f"\n{name}: {r['questions']} questions, {r['index']['chunks_added']} chunks indexed "
               f"at {r['index']['chunks_per_s']} chunks/s")

@@ -60,13 +60,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    r = results["python-faq"]
-    print(f"\npython-faq: {r['questions']} questions, {index['chunks_added']} chunks indexed in {index['seconds']} s "
-          f"({index['chunks_per_s']} chunks/s)")
-    cols = ["recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "latency_ms_p50", "latency_ms_p95"]
-    print(f"{'mode':8s} " + " ".join(f"{c:>14s}" for c in cols))
-    for mode, m in r["modes"].items():
-        print(f"{mode:8s} " + " ".join(f"{m[c]:14.4f}" for c in cols))
+    from debian_faq_devset import print_results  # beside this script
+
+    print_results(results)
 
 
 if __name__ == "__main__":

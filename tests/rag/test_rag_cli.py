@@ -9,18 +9,7 @@ import sqlite3
 
 import pytest
 from clitools import run_cli
-from ragtools import PETS, minilm, write_files
-
-from dlforge.cli.main import main
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run `dlforge ARGS` in this process (the embedding model stays loaded between commands)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out = capsys.readouterr()
-    return exit_info.value.code or 0, out.out, out.err
+from ragtools import PETS, cli, minilm, write_files
 
 
 @pytest.fixture

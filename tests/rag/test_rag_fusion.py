@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from ragtools import minilm, write_files
+from ragtools import cli, minilm, write_files
 
-from dlforge.cli.main import main
 from dlforge.errors import ConfigError, DataError
 from dlforge.rag.evaluate import tune_fusion
 from dlforge.rag.fusion import KEYWORD_WEIGHT, Fusion, linear_fusion, weighted_rrf
@@ -127,14 +126,6 @@ def test_tune_fusion_scores_the_grid_and_records_the_choice(index, capsys):
         assert store.settings()["fusion"] == saved["chosen"] and saved["saved"]
     code, _, err = cli(capsys, "rag", "eval", str(questions), "--db", str(db), "--save")
     assert code == 2 and "--save: only with --tune-fusion" in err and "Traceback" not in err
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out = capsys.readouterr()
-    return exit_info.value.code or 0, out.out, out.err
 
 
 def test_contextual_headings_are_indexed_but_not_shown(tmp_path):
