@@ -144,11 +144,17 @@ def evaluate(questions: str | Path, db: str | Path, modes: tuple[str, ...] = ("h
     return report
 
 
-def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
-    ms = np.array([r["ms"] for r in rows])
+def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of `score_ranking`'s scores over questions: recall@k for each k, MRR and nDCG@10, to 4 decimals."""
     out = {f"recall@{k}": round(float(np.mean([r[f"recall@{k}"] for r in rows])), 4) for k in KS}
     out["mrr"] = round(float(np.mean([r["rr"] for r in rows])), 4)
     out["ndcg@10"] = round(float(np.mean([r["ndcg@10"] for r in rows])), 4)
+    return out
+
+
+def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
+    ms = np.array([r["ms"] for r in rows])
+    out = mean_scores(rows)
     out["latency_ms_p50"] = round(float(np.percentile(ms, 50)), 2)
     out["latency_ms_p95"] = round(float(np.percentile(ms, 95)), 2)
     return out
@@ -187,9 +193,7 @@ def tune_fusion(questions: str | Path, db: str | Path, model: str | None = None,
             fusion = Fusion(method=method, keyword_weight=weight, rrf_k=current.rrf_k)
             scores = [score_ranking([records[i] for i, _ in fusion.fuse(d, k)[:10]], gold)
                       for (d, k), (_q, gold) in zip(lists, items, strict=True)]
-            rows.append({"method": method, "keyword_weight": weight, "recall@1": _mean(scores, "recall@1"),
-                         "recall@5": _mean(scores, "recall@5"), "recall@10": _mean(scores, "recall@10"),
-                         "mrr": _mean(scores, "rr")})
+            rows.append({"method": method, "keyword_weight": weight, **mean_scores(scores)})
     best = max(rows, key=lambda r: (r["recall@5"], r["mrr"], r["method"] == current.method,
                                     -abs(r["keyword_weight"] - current.keyword_weight)))
     chosen = Fusion(method=best["method"], keyword_weight=best["keyword_weight"], rrf_k=current.rrf_k,
@@ -200,7 +204,3 @@ def tune_fusion(questions: str | Path, db: str | Path, model: str | None = None,
             store.update_settings("fusion", chosen.to_dict())
     return {"questions": len(items), "db": str(db), "grid": rows, "before": current.to_dict(),
             "chosen": chosen.to_dict(), "saved": save}
-
-
-def _mean(rows: list[dict[str, float]], key: str) -> float:
-    return round(float(np.mean([r[key] for r in rows])), 4)

@@ -38,7 +38,8 @@ from dlforge.rag.vector_index import DEFAULTS, VectorIndex
 from dlforge.runs.rundir import atomic_write_bytes
 
 SCHEMA_VERSION = 1
-SCHEMA = """
+FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"  # FTS5: Porter stemming over Unicode words, accents folded
+SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE documents (
     id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE, relpath TEXT NOT NULL, type TEXT NOT NULL,
@@ -50,7 +51,7 @@ CREATE TABLE chunks (
     end_char INTEGER NOT NULL, tokens INTEGER NOT NULL, meta TEXT, vector BLOB NOT NULL);
 CREATE INDEX chunks_doc ON chunks(doc_id);
 CREATE VIRTUAL TABLE chunks_fts USING fts5(heading, text, content='chunks', content_rowid='id',
-    tokenize='porter unicode61 remove_diacritics 2');
+    tokenize='{FTS_TOKENIZER}');
 CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts(rowid, heading, text) VALUES (new.id, new.heading, new.text); END;
 CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
@@ -178,8 +179,8 @@ class SQLiteStore(Store):
 
     def _ann_settings(self) -> dict[str, Any]:
         """The graph's settings as built, with the ef that `tune_ann` chose (settings["ann_tuned"]) if any."""
-        tuned = self._settings.get("ann_tuned") or {}
-        return {**self._settings["ann"], **{k: v for k, v in tuned.items() if k == "expansion_search"}}
+        tuned = self._settings.get("ann_tuned")
+        return {**self._settings["ann"], **({"expansion_search": tuned["expansion_search"]} if tuned else {})}
 
     def tune_ann(self, target: float, k: int = 10, sample: int = 500, seed: int = 0) -> dict[str, Any]:
         """Choose the smallest ef reaching recall@k >= `target` on `sample` questions made up near stored vectors

@@ -66,11 +66,11 @@ def ablations(work: Path) -> dict:
     import numpy as np
 
     from dlforge.rag.chunk import CONTEXT_SEP
-    from dlforge.rag.evaluate import read_questions, score_ranking
+    from dlforge.rag.evaluate import mean_scores, read_questions, score_ranking
     from dlforge.rag.fusion import Fusion
     from dlforge.rag.mine import sentences
     from dlforge.rag.retrieve import Retriever
-    from dlforge.rag.sqlite_store import fts_query
+    from dlforge.rag.sqlite_store import FTS_TOKENIZER, fts_query
 
     def keyword(rows: list[tuple], tokenizer: str, questions: list[str]) -> list[list[tuple[int, float]]]:
         db = sqlite3.connect(":memory:")
@@ -106,17 +106,14 @@ def ablations(work: Path) -> dict:
                                                       if not sentences(r["text"])]
         sentence_vectors = embed([t for _, t in pieces])
         small = [top(sentence_vectors, np.array([i for i, _ in pieces]), q) for q in queries]
-        stemmed = keyword(heading, "porter unicode61 remove_diacritics 2", questions)
-        unstemmed = keyword(heading, "unicode61 remove_diacritics 2", questions)
-        no_heading = keyword([(i, "", t) for i, _, t in heading], "porter unicode61 remove_diacritics 2", questions)
+        stemmed = keyword(heading, FTS_TOKENIZER, questions)
+        unstemmed = keyword(heading, FTS_TOKENIZER.removeprefix("porter "), questions)
+        no_heading = keyword([(i, "", t) for i, _, t in heading], FTS_TOKENIZER, questions)
         fuse = Fusion().fuse
 
         def score(lists: list[list[tuple[int, float]]], by_id=by_id, items=items) -> dict[str, float]:
-            rows = [score_ranking([by_id[i] for i, _ in ranked[:10]], gold)
-                    for ranked, (_, gold) in zip(lists, items, strict=True)]
-            return {m: round(float(np.mean([r[k] for r in rows])), 4)
-                    for m, k in (("recall@1", "recall@1"), ("recall@5", "recall@5"), ("recall@10", "recall@10"),
-                                 ("mrr", "rr"))}
+            return mean_scores([score_ranking([by_id[i] for i, _ in ranked[:10]], gold)
+                                for ranked, (_, gold) in zip(lists, items, strict=True)])
 
         out[name] = {
             "default: keyword (porter stemming, headings)": score(stemmed),
